@@ -1,0 +1,164 @@
+"""The seams of the node agent: image store, container runtime, pod network.
+
+The pod worker (`agent.worker`) only ever talks to these Protocols; the real
+implementations live in `agent.images`, `agent.runtime` and `agent.network`,
+and recording/scripted fakes in `agent.fakes` let the whole agent run in CI
+without root ("hollow agents"). Keep these small: every method here is one
+verb a kubelet-like worker needs, nothing more.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol, runtime_checkable
+
+
+# ---------------------------------------------------------------------------- images
+class ImagePullError(Exception):
+    """A pull failed. `reason` is what the pod status shows (ErrImagePull,
+    ErrImageNeverPull, InvalidImageName); the message names image and digest."""
+
+    def __init__(self, reference: str, message: str, reason: str = "ErrImagePull"):
+        super().__init__(message)
+        self.reference = reference
+        self.message = message
+        self.reason = reason
+
+
+@dataclass
+class PulledImage:
+    reference: str          # as written in the pod spec, e.g. 127.0.0.1:5000/web:v1 or ...@sha256:...
+    digest: str             # manifest digest, "sha256:<hex>"
+    image_id: str           # containerStatuses[].imageID, "<registry>/<repo>@sha256:<hex>"
+    layers: list[str]       # absolute paths of unpacked layer dirs, bottom first
+    config: dict            # the OCI image config's "config" object (Env, Entrypoint, Cmd, WorkingDir, User, ...)
+
+
+@runtime_checkable
+class ImageStore(Protocol):
+    def pull(self, reference: str, *, policy: str = "IfNotPresent",
+             progress: Callable[[str], None] | None = None) -> PulledImage:
+        """Make the image available locally (policy Always|IfNotPresent|Never) and return it.
+        Every blob is verified against its digest before use. Raises ImagePullError."""
+
+    def gc(self, in_use: set[str]) -> list[str]:
+        """Remove images and layers not referenced by the given manifest digests; return what went."""
+
+
+# ---------------------------------------------------------------------------- runtime
+@dataclass
+class Mount:
+    source: str
+    destination: str
+    type: str = "bind"
+    options: list[str] = field(default_factory=lambda: ["rbind", "rw"])
+
+
+@dataclass
+class ContainerConfig:
+    """Everything the runtime needs to create one container (one restart attempt)."""
+    id: str                      # runtime id, unique per attempt: "<pod-uid[:12]>-<container>-<attempt>"
+    pod_uid: str
+    pod_name: str
+    namespace: str
+    container_name: str
+    attempt: int
+    image: PulledImage
+    argv: list[str]              # resolved: k8s command/args over the image's Entrypoint/Cmd
+    env: list[str]               # "NAME=value", image env first, pod env overriding
+    working_dir: str = "/"
+    user: str | None = None      # "uid[:gid]" or a name resolved inside the rootfs
+    hostname: str = ""
+    netns_path: str | None = None    # join this network namespace (the pod's)
+    mounts: list[Mount] = field(default_factory=list)
+    cpu_millis: int | None = None    # resources.limits.cpu
+    memory_bytes: int | None = None  # resources.limits.memory
+    log_path: str = ""
+    labels: dict[str, str] = field(default_factory=dict)   # kept with the container; read back by list()
+
+
+ContainerStatus = Literal["created", "running", "stopped", "unknown"]
+
+
+@dataclass
+class ContainerState:
+    id: str
+    status: ContainerStatus
+    labels: dict[str, str] = field(default_factory=dict)
+    pid: int | None = None
+    exit_code: int | None = None
+    started_at: float | None = None    # unix time
+    finished_at: float | None = None
+    oom_killed: bool = False
+    log_path: str = ""
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    def create(self, cfg: ContainerConfig) -> None:
+        """Prepare rootfs and bundle and create the container under its monitor (state 'created')."""
+
+    def start(self, container_id: str) -> None: ...
+
+    def kill(self, container_id: str, signal: int) -> None:
+        """Send a signal to the container's init process; no error if it already exited."""
+
+    def remove(self, container_id: str) -> None:
+        """Delete runtime state, bundle, rootfs mount and cgroup. The container must be stopped."""
+
+    def list(self) -> list[ContainerState]:
+        """Every container this runtime manages, including ones created before an agent restart."""
+
+    def state(self, container_id: str) -> ContainerState | None: ...
+
+    def exec(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, bytes]:
+        """Run argv inside the running container; return (exit code, combined output)."""
+
+
+# ---------------------------------------------------------------------------- network
+@dataclass
+class PodNet:
+    pod_uid: str
+    netns_path: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another node of the overlay, as published on its Node object."""
+    node: str
+    underlay_ip: str     # the node's InternalIP
+    vtep_mac: str        # the MAC of its VXLAN device
+    pod_cidr: str        # its spec.podCIDR
+
+
+@dataclass(frozen=True)
+class HostPort:
+    pod_uid: str
+    host_port: int
+    container_port: int
+    protocol: str = "TCP"
+    host_ip: str = ""    # "" = every node address
+
+
+@runtime_checkable
+class Network(Protocol):
+    def ensure_node(self, pod_cidr: str) -> None:
+        """Bridge `shoal0` with the first address of pod_cidr; forwarding on. Idempotent."""
+
+    def setup_pod(self, pod_uid: str, pod_name: str) -> PodNet:
+        """Netns + veth on the bridge + an IP kept on disk (same IP after an agent restart). Idempotent."""
+
+    def teardown_pod(self, pod_uid: str) -> None:
+        """Remove netns, veth, host ports and IP allocation. Idempotent."""
+
+    def pods(self) -> list[str]:
+        """uids of pods that have network state on this node."""
+
+    def sync_host_ports(self, ports: list[HostPort]) -> None:
+        """Converge the node's hostPort DNAT rules to exactly this set."""
+
+    def ensure_overlay(self, underlay_ip: str) -> str:
+        """Create (or reuse if compatible) the VXLAN device; return its MAC."""
+
+    def sync_peers(self, peers: list[Peer]) -> None:
+        """Converge routes, neighbours and FDB entries to exactly this peer set."""

@@ -1,0 +1,263 @@
+"""The Python client every shoal component uses to talk to the API server.
+
+Contract:
+- Objects are plain dicts in Kubernetes' wire form (camelCase), never models.
+- `kind` arguments accept anything `apiserver.resources.resolve` does:
+  `"Deployment"`, `"deployments"`, `"deploy"`.
+- Errors are raised as `apiserver.errors.ApiError` subclasses rebuilt from
+  the server's Status (`NotFound`, `Conflict`, `AlreadyExists`, `Gone`, ...);
+  a server that cannot be reached raises `ConnectionFailed`.
+- `watch()` yields event dicts `{"type": ..., "object": ...}` until the server
+  closes the stream or `timeout_seconds` elapses; it does not reconnect by
+  itself (informers own that loop, so they can relist on 410).
+- Thread-safe: one `Client` may be shared by many threads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import yaml
+
+from . import errors
+from .resources import Resource, resolve
+
+
+class ConnectionFailed(errors.ApiError):
+    code, reason = 0, "ConnectionFailed"
+
+
+def default_kubeconfig_path() -> Path:
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return Path(env.split(os.pathsep)[0])
+    return Path.home() / ".shoal" / "kubeconfig"
+
+
+def load_kubeconfig(path: str | os.PathLike | None = None) -> dict:
+    """Read a kubeconfig-format file and return {server, token, ca_file|ca_data, namespace}."""
+    p = Path(path) if path else default_kubeconfig_path()
+    try:
+        doc = yaml.safe_load(p.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"kubeconfig {p} not found: start a cluster with `shoal up` or `shoal server`, "
+                                f"or pass --kubeconfig / set KUBECONFIG") from None
+    ctx_name = doc.get("current-context")
+    ctxs = {c["name"]: c.get("context", {}) for c in doc.get("contexts", [])}
+    ctx = ctxs.get(ctx_name) or (next(iter(ctxs.values())) if ctxs else {})
+    clusters = {c["name"]: c.get("cluster", {}) for c in doc.get("clusters", [])}
+    users = {u["name"]: u.get("user", {}) for u in doc.get("users", [])}
+    cluster = clusters.get(ctx.get("cluster")) or (next(iter(clusters.values())) if clusters else {})
+    user = users.get(ctx.get("user")) or (next(iter(users.values())) if users else {})
+    out = {"server": cluster.get("server"), "token": user.get("token"),
+           "namespace": ctx.get("namespace") or "default", "path": str(p)}
+    if cluster.get("certificate-authority"):
+        out["ca_file"] = cluster["certificate-authority"]
+    if cluster.get("certificate-authority-data"):
+        out["ca_data"] = cluster["certificate-authority-data"]
+    return out
+
+
+def write_kubeconfig(path: str | os.PathLike, *, server: str, token: str, ca_data_b64: str | None = None,
+                     name: str = "shoal") -> None:
+    """Write a kubeconfig that both shoal and kubectl can read (mode 600)."""
+    cluster: dict[str, Any] = {"server": server}
+    if ca_data_b64:
+        cluster["certificate-authority-data"] = ca_data_b64
+    doc = {"apiVersion": "v1", "kind": "Config", "current-context": name,
+           "clusters": [{"name": name, "cluster": cluster}],
+           "users": [{"name": f"{name}-admin", "user": {"token": token}}],
+           "contexts": [{"name": name, "context": {"cluster": name, "user": f"{name}-admin", "namespace": "default"}}],
+           "preferences": {}}
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    os.replace(tmp, p)
+
+
+class Client:
+    """HTTP client for the shoal (Kubernetes-shaped) API."""
+
+    def __init__(self, server: str, token: str | None, *, ca_file: str | None = None, ca_data: str | None = None,
+                 timeout: float = 30.0, user_agent: str = "shoal"):
+        self.server = server.rstrip("/")
+        self.token = token
+        verify: Any = True
+        if ca_file or ca_data:
+            ctx = ssl.create_default_context()
+            if ca_file:
+                ctx.load_verify_locations(cafile=ca_file)
+            if ca_data:
+                import base64
+                ctx.load_verify_locations(cadata=base64.b64decode(ca_data).decode())
+            verify = ctx
+        self._verify = verify
+        headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._headers = headers
+        self._timeout = timeout
+        self._http = httpx.Client(base_url=self.server, headers=headers, verify=verify, timeout=timeout,
+                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | os.PathLike | None = None, **kw) -> "Client":
+        cfg = load_kubeconfig(path)
+        c = cls(cfg["server"], cfg.get("token"), ca_file=cfg.get("ca_file"), ca_data=cfg.get("ca_data"), **kw)
+        c.default_namespace = cfg.get("namespace", "default")
+        return c
+
+    default_namespace = "default"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------------
+    def _ns(self, res: Resource, namespace: str | None, obj: dict | None = None) -> str | None:
+        if not res.namespaced:
+            return None
+        if namespace:
+            return namespace
+        if obj is not None and (obj.get("metadata") or {}).get("namespace"):
+            return obj["metadata"]["namespace"]
+        return self.default_namespace
+
+    def request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
+                content_type: str = "application/json", raw: bool = False) -> Any:
+        headers = {}
+        content = None
+        if body is not None:
+            content = json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            r = self._http.request(method, path, params=params, content=content, headers=headers)
+        except httpx.TransportError as e:
+            raise ConnectionFailed(f"cannot reach the API server at {self.server}: {e}") from e
+        if r.status_code >= 400:
+            try:
+                payload = r.json()
+            except ValueError:
+                payload = r.text
+            raise errors.from_status(r.status_code, payload)
+        if raw:
+            return r.text
+        if not r.content:
+            return None
+        return r.json()
+
+    # -- verbs ----------------------------------------------------------------------
+    def create(self, kind: str, obj: dict, namespace: str | None = None) -> dict:
+        res = resolve(kind)
+        return self.request("POST", res.path(namespace=self._ns(res, namespace, obj)), body=obj)
+
+    def get(self, kind: str, name: str, namespace: str | None = None, *, subresource: str | None = None) -> dict:
+        res = resolve(kind)
+        return self.request("GET", res.path(name, self._ns(res, namespace), subresource))
+
+    def list(self, kind: str, namespace: str | None = None, *, label_selector: str | None = None,
+             field_selector: str | None = None, all_namespaces: bool = False) -> dict:
+        """Return the List object: {"items": [...], "metadata": {"resourceVersion": "N"}}."""
+        res = resolve(kind)
+        ns = None if all_namespaces else self._ns(res, namespace)
+        return self.request("GET", res.path(namespace=ns),
+                            params={"labelSelector": label_selector, "fieldSelector": field_selector})
+
+    def update(self, kind: str, obj: dict, *, subresource: str | None = None) -> dict:
+        """PUT with compare-and-swap on obj.metadata.resourceVersion (409 Conflict when stale)."""
+        res = resolve(kind)
+        md = obj["metadata"]
+        return self.request("PUT", res.path(md["name"], self._ns(res, None, obj), subresource), body=obj)
+
+    def update_status(self, kind: str, obj: dict) -> dict:
+        return self.update(kind, obj, subresource="status")
+
+    def patch(self, kind: str, name: str, patch: Any, namespace: str | None = None, *,
+              subresource: str | None = None, patch_type: str = "merge") -> dict:
+        """merge (RFC 7386, default), json (RFC 6902) or strategic patch."""
+        res = resolve(kind)
+        ct = {"merge": "application/merge-patch+json", "json": "application/json-patch+json",
+              "strategic": "application/strategic-merge-patch+json"}[patch_type]
+        return self.request("PATCH", res.path(name, self._ns(res, namespace), subresource), body=patch,
+                            content_type=ct)
+
+    def delete(self, kind: str, name: str, namespace: str | None = None, *,
+               grace_period_seconds: int | None = None, propagation_policy: str | None = None,
+               preconditions_uid: str | None = None) -> dict:
+        res = resolve(kind)
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
+        if propagation_policy:
+            body["propagationPolicy"] = propagation_policy
+        if preconditions_uid:
+            body["preconditions"] = {"uid": preconditions_uid}
+        return self.request("DELETE", res.path(name, self._ns(res, namespace)), body=body)
+
+    def watch(self, kind: str, namespace: str | None = None, *, resource_version: str | None = None,
+              label_selector: str | None = None, field_selector: str | None = None,
+              timeout_seconds: float | None = None, bookmarks: bool = False,
+              all_namespaces: bool = False) -> Iterator[dict]:
+        """Yield watch events strictly after resource_version (or ADDED for current objects
+        when it is None). Raises `errors.Gone` on 410 (as an HTTP answer or an ERROR event)."""
+        res = resolve(kind)
+        ns = None if all_namespaces else self._ns(res, namespace)
+        params = {"watch": "true", "resourceVersion": resource_version, "labelSelector": label_selector,
+                  "fieldSelector": field_selector, "allowWatchBookmarks": "true" if bookmarks else None,
+                  "timeoutSeconds": int(timeout_seconds) if timeout_seconds else None}
+        params = {k: v for k, v in params.items() if v is not None}
+        timeout = httpx.Timeout(self._timeout, read=(timeout_seconds or 300) + 30)
+        try:
+            with self._http.stream("GET", res.path(namespace=ns), params=params, timeout=timeout) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    try:
+                        payload = r.json()
+                    except ValueError:
+                        payload = r.text
+                    raise errors.from_status(r.status_code, payload)
+                for line in r.iter_lines():
+                    if not line.strip():
+                        continue
+                    ev = json.loads(line)
+                    if ev.get("type") == "ERROR":
+                        obj = ev.get("object") or {}
+                        raise errors.from_status(int(obj.get("code") or 500), obj)
+                    yield ev
+        except httpx.TransportError as e:
+            raise ConnectionFailed(f"watch on {res.plural} from {self.server} broke: {e}") from e
+
+    def logs(self, name: str, namespace: str | None = None, *, container: str | None = None,
+             follow: bool = False, tail_lines: int | None = None, previous: bool = False) -> Iterator[str]:
+        """Yield chunks of a pod's log (text)."""
+        res = resolve("pods")
+        params = {"container": container, "follow": "true" if follow else None, "tailLines": tail_lines,
+                  "previous": "true" if previous else None}
+        params = {k: v for k, v in params.items() if v is not None}
+        timeout = httpx.Timeout(self._timeout, read=None if follow else self._timeout)
+        try:
+            with self._http.stream("GET", res.path(name, self._ns(res, namespace), "log"), params=params,
+                                   timeout=timeout) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    try:
+                        payload = r.json()
+                    except ValueError:
+                        payload = r.text
+                    raise errors.from_status(r.status_code, payload)
+                yield from r.iter_text()
+        except httpx.TransportError as e:
+            raise ConnectionFailed(f"log stream of pod {name} broke: {e}") from e
