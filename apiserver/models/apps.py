@@ -1,0 +1,89 @@
+"""apps/v1 shapes: Deployment and ReplicaSet."""
+from __future__ import annotations
+
+from typing import Optional
+
+from .base import IntOrString, Time, WireModel
+from .core import PodTemplateSpec
+from .meta import LabelSelector, ObjectMeta
+
+
+class RollingUpdateDeployment(WireModel):
+    max_unavailable: Optional[IntOrString] = None
+    max_surge: Optional[IntOrString] = None
+
+
+class DeploymentStrategy(WireModel):
+    type: Optional[str] = None
+    rolling_update: Optional[RollingUpdateDeployment] = None
+
+
+class DeploymentSpec(WireModel):
+    replicas: Optional[int] = None
+    selector: Optional[LabelSelector] = None
+    template: Optional[PodTemplateSpec] = None
+    strategy: Optional[DeploymentStrategy] = None
+    min_ready_seconds: Optional[int] = None
+    revision_history_limit: Optional[int] = None
+    paused: Optional[bool] = None
+    progress_deadline_seconds: Optional[int] = None
+
+
+class DeploymentCondition(WireModel):
+    type: Optional[str] = None
+    status: Optional[str] = None
+    last_update_time: Optional[Time] = None
+    last_transition_time: Optional[Time] = None
+    reason: Optional[str] = None
+    message: Optional[str] = None
+
+
+class DeploymentStatus(WireModel):
+    observed_generation: Optional[int] = None
+    replicas: Optional[int] = None
+    updated_replicas: Optional[int] = None
+    ready_replicas: Optional[int] = None
+    available_replicas: Optional[int] = None
+    unavailable_replicas: Optional[int] = None
+    conditions: Optional[list[DeploymentCondition]] = None
+    collision_count: Optional[int] = None
+
+
+class Deployment(WireModel):
+    api_version: Optional[str] = None
+    kind: Optional[str] = None
+    metadata: Optional[ObjectMeta] = None
+    spec: Optional[DeploymentSpec] = None
+    status: Optional[DeploymentStatus] = None
+
+
+class ReplicaSetSpec(WireModel):
+    replicas: Optional[int] = None
+    min_ready_seconds: Optional[int] = None
+    selector: Optional[LabelSelector] = None
+    template: Optional[PodTemplateSpec] = None
+
+
+class ReplicaSetCondition(WireModel):
+    type: Optional[str] = None
+    status: Optional[str] = None
+    last_transition_time: Optional[Time] = None
+    reason: Optional[str] = None
+    message: Optional[str] = None
+
+
+class ReplicaSetStatus(WireModel):
+    replicas: Optional[int] = None
+    fully_labeled_replicas: Optional[int] = None
+    ready_replicas: Optional[int] = None
+    available_replicas: Optional[int] = None
+    observed_generation: Optional[int] = None
+    conditions: Optional[list[ReplicaSetCondition]] = None
+
+
+class ReplicaSet(WireModel):
+    api_version: Optional[str] = None
+    kind: Optional[str] = None
+    metadata: Optional[ObjectMeta] = None
+    spec: Optional[ReplicaSetSpec] = None
+    status: Optional[ReplicaSetStatus] = None

@@ -1,0 +1,102 @@
+"""The decoding layer shared by every kind: wire naming, strictness, scalar types.
+
+Every model derives from `WireModel`:
+- Python attributes are snake_case; the wire (JSON/YAML) names are Kubernetes'
+  camelCase, produced by an alias generator. The few names Kubernetes spells
+  with initialisms (`hostIP`, `podCIDR`, `imageID`, ...) get explicit aliases.
+- `extra="forbid"`: an unknown field is a decoding error that names its path,
+  as Kubernetes' strict field validation does.
+- `strict=True`: `replicas: "3"` or `labels: {v: 1}` are decoding errors, as
+  they are for Kubernetes' JSON decoder; nothing is silently coerced.
+- Every field is optional and defaults to None. Decoding only checks *shape*;
+  whether a field is required, in range or well-formed is checked afterwards
+  by `validation`, which can report every problem at once with its field path
+  (Kubernetes separates decoding and validation the same way). Nulls sent by
+  clients (`creationTimestamp: null`) therefore decode as "absent".
+
+Scalar types:
+- `Time`: RFC 3339 at second precision, always rendered `...Z` (the Python
+  client sends `+00:00`; both decode). `MicroTime`: the same with microseconds
+  (Event.eventTime, Lease times).
+- `Quantity`: kept as the user wrote it (a JSON number becomes its string);
+  `apiserver.quantity` parses it during validation.
+- `IntOrString`: ports and rolling-update bounds (`80` or `"http"`, `1` or `"25%"`).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True,
+                              validate_default=False, protected_namespaces=())
+
+    def wire(self) -> dict[str, Any]:
+        """The wire dict: camelCase names, None-valued fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="python")
+
+
+def _parse_time(v: Any) -> datetime:
+    if isinstance(v, datetime):
+        dt = v
+    elif isinstance(v, str):
+        text = v.strip()
+        if text.endswith("Z") or text.endswith("z"):
+            text = text[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"invalid timestamp {v!r}: expected RFC 3339, e.g. 2024-05-01T12:00:00Z") from None
+        if "T" not in text.upper():
+            raise ValueError(f"invalid timestamp {v!r}: expected RFC 3339, e.g. 2024-05-01T12:00:00Z")
+    else:
+        raise ValueError(f"invalid timestamp {v!r}: expected an RFC 3339 string")
+    if dt.tzinfo is None:
+        raise ValueError(f"invalid timestamp {v!r}: a time zone is required (use 'Z' for UTC)")
+    return dt.astimezone(timezone.utc)
+
+
+def _time(v: Any) -> Any:
+    if v is None:
+        return None
+    return _parse_time(v).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _micro_time(v: Any) -> Any:
+    if v is None:
+        return None
+    return _parse_time(v).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _quantity(v: Any) -> Any:
+    # JSON numbers are quantities too (`cpu: 1`, `cpu: 0.5`); bools are not.
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return v  # left for the str check to reject
+        return repr(v) if v != int(v) else str(int(v))
+    return v
+
+
+Time = Annotated[str, BeforeValidator(_time)]
+MicroTime = Annotated[str, BeforeValidator(_micro_time)]
+Quantity = Annotated[str, BeforeValidator(_quantity)]
+IntOrString = Union[int, str]
+ResourceList = dict[str, Quantity]
+
+
+def format_time(dt: datetime) -> str:
+    """Render a datetime as a Kubernetes `Time` (second precision, `Z`)."""
+    return _time(dt)
+
+
+def format_micro_time(dt: datetime) -> str:
+    """Render a datetime as a Kubernetes `MicroTime` (microseconds, `Z`)."""
+    return _micro_time(dt)

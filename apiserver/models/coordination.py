@@ -1,0 +1,22 @@
+"""coordination.k8s.io/v1 shapes: Lease (node heartbeats, leader election)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from .base import MicroTime, WireModel
+from .meta import ObjectMeta
+
+
+class LeaseSpec(WireModel):
+    holder_identity: Optional[str] = None
+    lease_duration_seconds: Optional[int] = None
+    acquire_time: Optional[MicroTime] = None
+    renew_time: Optional[MicroTime] = None
+    lease_transitions: Optional[int] = None
+
+
+class Lease(WireModel):
+    api_version: Optional[str] = None
+    kind: Optional[str] = None
+    metadata: Optional[ObjectMeta] = None
+    spec: Optional[LeaseSpec] = None
