@@ -1,0 +1,433 @@
+"""The HTTP API: Kubernetes' paths and semantics over the revision-log store.
+
+`create_app(settings, store)` builds a FastAPI app with no module-level
+state. Every resource in `apiserver.resources` gets Kubernetes' routes
+(collection, item, `/status`, `/scale`, `pods/{name}/log`); handlers are
+thin: parse → authorize → `Registry` (the semantics: defaulting, CAS,
+generation, graceful deletion, cascading) → JSON.
+
+Next: `apiserver.registry` holds the semantics, `apiserver.watch` streams.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import auth, errors, watch
+from .registry import Registry, Selectors
+from .resources import RESOURCES, Resource
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+OBJECT_BODY = {"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}, "required": True}}
+PATCH_BODY = {"requestBody": {"content": {
+    "application/merge-patch+json": {"schema": {"type": "object"}},
+    "application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}}},
+    "application/strategic-merge-patch+json": {"schema": {"type": "object"}},
+}, "required": True}}
+DELETE_BODY = {"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}, "required": False}}
+
+
+def _status_response(e: errors.ApiError) -> JSONResponse:
+    return JSONResponse(e.status(), status_code=e.code or 500)
+
+
+async def _body(request: Request, *, required: bool = True) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise errors.BadRequest("the request body is empty; an object was expected")
+        return None
+    try:
+        # Bodies may arrive without a Content-Type (kubectl's scale PUT, the Python client);
+        # YAML is accepted for apply-patch+yaml.
+        return json.loads(raw)
+    except ValueError:
+        ct = request.headers.get("content-type", "")
+        if "yaml" in ct:
+            import yaml
+            try:
+                return yaml.safe_load(raw)
+            except yaml.YAMLError as e:
+                raise errors.BadRequest(f"the request body is not valid YAML: {e}") from None
+        raise errors.BadRequest("the request body is not valid JSON") from None
+
+
+def _bool(v: str | None) -> bool:
+    return (v or "").lower() in ("true", "1", "yes")
+
+
+def create_app(settings: Settings, store: Store) -> FastAPI:
+    hub = watch.WatchHub(store, poll_interval=settings.watch_poll_interval)
+    registry = Registry(store, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await hub.start()
+        registry.start()
+        try:
+            yield
+        finally:
+            registry.stop()
+            await hub.stop()
+
+    app = FastAPI(title="shoal API", version=settings.version, lifespan=lifespan,
+                  description="Kubernetes-shaped API of shoal: namespaces, pods, nodes, events, deployments, "
+                              "replicasets, leases.")
+    app.state.settings = settings
+    app.state.store = store
+    app.state.hub = hub
+    app.state.registry = registry
+
+    # ------------------------------------------------------------------ errors
+    @app.exception_handler(errors.ApiError)
+    async def _api_error(_req: Request, e: errors.ApiError):
+        return _status_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, e: RequestValidationError):
+        causes = [errors.Cause(".".join(str(x) for x in err.get("loc", ())), err.get("msg", ""))
+                  for err in e.errors()]
+        return _status_response(errors.BadRequest("invalid request parameters", causes=causes))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, e: StarletteHTTPException):
+        if e.status_code == 404:
+            return _status_response(errors.NotFound("the server could not find the requested resource"))
+        if e.status_code == 405:
+            return _status_response(errors.MethodNotAllowed(
+                "the server does not allow this method on the requested resource"))
+        return _status_response(errors.ApiError(str(e.detail), code=e.status_code, reason="BadRequest"))
+
+    @app.exception_handler(Exception)
+    async def _internal(_req: Request, e: Exception):
+        log.exception("internal error")
+        return _status_response(errors.ApiError(f"internal error: {type(e).__name__}: {e}"))
+
+    # ------------------------------------------------------------------ auth
+    open_paths = {"/healthz", "/readyz", "/livez"}
+
+    @app.middleware("http")
+    async def _authn(request: Request, call_next):
+        if request.url.path in open_paths:
+            return await call_next(request)
+        try:
+            request.state.principal = await anyio.to_thread.run_sync(
+                auth.authenticate, store, request.headers.get("authorization"))
+        except errors.ApiError as e:
+            return _status_response(e)
+        return await call_next(request)
+
+    def principal(request: Request) -> auth.Principal:
+        return request.state.principal
+
+    # ------------------------------------------------------------------ meta endpoints
+    @app.get("/healthz", response_class=PlainTextResponse, tags=["meta"])
+    async def healthz():
+        return "ok"
+
+    @app.get("/livez", response_class=PlainTextResponse, tags=["meta"])
+    async def livez():
+        return "ok"
+
+    @app.get("/readyz", response_class=PlainTextResponse, tags=["meta"])
+    async def readyz():
+        try:
+            await anyio.to_thread.run_sync(store.current_revision)
+        except Exception as e:  # noqa: BLE001 — readiness reports any datastore failure
+            raise errors.ServiceUnavailable(f"datastore not ready: {e}") from e
+        return "ok"
+
+    @app.get("/version", tags=["meta"])
+    async def version():
+        return {"major": "1", "minor": "32", "gitVersion": settings.version, "gitCommit": "",
+                "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "cpython",
+                "platform": "linux/amd64"}
+
+    from .discovery import add_discovery_routes
+    add_discovery_routes(app)
+
+    @app.post("/shoal/v1/join", tags=["shoal"], openapi_extra=OBJECT_BODY)
+    async def join(request: Request):
+        """Exchange the join token for a node credential (k3s-style agent join)."""
+        p = principal(request)
+        if p.role not in ("join", "admin"):
+            raise errors.Forbidden("only the join token may join nodes")
+        body = await _body(request)
+        node = (body or {}).get("nodeName") if isinstance(body, dict) else None
+        from .models.names import is_dns1123_subdomain
+        if not isinstance(node, str) or not node or is_dns1123_subdomain(node):
+            raise errors.Invalid("nodeName: a valid DNS-1123 subdomain is required",
+                                 causes=[errors.Cause("nodeName", "a valid DNS-1123 subdomain is required")])
+        tok = await anyio.to_thread.run_sync(auth.issue_node_credential, store, node)
+        return {"nodeName": node, "token": tok, "apiserverToken": registry.tokens.get("apiserver", "")}
+
+    @app.post("/shoal/v1/tokens/rotate", tags=["shoal"], openapi_extra=OBJECT_BODY)
+    async def rotate(request: Request):
+        p = principal(request)
+        if p.role != "admin":
+            raise errors.Forbidden("only an admin may rotate tokens")
+        body = await _body(request)
+        role = body.get("role") if isinstance(body, dict) else None
+        tok = await anyio.to_thread.run_sync(auth.rotate_token, store, settings.data_dir, role)
+        registry.tokens[role] = tok
+        return {"role": role, "token": tok}
+
+    # ------------------------------------------------------------------ resources
+    for res in RESOURCES:
+        _add_resource_routes(app, res, registry, hub, settings, principal)
+    return app
+
+
+def _add_resource_routes(app: FastAPI, res: Resource, registry: Registry, hub: watch.WatchHub,
+                         settings: Settings, principal) -> None:
+    root = f"/apis/{res.group}/{res.version}" if res.group else f"/api/{res.version}"
+    coll = f"{root}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{root}/{res.plural}"
+    item = coll + "/{name}"
+    tag = res.plural
+
+    async def do_list(request: Request, namespace: str | None = None):
+        q = request.query_params
+        p = principal(request)
+        verb = "watch" if _bool(q.get("watch")) else "list"
+        auth.authorize(p, verb, res, namespace=namespace)
+        sel = Selectors.parse(q.get("labelSelector"), q.get("fieldSelector"))
+        if verb == "watch":
+            return await _watch(request, res, namespace, sel)
+        items, rev = await anyio.to_thread.run_sync(registry.list, res, namespace, sel)
+        return {"kind": f"{res.kind}List", "apiVersion": res.api_version,
+                "metadata": {"resourceVersion": str(rev)}, "items": items}
+
+    async def _watch(request: Request, res: Resource, namespace: str | None, sel: Selectors):
+        q = request.query_params
+        rv = q.get("resourceVersion") or ""
+        try:
+            timeout = min(float(q.get("timeoutSeconds") or settings.max_watch_seconds), settings.max_watch_seconds)
+        except ValueError:
+            raise errors.BadRequest(f"timeoutSeconds: invalid value {q.get('timeoutSeconds')!r}") from None
+        if timeout <= 0:
+            timeout = settings.max_watch_seconds
+        initial: list[dict] | None = None
+        if rv in ("", "0"):
+            items, start = await anyio.to_thread.run_sync(registry.list, res, namespace, sel)
+            initial = items
+        else:
+            try:
+                start = int(rv)
+            except ValueError:
+                raise errors.BadRequest(f"resourceVersion: invalid value {rv!r}: must be an integer") from None
+            if start < 0:
+                raise errors.BadRequest(f"resourceVersion: invalid value {rv!r}")
+
+        def matches(obj: dict) -> bool:
+            if namespace and (obj.get("metadata") or {}).get("namespace") != namespace:
+                return False
+            return sel.matches(obj)
+
+        def bookmark(rev: int) -> dict:
+            return {"kind": res.kind, "apiVersion": res.api_version, "metadata": {"resourceVersion": str(rev)}}
+
+        async def gen():
+            async for chunk in watch.stream(hub, resource=res.plural, start_revision=start, matches=matches,
+                                            initial=initial, timeout=timeout,
+                                            bookmark_interval=settings.bookmark_interval
+                                            if _bool(q.get("allowWatchBookmarks")) else None,
+                                            bookmark_object=bookmark, is_disconnected=request.is_disconnected):
+                yield chunk
+
+        return StreamingResponse(gen(), media_type="application/json",
+                                 headers={"Cache-Control": "no-cache, private", "X-Content-Type-Options": "nosniff"})
+
+    async def do_create(request: Request, namespace: str | None = None):
+        p = principal(request)
+        body = await _body(request)
+        auth.authorize(p, "create", res, namespace=namespace, obj=body if isinstance(body, dict) else None)
+        q = request.query_params
+        out = await anyio.to_thread.run_sync(
+            lambda: registry.create(res, namespace, body, dry_run=q.get("dryRun") == "All"))
+        return JSONResponse(out, status_code=201)
+
+    async def do_get(request: Request, name: str, namespace: str | None = None):
+        auth.authorize(principal(request), "get", res, namespace=namespace, name=name)
+        return await anyio.to_thread.run_sync(registry.get, res, namespace, name)
+
+    async def do_update(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
+        p = principal(request)
+        body = await _body(request)
+        old = await anyio.to_thread.run_sync(registry.get, res, namespace, name)
+        auth.authorize(p, "update", res, namespace=namespace, name=name, subresource=subresource,
+                       obj=body if isinstance(body, dict) else None, old=old)
+        return await anyio.to_thread.run_sync(
+            lambda: registry.update(res, namespace, name, body, subresource=subresource))
+
+    async def do_patch(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
+        p = principal(request)
+        body = await _body(request)
+        ct = (request.headers.get("content-type") or "application/merge-patch+json").split(";")[0].strip()
+        old = None
+        try:
+            old = await anyio.to_thread.run_sync(registry.get, res, namespace, name)
+        except errors.NotFound:
+            if ct != "application/apply-patch+yaml":
+                raise
+        auth.authorize(p, "patch", res, namespace=namespace, name=name, subresource=subresource, old=old,
+                       obj=old)
+        if ct == "application/apply-patch+yaml" and not request.query_params.get("fieldManager"):
+            raise errors.Invalid("fieldManager is required for apply requests",
+                                 causes=[errors.Cause("fieldManager", "Required value")])
+        return await anyio.to_thread.run_sync(
+            lambda: registry.patch(res, namespace, name, body, ct, subresource=subresource))
+
+    async def do_delete(request: Request, name: str, namespace: str | None = None):
+        p = principal(request)
+        body = await _body(request, required=False)
+        opts = body if isinstance(body, dict) else {}
+        q = request.query_params
+        if q.get("gracePeriodSeconds") is not None:
+            try:
+                opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+            except ValueError:
+                raise errors.BadRequest("gracePeriodSeconds must be an integer") from None
+        if q.get("propagationPolicy"):
+            opts["propagationPolicy"] = q["propagationPolicy"]
+        old = await anyio.to_thread.run_sync(registry.get, res, namespace, name)
+        auth.authorize(p, "delete", res, namespace=namespace, name=name, old=old)
+        return await anyio.to_thread.run_sync(lambda: registry.delete(res, namespace, name, opts))
+
+    async def do_scale_get(request: Request, name: str, namespace: str | None = None):
+        auth.authorize(principal(request), "get", res, namespace=namespace, name=name, subresource="scale")
+        return await anyio.to_thread.run_sync(registry.get_scale, res, namespace, name)
+
+    async def do_scale_put(request: Request, name: str, namespace: str | None = None):
+        auth.authorize(principal(request), "update", res, namespace=namespace, name=name, subresource="scale")
+        body = await _body(request)
+        return await anyio.to_thread.run_sync(lambda: registry.update_scale(res, namespace, name, body, None))
+
+    async def do_scale_patch(request: Request, name: str, namespace: str | None = None):
+        auth.authorize(principal(request), "patch", res, namespace=namespace, name=name, subresource="scale")
+        body = await _body(request)
+        ct = (request.headers.get("content-type") or "application/merge-patch+json").split(";")[0].strip()
+        return await anyio.to_thread.run_sync(lambda: registry.update_scale(res, namespace, name, body, ct))
+
+    async def do_log(request: Request, name: str, namespace: str | None = None):
+        auth.authorize(principal(request), "get", res, namespace=namespace, name=name, subresource="log")
+        return await registry.pod_log(namespace, name, request.query_params)
+
+    # Path-parameter wrappers: FastAPI needs explicit signatures for the OpenAPI document.
+    if res.namespaced:
+        async def list_ns(request: Request, namespace: str):
+            return await do_list(request, namespace)
+
+        async def list_all(request: Request):
+            return await do_list(request, None)
+
+        async def create_ns(request: Request, namespace: str):
+            return await do_create(request, namespace)
+
+        async def get_ns(request: Request, namespace: str, name: str):
+            return await do_get(request, name, namespace)
+
+        async def put_ns(request: Request, namespace: str, name: str):
+            return await do_update(request, name, namespace)
+
+        async def patch_ns(request: Request, namespace: str, name: str):
+            return await do_patch(request, name, namespace)
+
+        async def delete_ns(request: Request, namespace: str, name: str):
+            return await do_delete(request, name, namespace)
+
+        async def get_status_ns(request: Request, namespace: str, name: str):
+            return await do_get(request, name, namespace)
+
+        async def put_status_ns(request: Request, namespace: str, name: str):
+            return await do_update(request, name, namespace, "status")
+
+        async def patch_status_ns(request: Request, namespace: str, name: str):
+            return await do_patch(request, name, namespace, "status")
+
+        async def scale_get_ns(request: Request, namespace: str, name: str):
+            return await do_scale_get(request, name, namespace)
+
+        async def scale_put_ns(request: Request, namespace: str, name: str):
+            return await do_scale_put(request, name, namespace)
+
+        async def scale_patch_ns(request: Request, namespace: str, name: str):
+            return await do_scale_patch(request, name, namespace)
+
+        async def log_ns(request: Request, namespace: str, name: str):
+            return await do_log(request, name, namespace)
+
+        h = dict(list=list_ns, create=create_ns, get=get_ns, put=put_ns, patch=patch_ns, delete=delete_ns,
+                 get_status=get_status_ns, put_status=put_status_ns, patch_status=patch_status_ns,
+                 scale_get=scale_get_ns, scale_put=scale_put_ns, scale_patch=scale_patch_ns, log=log_ns)
+        app.add_api_route(f"{root}/{res.plural}", list_all, methods=["GET"], tags=[tag],
+                          name=f"list {res.plural} in all namespaces")
+    else:
+        async def list_c(request: Request):
+            return await do_list(request, None)
+
+        async def create_c(request: Request):
+            return await do_create(request, None)
+
+        async def get_c(request: Request, name: str):
+            return await do_get(request, name)
+
+        async def put_c(request: Request, name: str):
+            return await do_update(request, name)
+
+        async def patch_c(request: Request, name: str):
+            return await do_patch(request, name)
+
+        async def delete_c(request: Request, name: str):
+            return await do_delete(request, name)
+
+        async def get_status_c(request: Request, name: str):
+            return await do_get(request, name)
+
+        async def put_status_c(request: Request, name: str):
+            return await do_update(request, name, None, "status")
+
+        async def patch_status_c(request: Request, name: str):
+            return await do_patch(request, name, None, "status")
+
+        h = dict(list=list_c, create=create_c, get=get_c, put=put_c, patch=patch_c, delete=delete_c,
+                 get_status=get_status_c, put_status=put_status_c, patch_status=patch_status_c)
+
+    app.add_api_route(coll, h["list"], methods=["GET"], tags=[tag], name=f"list or watch {res.plural}")
+    app.add_api_route(coll, h["create"], methods=["POST"], tags=[tag], name=f"create a {res.singular}",
+                      openapi_extra=OBJECT_BODY, status_code=201)
+    app.add_api_route(item, h["get"], methods=["GET"], tags=[tag], name=f"read a {res.singular}")
+    app.add_api_route(item, h["put"], methods=["PUT"], tags=[tag], name=f"replace a {res.singular}",
+                      openapi_extra=OBJECT_BODY)
+    app.add_api_route(item, h["patch"], methods=["PATCH"], tags=[tag], name=f"patch a {res.singular}",
+                      openapi_extra=PATCH_BODY)
+    app.add_api_route(item, h["delete"], methods=["DELETE"], tags=[tag], name=f"delete a {res.singular}",
+                      openapi_extra=DELETE_BODY)
+    if "status" in res.subresources:
+        app.add_api_route(item + "/status", h["get_status"], methods=["GET"], tags=[tag],
+                          name=f"read the status of a {res.singular}")
+        app.add_api_route(item + "/status", h["put_status"], methods=["PUT"], tags=[tag],
+                          name=f"replace the status of a {res.singular}", openapi_extra=OBJECT_BODY)
+        app.add_api_route(item + "/status", h["patch_status"], methods=["PATCH"], tags=[tag],
+                          name=f"patch the status of a {res.singular}", openapi_extra=PATCH_BODY)
+    if "scale" in res.subresources:
+        app.add_api_route(item + "/scale", h["scale_get"], methods=["GET"], tags=[tag],
+                          name=f"read the scale of a {res.singular}")
+        app.add_api_route(item + "/scale", h["scale_put"], methods=["PUT"], tags=[tag],
+                          name=f"replace the scale of a {res.singular}", openapi_extra=OBJECT_BODY)
+        app.add_api_route(item + "/scale", h["scale_patch"], methods=["PATCH"], tags=[tag],
+                          name=f"patch the scale of a {res.singular}", openapi_extra=PATCH_BODY)
+    if "log" in res.subresources:
+        app.add_api_route(item + "/log", h["log"], methods=["GET"], tags=[tag],
+                          name=f"read the log of a {res.singular}", response_class=PlainTextResponse)

@@ -1,0 +1,140 @@
+"""Authentication (bearer tokens) and authorization (admin, node, join).
+
+Tokens are random 32-byte URL-safe strings; the database keeps only their
+SHA-256. Roles:
+- `admin`: everything (the kubeconfig `shoal server` writes).
+- `join`: may only exchange itself for a node credential (`POST /shoal/v1/join`).
+- `node` (subject = node name): reads everything; writes only its own Node and
+  Lease, the status of pods bound to it, deletion confirmations of those pods,
+  and Events — as Kubernetes' node authorizer allows a kubelet.
+- `apiserver`: the token the API server presents to agents when it proxies
+  logs; agents receive it when they join.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import errors
+from .resources import Resource
+from .store import Store
+
+
+def new_token(prefix: str = "") -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    subject: str = ""
+
+    @property
+    def username(self) -> str:
+        if self.role == "node":
+            return f"system:node:{self.subject}"
+        if self.role == "admin":
+            return "shoal:admin"
+        return f"shoal:{self.role}"
+
+
+def authenticate(store: Store, header: str | None) -> Principal:
+    if not header or not header.lower().startswith("bearer "):
+        raise errors.Unauthorized("Unauthorized: a bearer token is required (see your kubeconfig)")
+    tok = header[7:].strip()
+    found = store.lookup_credential(token_hash(tok))
+    if found is None:
+        raise errors.Unauthorized("Unauthorized: the token is not valid (it may have been rotated)")
+    return Principal(*found)
+
+
+def authorize(p: Principal, verb: str, res: Resource | None, *, namespace: str | None = None,
+              name: str | None = None, subresource: str | None = None, obj: dict | None = None,
+              old: dict | None = None) -> None:
+    """Raise Forbidden unless `p` may do `verb` on the object. `obj`/`old` are the new and stored values."""
+    if p.role == "admin":
+        return
+    if p.role == "node" and _node_allows(p.subject, verb, res, namespace, name, subresource, obj, old):
+        return
+    what = res.plural if res else "this path"
+    group = res.group if res else ""
+    where = f' in the namespace "{namespace}"' if namespace else ""
+    target = f'{what} "{name}"' if name else what
+    raise errors.Forbidden(f'{target} is forbidden: User "{p.username}" cannot {verb} resource "{what}"'
+                           f'{"/" + subresource if subresource else ""} in API group "{group}"{where}')
+
+
+def _node_allows(node: str, verb: str, res: Resource | None, ns: str | None, name: str | None,
+                 sub: str | None, obj: dict | None, old: dict | None) -> bool:
+    if res is None:
+        return False
+    if verb in ("get", "list", "watch"):
+        return True
+    kind = res.kind
+    if kind == "Node":
+        return name == node or (verb == "create" and (obj or {}).get("metadata", {}).get("name") == node)
+    if kind == "Lease":
+        target = name or (obj or {}).get("metadata", {}).get("name")
+        return ns == "kube-node-lease" and target == node and verb in ("create", "update", "patch", "get")
+    if kind == "Event":
+        return verb in ("create", "update", "patch")
+    if kind == "Pod":
+        bound = ((old or obj or {}).get("spec") or {}).get("nodeName")
+        if bound != node:
+            return False
+        if verb in ("update", "patch") and sub == "status":
+            return True
+        if verb == "delete":
+            return True
+    return False
+
+
+def write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.replace(tmp, path)
+
+
+def bootstrap_tokens(store: Store, data_dir: Path) -> dict[str, str]:
+    """On first start, create the admin, join and apiserver tokens (files mode 600 in data_dir);
+    on later starts read them back. Returns {"admin": ..., "join": ..., "apiserver": ...}."""
+    out = {}
+    for role, fname in (("admin", "admin-token"), ("join", "join-token"), ("apiserver", "apiserver-token")):
+        path = Path(data_dir) / fname
+        tok = path.read_text().strip() if path.exists() else ""
+        if not tok or store.lookup_credential(token_hash(tok)) is None:
+            if not tok:
+                tok = new_token({"join": "K10", "admin": "shoal-admin-", "apiserver": "shoal-apiserver-"}[role])
+            store.put_credential(token_hash(tok), role)
+            write_secret(path, tok)
+        out[role] = tok
+    return out
+
+
+def rotate_token(store: Store, data_dir: Path, role: str) -> str:
+    """Replace the admin or join token; the old one stops working at once."""
+    if role not in ("admin", "join"):
+        raise errors.BadRequest(f"cannot rotate tokens of role {role!r}: only admin and join")
+    tok = new_token({"join": "K10", "admin": "shoal-admin-"}[role])
+    store.delete_credentials(role)
+    store.put_credential(token_hash(tok), role)
+    write_secret(Path(data_dir) / f"{role}-token", tok)
+    return tok
+
+
+def issue_node_credential(store: Store, node: str) -> str:
+    """A fresh credential for `node`; earlier ones for the same node stop working."""
+    tok = new_token(f"shoal-node-{node}-")
+    store.delete_credentials("node", node)
+    store.put_credential(token_hash(tok), "node", node)
+    return tok

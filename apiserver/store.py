@@ -1,0 +1,462 @@
+"""The store: every object in one revision log on SQLAlchemy.
+
+Design notes (the kine idea, reshaped for a small Python server)
+----------------------------------------------------------------
+* Two tables. `events` is the log: one row per write (ADDED, MODIFIED,
+  DELETED) with the new value and the previous one; its auto-increment id IS
+  the global revision, so `metadata.resourceVersion` of every object is the id
+  of the event row that wrote it. `objects` holds the current value of every
+  live key, for cheap gets and lists.
+* Compare-and-swap is the database's job: an update is
+  ``UPDATE objects SET ... WHERE key = :key AND revision = :expected`` and a
+  create is an INSERT into a primary key; zero rows updated or an integrity
+  error means someone else won, and the whole transaction (including the
+  event row) is rolled back. No Python lock decides who wins.
+* Writers are serialized by the database so that revisions commit in order
+  (watchers may then read the log strictly by id without gaps appearing
+  later): SQLite takes its write lock at BEGIN (``BEGIN IMMEDIATE``);
+  PostgreSQL takes an EXCLUSIVE lock on ``events`` inside the transaction.
+  Those two statements are the only dialect-specific SQL, chosen by dialect
+  name; every query is plain SQLAlchemy Core.
+* Values are stored without ``resourceVersion``; it is injected on read from
+  the row's revision, so a value never has to be rewritten after its id is
+  known.
+* Compaction deletes log rows older than a time window (but never the newest
+  row) and remembers the highest compacted revision; a watch from an older
+  revision gets 410 Gone. SQLite reclaims the pages with incremental vacuum.
+* Other processes writing the same database (several API servers on one
+  PostgreSQL) are seen through polling of the log; in-process writes call the
+  `on_commit` hook at once (the watch hub uses it to wake watchers).
+
+Next: `apiserver.watch` (fan-out of the log to watchers), `apiserver.app`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, Float, create_engine, delete,
+                        event as sa_event, func, insert, select, update, text)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from . import errors
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+objects_t = Table(
+    "objects", metadata,
+    Column("key", String(512), primary_key=True),
+    Column("resource", String(64), nullable=False),
+    Column("namespace", String(253), nullable=False, default=""),
+    Column("name", String(253), nullable=False),
+    Column("uid", String(64), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("create_revision", Integer, nullable=False),
+    Column("value", Text, nullable=False),
+    Index("ix_objects_resource_ns", "resource", "namespace"),
+    Index("ix_objects_uid", "uid"),
+)
+
+events_t = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(512), nullable=False),
+    Column("resource", String(64), nullable=False),
+    Column("namespace", String(253), nullable=False, default=""),
+    Column("type", String(16), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("prev_value", Text, nullable=True),
+    Column("ts", Float, nullable=False),
+    Index("ix_events_resource_id", "resource", "id"),
+)
+
+owners_t = Table(
+    "owner_refs", metadata,
+    Column("owner_uid", String(64), primary_key=True),
+    Column("key", String(512), primary_key=True),
+)
+
+meta_t = Table(
+    "meta", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+credentials_t = Table(
+    "credentials", metadata,
+    Column("token_hash", String(128), primary_key=True),
+    Column("role", String(32), nullable=False),      # admin | join | node
+    Column("subject", String(253), nullable=False, default=""),   # node name for role=node
+    Column("created", Float, nullable=False),
+)
+
+
+def object_key(resource: str, namespace: str | None, name: str) -> str:
+    return f"{resource}/{namespace or ''}/{name}"
+
+
+@dataclass
+class Event:
+    """One row of the log, decoded. `object` carries its resourceVersion."""
+    revision: int
+    type: str
+    resource: str
+    namespace: str
+    object: dict
+    prev: dict | None
+
+    @property
+    def key(self) -> str:
+        md = self.object.get("metadata", {})
+        return object_key(self.resource, md.get("namespace"), md.get("name", ""))
+
+
+def _with_rv(value: str, revision: int) -> dict:
+    obj = json.loads(value)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
+    return obj
+
+
+def _strip_rv(obj: dict) -> str:
+    md = obj.get("metadata") or {}
+    if "resourceVersion" in md:
+        obj = dict(obj)
+        obj["metadata"] = {k: v for k, v in md.items() if k != "resourceVersion"}
+    return json.dumps(obj, separators=(",", ":"), sort_keys=False)
+
+
+def _owner_uids(obj: dict) -> list[str]:
+    return sorted({r.get("uid") for r in (obj.get("metadata") or {}).get("ownerReferences") or [] if r.get("uid")})
+
+
+class Store:
+    """The revision log. Thread-safe; every method is one database transaction.
+
+    `on_commit(revision)` is called after every successful write, from the
+    writer's thread.
+    """
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 10000, echo: bool = False,
+                 clock: Callable[[], float] = time.time):
+        self.url = url
+        self.clock = clock
+        self.on_commit: list[Callable[[int], None]] = []
+        kw: dict[str, Any] = {"echo": echo, "future": True}
+        if url.startswith("sqlite"):
+            kw["connect_args"] = {"timeout": busy_timeout_ms / 1000, "check_same_thread": False,
+                                  "isolation_level": None}
+            from sqlalchemy.pool import QueuePool
+            kw["poolclass"] = QueuePool
+            kw["pool_size"] = 8
+            kw["max_overflow"] = 16
+        else:
+            kw["pool_size"] = 8
+            kw["max_overflow"] = 16
+            kw["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kw)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            @sa_event.listens_for(self.engine, "connect")
+            def _sqlite_pragmas(dbapi_conn, _rec):  # noqa: ANN001
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                cur.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode: a committed transaction survives the death of this process
+                # (it is in the WAL file); only an OS crash can lose the last commits.
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+            @sa_event.listens_for(self.engine, "begin")
+            def _sqlite_begin(conn):  # noqa: ANN001
+                # Writers take the lock at BEGIN so that no two transactions interleave read and
+                # write (SQLite's deferred BEGIN would fail later with SQLITE_BUSY instead).
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+        metadata.create_all(self.engine)
+        self._compacted = self._read_meta_int("compacted_revision")
+
+    # ------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _write_conn(self):
+        conn = self.engine.connect()
+        conn.info["write"] = True
+        return conn
+
+    def _read_conn(self):
+        conn = self.engine.connect()
+        conn.info["write"] = False
+        return conn
+
+    def _serialize_writers(self, conn) -> None:
+        if self.dialect == "postgresql":
+            conn.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))
+
+    def _read_meta_int(self, name: str) -> int:
+        with self._read_conn() as conn, conn.begin():
+            v = conn.execute(select(meta_t.c.value).where(meta_t.c.name == name)).scalar()
+        return int(v) if v else 0
+
+    def _notify(self, revision: int) -> None:
+        for cb in list(self.on_commit):
+            try:
+                cb(revision)
+            except Exception:  # a broken listener must not fail a committed write
+                log.exception("on_commit listener failed")
+
+    def _retrying(self, fn: Callable[[], Any]) -> Any:
+        # SQLite may still answer "database is locked" past the busy timeout under heavy
+        # contention; retrying the whole transaction is safe because it rolled back.
+        for attempt in range(20):
+            try:
+                return fn()
+            except OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                time.sleep(min(0.005 * 2 ** attempt, 0.25))
+        return fn()
+
+    # ------------------------------------------------------------------ reads
+    @property
+    def compacted_revision(self) -> int:
+        return self._compacted
+
+    def current_revision(self) -> int:
+        with self._read_conn() as conn, conn.begin():
+            return int(conn.execute(select(func.max(events_t.c.id))).scalar() or 0)
+
+    def get(self, resource: str, namespace: str | None, name: str) -> dict | None:
+        with self._read_conn() as conn, conn.begin():
+            row = conn.execute(select(objects_t.c.value, objects_t.c.revision)
+                               .where(objects_t.c.key == object_key(resource, namespace, name))).first()
+        return _with_rv(row.value, row.revision) if row else None
+
+    def get_by_uid(self, uid: str) -> tuple[str, dict] | None:
+        with self._read_conn() as conn, conn.begin():
+            row = conn.execute(select(objects_t.c.resource, objects_t.c.value, objects_t.c.revision)
+                               .where(objects_t.c.uid == uid)).first()
+        return (row.resource, _with_rv(row.value, row.revision)) if row else None
+
+    def list(self, resource: str, namespace: str | None = None) -> tuple[list[dict], int]:
+        """All live objects of a resource (in a namespace), and the revision the list is consistent at."""
+        with self._read_conn() as conn, conn.begin():
+            rev = int(conn.execute(select(func.max(events_t.c.id))).scalar() or 0)
+            q = select(objects_t.c.value, objects_t.c.revision).where(objects_t.c.resource == resource)
+            if namespace:
+                q = q.where(objects_t.c.namespace == namespace)
+            rows = conn.execute(q.order_by(objects_t.c.namespace, objects_t.c.name)).all()
+        return [_with_rv(r.value, r.revision) for r in rows], rev
+
+    def dependents(self, owner_uid: str) -> list[tuple[str, dict]]:
+        """(resource, object) of every live object whose ownerReferences name owner_uid."""
+        with self._read_conn() as conn, conn.begin():
+            rows = conn.execute(
+                select(objects_t.c.resource, objects_t.c.value, objects_t.c.revision)
+                .join(owners_t, owners_t.c.key == objects_t.c.key)
+                .where(owners_t.c.owner_uid == owner_uid)).all()
+        return [(r.resource, _with_rv(r.value, r.revision)) for r in rows]
+
+    def events_after(self, revision: int, *, limit: int = 1000, resource: str | None = None) -> list[Event]:
+        """Log rows strictly after `revision`, oldest first. Raises Gone when compacted."""
+        if revision < self._compacted:
+            raise errors.Gone(f"too old resource version: {revision} ({self._compacted})")
+        with self._read_conn() as conn, conn.begin():
+            q = select(events_t).where(events_t.c.id > revision)
+            if resource:
+                q = q.where(events_t.c.resource == resource)
+            rows = conn.execute(q.order_by(events_t.c.id).limit(limit)).all()
+        # Re-check after reading: a compaction that ran meanwhile may have removed rows we needed.
+        if revision < self._compacted:
+            raise errors.Gone(f"too old resource version: {revision} ({self._compacted})")
+        out = []
+        for r in rows:
+            obj = _with_rv(r.value, r.id)
+            prev = json.loads(r.prev_value) if r.prev_value else None
+            out.append(Event(r.id, r.type, r.resource, r.namespace, obj, prev))
+        return out
+
+    # ------------------------------------------------------------------ writes
+    def _append(self, conn, *, key: str, resource: str, namespace: str, type_: str, value: str,
+                prev: str | None) -> int:
+        res = conn.execute(insert(events_t).values(key=key, resource=resource, namespace=namespace, type=type_,
+                                                   value=value, prev_value=prev, ts=self.clock()))
+        return int(res.inserted_primary_key[0])
+
+    def _set_owners(self, conn, key: str, obj: dict, *, replace: bool) -> None:
+        if replace:
+            conn.execute(delete(owners_t).where(owners_t.c.key == key))
+        for uid in _owner_uids(obj):
+            conn.execute(insert(owners_t).values(owner_uid=uid, key=key))
+
+    def create(self, resource: str, obj: dict) -> dict:
+        """Insert a new object. Raises AlreadyExists if the key is taken."""
+        md = obj["metadata"]
+        ns = md.get("namespace") or ""
+        key = object_key(resource, ns, md["name"])
+        value = _strip_rv(obj)
+
+        def tx() -> int:
+            with self._write_conn() as conn:
+                try:
+                    with conn.begin():
+                        self._serialize_writers(conn)
+                        rev = self._append(conn, key=key, resource=resource, namespace=ns, type_="ADDED",
+                                           value=value, prev=None)
+                        conn.execute(insert(objects_t).values(key=key, resource=resource, namespace=ns,
+                                                              name=md["name"], uid=md.get("uid", ""), revision=rev,
+                                                              create_revision=rev, value=value))
+                        self._set_owners(conn, key, obj, replace=False)
+                except IntegrityError:
+                    raise errors.AlreadyExists(f'{resource} "{md["name"]}" already exists',
+                                               details={"name": md["name"], "kind": resource}) from None
+                return rev
+
+        rev = self._retrying(tx)
+        self._notify(rev)
+        return _with_rv(value, rev)
+
+    def update(self, resource: str, obj: dict, *, expected_revision: int) -> dict:
+        """Replace an object if its current revision is `expected_revision` (compare-and-swap).
+        Raises NotFound if absent, Conflict if the revision moved on."""
+        md = obj["metadata"]
+        ns = md.get("namespace") or ""
+        key = object_key(resource, ns, md["name"])
+        value = _strip_rv(obj)
+
+        def tx() -> int:
+            with self._write_conn() as conn:
+                with conn.begin() as trans:
+                    self._serialize_writers(conn)
+                    cur = conn.execute(select(objects_t.c.value, objects_t.c.revision)
+                                       .where(objects_t.c.key == key)).first()
+                    if cur is None:
+                        trans.rollback()
+                        raise errors.NotFound(f'{resource} "{md["name"]}" not found',
+                                              details={"name": md["name"], "kind": resource})
+                    rev = self._append(conn, key=key, resource=resource, namespace=ns, type_="MODIFIED",
+                                       value=value, prev=cur.value)
+                    n = conn.execute(update(objects_t)
+                                     .where(objects_t.c.key == key, objects_t.c.revision == expected_revision)
+                                     .values(value=value, revision=rev)).rowcount
+                    if n != 1:
+                        trans.rollback()
+                        raise errors.Conflict(
+                            f'Operation cannot be fulfilled on {resource} "{md["name"]}": the object has been '
+                            f'modified; please apply your changes to the latest version and try again',
+                            details={"name": md["name"], "kind": resource})
+                    self._set_owners(conn, key, obj, replace=True)
+                    return rev
+
+        rev = self._retrying(tx)
+        self._notify(rev)
+        return _with_rv(value, rev)
+
+    def delete(self, resource: str, namespace: str | None, name: str, *,
+               expected_revision: int | None = None, expected_uid: str | None = None) -> dict:
+        """Remove an object, logging a DELETED event that carries its last value.
+        With expected_revision/expected_uid the delete is conditional (Conflict otherwise)."""
+        ns = namespace or ""
+        key = object_key(resource, ns, name)
+
+        def tx() -> tuple[int, str]:
+            with self._write_conn() as conn:
+                with conn.begin() as trans:
+                    self._serialize_writers(conn)
+                    cur = conn.execute(select(objects_t.c.value, objects_t.c.revision, objects_t.c.uid)
+                                       .where(objects_t.c.key == key)).first()
+                    if cur is None:
+                        trans.rollback()
+                        raise errors.NotFound(f'{resource} "{name}" not found',
+                                              details={"name": name, "kind": resource})
+                    if expected_uid is not None and cur.uid != expected_uid:
+                        trans.rollback()
+                        raise errors.Conflict(f'Precondition failed: UID in precondition: {expected_uid}, '
+                                              f'UID in object meta: {cur.uid}')
+                    q = delete(objects_t).where(objects_t.c.key == key)
+                    if expected_revision is not None:
+                        q = q.where(objects_t.c.revision == expected_revision)
+                    rev = self._append(conn, key=key, resource=resource, namespace=ns, type_="DELETED",
+                                       value=cur.value, prev=cur.value)
+                    if conn.execute(q).rowcount != 1:
+                        trans.rollback()
+                        raise errors.Conflict(f'Operation cannot be fulfilled on {resource} "{name}": '
+                                              f'the object has been modified')
+                    conn.execute(delete(owners_t).where(owners_t.c.key == key))
+                    return rev, cur.value
+
+        rev, value = self._retrying(tx)
+        self._notify(rev)
+        return _with_rv(value, rev)
+
+    # ------------------------------------------------------------------ compaction
+    def compact(self, *, keep_seconds: float | None = None, revision: int | None = None) -> int:
+        """Drop log rows at or below `revision` (or older than keep_seconds), never the newest row.
+        Returns the new compacted revision."""
+        def tx() -> int:
+            with self._write_conn() as conn:
+                with conn.begin():
+                    latest = int(conn.execute(select(func.max(events_t.c.id))).scalar() or 0)
+                    target = revision
+                    if target is None:
+                        cutoff = self.clock() - (keep_seconds or 0)
+                        target = int(conn.execute(select(func.max(events_t.c.id))
+                                                  .where(events_t.c.ts < cutoff)).scalar() or 0)
+                    target = min(target, latest - 1)
+                    if target <= self._compacted:
+                        return self._compacted
+                    conn.execute(delete(events_t).where(events_t.c.id <= target))
+                    existing = conn.execute(select(meta_t.c.value)
+                                            .where(meta_t.c.name == "compacted_revision")).scalar()
+                    if existing is None:
+                        conn.execute(insert(meta_t).values(name="compacted_revision", value=str(target)))
+                    else:
+                        conn.execute(update(meta_t).where(meta_t.c.name == "compacted_revision")
+                                     .values(value=str(target)))
+                    return target
+
+        new = self._retrying(tx)
+        if new > self._compacted:
+            self._compacted = new
+            if self.dialect == "sqlite":
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA incremental_vacuum")
+            log.info("compacted history up to revision %d", new)
+        return self._compacted
+
+    def refresh_compacted(self) -> int:
+        """Re-read the compacted revision (another server may have compacted)."""
+        self._compacted = max(self._compacted, self._read_meta_int("compacted_revision"))
+        return self._compacted
+
+    # ------------------------------------------------------------------ credentials
+    def put_credential(self, token_hash: str, role: str, subject: str = "") -> None:
+        def tx() -> None:
+            with self._write_conn() as conn, conn.begin():
+                conn.execute(delete(credentials_t).where(credentials_t.c.token_hash == token_hash))
+                conn.execute(insert(credentials_t).values(token_hash=token_hash, role=role, subject=subject,
+                                                          created=self.clock()))
+        self._retrying(tx)
+
+    def delete_credentials(self, role: str, subject: str | None = None) -> int:
+        def tx() -> int:
+            with self._write_conn() as conn, conn.begin():
+                q = delete(credentials_t).where(credentials_t.c.role == role)
+                if subject is not None:
+                    q = q.where(credentials_t.c.subject == subject)
+                return conn.execute(q).rowcount
+        return self._retrying(tx)
+
+    def lookup_credential(self, token_hash: str) -> tuple[str, str] | None:
+        with self._read_conn() as conn, conn.begin():
+            row = conn.execute(select(credentials_t.c.role, credentials_t.c.subject)
+                               .where(credentials_t.c.token_hash == token_hash)).first()
+        return (row.role, row.subject) if row else None

@@ -1,0 +1,211 @@
+"""Watch fan-out: one reader of the revision log, many watchers.
+
+Design notes
+------------
+* A single pump task reads the log after the last revision it has seen and
+  appends the rows to a bounded in-memory tail; every watch stream reads from
+  that tail, so a write costs one log query however many watchers there are.
+* The pump wakes when this process commits a write (the store's `on_commit`
+  hook, called from a worker thread, hops to the event loop) and otherwise
+  polls every `poll_interval` seconds, which is how writes made by another
+  API server process on the same database are seen.
+* A watcher that asks for a revision older than the tail reads the gap from
+  the database first (raising Gone if it was compacted), then follows the
+  tail. A watcher that falls so far behind that the tail has moved past it
+  does the same.
+* Filtering follows Kubernetes: an object that starts matching a watcher's
+  selectors arrives as ADDED, one that stops matching as DELETED (with its
+  previous value), so an agent watching `spec.nodeName=X` sees a pod bound to
+  it as ADDED.
+"""
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import logging
+from typing import AsyncIterator, Callable
+
+import anyio
+
+from . import errors
+from .store import Event, Store
+
+log = logging.getLogger(__name__)
+
+Matcher = Callable[[dict], bool]
+
+
+class WatchHub:
+    def __init__(self, store: Store, *, tail_size: int = 20000, poll_interval: float = 0.5):
+        self.store = store
+        # Plain lists (trimmed in halves) rather than deques, so that slicing from a
+        # bisected position costs only the events returned.
+        self.tail: list[Event] = []
+        self._tail_revs: list[int] = []
+        self.tail_size = tail_size
+        self.poll_interval = poll_interval
+        self.latest = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._changed: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    # -- lifecycle (called on the event loop) -------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.latest = await anyio.to_thread.run_sync(self.store.current_revision)
+        self.store.on_commit.append(self._on_commit)
+        self._task = asyncio.create_task(self._pump(), name="watch-pump")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._on_commit in self.store.on_commit:
+            self.store.on_commit.remove(self._on_commit)
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._changed:
+            self._changed.set()
+
+    def _on_commit(self, revision: int) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:
+                pass
+
+    async def _pump(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while True:
+                    evs = await anyio.to_thread.run_sync(lambda: self.store.events_after(self.latest, limit=2000))
+                    if not evs:
+                        break
+                    for ev in evs:
+                        self.tail.append(ev)
+                        self._tail_revs.append(ev.revision)
+                    if len(self.tail) > 2 * self.tail_size:
+                        del self.tail[:self.tail_size]
+                        del self._tail_revs[:self.tail_size]
+                    self.latest = evs[-1].revision
+                    self._signal()
+                    if len(evs) < 2000:
+                        break
+            except errors.Gone:
+                # We fell behind a compaction (another process compacted); jump to the present.
+                self.latest = await anyio.to_thread.run_sync(self.store.current_revision)
+                self._signal()
+            except Exception:
+                log.exception("watch pump failed to read the log")
+                await asyncio.sleep(self.poll_interval)
+
+    def _signal(self) -> None:
+        changed = self._changed
+        self._changed = asyncio.Event()
+        if changed:
+            changed.set()
+
+    # -- reading ---------------------------------------------------------------------------
+    async def events_after(self, revision: int, resource: str) -> tuple[list[Event], int]:
+        """Events of `resource` after `revision` known so far, and the revision they reach."""
+        latest = self.latest
+        if self._tail_revs and revision >= self._tail_revs[0] - 1:
+            i = bisect.bisect_right(self._tail_revs, revision)
+            out = [ev for ev in self.tail[i:] if ev.resource == resource and ev.revision <= latest]
+            return out, latest
+        if revision >= latest:
+            return [], max(revision, latest)
+        # The caller is behind the tail: read the gap from the database (Gone if compacted).
+        evs = await anyio.to_thread.run_sync(
+            lambda: self.store.events_after(revision, limit=5000, resource=resource))
+        evs = [e for e in evs if e.revision <= latest]
+        reached = evs[-1].revision if len(evs) == 5000 else latest
+        return evs, reached
+
+    def changed_token(self) -> asyncio.Event | None:
+        """Take before reading events; wait on it afterwards, so no signal falls in between."""
+        return self._changed
+
+    async def wait_changed(self, timeout: float, token: asyncio.Event | None = None) -> None:
+        ev = token or self._changed
+        if ev is None:
+            await asyncio.sleep(timeout)
+            return
+        try:
+            await asyncio.wait_for(ev.wait(), timeout=timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+def filter_event(ev: Event, matches: Matcher) -> tuple[str, dict] | None:
+    """Kubernetes' watch filtering: map a raw log event to what a filtered watcher sees."""
+    if ev.type == "ADDED":
+        return ("ADDED", ev.object) if matches(ev.object) else None
+    if ev.type == "DELETED":
+        return ("DELETED", ev.object) if matches(ev.object) else None
+    now = matches(ev.object)
+    before = matches(ev.prev) if ev.prev is not None else False
+    if now and before:
+        return "MODIFIED", ev.object
+    if now:
+        return "ADDED", ev.object
+    if before:
+        prev = dict(ev.prev)
+        prev["metadata"] = dict(prev.get("metadata") or {}, resourceVersion=str(ev.revision))
+        return "DELETED", prev
+    return None
+
+
+def line(type_: str, obj: dict) -> bytes:
+    return (json.dumps({"type": type_, "object": obj}, separators=(",", ":")) + "\n").encode()
+
+
+async def stream(hub: WatchHub, *, resource: str, start_revision: int, matches: Matcher,
+                 initial: list[dict] | None, timeout: float, bookmark_interval: float | None,
+                 bookmark_object: Callable[[int], dict], is_disconnected: Callable[[], "asyncio.Future"] | None = None,
+                 ) -> AsyncIterator[bytes]:
+    """The body of one watch response: newline-delimited events strictly after start_revision."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for obj in initial or []:
+        yield line("ADDED", obj)
+    rev = start_revision
+    last_sent = loop.time()
+    while loop.time() < deadline:
+        token = hub.changed_token()
+        try:
+            evs, reached = await hub.events_after(rev, resource)
+        except errors.Gone as e:
+            st = e.status()
+            yield line("ERROR", st)
+            return
+        for ev in evs:
+            out = filter_event(ev, matches)
+            if out is not None:
+                yield line(*out)
+                last_sent = loop.time()
+        rev = max(rev, reached)
+        if bookmark_interval is not None and loop.time() - last_sent >= bookmark_interval:
+            yield line("BOOKMARK", bookmark_object(rev))
+            last_sent = loop.time()
+        if is_disconnected is not None and await is_disconnected():
+            return
+        if not evs:
+            wait = min(deadline - loop.time(), 1.0 if bookmark_interval is None else
+                       max(0.05, min(1.0, bookmark_interval - (loop.time() - last_sent))))
+            if wait <= 0:
+                break
+            await hub.wait_changed(wait, token)

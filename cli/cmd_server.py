@@ -1,0 +1,116 @@
+"""`shoal server` (API server + controllers) and `shoal controller` (controllers alone)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("/var/lib/shoal/server")
+
+
+def default_kubeconfig() -> Path:
+    return Path(os.environ.get("KUBECONFIG") or Path.home() / ".shoal" / "kubeconfig")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"--listen {value!r}: expected HOST:PORT, e.g. 127.0.0.1:6443")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("server", help="run the API server (and the controllers)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run the shoal API server with its controllers in one process (k3s style).",
+                       epilog="examples:\n  shoal server\n"
+                              "  shoal server --datastore sqlite:////var/lib/shoal/server/state.db "
+                              "--listen 0.0.0.0:6443 --tls-san 192.168.1.10\n"
+                              "  shoal server --datastore postgresql://shoal:pw@db/shoal --no-controller")
+    p.add_argument("--datastore", default="", help="SQLAlchemy URL (default sqlite:///<data-dir>/state.db)")
+    p.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 6443), help="HOST:PORT (127.0.0.1:6443)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"state, tokens, certs ({DEFAULT_DATA_DIR})")
+    p.add_argument("--write-kubeconfig", type=Path, default=None,
+                   help="where to write the admin kubeconfig (default: $KUBECONFIG or ~/.shoal/kubeconfig)")
+    p.add_argument("--no-controller", action="store_true", help="do not run the controllers in this process")
+    p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
+                   help="serve HTTPS with a generated CA (default: on unless listening on loopback)")
+    p.add_argument("--tls-san", action="append", default=[], help="extra subject alternative name (repeatable)")
+    p.add_argument("--compaction-interval", type=float, default=60.0, help="seconds between compactions (60)")
+    p.add_argument("--history-window", type=float, default=300.0,
+                   help="seconds of change history kept for watchers to resume from (300)")
+    p.add_argument("--node-grace-period", type=float, default=None, help="seconds without a lease renewal before "
+                   "a node is NotReady (8)")
+    p.add_argument("--eviction-delay", type=float, default=None,
+                   help="seconds a NotReady node keeps its pods before they are replaced (5)")
+    p.add_argument("--cluster-cidr", default=None, help="pod network, one /24 per node (10.244.0.0/16)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=run_server)
+
+    c = sub.add_parser("controller", help="run the controllers alone against an API server",
+                       description="Run the controllers (deployments, replica sets, scheduler, node lifecycle, "
+                                   "garbage collector) against an API server.",
+                       epilog="example:\n  shoal controller --kubeconfig /var/lib/shoal/server/admin.kubeconfig",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--node-grace-period", type=float, default=None)
+    c.add_argument("--eviction-delay", type=float, default=None)
+    c.add_argument("--cluster-cidr", default=None)
+    c.add_argument("-v", "--verbose", action="store_true")
+    c.set_defaults(func=run_controller)
+
+
+def controller_options(args):
+    from controller.manager import ControllerOptions
+    kw = {}
+    if getattr(args, "node_grace_period", None) is not None:
+        kw["node_grace_period"] = args.node_grace_period
+    if getattr(args, "eviction_delay", None) is not None:
+        kw["eviction_delay"] = args.eviction_delay
+    if getattr(args, "cluster_cidr", None):
+        kw["cluster_cidr"] = args.cluster_cidr
+    return ControllerOptions(**kw)
+
+
+def run_server(args) -> int:
+    from apiserver.server import ServerProcess
+    from apiserver.settings import Settings
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, port = args.listen
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    tls = args.tls if args.tls is not None else not loopback
+    settings = Settings(data_dir=args.data_dir, datastore=args.datastore, listen_host=host, listen_port=port,
+                        compaction_interval=args.compaction_interval, compaction_keep=args.history_window,
+                        tls=tls, tls_sans=list(args.tls_san))
+    kubeconfigs = [Path(args.data_dir) / "admin.kubeconfig", args.write_kubeconfig or default_kubeconfig()]
+    try:
+        srv = ServerProcess(settings, kubeconfig_paths=kubeconfigs)
+        srv.start(controllers=not args.no_controller,
+                  controller_options=None if args.no_controller else controller_options(args))
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"shoal server listening on {srv.url} (datastore {settings.datastore_url()})", flush=True)
+    print(f"admin kubeconfig: {kubeconfigs[-1]}; join token: {Path(args.data_dir) / 'join-token'}", flush=True)
+    srv.wait_for_signal()
+    print("shoal server stopped", flush=True)
+    return 0
+
+
+def run_controller(args) -> int:
+    from apiserver.client import Client
+    from controller.manager import run_controllers
+    import signal
+    import threading
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = Client.from_kubeconfig(getattr(args, "kubeconfig", None), user_agent="shoal-controller")
+    mgr = run_controllers(client, options=controller_options(args))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    mgr.stop()
+    return 0
