@@ -1,0 +1,177 @@
+"""Pod address allocation from the node's pod CIDR, kept on disk.
+
+Contract: `NodeState` is the agent's record of pod networking on this node — the
+node's pod CIDR and, per pod uid, its address, name, netns and host veth.
+Every mutation runs under an exclusive `flock` on `<state_dir>/network.lock`
+(separate open file descriptions, so it serializes threads of one agent as well
+as processes) and is written atomically (temp file, fsync, rename), so a crash
+never leaves a half-written file and the same uid gets the same IP after an
+agent restart.
+
+Allocation is round-robin from the address after the last one handed out (as
+CNI's host-local does), skipping the network address, the gateway (the first
+host address, held by the bridge) and the broadcast address. Round-robin makes
+an address that was just freed the *last* one to be reused, which keeps a
+stale peer (a client still holding the old pod's IP) from reaching a new pod
+straight away.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+STATE_FILE = "network.json"
+LOCK_FILE = "network.lock"
+
+
+class IPExhaustedError(RuntimeError):
+    def __init__(self, cidr: str, pod: str):
+        super().__init__(f"no free pod address in {cidr} for pod {pod}: every address of the node's podCIDR is allocated")
+        self.cidr = cidr
+
+
+@dataclass
+class PodRecord:
+    ip: str
+    name: str = ""
+    netns: str = ""
+    veth: str = ""
+
+
+def gateway_of(cidr: str) -> str:
+    """The bridge's address: the first host address of the CIDR."""
+    return str(ipaddress.ip_network(cidr, strict=True).network_address + 1)
+
+
+class NodeState:
+    def __init__(self, state_dir: str):
+        self.dir = state_dir
+        os.makedirs(state_dir, exist_ok=True)
+        self.path = os.path.join(state_dir, STATE_FILE)
+        self.lock_path = os.path.join(state_dir, LOCK_FILE)
+
+    # -- file handling
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _read(self) -> dict:
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            data = {}
+        except json.JSONDecodeError as exc:
+            raise RuntimeError(f"network state file {self.path} is corrupt: {exc}") from exc
+        data.setdefault("pod_cidr", None)
+        data.setdefault("last", None)
+        data.setdefault("pods", {})
+        return data
+
+    def _write(self, data: dict) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".network.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    # -- queries
+    def pod_cidr(self) -> str | None:
+        with self._locked():
+            return self._read()["pod_cidr"]
+
+    def pods(self) -> dict[str, PodRecord]:
+        with self._locked():
+            return {uid: PodRecord(**rec) for uid, rec in self._read()["pods"].items()}
+
+    def get(self, uid: str) -> PodRecord | None:
+        return self.pods().get(uid)
+
+    # -- mutations
+    def set_pod_cidr(self, cidr: str) -> str | None:
+        """Record the node's pod CIDR; return the previous one."""
+        ipaddress.ip_network(cidr, strict=True)
+        with self._locked():
+            data = self._read()
+            old = data["pod_cidr"]
+            if old != cidr:
+                data["pod_cidr"] = cidr
+                data["last"] = None
+                self._write(data)
+            return old
+
+    def allocate(self, uid: str, *, name: str = "", netns: str = "", veth: str = "") -> PodRecord:
+        """The pod's address: its existing one if it has one inside the CIDR,
+        else the next free address round-robin. Raises IPExhaustedError."""
+        with self._locked():
+            data = self._read()
+            cidr = data["pod_cidr"]
+            if cidr is None:
+                raise RuntimeError(f"cannot allocate an address for pod {name or uid}: the node's pod CIDR is not set (ensure_node first)")
+            net = ipaddress.ip_network(cidr)
+            rec = data["pods"].get(uid)
+            if rec is not None and ipaddress.ip_address(rec["ip"]) in net:
+                changed = False
+                for k, v in (("name", name), ("netns", netns), ("veth", veth)):
+                    if v and rec.get(k) != v:
+                        rec[k] = v
+                        changed = True
+                if changed:
+                    self._write(data)
+                return PodRecord(**rec)
+            ip = self._next_free(net, data, pod=name or uid)
+            rec = asdict(PodRecord(ip=ip, name=name, netns=netns, veth=veth))
+            data["pods"][uid] = rec
+            data["last"] = ip
+            self._write(data)
+            return PodRecord(**rec)
+
+    @staticmethod
+    def _next_free(net: ipaddress.IPv4Network, data: dict, *, pod: str) -> str:
+        used = {r["ip"] for r in data["pods"].values()}
+        first = int(net.network_address) + 2          # .0 network, .1 gateway
+        last = int(net.broadcast_address) - 1          # broadcast excluded
+        if last < first:
+            raise IPExhaustedError(str(net), pod)
+        start = first
+        if data.get("last"):
+            prev = int(ipaddress.ip_address(data["last"]))
+            if first <= prev <= last:
+                start = prev + 1 if prev < last else first
+        size = last - first + 1
+        for i in range(size):
+            cand = first + (start - first + i) % size
+            s = str(ipaddress.ip_address(cand))
+            if s not in used:
+                return s
+        raise IPExhaustedError(str(net), pod)
+
+    def free(self, uid: str) -> PodRecord | None:
+        with self._locked():
+            data = self._read()
+            rec = data["pods"].pop(uid, None)
+            if rec is not None:
+                self._write(data)
+            return PodRecord(**rec) if rec else None

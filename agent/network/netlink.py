@@ -1,0 +1,837 @@
+"""The netlink seam: exactly the kernel verbs the pod network needs, and a fake.
+
+Contract
+--------
+`Netlink` is a small Protocol over rtnetlink: links (add/del/set/get/list),
+IPv4 addresses (add/flush/list), routes of the main table (replace/del/dump),
+permanent neighbours and VXLAN FDB entries (replace|append/del/dump), named
+network namespaces (create/remove/list) and, as the one non-netlink exception,
+`sysctl_set` — because a sysctl under /proc/sys/net must be written from
+*inside* the namespace it configures, so it belongs to the object that owns the
+namespace handles.
+
+Every method takes `ns=` where it makes sense: `None` means "the node
+namespace" this wrapper is bound to (the current namespace of the process by
+default, or a named one — the multi-host lab runs one agent per host netns),
+a string names a pod namespace under /run/netns.
+
+Deleting something absent and creating a namespace that exists are no-ops, so
+callers can be idempotent without racing `get` against `del`. Everything else
+that fails raises `NetlinkOpError`, whose message names the verb, the object and
+the namespace.
+
+Design notes
+------------
+* pyroute2 >= 0.9 keeps its socket per *thread*, and a netlink socket belongs to
+  the netns its creating thread was in. `setns(CLONE_NEWNET)` is per-thread, so
+  each namespace gets one worker thread that entered it once and owns an
+  `IPRoute` there: calls are serialized per namespace (which also makes the
+  wrapper safe for concurrent pod workers) and cost a queue hop, not a fork.
+  pyroute2's own `IPRoute(netns=...)` forks a helper per socket (≈10 ms).
+* Pod-namespace workers are cached (a small LRU) and must be dropped before the
+  namespace is removed — a thread parked in a netns keeps it alive, and with it
+  the veth. `netns_remove` does that; `release(ns)` lets a caller drop one early.
+* Namespaces are created the way iproute2 does (a bind mount of the new
+  namespace on /run/netns/NAME, /run/netns a shared mount) so `ip netns exec`
+  works on them, but from a short-lived thread instead of a forked child.
+* `RecordingNetlink` keeps an in-memory model with the kernel semantics the
+  callers rely on (a veth dies with its peer, links die with their namespace,
+  routes/neighbours/FDB entries die with their device, EEXIST/ENODEV) and
+  records every call, for unit tests.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import logging
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+
+NETNS_RUN_DIR = "/run/netns"
+
+# Routes we install carry this rtnetlink protocol number so that a dump can tell
+# ours from anyone else's ("proto 83" in `ip route`; 83 is 'S', unassigned in
+# /etc/iproute2/rt_protos).
+RTPROT_SHOAL = 83
+
+_RT_TABLE_MAIN = 254
+_RTNH_F_ONLINK = 4
+_NUD_PERMANENT = 0x80
+_NTF_SELF = 0x02
+_AF_INET = 2
+_CLONE_NEWNET = 0x40000000
+_MS_BIND = 4096
+_MS_REC = 16384
+_MS_SHARED = 1 << 20
+_MNT_DETACH = 2
+
+
+class NetlinkOpError(OSError):
+    """A kernel call failed; the message names verb, object and namespace."""
+
+    def __init__(self, err: int, message: str):
+        super().__init__(err, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.message}: {os.strerror(self.errno) if self.errno else 'error'}"
+
+
+# ----------------------------------------------------------------------------- value types
+@dataclass(frozen=True)
+class VxlanInfo:
+    vni: int
+    port: int
+    local: str | None
+    learning: bool = False
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    index: int
+    kind: str            # "bridge", "veth", "vxlan", "" for loopback/physical
+    mtu: int
+    up: bool             # administratively up (IFF_UP)
+    mac: str
+    master: str | None = None
+    vxlan: VxlanInfo | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """An IPv4 route of the main table. dst "0.0.0.0/0" is the default route."""
+    dst: str
+    dev: str
+    gateway: str | None = None
+    onlink: bool = False
+    proto: int = RTPROT_SHOAL
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    dev: str
+    ip: str
+    mac: str
+    permanent: bool = True
+
+
+@dataclass(frozen=True)
+class FdbEntry:
+    dev: str
+    mac: str
+    dst: str
+
+
+@runtime_checkable
+class Netlink(Protocol):
+    # namespaces (named, under /run/netns)
+    def netns_list(self) -> list[str]: ...
+    def netns_create(self, name: str) -> None: ...
+    def netns_remove(self, name: str) -> None: ...
+    def netns_path(self, name: str) -> str: ...
+    def release(self, ns: str) -> None:
+        """Drop cached handles on namespace `ns` (they keep it alive)."""
+
+    # links
+    def link_get(self, name: str, *, ns: str | None = None) -> Link | None: ...
+    def link_list(self, *, ns: str | None = None) -> list[Link]: ...
+    def link_add(self, name: str, kind: str, *, ns: str | None = None, mtu: int | None = None,
+                 peer: str | None = None, peer_ns: str | None = None,
+                 vxlan: VxlanInfo | None = None) -> None:
+        """kind "bridge" | "veth" (peer name, optionally created in peer_ns) | "vxlan"."""
+    def link_del(self, name: str, *, ns: str | None = None) -> None: ...
+    def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
+                 mtu: int | None = None, master: str | None = None) -> None: ...
+
+    # IPv4 addresses, "a.b.c.d/len"
+    def addr_list(self, dev: str, *, ns: str | None = None) -> list[str]: ...
+    def addr_dump(self, *, ns: str | None = None) -> list[tuple[str, str]]:
+        """(device, cidr) for every IPv4 address in the namespace."""
+    def addr_add(self, dev: str, cidr: str, *, ns: str | None = None) -> None: ...
+    def addr_flush(self, dev: str, *, ns: str | None = None) -> None: ...
+
+    # IPv4 routes, main table
+    def route_replace(self, route: Route, *, ns: str | None = None) -> None: ...
+    def route_del(self, route: Route, *, ns: str | None = None) -> None: ...
+    def route_dump(self, *, ns: str | None = None, dev: str | None = None) -> list[Route]: ...
+
+    # neighbours and FDB of a device in the node namespace
+    def neigh_replace(self, n: Neighbour) -> None: ...
+    def neigh_del(self, n: Neighbour) -> None: ...
+    def neigh_dump(self, dev: str) -> list[Neighbour]: ...
+    def fdb_append(self, e: FdbEntry) -> None: ...
+    def fdb_del(self, e: FdbEntry) -> None: ...
+    def fdb_dump(self, dev: str) -> list[FdbEntry]: ...
+
+    # not netlink, but namespace-scoped: "net.ipv4.ip_forward" = "1"
+    def sysctl_set(self, key: str, value: str, *, ns: str | None = None) -> None: ...
+
+
+def _ns_label(ns: str | None, node_ns: str | None) -> str:
+    if ns is not None:
+        return f"netns {ns}"
+    return f"netns {node_ns}" if node_ns else "the node netns"
+
+
+# ----------------------------------------------------------------------------- real implementation
+class _NsWorker:
+    """One thread parked in a namespace, owning an IPRoute opened there."""
+
+    def __init__(self, path: str | None, libc: Any):
+        self.path = path
+        self._libc = libc
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self._local = threading.local()
+
+    def _ipr(self):
+        ipr = getattr(self._local, "ipr", None)
+        if ipr is None:
+            if self.path is not None:
+                _setns_thread(self._libc, self.path)
+            from pyroute2 import IPRoute
+            ipr = IPRoute()
+            self._local.ipr = ipr
+        return ipr
+
+    def call(self, fn: Callable[[Any], Any]) -> Any:
+        return self._pool.submit(lambda: fn(self._ipr())).result()
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """Run fn inside the namespace without an IPRoute (sysctl writes)."""
+        def job():
+            self._ipr()  # enters the namespace on first use
+            return fn()
+        return self._pool.submit(job).result()
+
+    def close(self) -> None:
+        def shut():
+            ipr = getattr(self._local, "ipr", None)
+            if ipr is not None:
+                ipr.close()
+                self._local.ipr = None
+        try:
+            self._pool.submit(shut).result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _setns_thread(libc: Any, path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise NetlinkOpError(e, f"setns into {path}")
+    finally:
+        os.close(fd)
+
+
+def _in_thread(fn: Callable[[], Any]) -> Any:
+    box: dict[str, Any] = {}
+
+    def run():
+        try:
+            box["r"] = fn()
+        except BaseException as exc:  # re-raised in the caller
+            box["e"] = exc
+    t = threading.Thread(target=run, name="netns-create")
+    t.start()
+    t.join()
+    if "e" in box:
+        raise box["e"]
+    return box.get("r")
+
+
+def _msg_attr(msg: Any, name: str, default: Any = None) -> Any:
+    v = msg.get(name)
+    return default if v is None else v
+
+
+class PyrouteNetlink:
+    """`Netlink` over pyroute2, bound to a node namespace (None = current)."""
+
+    def __init__(self, *, netns: str | None = None, run_dir: str = NETNS_RUN_DIR,
+                 max_pod_workers: int = 8):
+        self.node_ns = netns
+        self.run_dir = run_dir
+        self._libc = _libc()
+        self._lock = threading.Lock()
+        self._node = _NsWorker(self.netns_path(netns) if netns else None, self._libc)
+        self._pods: OrderedDict[str, _NsWorker] = OrderedDict()
+        self._max_pod_workers = max_pod_workers
+
+    # -- plumbing
+    def _worker(self, ns: str | None) -> _NsWorker:
+        if ns is None:
+            return self._node
+        evicted: list[_NsWorker] = []
+        with self._lock:
+            w = self._pods.get(ns)
+            if w is None:
+                path = self.netns_path(ns)
+                if not os.path.exists(path):
+                    raise NetlinkOpError(errno.ENOENT, f"network namespace {ns} does not exist ({path})")
+                w = _NsWorker(path, self._libc)
+                self._pods[ns] = w
+            self._pods.move_to_end(ns)
+            while len(self._pods) > self._max_pod_workers:
+                evicted.append(self._pods.popitem(last=False)[1])
+        for e in evicted:
+            e.close()
+        return w
+
+    def _call(self, ns: str | None, what: str, fn: Callable[[Any], Any]) -> Any:
+        label = _ns_label(ns, self.node_ns)
+        log.debug("netlink %s (%s)", what, label)
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            return self._worker(ns).call(fn)
+        except NetlinkError as exc:
+            raise NetlinkOpError(exc.code, f"netlink {what} ({label})") from exc
+
+    def _index(self, ipr: Any, name: str, ns: str | None) -> int:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            raise NetlinkOpError(errno.ENODEV, f"no link {name} ({_ns_label(ns, self.node_ns)})")
+        return idx[0]
+
+    def close(self) -> None:
+        with self._lock:
+            workers = list(self._pods.values())
+            self._pods.clear()
+        for w in workers:
+            w.close()
+        self._node.close()
+
+    def release(self, ns: str) -> None:
+        with self._lock:
+            w = self._pods.pop(ns, None)
+        if w is not None:
+            w.close()
+
+    # -- namespaces
+    def netns_path(self, name: str) -> str:
+        return os.path.join(self.run_dir, name)
+
+    def netns_list(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.run_dir))
+        except FileNotFoundError:
+            return []
+
+    def _ensure_run_dir(self) -> None:
+        # As iproute2 does: /run/netns must be a shared mount so that the bind
+        # mounts below propagate to every mount namespace (ip netns exec's too).
+        os.makedirs(self.run_dir, exist_ok=True)
+        d = self.run_dir.encode()
+        if self._libc.mount(b"none", d, None, _MS_SHARED | _MS_REC, None) == 0:
+            return
+        if ctypes.get_errno() != errno.EINVAL:
+            raise NetlinkOpError(ctypes.get_errno(), f"make {self.run_dir} a shared mount")
+        if self._libc.mount(d, d, b"none", _MS_BIND | _MS_REC, None) != 0:
+            raise NetlinkOpError(ctypes.get_errno(), f"bind-mount {self.run_dir} on itself")
+        if self._libc.mount(b"none", d, None, _MS_SHARED | _MS_REC, None) != 0:
+            raise NetlinkOpError(ctypes.get_errno(), f"make {self.run_dir} a shared mount")
+
+    def netns_create(self, name: str) -> None:
+        path = self.netns_path(name)
+        if os.path.ismount(path):
+            return
+        log.debug("netns create %s", path)
+        self._ensure_run_dir()
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+        except FileExistsError:
+            pass  # a stale, unmounted file from a crash: mount over it
+
+        libc = self._libc
+
+        def create() -> None:
+            if libc.unshare(_CLONE_NEWNET) != 0:
+                raise NetlinkOpError(ctypes.get_errno(), f"unshare a network namespace for {name}")
+            src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+            if libc.mount(src, path.encode(), b"none", _MS_BIND, None) != 0:
+                raise NetlinkOpError(ctypes.get_errno(), f"bind-mount network namespace on {path}")
+        try:
+            _in_thread(create)
+        except BaseException:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
+
+    def netns_remove(self, name: str) -> None:
+        self.release(name)
+        path = self.netns_path(name)
+        if not os.path.lexists(path):
+            return
+        log.debug("netns remove %s", path)
+        if self._libc.umount2(path.encode(), _MNT_DETACH) != 0:
+            e = ctypes.get_errno()
+            if e != errno.EINVAL:  # EINVAL: not mounted (a crash left the file only)
+                raise NetlinkOpError(e, f"unmount network namespace {path}")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    # -- links
+    def _to_link(self, msg: Any, names: dict[int, str]) -> Link:
+        info = msg.get("linkinfo")
+        kind = (info.get("kind") if info is not None else None) or ""
+        vx = None
+        if kind == "vxlan" and info is not None and info.get("data") is not None:
+            d = info.get("data")
+            vx = VxlanInfo(vni=int(d.get("vxlan_id") or 0), port=int(d.get("vxlan_port") or 0),
+                           local=d.get("vxlan_local"), learning=bool(d.get("vxlan_learning")))
+        master = msg.get("master")
+        return Link(name=msg.get("ifname"), index=msg["index"], kind=kind,
+                    mtu=int(_msg_attr(msg, "mtu", 0)), up=bool(msg["flags"] & 1),
+                    mac=_msg_attr(msg, "address", ""),
+                    master=names.get(master) if master else None, vxlan=vx)
+
+    def link_list(self, *, ns: str | None = None) -> list[Link]:
+        def fn(ipr):
+            msgs = list(ipr.link("dump"))
+            names = {m["index"]: m.get("ifname") for m in msgs}
+            return [self._to_link(m, names) for m in msgs]
+        return self._call(ns, "link dump", fn)
+
+    def link_get(self, name: str, *, ns: str | None = None) -> Link | None:
+        def fn(ipr):
+            idx = ipr.link_lookup(ifname=name)
+            if not idx:
+                return None
+            msg = ipr.link("get", index=idx[0])[0]
+            master = msg.get("master")
+            names = {}
+            if master:
+                m = ipr.link("get", index=master)
+                names = {master: m[0].get("ifname")} if m else {}
+            return self._to_link(msg, names)
+        return self._call(ns, f"link get {name}", fn)
+
+    def link_add(self, name: str, kind: str, *, ns: str | None = None, mtu: int | None = None,
+                 peer: str | None = None, peer_ns: str | None = None,
+                 vxlan: VxlanInfo | None = None) -> None:
+        kw: dict[str, Any] = {"ifname": name, "kind": kind}
+        if mtu is not None:
+            kw["mtu"] = mtu
+        if kind == "veth":
+            if not peer:
+                raise ValueError(f"veth {name} needs a peer name")
+            p: dict[str, Any] = {"ifname": peer}
+            if mtu is not None:
+                p["mtu"] = mtu
+            if peer_ns is not None:
+                p["net_ns_fd"] = self.netns_path(peer_ns)
+            kw["peer"] = p
+        elif kind == "vxlan":
+            if vxlan is None:
+                raise ValueError(f"vxlan {name} needs VxlanInfo")
+            kw.update(vxlan_id=vxlan.vni, vxlan_port=vxlan.port, vxlan_learning=int(vxlan.learning))
+            if vxlan.local:
+                kw["vxlan_local"] = vxlan.local
+        desc = f"link add {name} type {kind}" + (f" peer {peer}" + (f" in netns {peer_ns}" if peer_ns else "") if peer else "")
+        self._call(ns, desc, lambda ipr: ipr.link("add", **kw))
+
+    def link_del(self, name: str, *, ns: str | None = None) -> None:
+        def fn(ipr):
+            idx = ipr.link_lookup(ifname=name)
+            if idx:
+                ipr.link("del", index=idx[0])
+        self._call(ns, f"link del {name}", fn)
+
+    def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
+                 mtu: int | None = None, master: str | None = None) -> None:
+        def fn(ipr):
+            idx = self._index(ipr, name, ns)
+            kw: dict[str, Any] = {}
+            if mtu is not None:
+                kw["mtu"] = mtu
+            if master is not None:
+                kw["master"] = self._index(ipr, master, ns)
+            if kw:
+                ipr.link("set", index=idx, **kw)
+            if up is not None:
+                ipr.link("set", index=idx, state="up" if up else "down")
+        parts = [f"link set {name}"] + ([f"mtu {mtu}"] if mtu is not None else []) + \
+                ([f"master {master}"] if master else []) + ([("up" if up else "down")] if up is not None else [])
+        self._call(ns, " ".join(parts), fn)
+
+    # -- addresses
+    def addr_dump(self, *, ns: str | None = None) -> list[tuple[str, str]]:
+        def fn(ipr):
+            names = {m["index"]: m.get("ifname") for m in ipr.link("dump")}
+            return [(names.get(a["index"], ""), f"{a.get('address')}/{a['prefixlen']}")
+                    for a in ipr.addr("dump", family=_AF_INET)]
+        return self._call(ns, "addr dump", fn)
+
+    def addr_list(self, dev: str, *, ns: str | None = None) -> list[str]:
+        def fn(ipr):
+            idx = self._index(ipr, dev, ns)
+            return [f"{a.get('address')}/{a['prefixlen']}"
+                    for a in ipr.addr("dump", family=_AF_INET) if a["index"] == idx]
+        return self._call(ns, f"addr list dev {dev}", fn)
+
+    def addr_add(self, dev: str, cidr: str, *, ns: str | None = None) -> None:
+        iface = ipaddress.ip_interface(cidr)
+
+        def fn(ipr):
+            idx = self._index(ipr, dev, ns)
+            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        self._call(ns, f"addr add {cidr} dev {dev}", fn)
+
+    def addr_flush(self, dev: str, *, ns: str | None = None) -> None:
+        def fn(ipr):
+            idx = self._index(ipr, dev, ns)
+            for a in ipr.addr("dump", family=_AF_INET):
+                if a["index"] == idx:
+                    ipr.addr("del", index=idx, address=a.get("address"), prefixlen=a["prefixlen"])
+        self._call(ns, f"addr flush dev {dev}", fn)
+
+    # -- routes
+    @staticmethod
+    def _route_kw(ipr: Any, r: Route, idx: int) -> dict[str, Any]:
+        kw: dict[str, Any] = {"dst": r.dst, "oif": idx, "table": _RT_TABLE_MAIN, "proto": r.proto}
+        if r.dst in ("0.0.0.0/0", "default"):
+            kw["dst"] = "0.0.0.0/0"
+        if r.gateway:
+            kw["gateway"] = r.gateway
+        if r.onlink:
+            kw["flags"] = _RTNH_F_ONLINK
+        return kw
+
+    def route_replace(self, route: Route, *, ns: str | None = None) -> None:
+        def fn(ipr):
+            ipr.route("replace", **self._route_kw(ipr, route, self._index(ipr, route.dev, ns)))
+        self._call(ns, f"route replace {route.dst} via {route.gateway} dev {route.dev}", fn)
+
+    def route_del(self, route: Route, *, ns: str | None = None) -> None:
+        def fn(ipr):
+            idx = ipr.link_lookup(ifname=route.dev)
+            if not idx:
+                return
+            kw = {"dst": route.dst, "oif": idx[0], "table": _RT_TABLE_MAIN}
+            if route.gateway:
+                kw["gateway"] = route.gateway
+            try:
+                ipr.route("del", **kw)
+            except Exception as exc:  # already gone is fine: deletion is idempotent
+                if getattr(exc, "code", None) != errno.ESRCH:
+                    raise
+        self._call(ns, f"route del {route.dst} dev {route.dev}", fn)
+
+    def route_dump(self, *, ns: str | None = None, dev: str | None = None) -> list[Route]:
+        def fn(ipr):
+            names = {m["index"]: m.get("ifname") for m in ipr.link("dump")}
+            out = []
+            for r in ipr.route("dump", family=_AF_INET):
+                if (r.get("table") or r["table"]) != _RT_TABLE_MAIN:
+                    continue
+                name = names.get(r.get("oif"), "")
+                if dev is not None and name != dev:
+                    continue
+                out.append(Route(dst=f"{r.get('dst') or '0.0.0.0'}/{r['dst_len']}", dev=name,
+                                 gateway=r.get("gateway"), onlink=bool(r["flags"] & _RTNH_F_ONLINK),
+                                 proto=r["proto"]))
+            return out
+        return self._call(ns, "route dump" + (f" dev {dev}" if dev else ""), fn)
+
+    # -- neighbours and fdb (node namespace)
+    def neigh_replace(self, n: Neighbour) -> None:
+        def fn(ipr):
+            ipr.neigh("replace", dst=n.ip, lladdr=n.mac, ifindex=self._index(ipr, n.dev, None),
+                      state=_NUD_PERMANENT)
+        self._call(None, f"neigh replace {n.ip} lladdr {n.mac} dev {n.dev}", fn)
+
+    def neigh_del(self, n: Neighbour) -> None:
+        def fn(ipr):
+            idx = ipr.link_lookup(ifname=n.dev)
+            if not idx:
+                return
+            try:
+                ipr.neigh("del", dst=n.ip, ifindex=idx[0])
+            except Exception as exc:
+                if getattr(exc, "code", None) != errno.ENOENT:
+                    raise
+        self._call(None, f"neigh del {n.ip} dev {n.dev}", fn)
+
+    def neigh_dump(self, dev: str) -> list[Neighbour]:
+        def fn(ipr):
+            idx = ipr.link_lookup(ifname=dev)
+            if not idx:
+                return []
+            return [Neighbour(dev=dev, ip=m.get("dst"), mac=m.get("lladdr") or "",
+                              permanent=bool(m["state"] & _NUD_PERMANENT))
+                    for m in ipr.neigh("dump", ifindex=idx[0], family=_AF_INET)
+                    if m["ifindex"] == idx[0]]
+        return self._call(None, f"neigh dump dev {dev}", fn)
+
+    def fdb_append(self, e: FdbEntry) -> None:
+        def fn(ipr):
+            ipr.fdb("append", ifindex=self._index(ipr, e.dev, None), lladdr=e.mac, dst=e.dst)
+        self._call(None, f"fdb append {e.mac} dst {e.dst} dev {e.dev}", fn)
+
+    def fdb_del(self, e: FdbEntry) -> None:
+        def fn(ipr):
+            idx = ipr.link_lookup(ifname=e.dev)
+            if not idx:
+                return
+            try:
+                ipr.fdb("del", ifindex=idx[0], lladdr=e.mac, dst=e.dst)
+            except Exception as exc:
+                if getattr(exc, "code", None) != errno.ENOENT:
+                    raise
+        self._call(None, f"fdb del {e.mac} dst {e.dst} dev {e.dev}", fn)
+
+    def fdb_dump(self, dev: str) -> list[FdbEntry]:
+        def fn(ipr):
+            idx = ipr.link_lookup(ifname=dev)
+            if not idx:
+                return []
+            return [FdbEntry(dev=dev, mac=m.get("lladdr") or "", dst=m.get("dst") or "")
+                    for m in ipr.fdb("dump", ifindex=idx[0])
+                    if m["ifindex"] == idx[0] and m.get("dst")]
+        return self._call(None, f"fdb dump dev {dev}", fn)
+
+    # -- sysctl
+    def sysctl_set(self, key: str, value: str, *, ns: str | None = None) -> None:
+        path = "/proc/sys/" + key.replace(".", "/")
+        label = _ns_label(ns, self.node_ns)
+        log.debug("sysctl %s=%s (%s)", key, value, label)
+
+        def fn():
+            # /proc/sys/net resolves against the calling *thread's* namespace.
+            with open(path, "w") as f:
+                f.write(value)
+        try:
+            self._worker(ns).run(fn)
+        except OSError as exc:
+            raise NetlinkOpError(exc.errno or errno.EIO, f"sysctl {key}={value} ({label})") from exc
+
+
+# ----------------------------------------------------------------------------- recording fake
+_ZERO_MAC = "00:00:00:00:00:00"
+
+
+@dataclass
+class _NsModel:
+    links: dict[str, Link] = field(default_factory=dict)
+    peers: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # veth -> (ns, name)
+    addrs: dict[str, list[str]] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    neighs: list[Neighbour] = field(default_factory=list)
+    fdb: list[FdbEntry] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+
+class RecordingNetlink:
+    """In-memory `Netlink` for unit tests: a model of namespaces and their
+    links/addresses/routes/neighbours/FDB, plus `calls`, the ordered list of
+    (verb, args...) tuples that mutated or read it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.spaces: dict[str | None, _NsModel] = {None: _NsModel()}
+        self._next_index = 2
+        self._mac_seq = 0
+        self.spaces[None].links["lo"] = Link("lo", 1, "", 65536, False, _ZERO_MAC)
+
+    # -- helpers for tests
+    def ns(self, ns: str | None = None) -> _NsModel:
+        if ns not in self.spaces:
+            raise NetlinkOpError(errno.ENOENT, f"network namespace {ns} does not exist")
+        return self.spaces[ns]
+
+    def verbs(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+    def _mac(self) -> str:
+        self._mac_seq += 1
+        return "02:00:00:00:%02x:%02x" % (self._mac_seq >> 8 & 0xFF, self._mac_seq & 0xFF)
+
+    def _new_link(self, name: str, kind: str, mtu: int | None, **kw) -> Link:
+        self._next_index += 1
+        return Link(name=name, index=self._next_index, kind=kind, mtu=mtu or 1500, up=False,
+                    mac=self._mac(), **kw)
+
+    def _get(self, name: str, ns: str | None) -> Link:
+        m = self.ns(ns)
+        if name not in m.links:
+            raise NetlinkOpError(errno.ENODEV, f"no link {name} ({_ns_label(ns, None)})")
+        return m.links[name]
+
+    def _drop_link(self, name: str, ns: str | None) -> None:
+        m = self.spaces.get(ns)
+        if m is None or name not in m.links:
+            return
+        del m.links[name]
+        m.addrs.pop(name, None)
+        m.routes = [r for r in m.routes if r.dev != name]
+        m.neighs = [n for n in m.neighs if n.dev != name]
+        m.fdb = [f for f in m.fdb if f.dev != name]
+        peer = m.peers.pop(name, None)
+        if peer is not None:
+            self._drop_link(peer[1], peer[0])
+
+    # -- namespaces
+    def netns_path(self, name: str) -> str:
+        return f"{NETNS_RUN_DIR}/{name}"
+
+    def netns_list(self) -> list[str]:
+        self.calls.append(("netns_list",))
+        return sorted(k for k in self.spaces if k is not None)
+
+    def netns_create(self, name: str) -> None:
+        self.calls.append(("netns_create", name))
+        if name not in self.spaces:
+            self.spaces[name] = _NsModel()
+            self._next_index += 1
+            self.spaces[name].links["lo"] = Link("lo", 1, "", 65536, False, _ZERO_MAC)
+
+    def netns_remove(self, name: str) -> None:
+        self.calls.append(("netns_remove", name))
+        m = self.spaces.get(name)
+        if m is None:
+            return
+        for link in list(m.links):
+            self._drop_link(link, name)
+        del self.spaces[name]
+
+    def release(self, ns: str) -> None:
+        self.calls.append(("release", ns))
+
+    # -- links
+    def link_get(self, name: str, *, ns: str | None = None) -> Link | None:
+        self.calls.append(("link_get", name, ns))
+        return self.ns(ns).links.get(name)
+
+    def link_list(self, *, ns: str | None = None) -> list[Link]:
+        self.calls.append(("link_list", ns))
+        return list(self.ns(ns).links.values())
+
+    def link_add(self, name: str, kind: str, *, ns: str | None = None, mtu: int | None = None,
+                 peer: str | None = None, peer_ns: str | None = None,
+                 vxlan: VxlanInfo | None = None) -> None:
+        self.calls.append(("link_add", name, kind, ns, mtu, peer, peer_ns, vxlan))
+        m = self.ns(ns)
+        if name in m.links:
+            raise NetlinkOpError(errno.EEXIST, f"netlink link add {name} ({_ns_label(ns, None)})")
+        if kind == "veth":
+            pm = self.ns(peer_ns if peer_ns is not None else ns)
+            if not peer or peer in pm.links or (peer_ns is None and peer == name):
+                raise NetlinkOpError(errno.EEXIST, f"netlink link add {name} peer {peer}")
+            m.links[name] = self._new_link(name, "veth", mtu)
+            pm.links[peer] = self._new_link(peer, "veth", mtu)
+            m.peers[name] = (peer_ns if peer_ns is not None else ns, peer)
+            pm.peers[peer] = (ns, name)
+        elif kind == "vxlan":
+            m.links[name] = self._new_link(name, "vxlan", mtu, vxlan=vxlan)
+        elif kind == "bridge":
+            m.links[name] = self._new_link(name, "bridge", mtu)
+        else:
+            raise NetlinkOpError(errno.EOPNOTSUPP, f"netlink link add {name} type {kind}")
+
+    def link_del(self, name: str, *, ns: str | None = None) -> None:
+        self.calls.append(("link_del", name, ns))
+        self.ns(ns)
+        self._drop_link(name, ns)
+
+    def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
+                 mtu: int | None = None, master: str | None = None) -> None:
+        self.calls.append(("link_set", name, ns, up, mtu, master))
+        link = self._get(name, ns)
+        if master is not None:
+            self._get(master, ns)
+        self.ns(ns).links[name] = replace(
+            link, up=link.up if up is None else up, mtu=link.mtu if mtu is None else mtu,
+            master=link.master if master is None else master)
+
+    # -- addresses
+    def addr_list(self, dev: str, *, ns: str | None = None) -> list[str]:
+        self.calls.append(("addr_list", dev, ns))
+        self._get(dev, ns)
+        return list(self.ns(ns).addrs.get(dev, []))
+
+    def addr_dump(self, *, ns: str | None = None) -> list[tuple[str, str]]:
+        self.calls.append(("addr_dump", ns))
+        return [(d, a) for d, lst in self.ns(ns).addrs.items() for a in lst]
+
+    def addr_add(self, dev: str, cidr: str, *, ns: str | None = None) -> None:
+        self.calls.append(("addr_add", dev, cidr, ns))
+        self._get(dev, ns)
+        lst = self.ns(ns).addrs.setdefault(dev, [])
+        if cidr in lst:
+            raise NetlinkOpError(errno.EEXIST, f"netlink addr add {cidr} dev {dev}")
+        lst.append(cidr)
+
+    def addr_flush(self, dev: str, *, ns: str | None = None) -> None:
+        self.calls.append(("addr_flush", dev, ns))
+        self._get(dev, ns)
+        self.ns(ns).addrs[dev] = []
+
+    # -- routes
+    def route_replace(self, route: Route, *, ns: str | None = None) -> None:
+        self.calls.append(("route_replace", route, ns))
+        self._get(route.dev, ns)
+        m = self.ns(ns)
+        m.routes = [r for r in m.routes if r.dst != route.dst] + [route]
+
+    def route_del(self, route: Route, *, ns: str | None = None) -> None:
+        self.calls.append(("route_del", route, ns))
+        m = self.ns(ns)
+        m.routes = [r for r in m.routes if not (r.dst == route.dst and r.dev == route.dev)]
+
+    def route_dump(self, *, ns: str | None = None, dev: str | None = None) -> list[Route]:
+        self.calls.append(("route_dump", ns, dev))
+        return [r for r in self.ns(ns).routes if dev is None or r.dev == dev]
+
+    # -- neighbours / fdb
+    def neigh_replace(self, n: Neighbour) -> None:
+        self.calls.append(("neigh_replace", n))
+        self._get(n.dev, None)
+        m = self.ns(None)
+        m.neighs = [x for x in m.neighs if not (x.dev == n.dev and x.ip == n.ip)] + [replace(n, permanent=True)]
+
+    def neigh_del(self, n: Neighbour) -> None:
+        self.calls.append(("neigh_del", n))
+        m = self.ns(None)
+        m.neighs = [x for x in m.neighs if not (x.dev == n.dev and x.ip == n.ip)]
+
+    def neigh_dump(self, dev: str) -> list[Neighbour]:
+        self.calls.append(("neigh_dump", dev))
+        return [n for n in self.ns(None).neighs if n.dev == dev]
+
+    def fdb_append(self, e: FdbEntry) -> None:
+        self.calls.append(("fdb_append", e))
+        self._get(e.dev, None)
+        m = self.ns(None)
+        if e in m.fdb:
+            raise NetlinkOpError(errno.EEXIST, f"netlink fdb append {e.mac} dst {e.dst}")
+        m.fdb.append(e)
+
+    def fdb_del(self, e: FdbEntry) -> None:
+        self.calls.append(("fdb_del", e))
+        m = self.ns(None)
+        m.fdb = [x for x in m.fdb if x != e]
+
+    def fdb_dump(self, dev: str) -> list[FdbEntry]:
+        self.calls.append(("fdb_dump", dev))
+        return [f for f in self.ns(None).fdb if f.dev == dev]
+
+    def sysctl_set(self, key: str, value: str, *, ns: str | None = None) -> None:
+        self.calls.append(("sysctl_set", key, value, ns))
+        self.ns(ns).sysctls[key] = value
