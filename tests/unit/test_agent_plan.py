@@ -1,0 +1,248 @@
+"""compute_pod_actions (agent.plan): one row per rule."""
+import pytest
+
+from agent.plan import (ObservedContainer, PodRuntimeView, PullFailure, StartContainer, compute_pod_actions,
+                        spec_hash)
+from agent.probes import FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, ProbeResult
+from agent.restarts import Backoff
+
+pytestmark = pytest.mark.unit
+NOW = 1000.0
+
+
+def pod(*names, policy="Always", deleting=False, grace=None, tgps=None, image="reg/web:v1", **extra):
+    p = {"metadata": {"name": "web-1", "namespace": "default", "uid": "u1"},
+         "spec": {"restartPolicy": policy, "nodeName": "n1",
+                  "containers": [{"name": n, "image": image, **extra} for n in (names or ("web",))]}}
+    if deleting:
+        p["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    if grace is not None:
+        p["metadata"]["deletionGracePeriodSeconds"] = grace
+    if tgps is not None:
+        p["spec"]["terminationGracePeriodSeconds"] = tgps
+    return p
+
+
+def c(name="web", attempt=0, status="running", p=None, **kw):
+    p = p or pod()
+    cs = next(x for x in p["spec"]["containers"] if x["name"] == name) if any(
+        x["name"] == name for x in p["spec"]["containers"]) else {"name": name}
+    kw.setdefault("spec_hash", spec_hash(cs))
+    kw.setdefault("id", f"u1-{name}-{attempt}")
+    if status == "stopped":
+        kw.setdefault("exit_code", 1)
+        kw.setdefault("started_at", NOW - 20)
+        kw.setdefault("finished_at", NOW - 10)
+    return ObservedContainer(name=name, attempt=attempt, status=status, **kw)
+
+
+def view(*containers, ip="10.244.0.5", terminating=None):
+    return PodRuntimeView("u1", tuple(containers), ip, terminating or {})
+
+
+def plan(p, v, **kw):
+    kw.setdefault("now", NOW)
+    return compute_pod_actions(p, v, **kw)
+
+
+# ---------------------------------------------------------------------------- first start / sandbox
+def test_new_pod_creates_sandbox_and_starts_all_containers_at_attempt_0():
+    a = plan(pod("web", "side"), view(ip=None))
+    assert a.create_sandbox
+    assert a.start == [StartContainer("web", 0), StartContainer("side", 0)]
+    assert not a.kill and not a.remove and not a.teardown
+
+
+def test_waits_for_pod_cidr_before_anything():
+    a = plan(pod(), view(ip=None), network_ready=False)
+    assert not a.create_sandbox and not a.start
+    assert a.waiting["web"].reason == "ContainerCreating"
+    assert "podCIDR" in a.waiting["web"].message
+
+
+def test_adopted_running_pod_recovers_sandbox_without_restarting():
+    a = plan(pod(), view(c(), ip=None))
+    assert a.create_sandbox and not a.start and not a.kill
+
+
+def test_running_pod_is_steady():
+    a = plan(pod(), view(c()))
+    assert not a.has_work and a.wake_at is None
+
+
+def test_created_but_not_started_container_is_started():
+    a = plan(pod(), view(c(status="created", attempt=2)))
+    assert a.start == [StartContainer("web", 2, existing_id="u1-web-2")]
+
+
+# ---------------------------------------------------------------------------- restart policy + back-off
+@pytest.mark.parametrize("policy,exit_code,restarts", [
+    ("Always", 0, True), ("Always", 1, True), ("OnFailure", 0, False), ("OnFailure", 2, True),
+    ("Never", 0, False), ("Never", 1, False),
+])
+def test_exited_container_restart_policy(policy, exit_code, restarts):
+    p = pod(policy=policy)
+    a = plan(p, view(c(status="stopped", exit_code=exit_code, attempt=3, p=p)))
+    assert a.start == ([StartContainer("web", 4)] if restarts else [])
+    assert not a.create_sandbox or restarts
+
+
+def test_crash_loop_back_off_waits_and_wakes_at_expiry():
+    bo = Backoff(not_before=NOW + 20, delay=20, exits=3)
+    a = plan(pod(), view(c(status="stopped", attempt=2)), backoff={"web": bo})
+    assert a.start == []
+    assert a.waiting["web"].reason == "CrashLoopBackOff"
+    assert a.waiting["web"].message == \
+        "back-off 20s restarting failed container=web pod=web-1_default(u1)"
+    assert a.wake_at == NOW + 20
+
+
+def test_back_off_expired_restarts_as_next_attempt():
+    bo = Backoff(not_before=NOW - 1, delay=10, exits=2)
+    a = plan(pod(), view(c(status="stopped", attempt=2)), backoff={"web": bo})
+    assert a.start == [StartContainer("web", 3)]
+    assert "web" not in a.waiting
+
+
+def test_back_off_message_formats_minutes():
+    bo = Backoff(not_before=NOW + 300, delay=300, exits=9)
+    a = plan(pod(), view(c(status="stopped")), backoff={"web": bo})
+    assert "back-off 5m0s restarting" in a.waiting["web"].message
+
+
+def test_older_attempts_are_removed_previous_kept():
+    a = plan(pod(), view(c(attempt=3), c(status="stopped", attempt=2), c(status="stopped", attempt=1),
+                         c(status="stopped", attempt=0)))
+    assert sorted(a.remove) == ["u1-web-0", "u1-web-1"]
+    assert not a.start and not a.kill
+
+
+def test_synthetic_start_failure_counts_as_an_attempt():
+    failed = c(status="stopped", attempt=0, id="", synthetic=True, exit_code=128, reason="StartError")
+    a = plan(pod(), view(failed))
+    assert a.start == [StartContainer("web", 1)]
+    assert a.remove == []
+
+
+# ---------------------------------------------------------------------------- kills of running containers
+def test_liveness_failure_kills_with_grace():
+    a = plan(pod(tgps=7), view(c()), probes={"u1-web-0": {LIVENESS: ProbeResult(FAILURE, "HTTP 500")}})
+    assert len(a.kill) == 1
+    k = a.kill[0]
+    assert (k.id, k.signal, k.grace) == ("u1-web-0", "TERM", 7)
+    assert k.message == "Container web failed liveness probe, will be restarted"
+    assert not a.start
+
+
+def test_readiness_failure_does_not_kill():
+    a = plan(pod(), view(c()), probes={"u1-web-0": {READINESS: ProbeResult(FAILURE), LIVENESS: ProbeResult(SUCCESS)}})
+    assert not a.has_work
+
+
+def test_liveness_result_of_another_attempt_is_ignored():
+    a = plan(pod(), view(c(attempt=1)), probes={"u1-web-0": {LIVENESS: ProbeResult(FAILURE)}})
+    assert not a.kill
+
+
+def test_startup_failure_kills():
+    a = plan(pod(), view(c()), probes={"u1-web-0": {STARTUP: ProbeResult(FAILURE)}})
+    assert a.kill and "startup probe" in a.kill[0].message
+
+
+def test_changed_image_kills_then_restarts_as_next_attempt():
+    old = c(spec_hash=spec_hash({"name": "web", "image": "reg/web:v1"}))
+    p2 = pod(image="reg/web:v2")
+    a = plan(p2, view(old))
+    assert a.kill and a.kill[0].message == "Container web definition changed, will be restarted"
+    # once it has stopped, the next plan starts attempt 1 regardless of exit code
+    a2 = plan(p2, view(c(status="stopped", exit_code=143, spec_hash=old.spec_hash)))
+    assert a2.start == [StartContainer("web", 1)]
+
+
+def test_container_without_hash_label_is_not_killed():
+    a = plan(pod(image="reg/web:v2"), view(c(spec_hash="")))
+    assert not a.kill
+
+
+def test_terminating_container_gets_sigkill_after_deadline_only():
+    v_wait = view(c(), terminating={"u1-web-0": NOW + 5})
+    a = plan(pod(), v_wait)
+    assert not a.kill and a.wake_at == NOW + 5
+    a = plan(pod(), view(c(), terminating={"u1-web-0": NOW}))
+    assert [(k.id, k.signal) for k in a.kill] == [("u1-web-0", "KILL")]
+
+
+def test_container_not_in_spec_is_stopped_and_removed():
+    a = plan(pod("web"), view(c(), c(name="old", attempt=0), c(name="gone", status="stopped", id="g")))
+    assert [k.name for k in a.kill] == ["old"]
+    assert a.remove == ["g"]
+
+
+# ---------------------------------------------------------------------------- image pull back-off
+def test_pull_failure_fresh_shows_err_image_pull_then_back_off():
+    pf = PullFailure("reg/missing:v1", "ErrImagePull", 'failed to pull "reg/missing:v1": not found',
+                     at=NOW, retry_at=NOW + 10, fresh=True)
+    a = plan(pod(), view(), pull_failures={"web": pf})
+    assert a.waiting["web"].reason == "ErrImagePull" and "not found" in a.waiting["web"].message
+    assert not a.start and a.wake_at == NOW + 10
+    a = plan(pod(), view(), pull_failures={"web": PullFailure(**{**pf.__dict__, "fresh": False})})
+    assert a.waiting["web"].reason == "ImagePullBackOff"
+    assert a.waiting["web"].message == 'Back-off pulling image "reg/missing:v1"'
+
+
+def test_pull_retried_after_back_off():
+    pf = PullFailure("reg/x", "ErrImagePull", "boom", at=NOW - 20, retry_at=NOW - 10)
+    assert plan(pod(), view(), pull_failures={"web": pf}).start == [StartContainer("web", 0)]
+
+
+def test_never_pull_reason_kept():
+    pf = PullFailure("reg/x", "ErrImageNeverPull", "image not present with pull policy of Never",
+                     at=NOW, retry_at=NOW + 10)
+    assert plan(pod(), view(), pull_failures={"web": pf}).waiting["web"].reason == "ErrImageNeverPull"
+
+
+# ---------------------------------------------------------------------------- deletion
+def test_deleting_pod_sends_sigterm_with_deletion_grace():
+    p = pod("web", "side", deleting=True, grace=12, tgps=30)
+    a = plan(p, view(c(p=p), c(name="side", p=p)))
+    assert {(k.name, k.signal, k.grace) for k in a.kill} == {("web", "TERM", 12), ("side", "TERM", 12)}
+    assert not a.teardown and not a.confirm_deletion and not a.start
+
+
+def test_deleting_pod_default_grace_30():
+    a = plan(pod(deleting=True), view(c()))
+    assert a.kill[0].grace == 30
+
+
+def test_deleting_pod_sigkill_after_deadline():
+    a = plan(pod(deleting=True), view(c(), terminating={"u1-web-0": NOW - 0.1}))
+    assert [(k.signal) for k in a.kill] == ["KILL"]
+
+
+def test_deleting_pod_with_nothing_live_removes_tears_down_and_confirms():
+    a = plan(pod(deleting=True), view(c(status="stopped"), c(status="stopped", attempt=1, id="x")))
+    assert sorted(a.remove) == ["u1-web-0", "x"]
+    assert a.teardown and a.confirm_deletion and not a.start and not a.kill
+
+
+def test_deleting_pod_never_restarts_crashed_container():
+    a = plan(pod(deleting=True), view(c(status="stopped", exit_code=1)))
+    assert not a.start
+
+
+def test_gone_pod_uses_grace_from_labels_and_does_not_confirm():
+    a = plan(None, view(c(grace=3)))
+    assert [(k.signal, k.grace) for k in a.kill] == [("TERM", 3)]
+    a = plan(None, view(c(status="stopped")))
+    assert a.teardown and not a.confirm_deletion and a.remove == ["u1-web-0"]
+
+
+def test_gone_pod_with_nothing_left_tears_down():
+    a = plan(None, view(ip=None))
+    assert a.teardown and a.remove == [] and not a.confirm_deletion
+
+
+def test_finished_pod_does_not_recreate_sandbox():
+    p = pod(policy="Never")
+    a = plan(p, view(c(status="stopped", exit_code=0, p=p), ip=None))
+    assert not a.create_sandbox and not a.has_work
