@@ -1,0 +1,434 @@
+"""`shoal describe KIND NAME`: kubectl-style descriptions, built as pure functions of objects.
+
+Each describer takes the object plus the related objects the command fetched
+(events with fieldSelector `involvedObject.uid=...`, ReplicaSets, pods on a
+node) and `now`, and returns text. The layout follows kubectl's describe
+(pkg/describe/describe.go): `Label:\tvalue` lines at two-space levels, all
+aligned by one Go-tabwriter pass with minwidth 0 and padding 2, so lines
+without a tab end a column block exactly as they do in kubectl.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .printers import (NONE, event_sort_key, format_labels, format_selector, node_status, parse_time,
+                       pod_summary, since)
+from .rollout import REVISION, controlled_by, templates_equal
+from .tabwriter import describe_text
+
+
+class Lines:
+    """kubectl's PrefixWriter: `w(level, "Name:", value)` → `  ` * level + cells joined by tabs."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, level: int, *cells: Any) -> None:
+        self.lines.append("  " * level + "\t".join(str(c) for c in cells))
+
+    def multiline(self, level: int, title: str, values: list[str]) -> None:
+        """kubectl's printLabelsMultiline: first value beside the title, the rest below it."""
+        if not values:
+            self(level, title, NONE)
+            return
+        self(level, title, values[0])
+        for v in values[1:]:
+            self(level, "", v)
+
+    def text(self) -> str:
+        return describe_text(self.lines)
+
+
+def rfc1123(ts: str | None) -> str:
+    t = parse_time(ts)
+    return t.strftime("%a, %d %b %Y %H:%M:%S %z") if t else "<unknown>"
+
+
+def _md(o: dict) -> dict:
+    return o.get("metadata") or {}
+
+
+def _labels(o: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted((_md(o).get("labels") or {}).items())]
+
+
+def _annotations(o: dict, skip: tuple[str, ...] = ("kubectl.kubernetes.io/last-applied-configuration",)) -> list[str]:
+    return [f"{k}: {v}" for k, v in sorted((_md(o).get("annotations") or {}).items()) if k not in skip]
+
+
+def _controller(o: dict) -> str | None:
+    for ref in _md(o).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return f"{ref.get('kind')}/{ref.get('name')}"
+    return None
+
+
+def describe_events(w: Lines, events: list[dict], now: datetime) -> None:
+    if not events:
+        w(0, "Events:", NONE)
+        return
+    w(0, "Events:")
+    w(1, "Type", "Reason", "Age", "From", "Message")
+    w(1, "----", "------", "----", "----", "-------")
+    for e in sorted(events, key=event_sort_key):
+        first = since(e.get("firstTimestamp") or e.get("eventTime") or _md(e).get("creationTimestamp"), now)
+        count = int(e.get("count") or 0)
+        interval = f"{since(e.get('lastTimestamp'), now)} (x{count} over {first})" if count > 1 else first
+        source = (e.get("source") or {}).get("component") or e.get("reportingComponent") or ""
+        w(1, e.get("type", ""), e.get("reason", ""), interval, source, (e.get("message") or "").strip())
+
+
+# --- containers and probes ------------------------------------------------------------------
+
+def format_probe(p: dict) -> str:
+    """`http-get http://:8080/healthz delay=0s timeout=1s period=10s #success=1 #failure=3`."""
+    if "httpGet" in p:
+        h = p["httpGet"]
+        what = f"http-get {(h.get('scheme') or 'HTTP').lower()}://{h.get('host', '')}:{h.get('port', '')}{h.get('path', '')}"
+    elif "tcpSocket" in p:
+        what = f"tcp-socket {p['tcpSocket'].get('host', '')}:{p['tcpSocket'].get('port', '')}"
+    elif "exec" in p:
+        what = f"exec [{' '.join((p['exec'] or {}).get('command') or [])}]"
+    else:
+        what = "unknown"
+    return (f"{what} delay={int(p.get('initialDelaySeconds') or 0)}s timeout={int(p.get('timeoutSeconds') or 1)}s "
+            f"period={int(p.get('periodSeconds') or 10)}s #success={int(p.get('successThreshold') or 1)} "
+            f"#failure={int(p.get('failureThreshold') or 3)}")
+
+
+def _state_lines(w: Lines, level: int, title: str, state: dict) -> None:
+    if not state:
+        if title == "State:":
+            w(level, title, "Waiting")
+        return
+    if "running" in state:
+        w(level, title, "Running")
+        w(level + 1, "Started:", rfc1123((state["running"] or {}).get("startedAt")))
+    elif "waiting" in state:
+        w(level, title, "Waiting")
+        if (state["waiting"] or {}).get("reason"):
+            w(level + 1, "Reason:", state["waiting"]["reason"])
+        if (state["waiting"] or {}).get("message"):
+            w(level + 1, "Message:", state["waiting"]["message"])
+    elif "terminated" in state:
+        t = state["terminated"] or {}
+        w(level, title, "Terminated")
+        if t.get("reason"):
+            w(level + 1, "Reason:", t["reason"])
+        if t.get("message"):
+            w(level + 1, "Message:", t["message"])
+        w(level + 1, "Exit Code:", t.get("exitCode", 0))
+        if t.get("signal"):
+            w(level + 1, "Signal:", t["signal"])
+        w(level + 1, "Started:", rfc1123(t.get("startedAt")))
+        w(level + 1, "Finished:", rfc1123(t.get("finishedAt")))
+
+
+def _ports(c: dict) -> str:
+    ports = c.get("ports") or []
+    if not ports:
+        return NONE
+    return ", ".join(f"{p.get('containerPort')}/{p.get('protocol', 'TCP')}" for p in ports)
+
+
+def _resources(w: Lines, level: int, c: dict) -> None:
+    res = c.get("resources") or {}
+    for title, key in (("Limits:", "limits"), ("Requests:", "requests")):
+        vals = res.get(key) or {}
+        if vals:
+            w(level, title)
+            for k, v in sorted(vals.items()):
+                w(level + 1, f"{k}:", v)
+
+
+def _env(w: Lines, level: int, c: dict) -> None:
+    env = c.get("env") or []
+    if not env:
+        w(level, "Environment:", NONE)
+        return
+    w(level, "Environment:")
+    for e in env:
+        if "value" in e:
+            w(level + 1, f"{e.get('name')}:", e.get("value"))
+        else:
+            w(level + 1, f"{e.get('name')}:", "(set from a reference)")
+
+
+def describe_container(w: Lines, level: int, c: dict, status: dict | None) -> None:
+    w(level, f"{c.get('name')}:")
+    lv = level + 1
+    if status is not None and status.get("containerID"):
+        w(lv, "Container ID:", status["containerID"])
+    w(lv, "Image:", c.get("image", ""))
+    if status is not None:
+        w(lv, "Image ID:", status.get("imageID") or "")
+    w(lv, "Port:", _ports(c))
+    if c.get("command"):
+        w(lv, "Command:")
+        for part in c["command"]:
+            w(lv + 1, part)
+    if c.get("args"):
+        w(lv, "Args:")
+        for part in c["args"]:
+            w(lv + 1, part)
+    if status is not None:
+        _state_lines(w, lv, "State:", status.get("state") or {})
+        if status.get("lastState"):
+            _state_lines(w, lv, "Last State:", status["lastState"])
+        w(lv, "Ready:", "True" if status.get("ready") else "False")
+        w(lv, "Restart Count:", int(status.get("restartCount") or 0))
+    _resources(w, lv, c)
+    for title, key in (("Liveness:", "livenessProbe"), ("Readiness:", "readinessProbe"), ("Startup:", "startupProbe")):
+        if c.get(key):
+            w(lv, title, format_probe(c[key]))
+    _env(w, lv, c)
+    mounts = c.get("volumeMounts") or []
+    if mounts:
+        w(lv, "Mounts:")
+        for m in mounts:
+            w(lv + 1, m.get("mountPath", ""), f"from {m.get('name')} ({'ro' if m.get('readOnly') else 'rw'})")
+    else:
+        w(lv, "Mounts:", NONE)
+
+
+def describe_pod_template(w: Lines, level: int, template: dict) -> None:
+    md, spec = template.get("metadata") or {}, template.get("spec") or {}
+    w.multiline(level, "Labels:", [f"{k}={v}" for k, v in sorted((md.get("labels") or {}).items())])
+    ann = [f"{k}: {v}" for k, v in sorted((md.get("annotations") or {}).items())]
+    if ann:
+        w.multiline(level, "Annotations:", ann)
+    w(level, "Containers:")
+    for c in spec.get("containers") or []:
+        describe_container(w, level, c, None)  # kubectl indents template containers one space less; keep levels
+    w(level, "Volumes:", NONE if not spec.get("volumes") else ", ".join(v.get("name", "") for v in spec["volumes"]))
+    w(level, "Node-Selectors:", format_labels(spec.get("nodeSelector")))
+    w(level, "Tolerations:", NONE if not spec.get("tolerations") else
+      ", ".join(f"{t.get('key', '')}:{t.get('effect', '')}" for t in spec["tolerations"]))
+
+
+def _conditions(w: Lines, conds: list[dict], *, with_reason: bool) -> None:
+    if not conds:
+        return
+    w(0, "Conditions:")
+    if with_reason:
+        w(1, "Type", "Status", "Reason")
+        w(1, "----", "------", "------")
+        for c in conds:
+            w(1, c.get("type", ""), c.get("status", ""), c.get("reason", ""))
+    else:
+        w(1, "Type", "Status")
+        for c in conds:
+            w(1, c.get("type", ""), c.get("status", ""))
+
+
+# --- kinds --------------------------------------------------------------------------------------
+
+def describe_pod(pod: dict, events: list[dict], now: datetime) -> str:
+    md, spec, st = _md(pod), pod.get("spec") or {}, pod.get("status") or {}
+    w = Lines()
+    w(0, "Name:", md.get("name", ""))
+    w(0, "Namespace:", md.get("namespace", ""))
+    w(0, "Priority:", spec.get("priority", 0))
+    node = spec.get("nodeName")
+    w(0, "Node:", f"{node}/{st.get('hostIP', '')}" if node and st.get("hostIP") else (node or NONE))
+    if st.get("startTime"):
+        w(0, "Start Time:", rfc1123(st["startTime"]))
+    w.multiline(0, "Labels:", _labels(pod))
+    w.multiline(0, "Annotations:", _annotations(pod))
+    if md.get("deletionTimestamp"):
+        w(0, "Status:", f"Terminating (lasts {since(md['deletionTimestamp'], now)})")
+        w(0, "Termination Grace Period:", f"{spec.get('terminationGracePeriodSeconds', 30)}s")
+    else:
+        w(0, "Status:", st.get("phase") or "Pending")
+    if st.get("reason"):
+        w(0, "Reason:", st["reason"])
+    if st.get("message"):
+        w(0, "Message:", st["message"])
+    w(0, "IP:", st.get("podIP") or "")
+    ips = st.get("podIPs") or ([{"ip": st["podIP"]}] if st.get("podIP") else [])
+    if ips:
+        w(0, "IPs:")
+        for ip in ips:
+            w(1, "IP:", ip.get("ip", ""))
+    else:
+        w(0, "IPs:", NONE)
+    ctrl = _controller(pod)
+    if ctrl:
+        w(0, "Controlled By:", ctrl)
+    statuses = {s.get("name"): s for s in st.get("containerStatuses") or []}
+    w(0, "Containers:")
+    for c in spec.get("containers") or []:
+        describe_container(w, 1, c, statuses.get(c.get("name"), {}))
+    _conditions(w, st.get("conditions") or [], with_reason=False)
+    vols = spec.get("volumes") or []
+    w(0, "Volumes:", NONE if not vols else "")
+    for v in vols:
+        w(1, f"{v.get('name')}:")
+        kinds = [k for k in v if k != "name"]
+        w(2, "Type:", kinds[0] if kinds else "<unknown>")
+    w(0, "QoS Class:", st.get("qosClass") or "BestEffort")
+    w(0, "Node-Selectors:", format_labels(spec.get("nodeSelector")))
+    tol = spec.get("tolerations") or []
+    w.multiline(0, "Tolerations:", [
+        f"{t.get('key', '')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect', '')}"
+        + (f" op={t['operator']}" if t.get("operator") else "")
+        + (f" for {t['tolerationSeconds']}s" if t.get("tolerationSeconds") is not None else "") for t in tol])
+    describe_events(w, events, now)
+    return w.text()
+
+
+def describe_deployment(deploy: dict, replicasets: list[dict], events: list[dict], now: datetime) -> str:
+    md, spec, st = _md(deploy), deploy.get("spec") or {}, deploy.get("status") or {}
+    w = Lines()
+    w(0, "Name:", md.get("name", ""))
+    w(0, "Namespace:", md.get("namespace", ""))
+    w(0, "CreationTimestamp:", rfc1123(md.get("creationTimestamp")))
+    w.multiline(0, "Labels:", _labels(deploy))
+    w.multiline(0, "Annotations:", _annotations(deploy))
+    w(0, "Selector:", format_selector(spec.get("selector")))
+    replicas = 1 if spec.get("replicas") is None else int(spec["replicas"])
+    w(0, "Replicas:", f"{replicas} desired | {int(st.get('updatedReplicas') or 0)} updated | "
+                      f"{int(st.get('replicas') or 0)} total | {int(st.get('availableReplicas') or 0)} available | "
+                      f"{int(st.get('unavailableReplicas') or 0)} unavailable")
+    strategy = spec.get("strategy") or {}
+    stype = strategy.get("type") or "RollingUpdate"
+    w(0, "StrategyType:", stype)
+    w(0, "MinReadySeconds:", int(spec.get("minReadySeconds") or 0))
+    if stype == "RollingUpdate":
+        ru = strategy.get("rollingUpdate") or {}
+        w(0, "RollingUpdateStrategy:", f"{ru.get('maxUnavailable', '25%')} max unavailable, "
+                                       f"{ru.get('maxSurge', '25%')} max surge")
+    if spec.get("paused"):
+        w(0, "Paused:", "true")
+    w(0, "Pod Template:")
+    describe_pod_template(w, 1, spec.get("template") or {})
+    _conditions(w, st.get("conditions") or [], with_reason=True)
+    owned = [rs for rs in replicasets if controlled_by(rs, deploy)]
+    new = [rs for rs in owned if templates_equal((rs.get("spec") or {}).get("template") or {},
+                                                 spec.get("template") or {})]
+    new_rs = max(new, key=lambda r: int((_md(r).get("annotations") or {}).get(REVISION) or 0), default=None)
+    old = [rs for rs in owned if rs is not new_rs and int((rs.get("spec") or {}).get("replicas") or 0) > 0]
+
+    def rs_line(rs: dict) -> str:
+        return (f"{_md(rs).get('name')} ({int((rs.get('status') or {}).get('replicas') or 0)}/"
+                f"{int((rs.get('spec') or {}).get('replicas') or 0)} replicas created)")
+    w(0, "OldReplicaSets:", ", ".join(rs_line(r) for r in old) if old else NONE)
+    w(0, "NewReplicaSet:", rs_line(new_rs) if new_rs else NONE)
+    describe_events(w, events, now)
+    return w.text()
+
+
+def describe_replicaset(rs: dict, pods: list[dict], events: list[dict], now: datetime) -> str:
+    md, spec, st = _md(rs), rs.get("spec") or {}, rs.get("status") or {}
+    w = Lines()
+    w(0, "Name:", md.get("name", ""))
+    w(0, "Namespace:", md.get("namespace", ""))
+    w(0, "Selector:", format_selector(spec.get("selector")))
+    w.multiline(0, "Labels:", _labels(rs))
+    w.multiline(0, "Annotations:", _annotations(rs))
+    ctrl = _controller(rs)
+    if ctrl:
+        w(0, "Controlled By:", ctrl)
+    replicas = 1 if spec.get("replicas") is None else int(spec["replicas"])
+    w(0, "Replicas:", f"{int(st.get('replicas') or 0)} current / {replicas} desired")
+    phases = {"Running": 0, "Pending": 0, "Succeeded": 0, "Failed": 0}
+    for p in pods:
+        ph = (p.get("status") or {}).get("phase") or "Pending"
+        phases[ph] = phases.get(ph, 0) + 1
+    w(0, "Pods Status:", f"{phases['Running']} Running / {phases['Pending']} Waiting / "
+                         f"{phases['Succeeded']} Succeeded / {phases['Failed']} Failed")
+    w(0, "Pod Template:")
+    describe_pod_template(w, 1, spec.get("template") or {})
+    _conditions(w, st.get("conditions") or [], with_reason=True)
+    describe_events(w, events, now)
+    return w.text()
+
+
+def describe_node(node: dict, pods: list[dict], events: list[dict], now: datetime) -> str:
+    md, spec, st = _md(node), node.get("spec") or {}, node.get("status") or {}
+    w = Lines()
+    w(0, "Name:", md.get("name", ""))
+    w(0, "Status:", node_status(node))
+    w.multiline(0, "Labels:", _labels(node))
+    w.multiline(0, "Annotations:", _annotations(node))
+    w(0, "CreationTimestamp:", rfc1123(md.get("creationTimestamp")))
+    taints = spec.get("taints") or []
+    w.multiline(0, "Taints:", [f"{t.get('key')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect')}"
+                               for t in taints])
+    w(0, "Unschedulable:", "true" if spec.get("unschedulable") else "false")
+    conds = st.get("conditions") or []
+    w(0, "Conditions:")
+    w(1, "Type", "Status", "LastHeartbeatTime", "LastTransitionTime", "Reason", "Message")
+    w(1, "----", "------", "-----------------", "------------------", "------", "-------")
+    for c in conds:
+        w(1, c.get("type", ""), c.get("status", ""), rfc1123(c.get("lastHeartbeatTime")),
+          rfc1123(c.get("lastTransitionTime")), c.get("reason", ""), c.get("message", ""))
+    w(0, "Addresses:")
+    for a in st.get("addresses") or []:
+        w(1, f"{a.get('type')}:", a.get("address", ""))
+    for title, key in (("Capacity:", "capacity"), ("Allocatable:", "allocatable")):
+        vals = st.get(key) or {}
+        w(0, title)
+        for k, v in sorted(vals.items()):
+            w(1, f"{k}:", v)
+    info = st.get("nodeInfo") or {}
+    if info:
+        w(0, "System Info:")
+        for label, key in (("Machine ID:", "machineID"), ("Boot ID:", "bootID"), ("Kernel Version:", "kernelVersion"),
+                           ("OS Image:", "osImage"), ("Operating System:", "operatingSystem"),
+                           ("Architecture:", "architecture"), ("Container Runtime Version:", "containerRuntimeVersion"),
+                           ("Kubelet Version:", "kubeletVersion")):
+            if key in info:
+                w(1, label, info[key])
+    w(0, "PodCIDR:", spec.get("podCIDR") or NONE)
+    cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    w(0, "PodCIDRs:", ",".join(cidrs) if cidrs else NONE)
+    live = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    w(0, "Non-terminated Pods:", f"({len(live)} in total)")
+    if live:
+        w(1, "Namespace", "Name", "CPU Requests", "Memory Requests", "Status", "Age")
+        w(1, "---------", "----", "------------", "---------------", "------", "---")
+        for p in sorted(live, key=lambda p: (_md(p).get("namespace", ""), _md(p).get("name", ""))):
+            req: dict[str, str] = {}
+            for c in (p.get("spec") or {}).get("containers") or []:
+                for k, v in ((c.get("resources") or {}).get("requests") or {}).items():
+                    req[k] = v if k not in req else f"{req[k]}+{v}"
+            w(1, _md(p).get("namespace", ""), _md(p).get("name", ""), req.get("cpu", "0"),
+              req.get("memory", "0"), pod_summary(p, now).status, since(_md(p).get("creationTimestamp"), now))
+    describe_events(w, events, now)
+    return w.text()
+
+
+def describe_generic(obj: dict, events: list[dict], now: datetime) -> str:
+    """Namespaces, leases, events: metadata, then spec/status fields flattened."""
+    md = _md(obj)
+    w = Lines()
+    w(0, "Name:", md.get("name", ""))
+    if md.get("namespace"):
+        w(0, "Namespace:", md["namespace"])
+    w.multiline(0, "Labels:", _labels(obj))
+    w.multiline(0, "Annotations:", _annotations(obj))
+    w(0, "CreationTimestamp:", rfc1123(md.get("creationTimestamp")))
+
+    def flat(level: int, title: str, v: Any) -> None:
+        if isinstance(v, dict):
+            w(level, f"{title}:")
+            for k, x in v.items():
+                flat(level + 1, k, x)
+        elif isinstance(v, list):
+            w(level, f"{title}:", ", ".join(str(x) for x in v) if all(not isinstance(x, (dict, list)) for x in v)
+              else "")
+            if any(isinstance(x, (dict, list)) for x in v):
+                for i, x in enumerate(v):
+                    flat(level + 1, f"[{i}]", x)
+        else:
+            w(level, f"{title}:", v)
+    for key in ("spec", "status"):
+        if obj.get(key):
+            flat(0, key.capitalize(), obj[key])
+    for key in ("type", "reason", "message", "involvedObject", "holderIdentity"):
+        if key in obj:
+            flat(0, key, obj[key])
+    describe_events(w, events, now)
+    return w.text()
