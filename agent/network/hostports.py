@@ -111,7 +111,8 @@ def render_ruleset(ports: list[HostPort], pod_ips: dict[str, str], *, pod_cidr: 
         "\t\tfib daddr type local jump hostports",
         "\t}",
         "\tchain output {",
-        "\t\ttype nat hook output priority dstnat; policy accept;",
+        # -100 is dstnat's value; nft 1.0.6 rejects the name on the output hook
+        "\t\ttype nat hook output priority -100; policy accept;",
         "\t\tfib daddr type local jump hostports",
         "\t}",
         "\tchain postrouting {",
