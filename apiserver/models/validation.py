@@ -714,7 +714,7 @@ def _mask_pod_spec(spec: dict, old_spec: dict) -> dict:
     out = dict(spec)
     for field in ("containers", "initContainers"):
         new_cs, old_cs = out.get(field) or [], old_spec.get(field) or []
-        if len(new_cs) == len(old_cs):
+        if field in out and len(new_cs) == len(old_cs):
             out[field] = [{**n, "image": o.get("image")} for n, o in zip(new_cs, old_cs)]
     for field in ("activeDeadlineSeconds", "nodeName"):
         out.pop(field, None)
