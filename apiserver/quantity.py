@@ -25,6 +25,7 @@ _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei"
 _DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
             "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
             "P": Decimal("1e15"), "E": Decimal("1e18")}
+_REGEX = re.compile(QUANTITY_REGEX)
 _SHAPE = re.compile(r"^([+-]?)([0-9]*)(\.([0-9]*))?(.*)$")
 _EXP = re.compile(r"^[eE]([+-]?[0-9]+)$")
 _CTX = decimal.Context(prec=60)
@@ -53,7 +54,7 @@ def parse_quantity(s: str | int | float) -> Decimal:
     if not text or text != s:
         raise _bad(s)
     m = _SHAPE.match(text)
-    if not m:
+    if not m or not _REGEX.match(text):
         raise _bad(s)
     sign, whole, _, frac, suffix = m.group(1), m.group(2), m.group(3), m.group(4) or "", m.group(5)
     if not whole and not frac:

@@ -237,6 +237,7 @@ def validate_container(errs: FieldErrors, c: Container, path: str, *, volumes: s
         errs.required(f"{path}.name")
     else:
         errs.invalid_all(f"{path}.name", c.name, is_dns1123_label(c.name))
+    image_ok = False
     if not c.image:
         errs.required(f"{path}.image")
     elif c.image != c.image.strip():
@@ -244,9 +245,11 @@ def validate_container(errs: FieldErrors, c: Container, path: str, *, volumes: s
     else:
         try:
             parse_image_reference(c.image)
+            image_ok = True
         except ValueError as e:
             errs.invalid(f"{path}.image", c.image, str(e))
-    errs.one_of(f"{path}.imagePullPolicy", c.image_pull_policy, PULL_POLICIES, required=True)
+    # An unparseable image could not be given its default pull policy; one error about the image is enough.
+    errs.one_of(f"{path}.imagePullPolicy", c.image_pull_policy, PULL_POLICIES, required=image_ok)
     errs.one_of(f"{path}.terminationMessagePolicy", c.termination_message_policy, TERMINATION_MESSAGE_POLICIES,
                 required=True)
     for i, env in enumerate(c.env or []):
