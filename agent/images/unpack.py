@@ -321,7 +321,7 @@ def extract_layer(stream: BinaryIO, root: Path, *, layer: str,
                 for m in tf:
                     ex.add(tf, m)
         except tarfile.TarError as exc:
-            raise LayerError(layer, f"not a valid tar stream: {exc}") from exc
+            raise LayerError(layer, f"corrupt layer data (not a valid tar stream): {exc}") from exc
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise LayerError(layer, f"corrupt layer data: {exc}") from exc
         ex.finish_dirs()
