@@ -273,6 +273,9 @@ class RegistryClient:
     def _get_manifest(self, ref: Reference, key: str) -> tuple[bytes, str, str | None]:
         resp = self._send(ref, "GET", f"/manifests/{key}", headers={"Accept": ACCEPT})
         url = str(resp.request.url)
+        if resp.status_code == 404:
+            what = f"{ref.name}@{key}" if key.startswith("sha256:") else f"{ref.name}:{key}"
+            raise RegistryError(f"{what} not found (GET {url}: HTTP 404 {_registry_error_text(resp)})")
         if resp.status_code != 200:
             raise RegistryError(f"GET {url}: HTTP {resp.status_code} {_registry_error_text(resp)}")
         raw = resp.content
