@@ -194,7 +194,9 @@ def namespace_for(doc: Document, flag_ns: str | None, default_ns: str) -> str | 
     return own or flag_ns or default_ns
 
 
-def run(ctx, args) -> int:
+def run(args) -> int:
+    """The `shoal apply` handler."""
+    ctx = args.ctx
     loaded = load(args.filename, stdin=ctx.stdin, recursive=getattr(args, "recursive", False))
     failed = False
     for e in loaded.errors:

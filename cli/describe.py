@@ -155,8 +155,9 @@ def _env(w: Lines, level: int, c: dict) -> None:
             w(level + 1, f"{e.get('name')}:", "(set from a reference)")
 
 
-def describe_container(w: Lines, level: int, c: dict, status: dict | None) -> None:
-    w(level, f"{c.get('name')}:")
+def describe_container(w: Lines, level: int, c: dict, status: dict | None, *, in_template: bool = False) -> None:
+    # kubectl indents a template's container names by one extra space (` web:` under `Containers:`)
+    w(level, f"{' ' if in_template else ''}{c.get('name')}:")
     lv = level + 1
     if status is not None and status.get("containerID"):
         w(lv, "Container ID:", status["containerID"])
@@ -200,7 +201,7 @@ def describe_pod_template(w: Lines, level: int, template: dict) -> None:
         w.multiline(level, "Annotations:", ann)
     w(level, "Containers:")
     for c in spec.get("containers") or []:
-        describe_container(w, level, c, None)  # kubectl indents template containers one space less; keep levels
+        describe_container(w, level, c, None, in_template=True)
     w(level, "Volumes:", NONE if not spec.get("volumes") else ", ".join(v.get("name", "") for v in spec["volumes"]))
     w(level, "Node-Selectors:", format_labels(spec.get("nodeSelector")))
     w(level, "Tolerations:", NONE if not spec.get("tolerations") else

@@ -165,6 +165,10 @@ Examples:
     rsub = rollout.add_subparsers(dest="rollout_verb", metavar="VERB", required=True)
     p = _cmd(rsub, "status", help="follow a rollout until it completes", func=_lazy("commands.cmd_rollout_status"),
              epilog="""\
+Examples:
+  shoal rollout status deployment/web
+  shoal rollout status deploy/web --timeout 5m
+
 Prints a line each time the progress message changes, as kubectl does:
   Waiting for deployment "web" rollout to finish: 1 out of 3 new replicas have been updated...
   deployment "web" successfully rolled out
@@ -246,8 +250,10 @@ def _broken_module(sub, module: str, err: BaseException) -> None:
     p.set_defaults(func=run)
 
 
-def build_parser(*, extensions: tuple[str, ...] = EXTENSION_MODULES) -> argparse.ArgumentParser:
+def build_parser(*, extensions: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
     from .commands import client_version
+    if extensions is None:
+        extensions = EXTENSION_MODULES
     parser = argparse.ArgumentParser(
         prog="shoal", description="shoal: a small Kubernetes-style container orchestrator.",
         epilog=TOP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
