@@ -122,6 +122,8 @@ class WatchHub:
     async def events_after(self, revision: int, resource: str) -> tuple[list[Event], int]:
         """Events of `resource` after `revision` known so far, and the revision they reach."""
         latest = self.latest
+        if revision < self.store.compacted_revision:
+            raise errors.Gone(f"too old resource version: {revision} ({self.store.compacted_revision})")
         if self._tail_revs and revision >= self._tail_revs[0] - 1:
             i = bisect.bisect_right(self._tail_revs, revision)
             out = [ev for ev in self.tail[i:] if ev.resource == resource and ev.revision <= latest]
