@@ -1,0 +1,124 @@
+"""EventRecorder: core/v1 Events about the objects controllers act on (`Scheduled`,
+`ScalingReplicaSet`, `SuccessfulCreate`, `Killing`, `FailedScheduling`, ...).
+
+Contract:
+- `event(obj, type_, reason, message)` never blocks and never raises: events are written
+  by one background thread from a bounded queue; when the queue is full they are dropped
+  (as client-go's broadcaster does) — events are advice, not state.
+- Repeats (same object uid, type, reason, message, component) are aggregated: the first
+  creates an Event named `<object>.<hex nanoseconds>`; later ones bump `count` and
+  `lastTimestamp` with a merge patch (a new Event is created if the old one is gone).
+- Events of cluster-scoped objects (nodes) go to namespace `default`, as Kubernetes does.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+from apiserver import errors
+from apiserver.client import Client
+
+from .objects import format_time, meta
+from .runtime.clock import Clock, RealClock
+
+log = logging.getLogger("shoal.controller.events")
+
+NORMAL, WARNING = "Normal", "Warning"
+
+
+class EventSink(Protocol):
+    def event(self, obj: dict, type_: str, reason: str, message: str) -> None: ...
+
+
+class RecordingEvents:
+    """Test double: keeps (object key, type, reason, message) tuples."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, str]] = []
+
+    def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        m = meta(obj)
+        key = f"{m.get('namespace')}/{m.get('name')}" if m.get("namespace") else m.get("name", "")
+        self.events.append((key, type_, reason, message))
+
+    def reasons(self) -> list[str]:
+        return [e[2] for e in self.events]
+
+
+class EventRecorder:
+    def __init__(self, client: Client, component: str, *, clock: Clock | None = None, max_pending: int = 5000,
+                 remember: int = 4096):
+        self.client = client
+        self.component = component
+        self.clock = clock or RealClock()
+        self._q: queue.Queue = queue.Queue(max_pending)
+        self._seen: OrderedDict[tuple, tuple[str, str, int]] = OrderedDict()
+        self._remember = remember
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.dropped = 0
+
+    def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        m = meta(obj)
+        ref = {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", ""), "name": m.get("name", ""),
+               "namespace": m.get("namespace", ""), "uid": m.get("uid", ""),
+               "resourceVersion": m.get("resourceVersion", "")}
+        try:
+            self._q.put_nowait((ref, type_, reason, message, self.clock.now()))
+        except queue.Full:
+            self.dropped += 1
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"events-{self.component}", daemon=True)
+            self._thread.start()
+
+    def stop(self, flush_timeout: float = 2.0) -> None:
+        """Write what is queued (for up to `flush_timeout` s), then stop."""
+        deadline = time.monotonic() + flush_timeout
+        while not self._q.empty() and time.monotonic() < deadline and self._thread is not None:
+            time.sleep(0.02)
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(1.0)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                item = self._q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._write(*item)
+            except Exception as e:
+                log.debug("event %s on %s/%s not recorded: %s", item[2], item[0]["kind"], item[0]["name"], e)
+
+    def _write(self, ref: dict, type_: str, reason: str, message: str, at: float) -> None:
+        ns = ref["namespace"] or "default"
+        agg = (ref["uid"], ref["kind"], ref["name"], type_, reason, message)
+        ts = format_time(at)
+        seen = self._seen.get(agg)
+        if seen is not None:
+            name, ens, count = seen
+            try:
+                self.client.patch("events", name, {"count": count + 1, "lastTimestamp": ts}, namespace=ens)
+                self._seen[agg] = (name, ens, count + 1)
+                self._seen.move_to_end(agg)
+                return
+            except errors.NotFound:
+                pass
+        name = f"{ref['name']}.{time.time_ns():x}"
+        body = {"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": ns},
+                "involvedObject": {k: v for k, v in ref.items() if v},
+                "reason": reason, "message": message, "type": type_,
+                "source": {"component": self.component}, "reportingComponent": self.component,
+                "count": 1, "firstTimestamp": ts, "lastTimestamp": ts}
+        self.client.create("events", body, namespace=ns)
+        self._seen[agg] = (name, ns, 1)
+        if len(self._seen) > self._remember:
+            self._seen.popitem(last=False)

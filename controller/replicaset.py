@@ -1,0 +1,213 @@
+"""ReplicaSet controller: keep `spec.replicas` active pods matching the template.
+
+Contract (per ReplicaSet key, level-based):
+1. Claim pods: pods controlled by this ReplicaSet whose labels no longer match its selector
+   are released (owner reference removed); orphan pods in the namespace that match are
+   adopted (owner reference added, CAS update).
+2. Active pods (not terminal, not deleting) are counted; the difference to spec.replicas is
+   created (`generateName: <rs>-`, labels/annotations/spec from the template, an owner
+   reference with controller: true) in slow-start batches 1, 2, 4, ... so a failing create
+   stops early — or deleted, worst first (see `rank_for_deletion`).
+3. Status: replicas, fullyLabeledReplicas, readyReplicas, availableReplicas (Ready for
+   spec.minReadySeconds), observedGeneration. A pod that is Ready but not yet available asks
+   for a requeue at the moment it becomes available.
+
+Writes go through `Informer.observe` (read-your-writes), so the next reconcile counts the
+pods this one created or deleted even before their watch events arrive.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from apiserver import errors
+from apiserver.client import Client
+
+from . import indexes
+from .events import NORMAL, WARNING, EventSink
+from .objects import (controller_ref, creation_time, is_deleting, is_pod_active, is_pod_available, is_pod_ready,
+                      key_of, labels_of, meta, name_of, namespace_of, node_name_of, owner_ref_to, pod_phase,
+                      pod_ready_since, restart_count, thaw, uid_of)
+from .runtime import Clock, Controller, Informer, Manager, RealClock, Result
+from .selectors import matches
+
+log = logging.getLogger("shoal.controller.replicaset")
+
+_PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
+
+
+def rank_for_deletion(pods: list[dict]) -> list[dict]:
+    """Pods in the order a scale-down deletes them (Kubernetes' ActivePodsWithRanks):
+    unscheduled before scheduled; Pending < Unknown < Running; not Ready before Ready; pods
+    doubled up on a node with more of their siblings first; Ready for a shorter time first;
+    more restarts first; newer first."""
+    per_node: dict[str, int] = {}
+    for p in pods:
+        n = node_name_of(p)
+        if n:
+            per_node[n] = per_node.get(n, 0) + 1
+
+    def key(p: dict) -> tuple:
+        since = pod_ready_since(p)
+        return (1 if node_name_of(p) else 0,
+                _PHASE_RANK.get(pod_phase(p), 0),
+                0 if since is None else 1,
+                -per_node.get(node_name_of(p), 0),
+                -(since or 0.0),
+                -restart_count(p),
+                -creation_time(p),
+                name_of(p))
+    return sorted(pods, key=key)
+
+
+def calculate_status(rs: dict, pods: list[dict], now: float) -> tuple[dict, float | None]:
+    """(new status, seconds until the next pod turns available or None)."""
+    template_labels = ((((rs.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {})
+    mrs = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
+    fully = ready = available = 0
+    wake: float | None = None
+    for p in pods:
+        labels = labels_of(p)
+        if all(labels.get(k) == v for k, v in template_labels.items()):
+            fully += 1
+        if is_pod_ready(p):
+            ready += 1
+            if is_pod_available(p, mrs, now):
+                available += 1
+            else:
+                left = (pod_ready_since(p) or now) + mrs - now
+                wake = left if wake is None else min(wake, left)
+    status = dict(rs.get("status") or {})
+    status.update({"replicas": len(pods), "fullyLabeledReplicas": fully, "readyReplicas": ready,
+                   "availableReplicas": available, "observedGeneration": int(meta(rs).get("generation") or 0)})
+    return status, wake
+
+
+def pod_from_template(rs: dict) -> dict:
+    tmpl = thaw(((rs.get("spec") or {}).get("template")) or {})
+    tmd = tmpl.get("metadata") or {}
+    md = {"generateName": f"{name_of(rs)}-", "namespace": namespace_of(rs),
+          "labels": dict(tmd.get("labels") or {}), "ownerReferences": [owner_ref_to(rs)]}
+    if tmd.get("annotations"):
+        md["annotations"] = dict(tmd["annotations"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": tmpl.get("spec") or {}}
+
+
+class ReplicaSetController:
+    def __init__(self, client: Client, *, replicasets: Informer, pods: Informer, events: EventSink,
+                 clock: Clock | None = None, burst: int = 500, create_parallelism: int = 8):
+        self.client = client
+        self.rs_inf, self.pod_inf = replicasets, pods
+        self.events = events
+        self.clock = clock or RealClock()
+        self.burst = burst
+        self._pool = ThreadPoolExecutor(create_parallelism, thread_name_prefix="rs-create")
+
+    def register(self, manager: Manager, *, workers: int = 4) -> Controller:
+        for inf, idx in ((self.pod_inf, indexes.CONTROLLER), (self.pod_inf, indexes.ORPHANS),
+                         (self.rs_inf, indexes.NAMESPACE)):
+            indexes.ensure(inf, idx)
+        c = manager.add_controller("replicaset", self, workers=workers)
+        c.watch(self.rs_inf)
+        c.watch(self.pod_inf, self._rs_keys_for_pod)
+        manager.on_stop(lambda: self._pool.shutdown(wait=False, cancel_futures=True))
+        return c
+
+    def _rs_keys_for_pod(self, pod: dict) -> list[str]:
+        ref = controller_ref(pod)
+        if ref:
+            return [f"{namespace_of(pod)}/{ref['name']}"] if ref.get("kind") == "ReplicaSet" else []
+        labels = labels_of(pod)
+        return [key_of(rs) for rs in self.rs_inf.by_index(indexes.NAMESPACE, namespace_of(pod))
+                if matches((rs.get("spec") or {}).get("selector"), labels)]
+
+    # -- reconcile ------------------------------------------------------------------------------
+    def reconcile(self, key: str) -> Result:
+        rs = self.rs_inf.get(key)
+        if rs is None:
+            return Result()
+        pods = self._claim_pods(rs)
+        active = [p for p in pods if is_pod_active(p)]
+        if not is_deleting(rs):
+            self._manage(rs, active)
+        status, wake = calculate_status(rs, active, self.clock.now())
+        if status != (rs.get("status") or {}):
+            new = thaw(rs)
+            new["status"] = status
+            self.rs_inf.observe(self.client.update_status("replicasets", new))
+        return Result(requeue_after=wake + 0.05 if wake is not None else None)
+
+    def _claim_pods(self, rs: dict) -> list[dict]:
+        selector = (rs.get("spec") or {}).get("selector")
+        uid = uid_of(rs)
+        claimed = []
+        for p in self.pod_inf.by_index(indexes.CONTROLLER, uid):
+            if matches(selector, labels_of(p)):
+                claimed.append(p)
+            elif not is_deleting(p):
+                self._release(rs, p)
+        if is_deleting(rs):
+            return claimed
+        for p in self.pod_inf.by_index(indexes.ORPHANS, namespace_of(rs)):
+            if is_pod_active(p) and matches(selector, labels_of(p)):
+                new = thaw(p)
+                new["metadata"].setdefault("ownerReferences", []).append(owner_ref_to(rs))
+                try:
+                    adopted = self.client.update("pods", new)
+                except errors.NotFound:
+                    continue
+                self.pod_inf.observe(adopted)
+                claimed.append(adopted)
+        return claimed
+
+    def _release(self, rs: dict, pod: dict) -> None:
+        new = thaw(pod)
+        new["metadata"]["ownerReferences"] = [r for r in new["metadata"].get("ownerReferences") or []
+                                              if r.get("uid") != uid_of(rs)]
+        try:
+            self.pod_inf.observe(self.client.update("pods", new))
+        except errors.NotFound:
+            pass
+
+    def _manage(self, rs: dict, active: list[dict]) -> None:
+        want = int((rs.get("spec") or {}).get("replicas", 1))
+        diff = len(active) - want
+        if diff < 0:
+            self._create(rs, min(-diff, self.burst))
+        elif diff > 0:
+            for p in rank_for_deletion(active)[:min(diff, self.burst)]:
+                self._delete(rs, p)
+
+    def _create(self, rs: dict, count: int) -> None:
+        """Slow start: batches of 1, 2, 4, ... ; stop at the first batch with a failure."""
+        body = pod_from_template(rs)
+        done, batch = 0, 1
+        while done < count:
+            n = min(batch, count - done)
+            futures = [self._pool.submit(self.client.create, "pods", body, namespace_of(rs)) for _ in range(n)]
+            failure: Exception | None = None
+            for f in futures:
+                try:
+                    pod = f.result()
+                except Exception as e:
+                    failure = failure or e
+                    continue
+                self.pod_inf.observe(pod)
+                self.events.event(rs, NORMAL, "SuccessfulCreate", f"Created pod: {name_of(pod)}")
+            if failure is not None:
+                self.events.event(rs, WARNING, "FailedCreate", f"Error creating: {failure}")
+                raise failure
+            done += n
+            batch *= 2
+
+    def _delete(self, rs: dict, pod: dict) -> None:
+        try:
+            resp = self.client.delete("pods", name_of(pod), namespace_of(pod), preconditions_uid=uid_of(pod))
+        except errors.NotFound:
+            self.pod_inf.observe_deleted(key_of(pod), uid_of(pod))
+            return
+        if node_name_of(pod) and isinstance(resp, dict) and (resp.get("metadata") or {}).get("deletionTimestamp"):
+            self.pod_inf.observe(resp)  # graceful: the agent confirms later
+        else:
+            self.pod_inf.observe_deleted(key_of(pod), uid_of(pod))
+        self.events.event(rs, NORMAL, "SuccessfulDelete", f"Deleted pod: {name_of(pod)}")

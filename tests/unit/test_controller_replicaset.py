@@ -1,0 +1,122 @@
+"""ReplicaSet deletion ranking, status and pod construction; Deployment rollout status."""
+import pytest
+
+from controller.deployment import util as u
+from controller.deployment.progress import calculate_status, requeue_for_deadline, rollout_status
+from controller.objects import format_time, get_condition
+from controller.replicaset import calculate_status as rs_status, pod_from_template, rank_for_deletion
+
+pytestmark = pytest.mark.unit
+T0 = 1_700_000_000.0
+
+
+def pod(name, node="", phase="Running", ready_at=None, restarts=0, created=0):
+    st = {"phase": phase, "conditions": [], "containerStatuses": [{"restartCount": restarts}]}
+    if ready_at is not None:
+        st["conditions"].append({"type": "Ready", "status": "True", "lastTransitionTime": format_time(ready_at)})
+    return {"metadata": {"name": name, "labels": {"app": "web"}, "creationTimestamp": format_time(T0 + created)},
+            "spec": {"nodeName": node}, "status": st}
+
+
+@pytest.mark.parametrize("pods,want_first", [
+    ([pod("bound", node="a", ready_at=T0), pod("unbound", phase="Pending")], "unbound"),
+    ([pod("running", node="a", ready_at=T0), pod("pending", node="b", phase="Pending")], "pending"),
+    ([pod("ready", node="a", ready_at=T0), pod("notready", node="b")], "notready"),
+    ([pod("alone", node="a", ready_at=T0), pod("dbl1", node="b", ready_at=T0), pod("dbl2", node="b", ready_at=T0)], "dbl1"),
+    ([pod("oldready", node="a", ready_at=T0), pod("newready", node="b", ready_at=T0 + 50)], "newready"),
+    ([pod("calm", node="a", ready_at=T0), pod("crashy", node="b", ready_at=T0, restarts=4)], "crashy"),
+    ([pod("older", node="a", ready_at=T0, created=1), pod("newer", node="b", ready_at=T0, created=2)], "newer"),
+])
+def test_rank_for_deletion(pods, want_first):
+    assert rank_for_deletion(pods)[0]["metadata"]["name"] == want_first
+
+
+def test_rs_status_counts_availability_after_min_ready_seconds():
+    rs = {"metadata": {"name": "web-x", "generation": 3},
+          "spec": {"minReadySeconds": 10, "template": {"metadata": {"labels": {"app": "web", "tier": "fe"}}}}}
+    pods = [pod("a", "n", ready_at=T0), pod("b", "n", ready_at=T0 + 6), pod("c", "n")]
+    pods[0]["metadata"]["labels"]["tier"] = "fe"
+    status, wake = rs_status(rs, pods, T0 + 12)
+    assert status == {"replicas": 3, "fullyLabeledReplicas": 1, "readyReplicas": 2, "availableReplicas": 1,
+                      "observedGeneration": 3}
+    assert wake == pytest.approx(4)
+
+
+def test_pod_from_template():
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+          "metadata": {"name": "web-abc", "namespace": "ns1", "uid": "u1"},
+          "spec": {"template": {"metadata": {"labels": {"app": "web", "pod-template-hash": "abc"},
+                                             "annotations": {"a": "b"}},
+                                "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}}
+    p = pod_from_template(rs)
+    assert p["metadata"]["generateName"] == "web-abc-" and p["metadata"]["namespace"] == "ns1"
+    assert p["metadata"]["labels"]["pod-template-hash"] == "abc" and p["metadata"]["annotations"] == {"a": "b"}
+    ref = p["metadata"]["ownerReferences"][0]
+    assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("ReplicaSet", "web-abc", "u1", True)
+
+
+# -- deployment status and conditions -----------------------------------------------------------
+def dep(replicas=3, deadline=600, status=None, generation=1):
+    return {"metadata": {"name": "web", "generation": generation},
+            "spec": {"replicas": replicas, "progressDeadlineSeconds": deadline,
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}},
+            "status": status or {}}
+
+
+def rs(name, spec, replicas, ready, available):
+    return {"metadata": {"name": name}, "spec": {"replicas": spec},
+            "status": {"replicas": replicas, "readyReplicas": ready, "availableReplicas": available}}
+
+
+def test_calculate_status_fields_and_available_condition():
+    new, old = rs("web-new", 1, 1, 0, 0), rs("web-old", 3, 3, 3, 3)
+    st = calculate_status([old, new], new, dep(), T0)
+    assert {k: st[k] for k in ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas",
+                               "availableReplicas", "unavailableReplicas")} == \
+        {"observedGeneration": 1, "replicas": 4, "updatedReplicas": 1, "readyReplicas": 3, "availableReplicas": 3,
+         "unavailableReplicas": 1}
+    avail = get_condition(st, "Available")
+    assert (avail["status"], avail["reason"]) == ("True", "MinimumReplicasAvailable")
+    st2 = calculate_status([rs("web-old", 3, 3, 1, 1)], None, dep(), T0)
+    assert get_condition(st2, "Available")["reason"] == "MinimumReplicasUnavailable"
+
+
+def test_progressing_then_complete():
+    d = dep(status={"replicas": 3, "updatedReplicas": 0, "readyReplicas": 3, "availableReplicas": 3,
+                    "conditions": [{"type": "Progressing", "status": "True", "reason": u.NEW_RS_REASON,
+                                    "lastUpdateTime": format_time(T0), "lastTransitionTime": format_time(T0)}]})
+    new = rs("web-new", 1, 1, 0, 0)
+    st = rollout_status([rs("web-old", 3, 3, 3, 3), new], new, d, T0 + 5)
+    c = get_condition(st, "Progressing")
+    assert (c["reason"], c["message"]) == ("ReplicaSetUpdated", 'ReplicaSet "web-new" is progressing.')
+    assert c["lastTransitionTime"] == format_time(T0) and c["lastUpdateTime"] == format_time(T0 + 5)
+    done = rs("web-new", 3, 3, 3, 3)
+    st = rollout_status([rs("web-old", 0, 0, 0, 0), done], done, d, T0 + 9)
+    c = get_condition(st, "Progressing")
+    assert (c["status"], c["reason"], c["message"]) == ("True", "NewReplicaSetAvailable",
+                                                        'ReplicaSet "web-new" has successfully progressed.')
+
+
+def test_progress_deadline_exceeded_and_requeue():
+    cond = {"type": "Progressing", "status": "True", "reason": u.RS_UPDATED_REASON,
+            "lastUpdateTime": format_time(T0), "lastTransitionTime": format_time(T0)}
+    status = {"replicas": 4, "updatedReplicas": 1, "readyReplicas": 3, "availableReplicas": 3, "observedGeneration": 1,
+              "conditions": [cond]}
+    d = dep(deadline=10, status=status)
+    new = rs("web-new", 1, 1, 0, 0)
+    rss = [rs("web-old", 3, 3, 3, 3), new]
+    st = rollout_status(rss, new, d, T0 + 5)
+    assert get_condition(st, "Progressing")["reason"] == "ReplicaSetUpdated"
+    assert requeue_for_deadline(d, st, T0 + 5) == pytest.approx(6)
+    st = rollout_status(rss, new, d, T0 + 11)
+    c = get_condition(st, "Progressing")
+    assert (c["status"], c["reason"], c["message"]) == ("False", "ProgressDeadlineExceeded",
+                                                        'ReplicaSet "web-new" has timed out progressing.')
+    d["status"] = st
+    assert requeue_for_deadline(d, st, T0 + 11) is None  # sticky, nothing to wait for
+
+
+def test_no_deadline_removes_progressing():
+    d = dep(deadline=2**31 - 1, status={"conditions": [{"type": "Progressing", "status": "True", "reason": "x"}]})
+    st = rollout_status([rs("a", 3, 3, 3, 3)], rs("a", 3, 3, 3, 3), d, T0)
+    assert get_condition(st, "Progressing") is None
