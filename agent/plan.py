@@ -329,6 +329,10 @@ def _failed(r: ProbeResult | None) -> bool:
 
 def _fmt_seconds(s: float) -> str:
     """Go's duration format as kubelet prints it: 10s, 1m20s, 5m0s."""
+    if s < 1:
+        return f"{int(round(s * 1000))}ms"
+    if s != int(s) and s < 60:
+        return f"{s:.3g}s"
     s = int(round(s))
     if s < 60:
         return f"{s}s"

@@ -82,15 +82,17 @@ class RestartTracker:
         self._entries: dict[Hashable, _Entry] = {}
 
     def record_exit(self, key: Hashable, *, exit_id: str, started_at: float | None,
-                    finished_at: float) -> Backoff:
-        """Count the exit `exit_id` (once) and return when the next attempt may start."""
+                    finished_at: float, first_immediate: bool = True) -> Backoff:
+        """Count the exit `exit_id` (once) and return when the next attempt may start.
+        `first_immediate=False` (image pulls) makes the first failure wait `initial` too."""
         e = self._entries.get(key)
         if e is not None and e.exit_id == exit_id:
             return e.backoff
         healthy = started_at is not None and finished_at - started_at >= self.policy.reset_after
         if e is None or healthy:
-            bo = Backoff(not_before=finished_at, delay=0.0, exits=1)
-            nxt = self.policy.initial
+            first = 0.0 if first_immediate else self.policy.initial
+            bo = Backoff(not_before=finished_at + first, delay=first, exits=1)
+            nxt = self.policy.initial if first_immediate else min(2 * first, self.policy.maximum)
         else:
             delay = e.next_delay
             bo = Backoff(not_before=finished_at + delay, delay=delay, exits=e.backoff.exits + 1)

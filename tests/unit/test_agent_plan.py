@@ -246,3 +246,10 @@ def test_finished_pod_does_not_recreate_sandbox():
     p = pod(policy="Never")
     a = plan(p, view(c(status="stopped", exit_code=0, p=p), ip=None))
     assert not a.create_sandbox and not a.has_work
+
+
+@pytest.mark.parametrize("delay,text", [(0.25, "250ms"), (1.5, "1.5s"), (10, "10s"), (80, "1m20s"),
+                                        (300, "5m0s")])
+def test_back_off_duration_format(delay, text):
+    from agent.plan import _fmt_seconds
+    assert _fmt_seconds(delay) == text

@@ -77,3 +77,10 @@ def test_keys_are_independent_and_forget_by_pod():
 def test_invalid_policy_is_rejected_with_values():
     with pytest.raises(ValueError, match="initial \\(10\\).*maximum \\(5\\)"):
         BackoffPolicy(initial=10, maximum=5)
+
+
+def test_pull_back_off_waits_from_the_first_failure():
+    tr = RestartTracker(BackoffPolicy(initial=10, maximum=300))
+    delays = [tr.record_exit("pull", exit_id=str(i), started_at=None, finished_at=100.0 * i,
+                             first_immediate=False).delay for i in range(6)]
+    assert delays == [10, 20, 40, 80, 160, 300]

@@ -1,0 +1,665 @@
+"""The pod worker: observe → plan → act → report, one pod at a time.
+
+`PodWorker.sync()` is the whole life of a pod on this node, level-based: it is
+called whenever anything about the pod may have changed (a watch event, a
+container exit seen by the agent's relist, a probe result, a back-off timer)
+and never needs to know which. Each call
+
+1. observes: the runtime's state of the containers labelled with the pod's uid,
+   plus what the worker remembers (pod IP, pull failures, start failures,
+   SIGKILL deadlines);
+2. feeds exits into the crash-loop `RestartTracker`;
+3. plans with the pure `agent.plan.compute_pod_actions`;
+4. acts — sandbox (network, volumes, /etc/hosts), kills (SIGTERM, SIGKILL after
+   the grace period), starts (pull with Pulling/Pulled events, resolve the
+   process from image config + spec, create, start with Created/Started
+   events), removals, teardown, deletion confirmation — then re-observes and
+   re-plans until the plan is empty (a fixed point);
+5. renders the status with the pure `agent.status.build_pod_status` and writes
+   it only when it changed.
+
+It returns when it next wants to run (back-off expiry, SIGKILL deadline).
+`PodDispatcher` guarantees one `sync` per pod uid at a time on a small thread
+pool (controller-runtime's work queue: de-duplicated keys, a key re-queued
+while it runs is run again after).
+
+On disk, per pod: `<data-dir>/pods/<uid>/volumes/<name>` (emptyDir: kept across
+container restarts, removed with the pod), `.../logs/<container>/<attempt>.log`
+(the current and the previous attempt are kept, for `logs --previous`),
+`.../etc-hosts` (mounted at /etc/hosts).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import re
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Mapping, Protocol
+
+from apiserver.quantity import cpu_millis, memory_bytes
+
+from .interfaces import ContainerConfig, ContainerState, ImagePullError, Mount, PodNet, PulledImage
+from .plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_POD_NAME,
+                   LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ObservedContainer, PodActions,
+                   PodRuntimeView, PullFailure, StartContainer, compute_pod_actions, is_deleting,
+                   pod_grace_seconds, pod_ref, spec_hash)
+from .probes import RunningContainer
+from .restarts import RestartTracker
+from .status import build_pod_status
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------ pure helpers
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(s: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: known names are replaced, unknown ones kept
+    verbatim, `$$` escapes a dollar."""
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+    return _VAR.sub(sub, s)
+
+
+def resolve_process(cspec: Mapping, image_config: Mapping, pod_spec: Mapping | None = None
+                    ) -> tuple[list[str], list[str], str, str | None]:
+    """(argv, env, workingDir, user) exactly as Kubernetes derives them:
+    `command` replaces the image Entrypoint (and drops its Cmd), `args` replace
+    Cmd; pod env entries override image env by name (image order kept, new names
+    appended) and may use $(VAR) of earlier entries; command/args expand $(VAR)
+    from the final env; securityContext runAsUser/runAsGroup (container over
+    pod) beat the image's User."""
+    pod_spec = pod_spec or {}
+    env: dict[str, str] = {}
+    for kv in image_config.get("Env") or []:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    for e in cspec.get("env") or []:
+        env[e["name"]] = expand(e.get("value") or "", env)
+    command, args = cspec.get("command"), cspec.get("args")
+    entry, cmd = list(image_config.get("Entrypoint") or []), list(image_config.get("Cmd") or [])
+    if command:
+        argv = [expand(a, env) for a in command] + [expand(a, env) for a in (args or [])]
+    elif args:
+        argv = entry + [expand(a, env) for a in args]
+    else:
+        argv = entry + cmd
+    wd = cspec.get("workingDir") or image_config.get("WorkingDir") or "/"
+    csc, psc = cspec.get("securityContext") or {}, pod_spec.get("securityContext") or {}
+    uid = csc.get("runAsUser", psc.get("runAsUser"))
+    gid = csc.get("runAsGroup", psc.get("runAsGroup"))
+    if uid is not None:
+        user: str | None = f"{uid}:{gid}" if gid is not None else str(uid)
+    else:
+        user = image_config.get("User") or None
+        if user and gid is not None:
+            user = f"{user.split(':')[0]}:{gid}"
+    return argv, [f"{k}={v}" for k, v in env.items()], wd, user
+
+
+def container_id_for(uid: str, name: str, attempt: int) -> str:
+    return f"{uid[:12]}-{name}-{attempt}"
+
+
+def observed_from_state(s: ContainerState) -> ObservedContainer | None:
+    lb = s.labels or {}
+    if LABEL_CONTAINER not in lb or LABEL_ATTEMPT not in lb:
+        return None
+    try:
+        attempt = int(lb[LABEL_ATTEMPT])
+        grace = int(lb[LABEL_GRACE]) if lb.get(LABEL_GRACE) else None
+    except ValueError:
+        return None
+    return ObservedContainer(name=lb[LABEL_CONTAINER], attempt=attempt, id=s.id, status=s.status,
+                             exit_code=s.exit_code, started_at=s.started_at, finished_at=s.finished_at,
+                             oom_killed=s.oom_killed, spec_hash=lb.get(LABEL_SPEC_HASH, ""),
+                             image=lb.get(LABEL_IMAGE, ""), image_id=lb.get(LABEL_IMAGE_ID, ""), grace=grace,
+                             pid=s.pid)
+
+
+# ------------------------------------------------------------------------------ seams used by the worker
+class PodApi(Protocol):
+    """What a pod worker writes to the API server."""
+
+    def write_status(self, pod: dict, status: dict) -> dict | None:
+        """Write `status` (CAS, re-read on conflict); return the stored pod, None if it is gone."""
+
+    def confirm_deletion(self, pod: dict) -> None: ...
+
+
+class EventSink(Protocol):
+    def emit(self, obj: Mapping, type_: str, reason: str, message: str) -> None: ...
+
+
+@dataclass
+class WorkerContext:
+    """What every pod worker shares (the agent builds one)."""
+    node_name: str
+    host_ip: str
+    data_dir: Path
+    images: object
+    runtime: object
+    network: object
+    probes: object                      # agent.probes.ProbeManager
+    tracker: RestartTracker
+    api: PodApi
+    events: EventSink
+    clock: Callable[[], float]
+    network_ready: Callable[[], bool] = lambda: True
+    on_sandbox_change: Callable[[], None] = lambda: None
+    kill_wait_inline: float = 2.0       # seconds a kill waits for the exit before handing over to the plan
+    sleep: Callable[[float], None] = time.sleep
+    sandbox_retry: float = 5.0
+
+
+@dataclass
+class _Memory:
+    pod_net: PodNet | None = None
+    pull_failures: dict[str, PullFailure] = field(default_factory=dict)
+    synthetic: dict[str, ObservedContainer] = field(default_factory=dict)
+    terminating: dict[str, float] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+    evented: set[str] = field(default_factory=set)
+    last_status: dict | None = None
+    sandbox_retry_at: float = 0.0
+
+
+class PodWorker:
+    def __init__(self, uid: str, ctx: WorkerContext):
+        self.uid = uid
+        self.ctx = ctx
+        self.pod: dict | None = None          # latest desired pod; None once gone from the API server
+        self.last_pod: dict | None = None     # last pod seen (names for events and logs after it is gone)
+        self.mem = _Memory()
+        self.done = False                     # torn down and confirmed: the agent may drop this worker
+
+    # -- inputs -----------------------------------------------------------------------------
+    def set_pod(self, pod: dict | None) -> None:
+        self.pod = pod
+        if pod is not None:
+            self.last_pod = pod
+
+    def add_container_ids(self, ids) -> None:
+        self.mem.ids.update(ids)
+
+    @property
+    def pod_dir(self) -> Path:
+        return self.ctx.data_dir / "pods" / self.uid
+
+    # -- the loop -------------------------------------------------------------------------
+    def sync(self) -> float | None:
+        if self.done:
+            return None
+        actions = PodActions()
+        view = self._observe()
+        for _ in range(8):
+            actions = self._plan(view)
+            if not actions.has_work:
+                break
+            self._act(actions, view)
+            view = self._observe()
+            if self.done:
+                return None
+        pod = self.pod
+        if pod is not None:
+            self.ctx.probes.sync_pod(pod, [RunningContainer(c.name, c.id, c.started_at or 0)
+                                           for c in view.containers if c.status == "running" and not c.synthetic],
+                                     view.pod_ip)
+            self._report(pod, view, actions)
+        for pf_name, pf in list(self.mem.pull_failures.items()):
+            if pf.fresh:
+                self.mem.pull_failures[pf_name] = replace(pf, fresh=False)
+        wake = actions.wake_at
+        if self.mem.terminating:
+            # the relist also wakes us on the exit; this only bounds how late a SIGKILL can be
+            soonest = min(self.mem.terminating.values())
+            wake = soonest if wake is None else min(wake, soonest)
+        if self.mem.sandbox_retry_at > self.ctx.clock():
+            wake = self.mem.sandbox_retry_at if wake is None else min(wake, self.mem.sandbox_retry_at)
+        return wake
+
+    def _observe(self) -> PodRuntimeView:
+        rt = self.ctx.runtime
+        containers: list[ObservedContainer] = []
+        for cid in sorted(self.mem.ids):
+            st = rt.state(cid)
+            if st is None:
+                self.mem.ids.discard(cid)
+                self.mem.terminating.pop(cid, None)
+                continue
+            oc = observed_from_state(st)
+            if oc is None:
+                continue
+            containers.append(oc)
+            if not oc.live:
+                self.mem.terminating.pop(cid, None)
+        real = {(c.name, c.attempt) for c in containers}
+        newest = {}
+        for c in containers:
+            newest[c.name] = max(newest.get(c.name, -1), c.attempt)
+        for name, syn in list(self.mem.synthetic.items()):
+            if (name, syn.attempt) in real or syn.attempt < newest.get(name, -1) - 1:
+                del self.mem.synthetic[name]
+            else:
+                containers.append(syn)
+        ip = self.mem.pod_net.ip if self.mem.pod_net else None
+        return PodRuntimeView(self.uid, tuple(containers), ip, dict(self.mem.terminating))
+
+    def _plan(self, view: PodRuntimeView) -> PodActions:
+        backoff = {}
+        if self.pod is not None and not is_deleting(self.pod):
+            for c in (self.pod.get("spec") or {}).get("containers") or []:
+                latest = view.latest(c["name"])
+                if latest is not None and not latest.live and latest.finished_at is not None:
+                    backoff[c["name"]] = self.ctx.tracker.record_exit(
+                        (self.uid, c["name"]), exit_id=latest.id, started_at=latest.started_at,
+                        finished_at=latest.finished_at)
+        now = self.ctx.clock()
+        actions = compute_pod_actions(self.pod, view, probes=self.ctx.probes.pod_results(self.uid), backoff=backoff,
+                                      pull_failures=self.mem.pull_failures,
+                                      network_ready=self.ctx.network_ready(), now=now)
+        if actions.create_sandbox and now < self.mem.sandbox_retry_at:
+            actions.create_sandbox = False
+            actions.start = []
+            actions._wake(self.mem.sandbox_retry_at)
+        self._event_waiting(actions, view)
+        return actions
+
+    def _event_waiting(self, actions: PodActions, view: PodRuntimeView) -> None:
+        pod = self.pod
+        if pod is None:
+            return
+        for name, w in actions.waiting.items():
+            latest = view.latest(name)
+            if w.reason == "CrashLoopBackOff" and latest is not None:
+                key = f"backoff/{latest.id}"
+                if key not in self.mem.evented:
+                    self.mem.evented.add(key)
+                    self.ctx.events.emit(pod, "Warning", "BackOff",
+                                         f"Back-off restarting failed container {name} in pod {pod_ref(pod)}")
+            elif w.reason == "ImagePullBackOff":
+                pf = self.mem.pull_failures.get(name)
+                key = f"pullbackoff/{name}/{pf.at if pf else ''}"
+                if key not in self.mem.evented:
+                    self.mem.evented.add(key)
+                    self.ctx.events.emit(pod, "Normal", "BackOff", w.message)
+        if len(self.mem.evented) > 256:      # only ever needs the recent keys
+            self.mem.evented = set(list(self.mem.evented)[-64:])
+
+    # -- acting ----------------------------------------------------------------------------
+    def _act(self, actions: PodActions, view: PodRuntimeView) -> None:
+        ctx = self.ctx
+        if actions.create_sandbox and not self._setup_sandbox():
+            actions.start = []
+        for k in actions.kill:
+            self._kill(k.id, k.name, k.signal, k.grace, k.message)
+        for s in actions.start:
+            self._start(s)
+        for cid in actions.remove:
+            try:
+                ctx.runtime.remove(cid)
+            except Exception as e:
+                log.warning("removing container %s of pod %s failed: %s", cid, self._name(), e)
+                continue
+            self.mem.ids.discard(cid)
+            self.mem.terminating.pop(cid, None)
+        if actions.teardown:
+            self._teardown()
+        if actions.confirm_deletion and self.pod is not None:
+            ctx.api.confirm_deletion(self.pod)
+            self.done = True
+        elif actions.teardown and self.pod is None:
+            self.done = True
+
+    def _name(self) -> str:
+        p = self.pod or self.last_pod
+        if p:
+            return f"{p['metadata'].get('namespace', 'default')}/{p['metadata']['name']}"
+        return f"uid {self.uid}"
+
+    def _setup_sandbox(self) -> bool:
+        pod = self.pod
+        name = pod["metadata"]["name"]
+        try:
+            self.mem.pod_net = self.ctx.network.setup_pod(self.uid, name)
+            self._prepare_volumes(pod)
+            self._write_hosts(pod)
+        except Exception as e:
+            self.mem.sandbox_retry_at = self.ctx.clock() + self.ctx.sandbox_retry
+            self.ctx.events.emit(pod, "Warning", "FailedCreatePodSandBox",
+                                 f"Failed to create pod sandbox for pod {self._name()}: {e}")
+            log.warning("sandbox of pod %s failed: %s", self._name(), e)
+            return False
+        self.mem.sandbox_retry_at = 0.0
+        self.ctx.on_sandbox_change()
+        return True
+
+    def _prepare_volumes(self, pod: Mapping) -> None:
+        for v in (pod.get("spec") or {}).get("volumes") or []:
+            if v.get("emptyDir") is not None:
+                (self.pod_dir / "volumes" / v["name"]).mkdir(parents=True, exist_ok=True)
+            elif v.get("hostPath") is not None:
+                hp = v["hostPath"]
+                p, typ = Path(hp["path"]), hp.get("type") or ""
+                if typ == "DirectoryOrCreate":
+                    p.mkdir(parents=True, exist_ok=True)
+                elif typ == "Directory" and not p.is_dir():
+                    raise FileNotFoundError(f"hostPath volume {v['name']}: {p} is not a directory")
+                elif typ == "FileOrCreate" and not p.exists():
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    p.touch()
+                elif typ == "File" and not p.is_file():
+                    raise FileNotFoundError(f"hostPath volume {v['name']}: {p} is not a file")
+
+    def _write_hosts(self, pod: Mapping) -> None:
+        self.pod_dir.mkdir(parents=True, exist_ok=True)
+        ip = self.mem.pod_net.ip if self.mem.pod_net else ""
+        name = (pod.get("spec") or {}).get("hostname") or pod["metadata"]["name"]
+        text = ("# managed by shoal-agent\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                + (f"{ip}\t{name}\n" if ip else ""))
+        (self.pod_dir / "etc-hosts").write_text(text)
+
+    def _mounts(self, pod: Mapping, cspec: Mapping) -> list[Mount]:
+        vols = {v["name"]: v for v in (pod.get("spec") or {}).get("volumes") or []}
+        out = []
+        hosts = self.pod_dir / "etc-hosts"
+        if hosts.exists() and not any(vm.get("mountPath") == "/etc/hosts" for vm in cspec.get("volumeMounts") or []):
+            out.append(Mount(str(hosts), "/etc/hosts", options=["rbind", "rw"]))
+        for vm in cspec.get("volumeMounts") or []:
+            v = vols.get(vm["name"])
+            if v is None:
+                raise ValueError(f"volumeMount {vm['name']!r} of container {cspec['name']} names no volume of "
+                                 f"pod {self._name()}")
+            if v.get("emptyDir") is not None:
+                src = self.pod_dir / "volumes" / v["name"]
+                src.mkdir(parents=True, exist_ok=True)
+            elif v.get("hostPath") is not None:
+                src = Path(v["hostPath"]["path"])
+            else:
+                raise ValueError(f"volume {v['name']!r} of pod {self._name()} has no supported source "
+                                 f"(emptyDir, hostPath)")
+            if vm.get("subPath"):
+                src = src / vm["subPath"]
+                src.mkdir(parents=True, exist_ok=True)
+            out.append(Mount(str(src), vm["mountPath"], options=["rbind", "ro" if vm.get("readOnly") else "rw"]))
+        return out
+
+    def _kill(self, cid: str, name: str, sig: str, grace: int, message: str) -> None:
+        ctx = self.ctx
+        pod = self.pod or self.last_pod
+        if sig == "TERM":
+            if pod is not None:
+                ctx.events.emit(pod, "Normal", "Killing", message)
+            try:
+                ctx.runtime.kill(cid, signal.SIGTERM)
+            except Exception as e:
+                log.warning("SIGTERM to container %s of pod %s failed: %s", cid, self._name(), e)
+            if grace <= 0:
+                self._sigkill(cid)
+                return
+            deadline = ctx.clock() + grace
+            self.mem.terminating[cid] = deadline
+            # most processes exit at once: wait a little here so the restart or teardown
+            # follows in this same sync instead of at the next relist
+            end = time.monotonic() + min(grace, ctx.kill_wait_inline)
+            delay = 0.005
+            while True:
+                st = ctx.runtime.state(cid)
+                if st is None or st.status not in ("running", "created"):
+                    return
+                if time.monotonic() >= end:
+                    return
+                ctx.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        else:
+            self._sigkill(cid)
+
+    def _sigkill(self, cid: str) -> None:
+        try:
+            self.ctx.runtime.kill(cid, signal.SIGKILL)
+        except Exception as e:
+            log.warning("SIGKILL to container %s of pod %s failed: %s", cid, self._name(), e)
+        end = time.monotonic() + 2.0
+        while True:
+            st = self.ctx.runtime.state(cid)
+            if st is None or st.status not in ("running", "created") or time.monotonic() >= end:
+                return
+            self.ctx.sleep(0.01)
+
+    def _start(self, s: StartContainer) -> None:
+        ctx = self.ctx
+        pod = self.pod
+        cspec = next(c for c in pod["spec"]["containers"] if c["name"] == s.name)
+        if s.existing_id:
+            try:
+                ctx.runtime.start(s.existing_id)
+                ctx.events.emit(pod, "Normal", "Started", f"Started container {s.name}")
+            except Exception as e:
+                self._start_failed(s, cspec, s.existing_id, e)
+            return
+        image = cspec.get("image", "")
+        img = self._pull(cspec)
+        if img is None:
+            return
+        cid = container_id_for(self.uid, s.name, s.attempt)
+        try:
+            cfg = self._config(pod, cspec, img, s.attempt, cid)
+            if ctx.runtime.state(cid) is not None:    # left over by a crash between create and label bookkeeping
+                ctx.runtime.kill(cid, signal.SIGKILL)
+                ctx.runtime.remove(cid)
+            ctx.runtime.create(cfg)
+            self.mem.ids.add(cid)
+            ctx.events.emit(pod, "Normal", "Created", f"Created container {s.name}")
+            ctx.runtime.start(cid)
+            ctx.events.emit(pod, "Normal", "Started", f"Started container {s.name}")
+        except Exception as e:
+            self._start_failed(s, cspec, cid, e)
+            return
+        log.debug("started container %s (%s) of pod %s from %s", s.name, cid, self._name(), image)
+
+    def _start_failed(self, s: StartContainer, cspec: Mapping, cid: str, e: Exception) -> None:
+        ctx = self.ctx
+        msg = str(e) or type(e).__name__
+        ctx.events.emit(self.pod, "Warning", "Failed", f"Error: {msg}")
+        log.warning("starting container %s of pod %s failed: %s", s.name, self._name(), msg)
+        try:
+            if ctx.runtime.state(cid) is not None:
+                ctx.runtime.kill(cid, signal.SIGKILL)
+                ctx.runtime.remove(cid)
+        except Exception as e2:
+            log.warning("cleaning up the failed container %s: %s", cid, e2)
+        self.mem.ids.discard(cid)
+        now = ctx.clock()
+        self.mem.synthetic[s.name] = ObservedContainer(
+            name=s.name, attempt=s.attempt, id=cid, status="stopped", exit_code=128, started_at=now,
+            finished_at=now, spec_hash=spec_hash(cspec), image=cspec.get("image", ""), reason="StartError",
+            message=msg, synthetic=True)
+
+    def _pull(self, cspec: Mapping) -> PulledImage | None:
+        ctx, pod = self.ctx, self.pod
+        image = cspec.get("image", "")
+        name = cspec["name"]
+        policy = cspec.get("imagePullPolicy") or "IfNotPresent"
+        t0 = time.monotonic()
+        told = []
+
+        def progress(msg: str) -> None:
+            if not told:
+                told.append(True)
+                ctx.events.emit(pod, "Normal", "Pulling", f'Pulling image "{image}"')
+
+        try:
+            img = ctx.images.pull(image, policy=policy, progress=progress)
+        except ImagePullError as e:
+            now = ctx.clock()
+            bo = ctx.tracker.record_exit((self.uid, name, "pull"), exit_id=f"pull@{now}", started_at=None,
+                                         finished_at=now, first_immediate=False)
+            self.mem.pull_failures[name] = PullFailure(image, e.reason, e.message, now, bo.not_before, fresh=True)
+            ctx.events.emit(pod, "Warning", "Failed", f'Failed to pull image "{image}": {e.message}')
+            ctx.events.emit(pod, "Warning", "Failed", f"Error: {e.reason}")
+            return None
+        except Exception as e:      # a store bug must not kill the worker: report like a pull failure
+            now = ctx.clock()
+            bo = ctx.tracker.record_exit((self.uid, name, "pull"), exit_id=f"pull@{now}", started_at=None,
+                                         finished_at=now, first_immediate=False)
+            msg = f'failed to pull image "{image}": {e}'
+            self.mem.pull_failures[name] = PullFailure(image, "ErrImagePull", msg, now, bo.not_before, fresh=True)
+            ctx.events.emit(pod, "Warning", "Failed", msg)
+            return None
+        self.mem.pull_failures.pop(name, None)
+        ctx.tracker.reset((self.uid, name, "pull"))
+        if told:
+            ctx.events.emit(pod, "Normal", "Pulled", f'Successfully pulled image "{image}" in '
+                                                     f'{time.monotonic() - t0:.3f}s')
+        else:
+            ctx.events.emit(pod, "Normal", "Pulled", f'Container image "{image}" already present on machine')
+        return img
+
+    def _config(self, pod: Mapping, cspec: Mapping, img: PulledImage, attempt: int, cid: str) -> ContainerConfig:
+        md = pod["metadata"]
+        spec = pod.get("spec") or {}
+        argv, env, wd, user = resolve_process(cspec, img.config or {}, spec)
+        if not argv:
+            raise ValueError(f"container {cspec['name']} of pod {self._name()}: no command specified (the image "
+                             f"{img.reference} has neither Entrypoint nor Cmd, and the spec sets no command)")
+        limits = (cspec.get("resources") or {}).get("limits") or {}
+        labels = {LABEL_POD_UID: self.uid, LABEL_POD_NAME: md["name"], LABEL_POD_NAMESPACE: md.get("namespace", ""),
+                  LABEL_CONTAINER: cspec["name"], LABEL_ATTEMPT: str(attempt), LABEL_SPEC_HASH: spec_hash(cspec),
+                  LABEL_IMAGE: cspec.get("image", ""), LABEL_IMAGE_ID: img.image_id,
+                  LABEL_GRACE: str(pod_grace_seconds(pod))}
+        for k, v in (md.get("annotations") or {}).items():
+            if k.startswith("shoal.io/fake-"):
+                labels[k] = str(v)
+        log_dir = self.pod_dir / "logs" / cspec["name"]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for old in log_dir.glob("*.log"):   # keep this attempt's and the previous one's
+            try:
+                if int(old.stem) < attempt - 1:
+                    old.unlink()
+            except ValueError:
+                pass
+        return ContainerConfig(
+            id=cid, pod_uid=self.uid, pod_name=md["name"], namespace=md.get("namespace", "default"),
+            container_name=cspec["name"], attempt=attempt, image=img, argv=argv, env=env, working_dir=wd, user=user,
+            hostname=spec.get("hostname") or md["name"],
+            netns_path=self.mem.pod_net.netns_path if self.mem.pod_net else None,
+            mounts=self._mounts(pod, cspec),
+            cpu_millis=cpu_millis(limits["cpu"]) if limits.get("cpu") else None,
+            memory_bytes=memory_bytes(limits["memory"]) if limits.get("memory") else None,
+            log_path=str(log_dir / f"{attempt}.log"), labels=labels)
+
+    def _teardown(self) -> None:
+        ctx = self.ctx
+        try:
+            ctx.network.teardown_pod(self.uid)
+        except Exception as e:
+            log.warning("network teardown of pod %s failed: %s", self._name(), e)
+        self.mem.pod_net = None
+        shutil.rmtree(self.pod_dir, ignore_errors=True)
+        ctx.probes.remove_pod(self.uid)
+        ctx.tracker.forget(self.uid)
+        ctx.on_sandbox_change()
+
+    # -- reporting -------------------------------------------------------------------------
+    def _report(self, pod: dict, view: PodRuntimeView, actions: PodActions) -> None:
+        ctx = self.ctx
+        probes = ctx.probes.pod_results(self.uid)
+        status = build_pod_status(pod, view, actions, probes=probes, host_ip=ctx.host_ip, now=ctx.clock())
+        if status == pod.get("status") or status == self.mem.last_status:
+            return
+        stored = ctx.api.write_status(pod, status)
+        self.mem.last_status = status
+        if stored is not None and stored["metadata"].get("uid") == self.uid and self.pod is pod:
+            # keep our copy fresh so the next CAS uses the new resourceVersion
+            self.set_pod(stored)
+
+
+# ------------------------------------------------------------------------------ dispatch
+class PodDispatcher:
+    """One sync per pod uid at a time, on `threads` threads; timers via the scheduler."""
+
+    def __init__(self, sync: Callable[[str], float | None], *, scheduler, threads: int = 8,
+                 name: str = "shoal-pod"):
+        self._sync = sync
+        self._scheduler = scheduler
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._queued: set[str] = set()
+        self._running: set[str] = set()
+        self._dirty: set[str] = set()
+        self._timers: dict[str, object] = {}
+        self._stopped = False
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def wake(self, uid: str) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            if uid in self._running:
+                self._dirty.add(uid)
+            elif uid not in self._queued:
+                self._queued.add(uid)
+                self._queue.put(uid)
+
+    def wake_at(self, uid: str, at: float) -> None:
+        with self._lock:
+            t = self._timers.get(uid)
+            if t is not None and not t.cancelled and t.at <= at:
+                return
+            if t is not None:
+                t.cancel()
+            self._timers[uid] = self._scheduler.call_at(at, lambda: self._fire(uid))
+
+    def _fire(self, uid: str) -> None:
+        with self._lock:
+            self._timers.pop(uid, None)
+        self.wake(uid)
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not (self._queued or self._running or self._dirty)
+
+    def _loop(self) -> None:
+        while True:
+            uid = self._queue.get()
+            if uid is None:
+                return
+            with self._lock:
+                self._queued.discard(uid)
+                self._running.add(uid)
+            nxt = None
+            try:
+                nxt = self._sync(uid)
+            except Exception:
+                log.exception("sync of pod %s failed; retrying in 1s", uid)
+                nxt = self._scheduler.clock() + 1.0
+            finally:
+                with self._lock:
+                    self._running.discard(uid)
+                    again = uid in self._dirty
+                    self._dirty.discard(uid)
+            if nxt is not None:
+                self.wake_at(uid, nxt)
+            if again:
+                self.wake(uid)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for t in self._timers.values():
+                t.cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout=10)
