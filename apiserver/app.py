@@ -117,14 +117,15 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     # ------------------------------------------------------------------ auth
     open_paths = {"/healthz", "/readyz", "/livez"}
+    authn_cache = auth.TokenCache(store)
+    app.state.authn_cache = authn_cache
 
     @app.middleware("http")
     async def _authn(request: Request, call_next):
         if request.url.path in open_paths:
             return await call_next(request)
         try:
-            request.state.principal = await anyio.to_thread.run_sync(
-                auth.authenticate, store, request.headers.get("authorization"))
+            request.state.principal = authn_cache.get(request.headers.get("authorization"))
         except errors.ApiError as e:
             return _status_response(e)
         return await call_next(request)
@@ -171,6 +172,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             raise errors.Invalid("nodeName: a valid DNS-1123 subdomain is required",
                                  causes=[errors.Cause("nodeName", "a valid DNS-1123 subdomain is required")])
         tok = await anyio.to_thread.run_sync(auth.issue_node_credential, store, node)
+        authn_cache.clear()
         return {"nodeName": node, "token": tok, "apiserverToken": registry.tokens.get("apiserver", "")}
 
     @app.post("/shoal/v1/tokens/rotate", tags=["shoal"], openapi_extra=OBJECT_BODY)
@@ -182,6 +184,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         role = body.get("role") if isinstance(body, dict) else None
         tok = await anyio.to_thread.run_sync(auth.rotate_token, store, settings.data_dir, role)
         registry.tokens[role] = tok
+        authn_cache.clear()
         return {"role": role, "token": tok}
 
     # ------------------------------------------------------------------ resources

@@ -55,6 +55,36 @@ def authenticate(store: Store, header: str | None) -> Principal:
     return Principal(*found)
 
 
+class TokenCache:
+    """Principals of recently seen tokens, so that a request costs no credential query.
+    Entries live `ttl` seconds; rotation and joins clear the cache, and other server
+    processes' rotations are seen within `ttl`."""
+
+    def __init__(self, store: Store, ttl: float = 5.0):
+        import threading
+        import time
+        self.store, self.ttl, self._time = store, ttl, time.monotonic
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, header: str | None) -> Principal:
+        now = self._time()
+        with self._lock:
+            hit = self._cache.get(header or "")
+        if hit and now - hit[0] < self.ttl:
+            return hit[1]
+        p = authenticate(self.store, header)
+        with self._lock:
+            if len(self._cache) > 10000:
+                self._cache.clear()
+            self._cache[header or ""] = (now, p)
+        return p
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
 def authorize(p: Principal, verb: str, res: Resource | None, *, namespace: str | None = None,
               name: str | None = None, subresource: str | None = None, obj: dict | None = None,
               old: dict | None = None) -> None:
