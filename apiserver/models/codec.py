@@ -123,8 +123,8 @@ def decode(model: type[BaseModel], obj: dict, *, kind: str, version: str, field_
         else:
             msg = _TYPE_MESSAGES.get(er["type"], er["msg"])
             got = er.get("input")
-            msg = f"{msg}, got {_json_type(got)} {render(got)}" if not union else \
-                f"expected an integer or a string, got {_json_type(got)} {render(got)}"
+            got_text = "null" if got is None else f"{_json_type(got)} {render(got)}"
+            msg = f"{msg}, got {got_text}" if not union else f"expected an integer or a string, got {got_text}"
         if msg not in type_problems.setdefault(path, []):
             type_problems[path].append(msg)
     for path, msgs in type_problems.items():
