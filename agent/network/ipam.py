@@ -131,6 +131,12 @@ class NodeState:
             if cidr is None:
                 raise RuntimeError(f"cannot allocate an address for pod {name or uid}: the node's pod CIDR is not set (ensure_node first)")
             net = ipaddress.ip_network(cidr)
+            for other, orec in data["pods"].items():
+                clash = [k for k, v in (("netns", netns), ("veth", veth)) if v and other != uid and orec.get(k) == v]
+                if clash:
+                    raise RuntimeError(
+                        f"pod {name or uid} ({uid}) would share {clash[0]} {orec[clash[0]]} with pod "
+                        f"{orec.get('name') or other} ({other}); pod uids must differ in their first 12 characters")
             rec = data["pods"].get(uid)
             if rec is not None and ipaddress.ip_address(rec["ip"]) in net:
                 changed = False

@@ -132,8 +132,10 @@ class NodeNetwork:
             self.netlink.link_del(self.bridge)
             br = None
         if br is None:
-            self.netlink.link_add(self.bridge, "bridge", mtu=mtu)
+            self.netlink.link_add(self.bridge, "bridge")
             br = self.netlink.link_get(self.bridge)
+        # Set explicitly (not at creation) so the kernel marks it user-set and
+        # does not re-derive it from the ports (1500 when the last pod goes).
         if br is not None and br.mtu != mtu:
             self.netlink.link_set(self.bridge, mtu=mtu)
         self._ensure_addr(self.bridge, f"{gateway_of(str(net))}/{net.prefixlen}")

@@ -105,9 +105,9 @@ def desired_entries(peers: list[Peer], *, dev: str, local_cidr: str | None = Non
                     local_underlay: str | None = None) -> tuple[list[PeerEntries], list[str]]:
     """The three entries per valid peer, and a message per peer skipped.
 
-    Skipped: malformed fields, this node itself, and a second peer claiming a pod
-    CIDR or VTEP MAC already taken (first by node name wins, so every node picks
-    the same one)."""
+    Skipped silently: this node itself. Skipped with a message: malformed fields,
+    and a second peer claiming a pod CIDR or VTEP MAC already taken (first by
+    node name wins, so every node picks the same one)."""
     out: list[PeerEntries] = []
     problems: list[str] = []
     cidrs: dict[str, str] = {}
@@ -129,8 +129,7 @@ def desired_entries(peers: list[Peer], *, dev: str, local_cidr: str | None = Non
             continue
         if (local_cidr and str(net) == str(ipaddress.ip_network(local_cidr))) or \
                 (local_underlay and p.underlay_ip == local_underlay):
-            problems.append(f"peer {p.node}: is this node (podCIDR {p.pod_cidr}, underlay {p.underlay_ip}); skipped")
-            continue
+            continue  # this node itself: callers pass every Ready node, us included
         if str(net) in cidrs:
             problems.append(f"peer {p.node}: podCIDR {net} is already routed to peer {cidrs[str(net)]}; skipped")
             continue

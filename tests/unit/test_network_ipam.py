@@ -91,3 +91,14 @@ def test_concurrent_workers_get_distinct_addresses(tmp_path):
         t.join()
     assert len(out) == 40 and len(set(out.values())) == 40
     assert {u: r.ip for u, r in NodeState(str(tmp_path)).pods().items()} == out
+
+
+def test_a_netns_or_veth_name_is_never_shared(tmp_path):
+    st = NodeState(str(tmp_path))
+    st.set_pod_cidr("10.244.3.0/24")
+    st.allocate("c0ffee00-0000-1", name="web", netns="shoal-c0ffee00-000", veth="veth11111111")
+    with pytest.raises(RuntimeError, match=r"pod client .* would share netns shoal-c0ffee00-000 with pod web"):
+        st.allocate("c0ffee00-0000-2", name="client", netns="shoal-c0ffee00-000", veth="veth22222222")
+    with pytest.raises(RuntimeError, match="veth veth11111111"):
+        st.allocate("other", name="x", netns="shoal-other", veth="veth11111111")
+    assert sorted(st.pods()) == ["c0ffee00-0000-1"]
