@@ -140,7 +140,7 @@ def cause_lines(err: errors.ApiError) -> list[str]:
     lines = []
     for c in err.causes:
         msg = c.message or c.reason or ""
-        if c.field and not msg.startswith(c.field):
+        if c.field and c.field not in msg:
             lines.append(f"{c.field}: {msg}")
         else:
             lines.append(msg)

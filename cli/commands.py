@@ -389,6 +389,8 @@ def cmd_delete(args) -> int:
                                  f"-l SELECTOR or --all to delete {t.resource.plural}")
         if not todo and (args.selector or args.all):
             ctx.info("No resources found")
+    # objects before the namespaces that hold them, so each is reported rather than swept away by the cascade
+    todo.sort(key=lambda t: t[0].kind == "Namespace")
     deleted: list[Deleted] = []
     for res, name, ns in todo:
         try:
