@@ -73,9 +73,10 @@ PORT="${PORT:-8080}"
 FAIL_AFTER="${FAIL_AFTER:-20}"
 echo "flaky: serving on port $PORT, /healthz fails after ${FAIL_AFTER}s"
 ( sleep "$FAIL_AFTER"; rm -f /www/healthz; echo "flaky: /healthz removed" ) &
+timer=$!
 httpd -f -v -p "$PORT" -h /www &
 child=$!
-trap 'echo "flaky: got SIGTERM, stopping"; kill $child; wait $child; exit 0' TERM INT
+trap 'echo "flaky: got SIGTERM, stopping"; kill $timer $child 2>/dev/null; wait $child; exit 0' TERM INT
 wait $child
 """
 
@@ -86,9 +87,10 @@ exit "${EXIT_CODE:-1}"
 
 SLEEPER_SCRIPT = """#!/bin/sh
 MARKER="${MARKER:-/tmp/sigterm-received}"
-trap 'echo "sleeper: got SIGTERM"; echo SIGTERM > "$MARKER"; exit 0' TERM
+child=
+trap 'echo "sleeper: got SIGTERM"; echo SIGTERM > "$MARKER"; kill $child 2>/dev/null; exit 0' TERM
 echo "sleeper: sleeping (pid $$)"
-while :; do sleep 3600 & wait $!; done
+while :; do sleep 3600 & child=$!; wait $child; done
 """
 
 PATH_ENV = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
