@@ -39,6 +39,7 @@ verified exactly like pulled ones (see docs/images.md for how names are chosen).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -476,11 +477,12 @@ class LocalImageStore:
             job = _Job(names[0] if names else label, _sayer(names[0] if names else label, progress))
             resolved = self._resolve_archive(job, archive, top)
             name = parse_reference(names[0]).name if names else _untagged_name(repository)
-            out.append(self._install(job, resolved, source=_ArchiveSource(archive),
-                                     name=name, tags=[parse_reference(n).tagged or "" for n in names
-                                                      if parse_reference(n).tagged]))
-            if not names:
+            tags = [t for t in (parse_reference(n).tagged for n in names) if t]
+            image = self._install(job, resolved, source=_ArchiveSource(archive), name=name, tags=tags)
+            if not names:   # nothing to call it by but its digest
+                image = dataclasses.replace(image, reference=image.image_id)
                 job.say(f"image {resolved.digest} has no repository name; reference it by digest")
+            out.append(image)
         return out
 
     def _resolve_archive(self, job: _Job, archive: "_Archive", desc: dict) -> ResolvedManifest:

@@ -163,6 +163,22 @@ def test_import_archive(images, store, tmp_path, kind):
     assert_blobs_verified(store)
 
 
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+def test_import_archives_made_by_skopeo(images, store, tmp_path):
+    web = images["web:v1"]
+    docker_tar, oci_tar = tmp_path / "d.tar", tmp_path / "o.tar"
+    for dest in (f"docker-archive:{docker_tar}:127.0.0.1:5000/web:v1", f"oci-archive:{oci_tar}:v1"):
+        subprocess.run(["skopeo", "copy", "-q", f"oci:{web.layout}:v1", dest], check=True)
+    (from_docker,) = store.import_archive(docker_tar)
+    assert from_docker.reference == "127.0.0.1:5000/web:v1"
+    (untagged,) = store.import_archive(oci_tar)        # ref.name is a bare tag: no name to give it
+    assert untagged.digest == web.digest and untagged.reference == f"localhost/imported@{web.digest}"
+    (named,) = store.import_archive(oci_tar, repository="127.0.0.1:5000/web")
+    assert named.reference == "127.0.0.1:5000/web:v1" and named.digest == web.digest
+    assert store.pull("127.0.0.1:5000/web:v1", policy="Never").digest == web.digest   # last import wins the tag
+    assert from_docker.layers == named.layers, "same diff_ids, same layer dirs"
+
+
 def test_import_rejects_a_tampered_layout(images, store, tmp_path):
     layout = tmp_path / "layout"
     shutil.copytree(images["web:v2"].layout, layout)
