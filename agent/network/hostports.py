@@ -24,6 +24,11 @@ The footprint is deliberately minimal (one table, nothing in anyone else's):
   br_netfilter happened to be loaded; masquerading makes it independent of
   br_netfilter).
 
+* `guard` (filter, prerouting, before DNAT) drops packets that arrive on the
+  bridge addressed to 127.0.0.0/8: `route_localnet=1` would otherwise let a
+  pod reach services the node binds to localhost (the hole kube-proxy had to
+  close as CVE-2020-8558).
+
 There is no outbound masquerade for pods and no filter chain: pods reach the
 cluster CIDR by routing, not the outside world. An nftables `accept` cannot
 override another table's `drop`, so a host firewall with a forward policy of
@@ -114,6 +119,10 @@ def render_ruleset(ports: list[HostPort], pod_ips: dict[str, str], *, pod_cidr: 
         # -100 is dstnat's value; nft 1.0.6 rejects the name on the output hook
         "\t\ttype nat hook output priority -100; policy accept;",
         "\t\tfib daddr type local jump hostports",
+        "\t}",
+        "\tchain guard {",
+        "\t\ttype filter hook prerouting priority -150; policy accept;",
+        f'\t\tiifname "{bridge}" ip daddr 127.0.0.0/8 drop',
         "\t}",
         "\tchain postrouting {",
         "\t\ttype nat hook postrouting priority srcnat; policy accept;",

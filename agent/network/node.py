@@ -30,7 +30,8 @@ holding the underlay address minus 50.
 
 Forwarding/NAT footprint: `net.ipv4.ip_forward=1` (routing between bridge and
 overlay), `route_localnet=1` on the bridge only (hostPort via 127.0.0.1), and
-the `ip shoal` nft table of `hostports`. No masquerade for pod egress: pod
+the `ip shoal` nft table of `hostports` (installed by `ensure_node`, with a
+guard against pod packets to 127.0.0.0/8). No masquerade for pod egress: pod
 traffic is routed inside the cluster CIDR and goes nowhere else. br_netfilter
 is neither required nor configured: nothing here depends on bridged frames
 traversing the IP hooks.
@@ -145,6 +146,10 @@ class NodeNetwork:
         # hostPort through 127.0.0.1: let the kernel route a loopback-sourced,
         # DNATed packet out of the bridge (it is masqueraded on the way out).
         self.netlink.sysctl_set(f"net.ipv4.conf.{self.bridge}.route_localnet", "1")
+        # The nft table carries the guard that makes route_localnet safe, so it
+        # is installed now, with whatever hostPorts are currently desired.
+        self._applied_ruleset = None
+        self._apply_host_ports()
 
     # ------------------------------------------------------------------ pods
     def setup_pod(self, pod_uid: str, pod_name: str) -> PodNet:

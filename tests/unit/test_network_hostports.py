@@ -39,6 +39,13 @@ def test_masquerade_only_for_loopback_and_hairpin():
     assert post.count("masquerade") == 2
 
 
+def test_loopback_guard_on_the_bridge():
+    script, _ = render([])
+    guard = script.split("chain guard {")[1].split("}")[0]
+    assert "hook prerouting priority -150" in guard
+    assert 'iifname "shoal0" ip daddr 127.0.0.0/8 drop' in guard
+
+
 def test_rendering_is_deterministic():
     a = [HostPort("pod-b", 2, 2), HostPort("pod-a", 1, 1)]
     assert render(a) == render(list(reversed(a)))

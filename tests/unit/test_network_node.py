@@ -46,6 +46,11 @@ def test_ensure_node_builds_bridge_and_sysctls(net, nl):
     assert nl.ns().sysctls == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.shoal0.route_localnet": "1"}
 
 
+def test_ensure_node_installs_the_nft_table_with_the_guard(net, runner):
+    (argv, script), = runner.calls
+    assert argv == ["nft", "-f", "-"] and 'iifname "shoal0" ip daddr 127.0.0.0/8 drop' in script
+
+
 def test_ensure_node_is_idempotent_and_repairs(net, nl):
     nl.calls.clear()
     net.ensure_node("10.244.1.0/24")
@@ -206,6 +211,7 @@ def test_sync_peers_before_overlay_explains(net):
 # ---------------------------------------------------------------- hostPorts
 def test_host_ports_rendered_and_reapplied_only_on_change(net, runner):
     pa = net.setup_pod(UID_A, "web-1")
+    runner.calls.clear()
     net.sync_host_ports([HostPort(UID_A, 18080, 8080)])
     (argv, script), = [c for c in runner.calls if c[0][0] == "nft"]
     assert argv == ["nft", "-f", "-"]
