@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (containers, cgroups and network namespaces need it)" >&2; exit 1; fi
-PKGS="python3 python3-venv python3-dev gcc runc conmon busybox-static skopeo umoci docker-registry nftables iproute2 ethtool curl ca-certificates kmod procps"
+PKGS="python3 python3-venv python3-dev gcc runc conmon busybox-static skopeo umoci docker-registry nftables iproute2 ethtool curl ca-certificates kmod procps util-linux"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
