@@ -129,7 +129,9 @@ class ReplicaSetController:
         pods = self._claim_pods(rs)
         active = [p for p in pods if is_pod_active(p)]
         if not is_deleting(rs):
-            self._manage(rs, active)
+            gone = self._manage(rs, active)
+            # Status describes the pods that remain, so nobody counts a pod deleted just now.
+            active = [p for p in active if uid_of(p) not in gone]
         status, wake = calculate_status(rs, active, self.clock.now())
         if status != (rs.get("status") or {}):
             new = thaw(rs)
@@ -169,14 +171,18 @@ class ReplicaSetController:
         except errors.NotFound:
             pass
 
-    def _manage(self, rs: dict, active: list[dict]) -> None:
+    def _manage(self, rs: dict, active: list[dict]) -> set[str]:
+        """Create or delete pods; returns the uids of the pods deleted."""
         want = int((rs.get("spec") or {}).get("replicas", 1))
         diff = len(active) - want
+        gone: set[str] = set()
         if diff < 0:
             self._create(rs, min(-diff, self.burst))
         elif diff > 0:
             for p in rank_for_deletion(active)[:min(diff, self.burst)]:
                 self._delete(rs, p)
+                gone.add(uid_of(p))
+        return gone
 
     def _create(self, rs: dict, count: int) -> None:
         """Slow start: batches of 1, 2, 4, ... ; stop at the first batch with a failure."""

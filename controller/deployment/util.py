@@ -324,12 +324,29 @@ def find_new_rs(d: dict, rss: Iterable[dict]) -> dict | None:
 
 
 # -- the numbers of a rollout ------------------------------------------------------------------
+def pods_upper_bound(rs: dict | None) -> int:
+    """Pods a ReplicaSet may have right now: its spec, or more while a scale-down is not yet
+    carried out (status.replicas counts active pods)."""
+    return max(replicas_of(rs), status_int(rs, "replicas")) if rs is not None else 0
+
+
+def effective_available(rs: dict | None) -> int:
+    """Available pods a ReplicaSet keeps once it reaches spec.replicas. The ReplicaSet
+    controller deletes unavailable pods first, so that is min(available, spec) — lower than a
+    status written before a scale-down took effect."""
+    return min(status_int(rs, "availableReplicas"), replicas_of(rs)) if rs is not None else 0
+
+
 def new_rs_new_replicas(d: dict, all_rss: list[dict], new_rs: dict | None) -> int:
-    """How many replicas the new ReplicaSet may have right now (NewRSNewReplicas)."""
+    """How many replicas the new ReplicaSet may have right now (NewRSNewReplicas).
+
+    Unlike Kubernetes, the current pod count takes each ReplicaSet's status.replicas when it
+    exceeds spec (a scale-down the ReplicaSet controller has not carried out yet), so the
+    surge bound holds for pods, not only for ReplicaSet specs."""
     if not is_rolling_update(d):
         return replicas_of(d)
     new_replicas = replicas_of(new_rs)
-    current = spec_replicas_sum(all_rss)
+    current = sum(pods_upper_bound(rs) for rs in all_rss if rs is not None and rs is not new_rs) + replicas_of(new_rs)
     max_total = replicas_of(d) + max_surge(d)
     if current >= max_total:
         return new_replicas
@@ -367,7 +384,7 @@ def plan_scale_down_old(d: dict, new_rs: dict | None, old_rss: list[dict]) -> li
         return []
     all_count = spec_replicas_sum([*olds, new_rs])
     min_available = replicas_of(d) - max_unavailable(d)
-    new_unavailable = replicas_of(new_rs) - status_int(new_rs, "availableReplicas")
+    new_unavailable = replicas_of(new_rs) - effective_available(new_rs)
     max_scaled_down = all_count - min_available - new_unavailable
     if max_scaled_down <= 0:
         return []
@@ -377,15 +394,17 @@ def plan_scale_down_old(d: dict, new_rs: dict | None, old_rss: list[dict]) -> li
     for rs in by_creation(olds):
         if cleaned >= max_scaled_down:
             break
-        spec, avail = replicas_of(rs), status_int(rs, "availableReplicas")
+        spec, avail = replicas_of(rs), effective_available(rs)
         if spec == 0 or spec == avail:
             continue
         n = min(max_scaled_down - cleaned, spec - avail)
         rs["spec"]["replicas"] = spec - n
         planned[name_of(rs)] = spec - n
         cleaned += n
-    # 2. Healthy replicas, as far as availability allows.
-    available = status_sum([*olds, new_rs], "availableReplicas")
+    # 2. Healthy replicas, as far as availability allows. (Kubernetes sums status.availableReplicas;
+    # effective_available is never higher, so a status written before an earlier scale-down
+    # took effect cannot let availability drop below the bound.)
+    available = sum(effective_available(rs) for rs in [*olds, new_rs] if rs is not None)
     if available > min_available:
         budget = available - min_available
         done = 0

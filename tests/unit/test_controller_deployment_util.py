@@ -145,6 +145,23 @@ def test_new_rs_new_replicas(d, all_counts, new_count, want):
     assert u.new_rs_new_replicas(d, [old, new], new) == want
 
 
+def test_new_rs_waits_for_old_scale_down_to_take_effect():
+    old = rs("old", 7)
+    old["status"]["replicas"] = 10  # scaled 10 -> 7, pods not deleted yet
+    new = rs("new", 3)
+    assert u.new_rs_new_replicas(deploy(10), [old, new], new) == 3
+    old["status"]["replicas"] = 7
+    assert u.new_rs_new_replicas(deploy(10), [old, new], new) == 6
+
+
+def test_stale_old_availability_does_not_allow_extra_scale_down():
+    d = deploy(4, surge=1, unavail=1)  # min available 3
+    old = rs("old", 2, available=4, created=1)  # status from before a 4 -> 2 scale-down
+    new = rs("new", 3, available=1, created=2)
+    # effective availability 2 + 1 = 3 == min: nothing more may go
+    assert u.plan_rolling_step(d, new, [old]) == []
+
+
 # -- proportional scaling ---------------------------------------------------------------------
 def test_proportional_scale_up_mid_rollout():
     # Kubernetes' documented example: 10 replicas, maxSurge 3, mid-rollout old 8 / new 5;

@@ -1,0 +1,226 @@
+"""Deployments, ReplicaSets and the scheduler against the real API server with the real
+controllers; hollow agents play the nodes (tests/integration/hollow.py)."""
+from collections import Counter
+
+import pytest
+
+from apiserver import errors
+from apiserver.testing import start_test_server
+from cli import rollout as ro
+from controller.deployment import util as u
+from controller.manager import Options
+from hollow import HollowCluster, RolloutChecker, deployment, deployment_done, wait_for
+
+pytestmark = pytest.mark.integration
+
+OPTIONS = Options(node_grace_seconds=3, eviction_delay_seconds=2, resync_period_seconds=5, monitor_period_seconds=0.5)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    srv = start_test_server(tmp_path, controllers=True, controller_options=OPTIONS)
+    hollow = None
+    try:
+        hollow = HollowCluster(srv.client(), nodes=["node-a", "node-b", "node-c"], lease_period=0.5).start()
+        yield srv.client(), hollow
+    finally:
+        if hollow is not None:
+            hollow.stop()
+        srv.stop()
+
+
+def app_pods(client, app="web"):
+    return [p for p in client.list("pods", "default", label_selector=f"app={app}")["items"]
+            if not p["metadata"].get("deletionTimestamp")]
+
+
+def owned_rss(client, d):
+    return [rs for rs in client.list("replicasets", "default")["items"]
+            if any(r.get("uid") == d["metadata"]["uid"] for r in rs["metadata"].get("ownerReferences") or [])]
+
+
+def set_image(client, name, image, **template_annotations):
+    for _ in range(10):
+        d = client.get("deployments", name, "default")
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        if template_annotations:
+            d["spec"]["template"]["metadata"].setdefault("annotations", {}).update(template_annotations)
+        try:
+            return client.update("deployments", d)
+        except errors.Conflict:
+            continue
+    raise AssertionError("could not update the deployment")
+
+
+def test_apply_binds_pods_evenly_with_kubernetes_naming(cluster):
+    client, hollow = cluster
+    d = client.create("deployments", deployment(replicas=6))
+    done = wait_for(lambda: deployment_done(client, "web"), 60, what="deployment web available")
+    [rs] = owned_rss(client, d)
+    h = rs["metadata"]["labels"][u.POD_TEMPLATE_HASH_LABEL]
+    assert rs["metadata"]["name"] == f"web-{h}"
+    assert rs["spec"]["selector"]["matchLabels"] == {"app": "web", u.POD_TEMPLATE_HASH_LABEL: h}
+    ref = rs["metadata"]["ownerReferences"][0]
+    assert (ref["kind"], ref["name"], ref["controller"]) == ("Deployment", "web", True)
+    assert rs["metadata"]["annotations"][u.REVISION_ANNOTATION] == "1"
+    assert done["metadata"]["annotations"][u.REVISION_ANNOTATION] == "1"
+    pods = app_pods(client)
+    assert len(pods) == 6
+    assert all(p["metadata"]["labels"][u.POD_TEMPLATE_HASH_LABEL] == h for p in pods)
+    assert all(p["metadata"]["name"].startswith(f"web-{h}-") for p in pods)
+    assert Counter(p["spec"]["nodeName"] for p in pods) == Counter({"node-a": 2, "node-b": 2, "node-c": 2})
+    conds = {c["type"]: c for c in done["status"]["conditions"]}
+    assert conds["Available"]["reason"] == "MinimumReplicasAvailable"
+    assert conds["Progressing"]["reason"] == "NewReplicaSetAvailable"
+    reasons = {(e["reason"], e["involvedObject"]["kind"]) for e in client.list("events", "default")["items"]}
+    assert {("ScalingReplicaSet", "Deployment"), ("SuccessfulCreate", "ReplicaSet"), ("Scheduled", "Pod")} <= reasons
+    cidrs = {n["spec"].get("podCIDR") for n in client.list("nodes")["items"]}
+    assert cidrs == {"10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"}
+
+
+def test_rolling_update_never_breaks_surge_or_availability_bounds(cluster):
+    client, _ = cluster
+    client.create("deployments", deployment(replicas=6, surge=2, unavailable=1))
+    wait_for(lambda: deployment_done(client, "web"), 60, what="initial rollout")
+    with RolloutChecker(client, app="web", replicas=6, max_surge=2, max_unavailable=1) as checker:
+        checker.arm()
+        set_image(client, "web", "registry.local/httpd:2")
+        wait_for(lambda: deployment_done(client, "web") and
+                 all(p["spec"]["containers"][0]["image"].endswith(":2") for p in app_pods(client)) and
+                 len(app_pods(client)) == 6, 90, what="rollout to httpd:2")
+    assert checker.violations == []
+    assert checker.max_seen > 6  # the surge was used
+    assert any(len(images) == 2 for images in checker.images_seen)  # old and new ran side by side
+    d = client.get("deployments", "web", "default")
+    assert d["metadata"]["annotations"][u.REVISION_ANNOTATION] == "2"
+    rss = sorted(owned_rss(client, d), key=lambda r: r["metadata"]["annotations"][u.REVISION_ANNOTATION])
+    assert [(r["metadata"]["annotations"][u.REVISION_ANNOTATION], r["spec"]["replicas"]) for r in rss] == [("1", 0), ("2", 6)]
+
+
+def test_never_ready_template_stalls_at_bounds_then_deadline_exceeded(cluster):
+    client, _ = cluster
+    client.create("deployments", deployment(replicas=4, surge=1, unavailable=1, progress_deadline=4))
+    wait_for(lambda: deployment_done(client, "web"), 60, what="initial rollout")
+    with RolloutChecker(client, app="web", replicas=4, max_surge=1, max_unavailable=1) as checker:
+        checker.arm()
+        set_image(client, "web", "registry.local/httpd:broken", **{"hollow.shoal.io/never-ready": "true"})
+
+        def timed_out():
+            d = client.get("deployments", "web", "default")
+            c = next((c for c in d["status"].get("conditions", []) if c["type"] == "Progressing"), {})
+            return d if c.get("reason") == "ProgressDeadlineExceeded" else None
+        d = wait_for(timed_out, 60, what="ProgressDeadlineExceeded")
+    assert checker.violations == []
+    cond = next(c for c in d["status"]["conditions"] if c["type"] == "Progressing")
+    assert cond["status"] == "False" and cond["message"].endswith("has timed out progressing.")
+    # stuck exactly at the bounds: 5 pods (4 + surge 1), 3 of them ready (4 - 1)
+    pods = app_pods(client)
+    assert len(pods) == 5 and sum(1 for p in pods if ro_ready(p)) == 3
+    assert d["status"]["updatedReplicas"] == 2 and d["status"]["availableReplicas"] == 3
+    message, done, error = ro.rollout_status_message(d)
+    assert not done and error and "exceeded its progress deadline" in error
+
+
+def ro_ready(p):
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+
+
+def test_undo_restores_the_previous_replicaset(cluster):
+    client, _ = cluster
+    d = client.create("deployments", deployment(replicas=3))
+    wait_for(lambda: deployment_done(client, "web"), 60, what="revision 1")
+    [rs1] = owned_rss(client, d)
+    set_image(client, "web", "registry.local/httpd:2")
+    wait_for(lambda: deployment_done(client, "web") and len(app_pods(client)) == 3 and
+             all(p["spec"]["containers"][0]["image"].endswith(":2") for p in app_pods(client)), 60, what="revision 2")
+    # what `shoal rollout undo` does: copy the previous revision's template back
+    d = client.get("deployments", "web", "default")
+    target = ro.rollback_target(d, owned_rss(client, d), 0)
+    assert target.replicaset["metadata"]["name"] == rs1["metadata"]["name"]
+    d["spec"]["template"] = ro.clean_template(target.replicaset["spec"]["template"])
+    client.update("deployments", d)
+    wait_for(lambda: deployment_done(client, "web") and len(app_pods(client)) == 3 and
+             all(p["spec"]["containers"][0]["image"].endswith(":1") for p in app_pods(client)), 60, what="undo")
+    rss = owned_rss(client, d)
+    assert len(rss) == 2  # no third ReplicaSet
+    back = next(r for r in rss if r["metadata"]["name"] == rs1["metadata"]["name"])
+    assert back["spec"]["replicas"] == 3
+    assert back["metadata"]["annotations"][u.REVISION_ANNOTATION] == "3"
+    assert back["metadata"]["annotations"][u.REVISION_HISTORY_ANNOTATION] == "1"
+    assert client.get("deployments", "web", "default")["metadata"]["annotations"][u.REVISION_ANNOTATION] == "3"
+
+
+def test_recreate_stops_old_pods_before_starting_new(cluster):
+    client, _ = cluster
+    client.create("deployments", deployment(replicas=3, strategy="Recreate"))
+    wait_for(lambda: deployment_done(client, "web"), 60, what="initial rollout")
+    with RolloutChecker(client, app="web", replicas=3, max_surge=0, max_unavailable=3) as checker:
+        set_image(client, "web", "registry.local/httpd:2")
+        wait_for(lambda: deployment_done(client, "web") and len(app_pods(client)) == 3 and
+                 all(p["spec"]["containers"][0]["image"].endswith(":2") for p in app_pods(client)), 60,
+                 what="recreate rollout")
+    assert checker.violations == []
+    assert not any(len(images) > 1 for images in checker.images_seen)  # never old and new together
+
+
+def test_scale_and_pause(cluster):
+    client, _ = cluster
+    client.create("deployments", deployment(replicas=2))
+    wait_for(lambda: deployment_done(client, "web"), 60, what="2 replicas")
+    client.patch("deployments", "web", {"spec": {"replicas": 5}}, "default")
+    wait_for(lambda: deployment_done(client, "web") and len(app_pods(client)) == 5, 60, what="scaled to 5")
+    client.patch("deployments", "web", {"spec": {"paused": True}}, "default")
+    wait_for(lambda: any(c.get("reason") == "DeploymentPaused" for c in
+                         client.get("deployments", "web", "default")["status"].get("conditions", [])), 30,
+             what="paused condition")
+    set_image(client, "web", "registry.local/httpd:2")
+    client.patch("deployments", "web", {"spec": {"replicas": 4}}, "default")  # scaling still works when paused
+    wait_for(lambda: len(app_pods(client)) == 4, 60, what="scaled to 4 while paused")
+    assert all(p["spec"]["containers"][0]["image"].endswith(":1") for p in app_pods(client))  # no rollout
+    client.patch("deployments", "web", {"spec": {"paused": False}}, "default")
+    wait_for(lambda: deployment_done(client, "web") and len(app_pods(client)) == 4 and
+             all(p["spec"]["containers"][0]["image"].endswith(":2") for p in app_pods(client)), 60, what="resumed")
+
+
+def test_delete_deployment_removes_replicasets_and_pods(cluster):
+    client, _ = cluster
+    client.create("deployments", deployment(replicas=3))
+    wait_for(lambda: deployment_done(client, "web"), 60, what="rollout")
+    client.delete("deployments", "web", "default")
+    wait_for(lambda: not client.list("replicasets", "default")["items"] and
+             not client.list("pods", "default")["items"], 60, what="replica sets and pods gone")
+
+
+def test_orphaned_replicaset_is_garbage_collected(cluster):
+    client, _ = cluster
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+          "metadata": {"name": "ghost", "namespace": "default",
+                       "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "gone",
+                                            "uid": "00000000-0000-0000-0000-000000000000", "controller": True}]},
+          "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "ghost"}},
+                   "template": {"metadata": {"labels": {"app": "ghost"}},
+                                "spec": {"containers": [{"name": "c", "image": "registry.local/httpd:1"}]}}}}
+    client.create("replicasets", rs)
+    wait_for(lambda: not any(r["metadata"]["name"] == "ghost" for r in client.list("replicasets", "default")["items"]),
+             30, what="orphaned replica set deleted")
+    wait_for(lambda: not app_pods(client, "ghost"), 30, what="its pods deleted")
+
+
+def test_pod_that_fits_nowhere_stays_pending_with_reason(cluster):
+    client, _ = cluster
+    client.create("pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "huge", "namespace": "default"},
+                           "spec": {"containers": [{"name": "c", "image": "registry.local/httpd:1",
+                                                    "resources": {"requests": {"memory": "100Gi"}}}]}})
+
+    def unschedulable():
+        p = client.get("pods", "huge", "default")
+        c = next((c for c in (p.get("status") or {}).get("conditions", []) if c["type"] == "PodScheduled"), None)
+        return c if c and c["status"] == "False" else None
+    cond = wait_for(unschedulable, 30, what="PodScheduled=False")
+    assert cond["reason"] == "Unschedulable"
+    assert cond["message"] == "0/3 nodes are available: 3 Insufficient memory."
+    assert not client.get("pods", "huge", "default")["spec"].get("nodeName")
+    wait_for(lambda: [e for e in client.list("events", "default")["items"]
+                      if e["reason"] == "FailedScheduling" and e["involvedObject"]["name"] == "huge"
+                      and e["message"] == "0/3 nodes are available: 3 Insufficient memory."
+                      and e["type"] == "Warning"], 30, what="FailedScheduling event")
