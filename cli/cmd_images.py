@@ -1,0 +1,98 @@
+"""`shoal images`: a node's local image store (import archives for air-gapped hosts, list),
+and building the demo images from busybox-static."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_AGENT_DATA_DIR = Path("/var/lib/shoal/agent")
+
+
+def image_store_root(data_dir: Path) -> Path:
+    """Where an agent with this --data-dir keeps its images (shared with cli.cmd_agent)."""
+    return Path(data_dir) / "images"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("images", help="manage a node's local images",
+                       description="Manage the image store of the agent on this host.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n"
+                              "  shoal images import web.tar                 # docker save / OCI archive\n"
+                              "  shoal images import ./oci-layout --repository registry.local/web\n"
+                              "  shoal images list\n"
+                              "  shoal images build-demo --push 127.0.0.1:5000")
+    isub = p.add_subparsers(dest="images_cmd", metavar="COMMAND")
+    p.set_defaults(func=lambda a: (p.print_help(), 1)[1])
+
+    imp = isub.add_parser("import", help="import an OCI layout/archive or a `docker save` tarball",
+                          description="Import images from an OCI image layout (directory or tar) or a "
+                                      "`docker save` tarball into this node's image store, verifying every "
+                                      "digest. Pods can then use the image with imagePullPolicy IfNotPresent "
+                                      "or Never, without a registry.")
+    imp.add_argument("archive", type=Path)
+    imp.add_argument("--repository", help="name for images the archive does not name (e.g. registry.local/web)")
+    imp.add_argument("--data-dir", type=Path, default=DEFAULT_AGENT_DATA_DIR,
+                     help=f"the agent's data dir ({DEFAULT_AGENT_DATA_DIR})")
+    imp.set_defaults(func=run_import)
+
+    ls = isub.add_parser("list", help="list the images in this node's store")
+    ls.add_argument("--data-dir", type=Path, default=DEFAULT_AGENT_DATA_DIR)
+    ls.add_argument("-o", "--output", choices=["json"], default=None)
+    ls.set_defaults(func=run_list)
+
+    b = isub.add_parser("build-demo", help="build the demo/test images from busybox-static (no downloads)",
+                        description="Build web:v1, web:v2, flaky:v1, crash:v1 and sleeper:v1 as OCI layouts "
+                                    "from Debian's busybox-static, and optionally push them to a registry.")
+    b.add_argument("--cache", type=Path, default=Path("/var/lib/shoal/demo-images"))
+    b.add_argument("--push", metavar="HOST:PORT", help="push to this (plain HTTP) registry")
+    b.add_argument("-o", "--output", choices=["json"], default=None)
+    b.set_defaults(func=run_build_demo)
+
+
+def run_import(args) -> int:
+    from agent.images.store import LocalImageStore
+    from agent.interfaces import ImagePullError
+    store = LocalImageStore(image_store_root(args.data_dir))
+    try:
+        imgs = store.import_archive(args.archive, repository=args.repository,
+                                    progress=lambda line: print(line, file=sys.stderr))
+    except ImagePullError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 1
+    for img in imgs:
+        print(f"imported {img.reference} ({img.digest})")
+    return 0
+
+
+def run_list(args) -> int:
+    from agent.images.store import LocalImageStore
+    imgs = LocalImageStore(image_store_root(args.data_dir)).list_images()
+    if args.output == "json":
+        print(json.dumps(imgs, indent=2))
+        return 0
+    print(f"{'IMAGE':<50} {'DIGEST':<20} {'LAYERS':>6}")
+    for i in imgs:
+        for t in i["tags"] or ["<none>"]:
+            print(f"{t:<50} {i['digest'][:19]:<20} {i['layers']:>6}")
+    return 0
+
+
+def run_build_demo(args) -> int:
+    from agent.images import testimages as ti
+    images = ti.cached_test_images(args.cache)
+    out: dict[str, str] = {}
+    for key, img in images.items():
+        out[key] = str(img.layout)
+        if args.push:
+            digest = ti.push_image(img.layout, f"http://{args.push}", key)
+            out[key] = f"{args.push}/{img.name}@{digest}"
+            print(f"pushed {args.push}/{key} ({digest})", file=sys.stderr)
+    if args.output == "json":
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k}={v}")
+    return 0
