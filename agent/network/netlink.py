@@ -33,7 +33,9 @@ Design notes
   the veth. `netns_remove` does that; `release(ns)` lets a caller drop one early.
 * Namespaces are created the way iproute2 does (a bind mount of the new
   namespace on /run/netns/NAME, /run/netns a shared mount) so `ip netns exec`
-  works on them, but from a short-lived thread instead of a forked child.
+  works on them — but by the namespace's own worker thread (unshare, then
+  mount /proc/self/task/TID/ns/net), which stays there to serve the pod-side
+  calls that follow; no forked child.
 * `RecordingNetlink` keeps an in-memory model with the kernel semantics the
   callers rely on (a veth dies with its peer, links die with their namespace,
   routes/neighbours/FDB entries die with their device, EEXIST/ENODEV) and
@@ -134,7 +136,8 @@ class FdbEntry:
 class Netlink(Protocol):
     # namespaces (named, under /run/netns)
     def netns_list(self) -> list[str]: ...
-    def netns_create(self, name: str) -> None: ...
+    def netns_create(self, name: str) -> bool:
+        """Create /run/netns/NAME unless it exists; True if created now."""
     def netns_remove(self, name: str) -> None: ...
     def netns_path(self, name: str) -> str: ...
     def release(self, ns: str) -> None:
@@ -191,11 +194,16 @@ class _NsWorker:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self._local = threading.local()
 
+    def _enter(self) -> None:
+        if not getattr(self._local, "entered", False):
+            if self.path is not None:
+                _setns_thread(self._libc, self.path)
+            self._local.entered = True
+
     def _ipr(self):
         ipr = getattr(self._local, "ipr", None)
         if ipr is None:
-            if self.path is not None:
-                _setns_thread(self._libc, self.path)
+            self._enter()
             from pyroute2 import IPRoute
             ipr = IPRoute()
             self._local.ipr = ipr
@@ -207,9 +215,23 @@ class _NsWorker:
     def run(self, fn: Callable[[], Any]) -> Any:
         """Run fn inside the namespace without an IPRoute (sysctl writes)."""
         def job():
-            self._ipr()  # enters the namespace on first use
+            self._enter()
             return fn()
         return self._pool.submit(job).result()
+
+    def create(self) -> None:
+        """Make a new namespace from inside the worker thread and bind-mount it on
+        `path`; the thread then stays in it, ready for the pod-side calls."""
+        libc, path = self._libc, self.path
+
+        def job():
+            if libc.unshare(_CLONE_NEWNET) != 0:
+                raise NetlinkOpError(ctypes.get_errno(), f"unshare a network namespace for {path}")
+            self._local.entered = True    # even if the mount fails: never reuse this thread elsewhere
+            src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+            if libc.mount(src, path.encode(), b"none", _MS_BIND, None) != 0:
+                raise NetlinkOpError(ctypes.get_errno(), f"bind-mount network namespace on {path}")
+        self._pool.submit(job).result()
 
     def close(self) -> None:
         def shut():
@@ -237,22 +259,6 @@ def _setns_thread(libc: Any, path: str) -> None:
         os.close(fd)
 
 
-def _in_thread(fn: Callable[[], Any]) -> Any:
-    box: dict[str, Any] = {}
-
-    def run():
-        try:
-            box["r"] = fn()
-        except BaseException as exc:  # re-raised in the caller
-            box["e"] = exc
-    t = threading.Thread(target=run, name="netns-create")
-    t.start()
-    t.join()
-    if "e" in box:
-        raise box["e"]
-    return box.get("r")
-
-
 def _msg_attr(msg: Any, name: str, default: Any = None) -> Any:
     v = msg.get(name)
     return default if v is None else v
@@ -275,14 +281,24 @@ class PyrouteNetlink:
     def _worker(self, ns: str | None) -> _NsWorker:
         if ns is None:
             return self._node
-        evicted: list[_NsWorker] = []
         with self._lock:
             w = self._pods.get(ns)
-            if w is None:
-                path = self.netns_path(ns)
-                if not os.path.exists(path):
-                    raise NetlinkOpError(errno.ENOENT, f"network namespace {ns} does not exist ({path})")
-                w = _NsWorker(path, self._libc)
+            if w is not None:
+                self._pods.move_to_end(ns)
+                return w
+        path = self.netns_path(ns)
+        if not os.path.ismount(path):
+            raise NetlinkOpError(errno.ENOENT, f"network namespace {ns} does not exist ({path})")
+        return self._adopt(ns, _NsWorker(path, self._libc))
+
+    def _adopt(self, ns: str, w: _NsWorker) -> _NsWorker:
+        evicted: list[_NsWorker] = []
+        with self._lock:
+            old = self._pods.get(ns)
+            if old is not None:      # another caller got there first: keep theirs
+                evicted.append(w)
+                w = old
+            else:
                 self._pods[ns] = w
             self._pods.move_to_end(ns)
             while len(self._pods) > self._max_pod_workers:
@@ -300,11 +316,23 @@ class PyrouteNetlink:
         except NetlinkError as exc:
             raise NetlinkOpError(exc.code, f"netlink {what} ({label})") from exc
 
+    @staticmethod
+    def _lookup(ipr: Any, name: str) -> int | None:
+        # RTM_GETLINK by name: one message, where link_lookup() dumps and parses
+        # every link of the namespace (slow with hundreds of veths)
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            return ipr.link("get", ifname=name)[0]["index"]
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise
+
     def _index(self, ipr: Any, name: str, ns: str | None) -> int:
-        idx = ipr.link_lookup(ifname=name)
-        if not idx:
+        idx = self._lookup(ipr, name)
+        if idx is None:
             raise NetlinkOpError(errno.ENODEV, f"no link {name} ({_ns_label(ns, self.node_ns)})")
-        return idx[0]
+        return idx
 
     def close(self) -> None:
         with self._lock:
@@ -344,10 +372,10 @@ class PyrouteNetlink:
         if self._libc.mount(b"none", d, None, _MS_SHARED | _MS_REC, None) != 0:
             raise NetlinkOpError(ctypes.get_errno(), f"make {self.run_dir} a shared mount")
 
-    def netns_create(self, name: str) -> None:
+    def netns_create(self, name: str) -> bool:
         path = self.netns_path(name)
         if os.path.ismount(path):
-            return
+            return False
         log.debug("netns create %s", path)
         self._ensure_run_dir()
         try:
@@ -355,22 +383,18 @@ class PyrouteNetlink:
         except FileExistsError:
             pass  # a stale, unmounted file from a crash: mount over it
 
-        libc = self._libc
-
-        def create() -> None:
-            if libc.unshare(_CLONE_NEWNET) != 0:
-                raise NetlinkOpError(ctypes.get_errno(), f"unshare a network namespace for {name}")
-            src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
-            if libc.mount(src, path.encode(), b"none", _MS_BIND, None) != 0:
-                raise NetlinkOpError(ctypes.get_errno(), f"bind-mount network namespace on {path}")
+        worker = _NsWorker(path, self._libc)
         try:
-            _in_thread(create)
+            worker.create()
         except BaseException:
+            worker.close()
             try:
                 os.unlink(path)
             except OSError:
                 pass
             raise
+        self._adopt(name, worker)
+        return True
 
     def netns_remove(self, name: str) -> None:
         self.release(name)
@@ -411,10 +435,13 @@ class PyrouteNetlink:
 
     def link_get(self, name: str, *, ns: str | None = None) -> Link | None:
         def fn(ipr):
-            idx = ipr.link_lookup(ifname=name)
-            if not idx:
-                return None
-            msg = ipr.link("get", index=idx[0])[0]
+            from pyroute2.netlink.exceptions import NetlinkError
+            try:
+                msg = ipr.link("get", ifname=name)[0]
+            except NetlinkError as exc:
+                if exc.code == errno.ENODEV:
+                    return None
+                raise
             master = msg.get("master")
             names = {}
             if master:
@@ -449,9 +476,9 @@ class PyrouteNetlink:
 
     def link_del(self, name: str, *, ns: str | None = None) -> None:
         def fn(ipr):
-            idx = ipr.link_lookup(ifname=name)
-            if idx:
-                ipr.link("del", index=idx[0])
+            idx = self._lookup(ipr, name)
+            if idx is not None:
+                ipr.link("del", index=idx)
         self._call(ns, f"link del {name}", fn)
 
     def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
@@ -463,10 +490,10 @@ class PyrouteNetlink:
                 kw["mtu"] = mtu
             if master is not None:
                 kw["master"] = self._index(ipr, master, ns)
+            if up is not None:
+                kw["state"] = "up" if up else "down"
             if kw:
                 ipr.link("set", index=idx, **kw)
-            if up is not None:
-                ipr.link("set", index=idx, state="up" if up else "down")
         parts = [f"link set {name}"] + ([f"mtu {mtu}"] if mtu is not None else []) + \
                 ([f"master {master}"] if master else []) + ([("up" if up else "down")] if up is not None else [])
         self._call(ns, " ".join(parts), fn)
@@ -521,10 +548,10 @@ class PyrouteNetlink:
 
     def route_del(self, route: Route, *, ns: str | None = None) -> None:
         def fn(ipr):
-            idx = ipr.link_lookup(ifname=route.dev)
-            if not idx:
+            idx = self._lookup(ipr, route.dev)
+            if idx is None:
                 return
-            kw = {"dst": route.dst, "oif": idx[0], "table": _RT_TABLE_MAIN}
+            kw = {"dst": route.dst, "oif": idx, "table": _RT_TABLE_MAIN}
             if route.gateway:
                 kw["gateway"] = route.gateway
             try:
@@ -559,11 +586,11 @@ class PyrouteNetlink:
 
     def neigh_del(self, n: Neighbour) -> None:
         def fn(ipr):
-            idx = ipr.link_lookup(ifname=n.dev)
-            if not idx:
+            idx = self._lookup(ipr, n.dev)
+            if idx is None:
                 return
             try:
-                ipr.neigh("del", dst=n.ip, ifindex=idx[0])
+                ipr.neigh("del", dst=n.ip, ifindex=idx)
             except Exception as exc:
                 if getattr(exc, "code", None) != errno.ENOENT:
                     raise
@@ -571,13 +598,13 @@ class PyrouteNetlink:
 
     def neigh_dump(self, dev: str) -> list[Neighbour]:
         def fn(ipr):
-            idx = ipr.link_lookup(ifname=dev)
-            if not idx:
+            idx = self._lookup(ipr, dev)
+            if idx is None:
                 return []
             return [Neighbour(dev=dev, ip=m.get("dst"), mac=m.get("lladdr") or "",
                               permanent=bool(m["state"] & _NUD_PERMANENT))
-                    for m in ipr.neigh("dump", ifindex=idx[0], family=_AF_INET)
-                    if m["ifindex"] == idx[0]]
+                    for m in ipr.neigh("dump", ifindex=idx, family=_AF_INET)
+                    if m["ifindex"] == idx]
         return self._call(None, f"neigh dump dev {dev}", fn)
 
     def fdb_append(self, e: FdbEntry) -> None:
@@ -587,11 +614,11 @@ class PyrouteNetlink:
 
     def fdb_del(self, e: FdbEntry) -> None:
         def fn(ipr):
-            idx = ipr.link_lookup(ifname=e.dev)
-            if not idx:
+            idx = self._lookup(ipr, e.dev)
+            if idx is None:
                 return
             try:
-                ipr.fdb("del", ifindex=idx[0], lladdr=e.mac, dst=e.dst)
+                ipr.fdb("del", ifindex=idx, lladdr=e.mac, dst=e.dst)
             except Exception as exc:
                 if getattr(exc, "code", None) != errno.ENOENT:
                     raise
@@ -599,12 +626,12 @@ class PyrouteNetlink:
 
     def fdb_dump(self, dev: str) -> list[FdbEntry]:
         def fn(ipr):
-            idx = ipr.link_lookup(ifname=dev)
-            if not idx:
+            idx = self._lookup(ipr, dev)
+            if idx is None:
                 return []
             return [FdbEntry(dev=dev, mac=m.get("lladdr") or "", dst=m.get("dst") or "")
-                    for m in ipr.fdb("dump", ifindex=idx[0])
-                    if m["ifindex"] == idx[0] and m.get("dst")]
+                    for m in ipr.fdb("dump", ifindex=idx)
+                    if m["ifindex"] == idx and m.get("dst")]
         return self._call(None, f"fdb dump dev {dev}", fn)
 
     # -- sysctl
@@ -695,12 +722,14 @@ class RecordingNetlink:
         self.calls.append(("netns_list",))
         return sorted(k for k in self.spaces if k is not None)
 
-    def netns_create(self, name: str) -> None:
+    def netns_create(self, name: str) -> bool:
         self.calls.append(("netns_create", name))
-        if name not in self.spaces:
-            self.spaces[name] = _NsModel()
-            self._next_index += 1
-            self.spaces[name].links["lo"] = Link("lo", 1, "", 65536, False, _ZERO_MAC)
+        if name in self.spaces:
+            return False
+        self.spaces[name] = _NsModel()
+        self._next_index += 1
+        self.spaces[name].links["lo"] = Link("lo", 1, "", 65536, False, _ZERO_MAC)
+        return True
 
     def netns_remove(self, name: str) -> None:
         self.calls.append(("netns_remove", name))

@@ -161,37 +161,16 @@ class NodeNetwork:
         mtu = self.pod_mtu()
         ifn = self.pod_ifname
         try:
-            self.netlink.netns_create(ns)
-            host = self.netlink.link_get(veth)
-            inner = self.netlink.link_get(ifn, ns=ns)
-            if host is None or inner is None or host.kind != "veth" or inner.kind != "veth":
-                if host is not None or inner is not None:
-                    log.info("pod %s: repairing veth pair %s/%s (host side %s, pod side %s)", pod_name, veth, ifn,
-                             "present" if host else "missing", "present" if inner else "missing")
-                self.netlink.link_del(veth)
-                self.netlink.link_del(ifn, ns=ns)
-                self.netlink.link_add(veth, "veth", mtu=mtu, peer=ifn, peer_ns=ns)
-                host = inner = None       # fresh pair: created with the right MTU, down
-            # host side
-            if host is not None and host.mtu != mtu:
-                self.netlink.link_set(veth, mtu=mtu)
-            if host is None or host.master != self.bridge:
-                self.netlink.link_set(veth, master=self.bridge)
-            if host is None or not host.up:
-                self.netlink.link_set(veth, up=True)
-            # pod side
-            lo = self.netlink.link_get("lo", ns=ns)
-            if lo is None or not lo.up:
+            created = self.netlink.netns_create(ns)
+            if self._ensure_veth(ns, veth, pod_name, created=created):
+                # Fresh pair (the common path): nothing to observe, only to do.
+                self.netlink.link_set(veth, master=self.bridge, up=True)
                 self.netlink.link_set("lo", ns=ns, up=True)
-            if inner is not None and inner.mtu != mtu:
-                self.netlink.link_set(ifn, ns=ns, mtu=mtu)
-            self._ensure_addr(ifn, f"{rec.ip}/{net.prefixlen}", ns=ns)
-            if inner is None or not inner.up:
+                self.netlink.addr_add(ifn, f"{rec.ip}/{net.prefixlen}", ns=ns)
                 self.netlink.link_set(ifn, ns=ns, up=True)
-            gw = gateway_of(cidr)
-            default = [r for r in self.netlink.route_dump(ns=ns) if r.dst == "0.0.0.0/0"]
-            if not any(r.gateway == gw and r.dev == ifn for r in default):
-                self.netlink.route_replace(Route(dst="0.0.0.0/0", dev=ifn, gateway=gw), ns=ns)
+                self.netlink.route_replace(Route(dst="0.0.0.0/0", dev=ifn, gateway=gateway_of(cidr)), ns=ns)
+            else:
+                self._repair_pod(ns, veth, f"{rec.ip}/{net.prefixlen}", gateway_of(cidr), mtu)
         except NetlinkOpError as exc:
             raise NetlinkOpError(exc.errno or 0, f"network setup of pod {pod_name} ({pod_uid}) in netns {ns}: {exc}") from exc
         finally:
@@ -201,6 +180,41 @@ class NodeNetwork:
         if has_ports:
             self._apply_host_ports()
         return PodNet(pod_uid=pod_uid, netns_path=self.netlink.netns_path(ns), ip=rec.ip)
+
+    def _ensure_veth(self, ns: str, veth: str, pod_name: str, *, created: bool) -> bool:
+        """Make sure the pair exists; True if it was (re)created just now."""
+        ifn = self.pod_ifname
+        host = self.netlink.link_get(veth)
+        if host is not None and host.kind == "veth" and not created:
+            inner = self.netlink.link_get(ifn, ns=ns)
+            if inner is not None and inner.kind == "veth":
+                return False
+            log.info("pod %s: repairing veth pair %s/%s (pod side missing)", pod_name, veth, ifn)
+        elif host is not None:
+            log.info("pod %s: replacing %s (a %s, or its pod side is gone with the netns)", pod_name, veth, host.kind)
+        if host is not None:
+            self.netlink.link_del(veth)        # a veth takes its peer along
+        if not created:
+            self.netlink.link_del(ifn, ns=ns)  # an orphaned pod side from a crash
+        self.netlink.link_add(veth, "veth", mtu=self.pod_mtu(), peer=ifn, peer_ns=ns)
+        return True
+
+    def _repair_pod(self, ns: str, veth: str, cidr: str, gw: str, mtu: int) -> None:
+        """Observe an existing pod network and fix only what differs."""
+        ifn = self.pod_ifname
+        host = self.netlink.link_get(veth)
+        if host is not None and (host.mtu != mtu or host.master != self.bridge or not host.up):
+            self.netlink.link_set(veth, mtu=mtu if host.mtu != mtu else None, master=self.bridge, up=True)
+        lo = self.netlink.link_get("lo", ns=ns)
+        if lo is None or not lo.up:
+            self.netlink.link_set("lo", ns=ns, up=True)
+        inner = self.netlink.link_get(ifn, ns=ns)
+        if inner is not None and (inner.mtu != mtu or not inner.up):
+            self.netlink.link_set(ifn, ns=ns, mtu=mtu if inner.mtu != mtu else None, up=True)
+        self._ensure_addr(ifn, cidr, ns=ns)
+        default = [r for r in self.netlink.route_dump(ns=ns) if r.dst == "0.0.0.0/0"]
+        if not any(r.gateway == gw and r.dev == ifn for r in default):
+            self.netlink.route_replace(Route(dst="0.0.0.0/0", dev=ifn, gateway=gw), ns=ns)
 
     def teardown_pod(self, pod_uid: str) -> None:
         rec = self.state.get(pod_uid)
