@@ -1,0 +1,485 @@
+"""`RuncRuntime`: the agent's `Runtime` on real runc, one conmon per container.
+
+Layout under `root_dir` (all the state a restarted agent needs is here or in
+runc's `--root`; nothing lives only in memory):
+
+    containers/<id>/meta.json      labels, names, log path, cgroup path (written first)
+    containers/<id>/upper, work    the overlay's writable layer and its work dir
+    containers/<id>/bundle/        config.json, rootfs/ (overlay mount point),
+                                   pidfile, conmon's attach socket and fifos
+    containers/<id>/persist/       conmon's `exit` and `oom` files
+    containers/<id>/etc/           hosts, hostname, resolv.conf (bind-mounted)
+    containers/<id>/conmon.pid     the monitor, to tell "exited" from "monitor lost"
+    containers/<id>/started        unix time of `runc start`
+    exits/<id>                     conmon's exit file (exit code; mtime = finish time)
+    sockets/<id>                   conmon's symlink to the bundle (attach socket)
+
+Verbs (the `agent.interfaces.Runtime` contract):
+- create: meta.json → overlay mount → user resolved in the rootfs → /etc files
+  → config.json (`spec.build_oci_spec`) → conmon, placed in
+  `<cgroup_parent>/shoal-monitors`, runs `runc create` → state "created".
+  Any failure undoes what was done and raises with the pod and container named.
+- start: `runc start`. kill: `runc kill`, silent if already exited or unknown.
+- state/list: `runc state`/`runc list` + the exit file + the oom file +
+  timestamps, folded by the pure `assemble_state`. list() costs one runc call.
+- remove: refuses a running container; `runc delete` (never `-f` on a stopped
+  one: it polls, ~100 ms), unmount, left-over cgroup, exit file, socket link,
+  the container dir. The log file stays (the pod worker owns it).
+- exec: `runc exec` with a timeout; on timeout both runc and the process it
+  started in the container are killed and TimeoutError raised.
+
+OOM: conmon writes `persist/oom` when the container's cgroup records an OOM
+kill (it watches memory.oom_control on v1, memory.events on v2); the cgroup's
+own counter is read as a fallback while the cgroup still exists.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import resource
+import shutil
+import stat as _stat
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from agent.interfaces import ContainerConfig, ContainerState
+
+from . import logs as _logs
+from .cgroups import Cgroups
+from .monitor import DEFAULT_CONMON, MonitorPaths, conmon_argv, monitor_alive, spawn_monitor
+from .mounts import is_mounted, mount_overlay, unmount
+from .runc import DEFAULT_RUNC, CommandRunner, Runc, SubprocessRunner
+from .spec import (NOFILE_LIMIT, EtcFiles, ResolvedUser, build_oci_spec, effective_hostname, render_hosts,
+                   render_resolv_conf, resolve_user)
+
+log = logging.getLogger(__name__)
+
+MONITORS_CGROUP = "shoal-monitors"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class ContainerExists(RuntimeError):
+    pass
+
+
+class CreateError(RuntimeError):
+    """create failed (and was undone); the message names pod, container and cause."""
+
+
+# ---------------------------------------------------------------------------- pure
+@dataclass(frozen=True)
+class DiskRecord:
+    """What the runtime finds on disk for one container."""
+    id: str
+    labels: dict
+    log_path: str = ""
+    created_at: float | None = None
+    started_at: float | None = None
+    exit_code: int | None = None
+    finished_at: float | None = None
+    oom_file: bool = False
+    monitor_alive: bool = False
+
+
+def parse_exit_file(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def assemble_state(rec: DiskRecord, runc_state: dict | None, *, oom_counter: int | None = None) -> ContainerState:
+    """Fold runc's view and conmon's files into one ContainerState.
+
+    - runc knows it as created/running/paused → that (paused reads running), with its pid;
+    - runc says stopped, or has forgotten it, and conmon left an exit code → stopped with it;
+    - runc says stopped, no exit file, monitor dead → stopped, exit code unknown (None);
+    - runc says stopped, no exit file yet but the monitor lives → still "running"
+      without a pid: conmon writes the file a few ms after reaping;
+    - neither runc nor an exit file (a create that crashed half-way) → unknown.
+    """
+    status = (runc_state or {}).get("status")
+    pid = (runc_state or {}).get("pid") or None
+    oom = rec.oom_file or bool(oom_counter)
+    base = dict(id=rec.id, labels=dict(rec.labels), log_path=rec.log_path, started_at=rec.started_at)
+    if status in ("created", "running", "paused", "creating"):
+        return ContainerState(status="created" if status in ("created", "creating") else "running",
+                              pid=pid, **base)
+    if rec.exit_code is not None:
+        return ContainerState(status="stopped", exit_code=rec.exit_code, finished_at=rec.finished_at,
+                              oom_killed=oom, **base)
+    if status == "stopped":
+        if rec.monitor_alive:
+            return ContainerState(status="running", pid=None, **base)
+        return ContainerState(status="stopped", exit_code=None, finished_at=rec.finished_at,
+                              oom_killed=oom, **base)
+    return ContainerState(status="unknown", **base)
+
+
+def runc_created_at(runc_state: dict | None) -> float | None:
+    ts = (runc_state or {}).get("created")
+    if not ts:
+        return None
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", ts)
+    if not m:
+        return None
+    import datetime as _dt
+    base = _dt.datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(3) == "Z" else m.group(3)))
+    frac = float("0." + m.group(2)) if m.group(2) else 0.0
+    return base.timestamp() + frac
+
+
+# ---------------------------------------------------------------------------- executor
+class RuncRuntime:
+    def __init__(self, root_dir: str, *, runc_root: str, cgroup_parent: str = "/shoal",
+                 runner: CommandRunner | None = None, runc_binary: str = DEFAULT_RUNC,
+                 conmon_binary: str = DEFAULT_CONMON, log_size_max: int = 10 * 1024 * 1024,
+                 cgroups: Cgroups | None = None, clock: Callable[[], float] = time.time,
+                 host_resolv_conf: str = "/etc/resolv.conf", create_timeout: float = 30.0,
+                 conmon_log_level: str | None = None):
+        self.root_dir = os.path.abspath(root_dir)
+        self.runc_root = os.path.abspath(runc_root)
+        self.cgroup_parent = "/" + cgroup_parent.strip("/")
+        self.runner: CommandRunner = runner or SubprocessRunner()
+        self.runc = Runc(root=self.runc_root, binary=runc_binary, runner=self.runner)
+        self.conmon_binary = conmon_binary
+        self.log_size_max = log_size_max
+        self.cgroups = cgroups or Cgroups()
+        self.clock = clock
+        self.host_resolv_conf = host_resolv_conf
+        self.create_timeout = create_timeout
+        self.conmon_log_level = conmon_log_level
+        # conmon processes this object spawned: reaped when they exit. Those
+        # of an earlier agent belong to init now.
+        self._monitors: dict[str, subprocess.Popen] = {}
+        # Docker's NOFILE (1048576), but never above the agent's own hard
+        # limit: raising it needs CAP_SYS_RESOURCE, which a host may withhold
+        # (this VM does) and runc would then fail with EPERM.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        self.nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
+        self._lock = threading.Lock()
+        for d in (self.containers_dir, self.exit_dir, self.socket_dir, self.runc_root):
+            os.makedirs(d, exist_ok=True)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def containers_dir(self) -> str:
+        return os.path.join(self.root_dir, "containers")
+
+    @property
+    def exit_dir(self) -> str:
+        return os.path.join(self.root_dir, "exits")
+
+    @property
+    def socket_dir(self) -> str:
+        return os.path.join(self.root_dir, "sockets")
+
+    def container_dir(self, cid: str) -> str:
+        if not _ID.match(cid):
+            raise ValueError(f"invalid container id {cid!r}: letters, digits, '_', '.', '-' only")
+        return os.path.join(self.containers_dir, cid)
+
+    def bundle_dir(self, cid: str) -> str:
+        return os.path.join(self.container_dir(cid), "bundle")
+
+    def rootfs_dir(self, cid: str) -> str:
+        return os.path.join(self.bundle_dir(cid), "rootfs")
+
+    def cgroup_path(self, cid: str) -> str:
+        return f"{self.cgroup_parent}/{cid}"
+
+    @property
+    def monitors_cgroup(self) -> str:
+        return f"{self.cgroup_parent}/{MONITORS_CGROUP}"
+
+    # ------------------------------------------------------------------ create
+    def create(self, cfg: ContainerConfig) -> None:
+        cid = cfg.id
+        cdir = self.container_dir(cid)
+        what = f"container {cfg.container_name!r} ({cid}) of pod {cfg.namespace}/{cfg.pod_name}"
+        if os.path.exists(cdir) or self.runc.state(cid) is not None:
+            raise ContainerExists(f"{what} already exists: remove it first")
+        if not cfg.log_path:
+            raise ValueError(f"{what}: no log_path")
+        t0 = time.monotonic()
+        os.makedirs(cdir)
+        try:
+            self._create(cfg, cdir)
+        except BaseException as e:
+            log.warning("create %s failed, undoing: %s", what, e)
+            try:
+                self._cleanup(cid, force=True)
+            except Exception as ce:   # keep the original error; the leftovers show in list()
+                log.error("cleanup after failed create of %s: %s", cid, ce)
+            if isinstance(e, Exception):
+                raise CreateError(f"create {what}: {e}") from e
+            raise
+        log.debug("created %s in %.1f ms", cid, (time.monotonic() - t0) * 1000)
+
+    def _create(self, cfg: ContainerConfig, cdir: str) -> None:
+        cid = cfg.id
+        bundle, rootfs = self.bundle_dir(cid), self.rootfs_dir(cid)
+        upper, work = os.path.join(cdir, "upper"), os.path.join(cdir, "work")
+        persist, etc = os.path.join(cdir, "persist"), os.path.join(cdir, "etc")
+        for d in (upper, work, rootfs, persist, etc):
+            os.makedirs(d)
+        _write_json(os.path.join(cdir, "meta.json"), {
+            "id": cid, "pod_uid": cfg.pod_uid, "pod_name": cfg.pod_name, "namespace": cfg.namespace,
+            "container_name": cfg.container_name, "attempt": cfg.attempt, "labels": dict(cfg.labels),
+            "log_path": os.path.abspath(cfg.log_path), "image": cfg.image.reference,
+            "image_digest": cfg.image.digest, "cgroup": self.cgroup_path(cid), "created_at": self.clock(),
+        })
+        for layer in cfg.image.layers:
+            if not os.path.isdir(layer):
+                raise FileNotFoundError(f"layer directory {layer} of image {cfg.image.reference} "
+                                        f"({cfg.image.digest}) is missing")
+        mount_overlay(rootfs, layers=list(cfg.image.layers), upper=upper, work=work)
+
+        user = self._resolve_user(cfg, rootfs)
+        hostname = effective_hostname(cfg)
+        etc_files = EtcFiles(hosts=os.path.join(etc, "hosts"), hostname=os.path.join(etc, "hostname"),
+                             resolv_conf=os.path.join(etc, "resolv.conf"))
+        _write_text(etc_files.hostname, hostname + "\n")
+        _write_text(etc_files.hosts, render_hosts(hostname, self._pod_ip(cfg.netns_path)))
+        try:
+            with open(self.host_resolv_conf) as f:
+                host_resolv = f.read()
+        except FileNotFoundError:
+            host_resolv = ""
+        _write_text(etc_files.resolv_conf, render_resolv_conf(host_resolv))
+
+        spec = build_oci_spec(cfg, rootfs=rootfs, cgroups_path=self.cgroup_path(cid), user=user,
+                              etc_files=etc_files, nofile=self.nofile)
+        _write_json(os.path.join(bundle, "config.json"), spec)
+
+        log_path = os.path.abspath(cfg.log_path)
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        paths = MonitorPaths(bundle=bundle, container_pidfile=os.path.join(bundle, "pidfile"),
+                             log_path=log_path, exit_dir=self.exit_dir, persist_dir=persist,
+                             socket_dir=self.socket_dir, stderr_path=os.path.join(cdir, "conmon.stderr"))
+        argv = conmon_argv(container_id=cid, name=f"{cfg.namespace}_{cfg.pod_name}_{cfg.container_name}_{cfg.attempt}",
+                           runc_binary=self.runc.binary, runc_root=self.runc_root, paths=paths,
+                           log_size_max=self.log_size_max, conmon_binary=self.conmon_binary,
+                           log_level=self.conmon_log_level)
+        proc, pid = spawn_monitor(argv, stderr_path=paths.stderr_path,
+                                  place=lambda p: self.cgroups.join(p, self.monitors_cgroup),
+                                  timeout=self.create_timeout)
+        with self._lock:
+            self._monitors[cid] = proc
+        _write_text(os.path.join(cdir, "conmon.pid"), str(proc.pid))
+        _logs.track_rotation(log_path)
+        log.debug("container %s created: init pid %d under conmon %d", cid, pid, proc.pid)
+
+    def _resolve_user(self, cfg: ContainerConfig, rootfs: str) -> ResolvedUser:
+        where = f"image {cfg.image.reference} ({cfg.image.digest})"
+        passwd = _read_in_rootfs(rootfs, "etc/passwd")
+        group = _read_in_rootfs(rootfs, "etc/group")
+        return resolve_user(cfg.user, passwd=passwd, group=group, where=where)
+
+    def _pod_ip(self, netns_path: str | None) -> str | None:
+        """The pod's IPv4 address (for /etc/hosts), read inside its netns."""
+        if not netns_path:
+            return None
+        r = self.runner.run(["nsenter", f"--net={netns_path}", "ip", "-4", "-o", "addr", "show",
+                             "scope", "global"], timeout=5)
+        if r.returncode != 0:
+            log.debug("no pod IP in %s: %s", netns_path, r.stderr.decode(errors="replace").strip())
+            return None
+        m = re.search(rb"inet (\d+\.\d+\.\d+\.\d+)/", r.stdout)
+        return m.group(1).decode() if m else None
+
+    # ------------------------------------------------------------------ start / kill
+    def start(self, container_id: str) -> None:
+        self.runc.start(container_id)
+        _write_text(os.path.join(self.container_dir(container_id), "started"), repr(self.clock()))
+
+    def kill(self, container_id: str, signal: int) -> None:
+        self.runc.kill(container_id, signal)
+
+    # ------------------------------------------------------------------ state / list
+    def state(self, container_id: str) -> ContainerState | None:
+        cdir = self.container_dir(container_id)
+        rs = self.runc.state(container_id)
+        if rs is None and not os.path.isdir(cdir):
+            return None
+        return self._assemble(container_id, rs)
+
+    def list(self) -> list[ContainerState]:
+        by_id = {s["id"]: s for s in self.runc.list()}
+        ids = set(by_id)
+        try:
+            ids |= {d for d in os.listdir(self.containers_dir) if _ID.match(d)}
+        except FileNotFoundError:
+            pass
+        return [self._assemble(cid, by_id.get(cid)) for cid in sorted(ids)]
+
+    def _assemble(self, cid: str, rs: dict | None) -> ContainerState:
+        rec = self._disk_record(cid, rs)
+        if rs and rs.get("status") == "stopped" and rec.exit_code is None and rec.monitor_alive:
+            # conmon writes the exit file right after reaping; give it a moment.
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and rec.exit_code is None and rec.monitor_alive:
+                time.sleep(0.01)
+                rec = self._disk_record(cid, rs)
+        counter = None
+        if rec.exit_code is not None and not rec.oom_file and self.cgroups.exists(self.cgroup_path(cid)):
+            counter = self.cgroups.oom_kills(self.cgroup_path(cid))
+        if rec.log_path:
+            try:
+                _logs.track_rotation(rec.log_path)
+            except OSError as e:
+                log.debug("log rotation tracking for %s: %s", cid, e)
+        self._reap(cid)
+        return assemble_state(rec, rs, oom_counter=counter)
+
+    def _disk_record(self, cid: str, rs: dict | None) -> DiskRecord:
+        cdir = self.container_dir(cid)
+        meta = _read_json(os.path.join(cdir, "meta.json")) or {}
+        exit_path = os.path.join(self.exit_dir, cid)
+        exit_code = finished = None
+        try:
+            with open(exit_path) as f:
+                exit_code = parse_exit_file(f.read())
+            finished = os.stat(exit_path).st_mtime
+        except FileNotFoundError:
+            persist_exit = os.path.join(cdir, "persist", "exit")
+            try:
+                with open(persist_exit) as f:
+                    exit_code = parse_exit_file(f.read())
+                finished = os.stat(persist_exit).st_mtime
+            except FileNotFoundError:
+                pass
+        started = _read_float(os.path.join(cdir, "started"))
+        conmon_pid = _read_int(os.path.join(cdir, "conmon.pid"))
+        return DiskRecord(
+            id=cid, labels=meta.get("labels", {}), log_path=meta.get("log_path", ""),
+            created_at=meta.get("created_at") or runc_created_at(rs), started_at=started,
+            exit_code=exit_code, finished_at=finished,
+            oom_file=os.path.exists(os.path.join(cdir, "persist", "oom")),
+            monitor_alive=monitor_alive(conmon_pid, cid))
+
+    def _reap(self, cid: str, *, wait: float = 0.0) -> None:
+        with self._lock:
+            proc = self._monitors.get(cid)
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=wait) if wait else proc.poll()
+        except subprocess.TimeoutExpired:
+            return
+        if proc.returncode is not None:
+            with self._lock:
+                self._monitors.pop(cid, None)
+
+    # ------------------------------------------------------------------ remove
+    def remove(self, container_id: str) -> None:
+        rs = self.runc.state(container_id)
+        if rs is not None and rs.get("status") in ("running", "paused"):
+            raise RuntimeError(f"container {container_id} is running (pid {rs.get('pid')}): "
+                               f"stop it before removing it")
+        self._cleanup(container_id, force=False, runc_state=rs)
+
+    def _cleanup(self, cid: str, *, force: bool, runc_state: dict | None | bool = False) -> None:
+        cdir = self.container_dir(cid)
+        rs = self.runc.state(cid) if runc_state is False else runc_state
+        if rs is not None:
+            self.runc.delete(cid, force=force or rs.get("status") not in ("stopped", "created"))
+        # conmon exits once runc is done with the container: reap ours.
+        self._reap(cid, wait=2.0)
+        meta = _read_json(os.path.join(cdir, "meta.json")) or {}
+        rootfs = self.rootfs_dir(cid)
+        if os.path.isdir(rootfs) and is_mounted(rootfs):
+            unmount(rootfs)
+        left = self.cgroups.remove(meta.get("cgroup") or self.cgroup_path(cid))
+        if left:
+            log.warning("container %s: cgroups still busy after delete: %s", cid, left)
+        for p in (os.path.join(self.exit_dir, cid), os.path.join(self.socket_dir, cid)):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        if meta.get("log_path"):
+            _logs.forget_rotation(meta["log_path"])
+        if os.path.isdir(cdir):
+            if os.path.isdir(rootfs) and is_mounted(rootfs):
+                raise RuntimeError(f"container {cid}: rootfs {rootfs} is still mounted; not removing {cdir}")
+            shutil.rmtree(cdir)
+        log.debug("container %s removed", cid)
+
+    # ------------------------------------------------------------------ exec
+    def exec(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, bytes]:
+        if not argv:
+            raise ValueError(f"exec in container {container_id}: empty command")
+        cdir = self.container_dir(container_id)
+        if not os.path.isdir(cdir):
+            raise RuntimeError(f"exec in container {container_id}: no such container")
+        pid_file = os.path.join(cdir, f"exec-{uuid.uuid4().hex[:12]}.pid")
+        return self.runc.exec(container_id, argv, timeout=timeout, pid_file=pid_file)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path: str, obj: dict) -> None:
+    _write_text(path, json.dumps(obj, indent=1, sort_keys=True))
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _read_float(path: str) -> float | None:
+    try:
+        with open(path) as f:
+            return float(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _read_in_rootfs(rootfs: str, rel: str, *, limit: int = 1 << 20) -> str:
+    """Read a small file of the container's rootfs without following a symlink
+    out of it (an image may make /etc/passwd point at the host's files)."""
+    parts = rel.split("/")
+    fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | (0 if last else os.O_DIRECTORY)
+            try:
+                nfd = os.open(part, flags, dir_fd=fd)
+            except (FileNotFoundError, NotADirectoryError):
+                return ""
+            except OSError as e:          # ELOOP: a symlink — not followed, treated as absent
+                log.debug("not reading %s/%s: %s", rootfs, rel, e)
+                return ""
+            os.close(fd)
+            fd = nfd
+        if not _stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit).decode(errors="replace")
+    finally:
+        os.close(fd)

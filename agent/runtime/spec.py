@@ -1,0 +1,309 @@
+"""The OCI runtime spec (runc's `config.json`) for one container, as pure functions.
+
+Contract: `build_oci_spec(cfg, rootfs=..., cgroups_path=..., user=..., etc_files=...)`
+returns a dict that `json.dump` turns into a bundle's `config.json` for
+ociVersion 1.0.2. It reads no files and runs nothing: everything that needs
+the host or the image's rootfs (resolving a user *name* through the
+rootfs's `/etc/passwd`, writing `/etc/hosts`) is done by the executor
+(`agent.runtime.runc_runtime`) and passed in, so every field here is covered by
+the table tests in `tests/unit/test_runtime_spec.py`.
+
+What a container gets is what `docker run` gives by default:
+
+- namespaces pid, mount, uts, ipc and network — the network one joined by path
+  when the pod has one (`cfg.netns_path`), else a fresh, empty one;
+- Docker's 14 default capabilities in the bounding, effective and permitted
+  sets (none inheritable or ambient, as Docker), `noNewPrivileges`, and
+  RLIMIT_NOFILE 1048576 (what containerd/dockerd hand containers on a systemd
+  host; runc's own example uses 1024, which breaks many servers);
+- the standard mounts (/proc, a tmpfs /dev, /dev/pts, a 64 MiB /dev/shm,
+  /dev/mqueue, /sys and /sys/fs/cgroup read-only), Docker's masked and
+  read-only paths, and Docker's device cgroup allow list;
+- cgroup limits from `resources.limits`: cpu as CFS quota over a 100 ms period
+  (clamped to the kernel's 1 ms minimum quota, as the kubelet does), memory as
+  a hard limit with swap equal to it (no swap), as Kubernetes does;
+- `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` bind-mounted from files
+  the executor writes per container (`render_hosts`, `render_resolv_conf`).
+
+Not (yet) done: a seccomp profile, AppArmor/SELinux labels, user namespaces.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from agent.interfaces import ContainerConfig
+
+OCI_VERSION = "1.0.2"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# moby/oci/caps/defaults.go — the set `docker run` grants without --cap-add.
+DOCKER_DEFAULT_CAPS: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+    "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+
+MASKED_PATHS: tuple[str, ...] = (
+    "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+
+READONLY_PATHS: tuple[str, ...] = (
+    "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+)
+
+NOFILE_LIMIT = 1048576
+CPU_PERIOD_US = 100_000
+MIN_CPU_QUOTA_US = 1_000       # the kernel rejects a smaller cfs_quota_us
+
+
+def _dev(kind: str, major: int | None, minor: int | None, *, allow: bool = True) -> dict:
+    rule: dict = {"allow": allow, "type": kind, "access": "rwm"}
+    if major is not None:
+        rule["major"] = major
+    if minor is not None:
+        rule["minor"] = minor
+    return rule
+
+
+def default_device_rules() -> list[dict]:
+    """Docker's device cgroup: deny all, then the character devices every
+    container gets (null, zero, full, random, urandom, tty, console, ptys),
+    and `mknod` of any device (the nodes still need an allow rule to be
+    opened). Docker also lists an explicit deny of /dev/fuse (10:229) after
+    these; on cgroup v1 that is rejected ("cannot punch hole in existing
+    wildcard rule") and it adds nothing to the deny-all, so it is left out.
+    runc appends the same basics itself; spelling them out keeps the spec
+    self-describing."""
+    return [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "access": "m"},        # mknod any char device
+        {"allow": True, "type": "b", "access": "m"},        # mknod any block device
+        _dev("c", 1, 3),      # /dev/null
+        _dev("c", 1, 5),      # /dev/zero
+        _dev("c", 1, 7),      # /dev/full
+        _dev("c", 1, 8),      # /dev/random
+        _dev("c", 1, 9),      # /dev/urandom
+        _dev("c", 5, 0),      # /dev/tty
+        _dev("c", 5, 1),      # /dev/console
+        _dev("c", 5, 2),      # /dev/ptmx
+        _dev("c", 136, None),  # /dev/pts/*
+    ]
+
+
+def standard_mounts() -> list[dict]:
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+    ]
+
+
+# ---------------------------------------------------------------------------- user
+@dataclass(frozen=True)
+class ResolvedUser:
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+    home: str = "/"
+
+
+class UserResolutionError(ValueError):
+    pass
+
+
+def _parse_db(text: str) -> list[list[str]]:
+    return [ln.split(":") for ln in text.splitlines() if ln and not ln.startswith("#")]
+
+
+def resolve_user(user: str | None, *, passwd: str = "", group: str = "",
+                 where: str = "the image") -> ResolvedUser:
+    """`user` as in an image config or `runAsUser`: "", "name", "uid",
+    "name:group", "uid:gid" … → numeric ids, supplementary groups and HOME.
+    `passwd`/`group` are the texts of the rootfs's /etc/passwd and /etc/group
+    (empty if absent). Numeric ids need no entry (Docker runs them as given,
+    gid defaulting to the passwd entry's or 0); names must exist."""
+    spec = (user or "").strip()
+    users = _parse_db(passwd)
+    groups = _parse_db(group)
+    uname, _, gname = spec.partition(":")
+    entry = None
+    if uname == "":
+        uname = "0"
+    if uname.isdigit():
+        uid = int(uname)
+        entry = next((u for u in users if len(u) >= 4 and u[2] == uname), None)
+    else:
+        entry = next((u for u in users if len(u) >= 4 and u[0] == uname), None)
+        if entry is None:
+            raise UserResolutionError(f"user {uname!r} not found in /etc/passwd of {where}")
+        uid = int(entry[2])
+    home = entry[5] if entry and len(entry) >= 6 and entry[5] else ("/root" if uid == 0 else "/")
+    if gname:
+        if gname.isdigit():
+            gid = int(gname)
+        else:
+            g = next((g for g in groups if len(g) >= 3 and g[0] == gname), None)
+            if g is None:
+                raise UserResolutionError(f"group {gname!r} not found in /etc/group of {where}")
+            gid = int(g[2])
+    else:
+        gid = int(entry[3]) if entry and entry[3].isdigit() else 0
+    extra: list[int] = []
+    if entry is not None and not gname:
+        # Supplementary groups only when the primary one came from passwd, as Docker does.
+        for g in groups:
+            if len(g) >= 4 and entry[0] in g[3].split(",") and g[2].isdigit():
+                if int(g[2]) != gid and int(g[2]) not in extra:
+                    extra.append(int(g[2]))
+    return ResolvedUser(uid=uid, gid=gid, additional_gids=tuple(extra), home=home)
+
+
+# ---------------------------------------------------------------------------- /etc files
+def render_hosts(hostname: str, pod_ip: str | None) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+             "fe00::0\tip6-localnet", "fe00::0\tip6-mcastprefix",
+             "fe00::1\tip6-allnodes", "fe00::2\tip6-allrouters"]
+    if pod_ip and hostname:
+        lines.append(f"{pod_ip}\t{hostname}")
+    return "\n".join(lines) + "\n"
+
+
+_LOOPBACK_NS = re.compile(r"^\s*nameserver\s+(127\.\S*|::1)\s*$")
+
+
+def render_resolv_conf(host_resolv_conf: str) -> str:
+    """Docker's rule: the host's resolv.conf without loopback nameservers
+    (they would point into the container's own netns)."""
+    kept = [ln for ln in host_resolv_conf.splitlines() if not _LOOPBACK_NS.match(ln)]
+    return "\n".join(kept).strip("\n") + "\n" if any(k.strip() for k in kept) else ""
+
+
+@dataclass(frozen=True)
+class EtcFiles:
+    """Host paths of the per-container files bind-mounted over /etc/…"""
+    hosts: str
+    hostname: str
+    resolv_conf: str
+
+
+# ---------------------------------------------------------------------------- the spec
+def effective_hostname(cfg: ContainerConfig) -> str:
+    return (cfg.hostname or cfg.pod_name or cfg.container_name)[:63]
+
+
+def build_env(cfg: ContainerConfig, *, hostname: str, home: str) -> list[str]:
+    """cfg.env as given (image env first, pod env overriding: last wins, as
+    Docker), plus PATH, HOSTNAME and HOME when absent, as Docker adds them."""
+    merged: dict[str, str] = {}
+    for item in cfg.env:
+        name, sep, value = item.partition("=")
+        if not name:
+            continue
+        merged[name] = value if sep else ""
+    merged.setdefault("PATH", DEFAULT_PATH)
+    merged.setdefault("HOSTNAME", hostname)
+    merged.setdefault("HOME", home)
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def cpu_limits(cpu_millis: int | None) -> dict | None:
+    if cpu_millis is None or cpu_millis <= 0:
+        return None
+    quota = max(MIN_CPU_QUOTA_US, cpu_millis * CPU_PERIOD_US // 1000)
+    return {"quota": quota, "period": CPU_PERIOD_US}
+
+
+def memory_limits(memory_bytes: int | None) -> dict | None:
+    if memory_bytes is None or memory_bytes <= 0:
+        return None
+    return {"limit": memory_bytes, "swap": memory_bytes}
+
+
+def annotations_for(cfg: ContainerConfig) -> dict[str, str]:
+    ann = {
+        "io.shoal.pod.uid": cfg.pod_uid,
+        "io.shoal.pod.name": cfg.pod_name,
+        "io.shoal.pod.namespace": cfg.namespace,
+        "io.shoal.container.name": cfg.container_name,
+        "io.shoal.container.attempt": str(cfg.attempt),
+        "io.shoal.image.digest": cfg.image.digest,
+    }
+    ann.update({f"io.shoal.label.{k}": v for k, v in cfg.labels.items()})
+    return ann
+
+
+def build_oci_spec(cfg: ContainerConfig, *, rootfs: str, cgroups_path: str,
+                   user: ResolvedUser = ResolvedUser(), etc_files: EtcFiles | None = None,
+                   readonly_rootfs: bool = False, nofile: int = NOFILE_LIMIT) -> dict:
+    """The `config.json` for `cfg`. `rootfs` is the (mounted) root filesystem,
+    `cgroups_path` runc's cgroupfs path (e.g. "/shoal/<id>"), `user` the
+    numeric identity the executor resolved from `cfg.user`."""
+    if not cfg.argv:
+        raise ValueError(f"container {cfg.container_name!r} of pod {cfg.namespace}/{cfg.pod_name}: "
+                         f"no command (image {cfg.image.reference} has no Entrypoint/Cmd and the pod gives none)")
+    hostname = effective_hostname(cfg)
+    caps = list(DOCKER_DEFAULT_CAPS)
+    process = {
+        "terminal": False,
+        "user": {"uid": user.uid, "gid": user.gid,
+                 **({"additionalGids": list(user.additional_gids)} if user.additional_gids else {})},
+        "args": list(cfg.argv),
+        "env": build_env(cfg, hostname=hostname, home=user.home),
+        "cwd": cfg.working_dir or "/",
+        "capabilities": {"bounding": caps, "effective": list(caps), "permitted": list(caps)},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+        "noNewPrivileges": True,
+    }
+    if not process["cwd"].startswith("/"):
+        raise ValueError(f"container {cfg.container_name!r}: workingDir {cfg.working_dir!r} is not absolute")
+
+    mounts = standard_mounts()
+    if etc_files is not None:
+        for dest, src in (("/etc/hosts", etc_files.hosts), ("/etc/hostname", etc_files.hostname),
+                          ("/etc/resolv.conf", etc_files.resolv_conf)):
+            mounts.append({"destination": dest, "type": "bind", "source": src,
+                           "options": ["rbind", "rprivate", "rw"]})
+    for m in cfg.mounts:
+        if not m.destination.startswith("/"):
+            raise ValueError(f"container {cfg.container_name!r}: mount destination {m.destination!r} is not absolute")
+        mounts.append({"destination": m.destination, "type": m.type, "source": m.source,
+                       "options": list(m.options)})
+
+    netns: dict = {"type": "network"}
+    if cfg.netns_path:
+        netns["path"] = cfg.netns_path
+    resources: dict = {"devices": default_device_rules()}
+    if (cpu := cpu_limits(cfg.cpu_millis)) is not None:
+        resources["cpu"] = cpu
+    if (mem := memory_limits(cfg.memory_bytes)) is not None:
+        resources["memory"] = mem
+
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": process,
+        "root": {"path": rootfs, "readonly": readonly_rootfs},
+        "hostname": hostname,
+        "mounts": mounts,
+        "annotations": annotations_for(cfg),
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, netns],
+            "resources": resources,
+            "cgroupsPath": cgroups_path,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
