@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterable
+from datetime import timezone
 
 from apiserver import errors
 from apiserver.resources import RESOURCES, Resource, resolve
