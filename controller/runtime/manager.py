@@ -178,6 +178,8 @@ class Manager:
             fn()
         for c in self.controllers.values():
             c.start()
+        # apscheduler logs every run of every job at INFO (each second for the node monitor).
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         self._scheduler = BackgroundScheduler(daemon=True)
         for (kind, ns), inf in self.informers.items():
             self._scheduler.add_job(inf.resync, "interval", seconds=self.resync_period,
