@@ -116,7 +116,9 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         return _status_response(errors.ApiError(f"internal error: {type(e).__name__}: {e}"))
 
     # ------------------------------------------------------------------ auth
-    open_paths = {"/healthz", "/readyz", "/livez"}
+    # /cacerts is open on purpose: agents fetch the CA before they trust it, then check
+    # it against the pin in their join token (agent.join)
+    open_paths = {"/healthz", "/readyz", "/livez", "/cacerts"}
     authn_cache = auth.TokenCache(store)
     app.state.authn_cache = authn_cache
 
@@ -155,6 +157,18 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         return {"major": "1", "minor": "32", "gitVersion": settings.version, "gitCommit": "",
                 "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "cpython",
                 "platform": "linux/amd64"}
+
+    @app.get("/cacerts", response_class=PlainTextResponse, tags=["meta"])
+    async def cacerts():
+        """The CA certificate (PEM) this server's certificate chains to, for joining agents."""
+        from .tls import ca_path
+        if not settings.tls:
+            raise errors.NotFound("this server does not serve TLS: it has no CA")
+        try:
+            pem = ca_path(settings.data_dir).read_bytes()
+        except OSError as e:
+            raise errors.NotFound(f"the CA certificate {ca_path(settings.data_dir)} cannot be read: {e.strerror}")
+        return Response(pem, media_type="application/x-pem-file")
 
     from .discovery import add_discovery_routes
     add_discovery_routes(app)

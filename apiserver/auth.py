@@ -9,11 +9,18 @@ SHA-256. Roles:
   and Events — as Kubernetes' node authorizer allows a kubelet.
 - `apiserver`: the token the API server presents to agents when it proxies
   logs; agents receive it when they join.
+
+Join tokens carry the CA pin when the server has a CA, as k3s's do:
+`K10<sha256 of the CA PEM>::server:<secret>`. Only the secret is a credential
+(its hash is what the database keeps); `authenticate` accepts the full form or
+the bare secret. The pin lets an agent trust the CA it fetches from the
+unauthenticated `GET /cacerts` (see `agent.join`).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +52,34 @@ class Principal:
         return f"shoal:{self.role}"
 
 
+_FULL_TOKEN = re.compile(r"^K10([0-9a-f]{64})::([^:]+):(.+)$")
+
+
+def split_join_token(token: str) -> tuple[str | None, str]:
+    """`K10<pin>::server:<secret>` → (pin, secret); any other token → (None, token)."""
+    m = _FULL_TOKEN.match(token.strip())
+    if m:
+        return m.group(1), m.group(3)
+    return None, token.strip()
+
+
+def format_join_token(secret: str, ca_pin: str | None) -> str:
+    return f"K10{ca_pin}::server:{secret}" if ca_pin else secret
+
+
+def _server_ca_pin(data_dir: Path) -> str | None:
+    # the CA exists only when the server serves TLS (apiserver.tls writes it before the app starts)
+    ca = Path(data_dir) / "tls" / "ca.crt"
+    try:
+        return hashlib.sha256(ca.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def authenticate(store: Store, header: str | None) -> Principal:
     if not header or not header.lower().startswith("bearer "):
         raise errors.Unauthorized("Unauthorized: a bearer token is required (see your kubeconfig)")
-    tok = header[7:].strip()
+    tok = split_join_token(header[7:])[1]
     found = store.lookup_credential(token_hash(tok))
     if found is None:
         raise errors.Unauthorized("Unauthorized: the token is not valid (it may have been rotated)")
@@ -139,13 +170,19 @@ def bootstrap_tokens(store: Store, data_dir: Path) -> dict[str, str]:
     """On first start, create the admin, join and apiserver tokens (files mode 600 in data_dir);
     on later starts read them back. Returns {"admin": ..., "join": ..., "apiserver": ...}."""
     out = {}
+    pin = _server_ca_pin(data_dir)
     for role, fname in (("admin", "admin-token"), ("join", "join-token"), ("apiserver", "apiserver-token")):
         path = Path(data_dir) / fname
-        tok = path.read_text().strip() if path.exists() else ""
+        full = path.read_text().strip() if path.exists() else ""
+        tok = split_join_token(full)[1] if role == "join" else full
         if not tok or store.lookup_credential(token_hash(tok)) is None:
             if not tok:
-                tok = new_token({"join": "K10", "admin": "shoal-admin-", "apiserver": "shoal-apiserver-"}[role])
+                tok = new_token({"join": "" if pin else "K10", "admin": "shoal-admin-",
+                                 "apiserver": "shoal-apiserver-"}[role])
             store.put_credential(token_hash(tok), role)
+        if role == "join":
+            tok = format_join_token(tok, pin)   # the pin follows the CA on disk
+        if tok != full:
             write_secret(path, tok)
         out[role] = tok
     return out
@@ -155,9 +192,12 @@ def rotate_token(store: Store, data_dir: Path, role: str) -> str:
     """Replace the admin or join token; the old one stops working at once."""
     if role not in ("admin", "join"):
         raise errors.BadRequest(f"cannot rotate tokens of role {role!r}: only admin and join")
-    tok = new_token({"join": "K10", "admin": "shoal-admin-"}[role])
+    pin = _server_ca_pin(data_dir) if role == "join" else None
+    tok = new_token({"join": "" if pin else "K10", "admin": "shoal-admin-"}[role])
     store.delete_credentials(role)
     store.put_credential(token_hash(tok), role)
+    if role == "join":
+        tok = format_join_token(tok, pin)
     write_secret(Path(data_dir) / f"{role}-token", tok)
     return tok
 

@@ -1,0 +1,213 @@
+"""The API server's certificates: a private CA and one serving certificate.
+
+Contract:
+- `ensure_server_certs(tls_dir, listen_host, sans)` returns
+  `{"ca": path, "cert": path, "key": path}` under `tls_dir`:
+  `ca.crt`/`ca.key` (EC P-256, valid 10 years) and `server.crt`/`server.key`
+  (EC P-256, signed by that CA, valid 1 year). Keys are written mode 600,
+  every file atomically (write to a temporary name, then rename).
+- Restarts reuse what is there. The serving certificate is issued again when
+  its SANs differ from `desired_sans(listen_host, sans)`, when it expires
+  within 30 days, or when it was not signed by the CA on disk; the CA itself
+  is only created when `ca.crt` or `ca.key` is missing or unreadable — a new
+  CA invalidates every join token and kubeconfig, so that never happens
+  silently for any other reason.
+- `ca_hash(pem)` is the hex SHA-256 of the CA certificate exactly as served at
+  `GET /cacerts`: the pin carried in the join token (k3s's `K10<hash>::…`).
+
+Design notes: SANs are the listen host (unless it is a wildcard), 127.0.0.1,
+::1, localhost, the machine's hostname and every `--tls-san`; values that
+parse as IP addresses become IP SANs, the rest DNS SANs. `desired_sans` is
+pure so the "regenerate when SANs change" rule is table-tested without
+writing files. The clock is injected for the same reason.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Callable, Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+log = logging.getLogger(__name__)
+
+CA_VALIDITY = dt.timedelta(days=3650)
+SERVER_VALIDITY = dt.timedelta(days=365)
+RENEW_BEFORE = dt.timedelta(days=30)
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def ca_path(data_dir: str | os.PathLike) -> Path:
+    """Where `shoal server --data-dir D` keeps its CA certificate."""
+    return Path(data_dir) / "tls" / "ca.crt"
+
+
+def ca_hash(pem: bytes | str) -> str:
+    """Hex SHA-256 of the CA certificate PEM (the join token's pin)."""
+    if isinstance(pem, str):
+        pem = pem.encode()
+    return hashlib.sha256(pem).hexdigest()
+
+
+def desired_sans(listen_host: str, sans: Iterable[str], *, hostname: str | None = None) -> list[str]:
+    """The SANs the serving certificate must carry, sorted and de-duplicated (pure)."""
+    out = {"127.0.0.1", "::1", "localhost"}
+    if hostname:
+        out.add(hostname)
+    if listen_host not in WILDCARD_HOSTS:
+        out.add(listen_host)
+    for s in sans:
+        s = s.strip().strip("[]")
+        if s:
+            out.add(_normalize(s))
+    return sorted(out)
+
+
+def _normalize(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return value.lower()
+
+
+def _general_name(value: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(value))
+    except ValueError:
+        return x509.DNSName(value)
+
+
+def cert_sans(cert: x509.Certificate) -> list[str]:
+    """The SANs of a certificate in `desired_sans`' form."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    names = [str(ip) for ip in ext.get_values_for_type(x509.IPAddress)]
+    names += [d.lower() for d in ext.get_values_for_type(x509.DNSName)]
+    return sorted(set(names))
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def new_ca(*, now: dt.datetime, common_name: str = "shoal-ca") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name}@{int(now.timestamp())}")])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + CA_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def new_server_cert(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, sans: list[str], *,
+                    now: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shoal-apiserver")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + SERVER_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=False,
+                                         crl_sign=False, content_commitment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([_general_name(s) for s in sans]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert, key
+
+
+def _load_ca(d: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
+    try:
+        cert = x509.load_pem_x509_certificate((d / "ca.crt").read_bytes())
+        key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), password=None)
+    except (OSError, ValueError) as e:
+        if (d / "ca.crt").exists() or (d / "ca.key").exists():
+            log.warning("TLS: the CA in %s cannot be read (%s); creating a new CA — join tokens and "
+                        "kubeconfigs that pin the old one stop working", d, e)
+        return None
+    return cert, key  # type: ignore[return-value]
+
+
+def server_cert_needs_renewal(cert: x509.Certificate | None, ca: x509.Certificate, wanted: list[str], *,
+                              now: dt.datetime) -> str | None:
+    """Why the serving certificate must be issued again, or None (pure)."""
+    if cert is None:
+        return "no serving certificate"
+    if cert.issuer != ca.subject:
+        return "signed by another CA"
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, Exception):  # noqa: BLE001 — InvalidSignature and friends
+        return "signed by another CA"
+    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+        return f"expires {cert.not_valid_after_utc:%Y-%m-%d}"
+    have = cert_sans(cert)
+    if have != wanted:
+        return f"SANs changed from {','.join(have)} to {','.join(wanted)}"
+    return None
+
+
+def ensure_server_certs(tls_dir: str | os.PathLike, listen_host: str, sans: Iterable[str], *,
+                        clock: Callable[[], dt.datetime] = _utcnow,
+                        hostname: str | None = None) -> dict[str, str]:
+    """Create or reuse the CA and serving certificate under `tls_dir` (see the module docstring)."""
+    d = Path(tls_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    now = clock()
+    wanted = desired_sans(listen_host, sans, hostname=hostname if hostname is not None else socket.gethostname())
+    loaded = _load_ca(d)
+    if loaded is None:
+        ca, ca_key = new_ca(now=now)
+        _write(d / "ca.key", _key_pem(ca_key), 0o600)
+        _write(d / "ca.crt", ca.public_bytes(serialization.Encoding.PEM), 0o644)
+        log.info("TLS: created a CA in %s (sha256 %s)", d, ca_hash((d / "ca.crt").read_bytes()))
+    else:
+        ca, ca_key = loaded
+    try:
+        cert = x509.load_pem_x509_certificate((d / "server.crt").read_bytes())
+        if not (d / "server.key").exists():
+            cert = None
+    except (OSError, ValueError):
+        cert = None
+    why = server_cert_needs_renewal(cert, ca, wanted, now=now)
+    if why:
+        cert, key = new_server_cert(ca, ca_key, wanted, now=now)
+        _write(d / "server.key", _key_pem(key), 0o600)
+        _write(d / "server.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        log.info("TLS: issued a serving certificate for %s (%s)", ", ".join(wanted), why)
+    return {"ca": str(d / "ca.crt"), "cert": str(d / "server.crt"), "key": str(d / "server.key")}
