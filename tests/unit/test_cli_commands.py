@@ -327,3 +327,20 @@ COMP_WORDS=(shoal get dep); COMP_CWORD=2; _shoal; echo "${COMPREPLY[*]}"
 def test_console_entry_point_runs_as_module():
     res = subprocess.run([sys.executable, "-m", "cli.main", "version", "--client"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.startswith("Client Version: v")
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_errors_are_red_on_a_terminal_and_plain_with_no_color(api, monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    err = _Tty()
+    rc = cli_main.main(["get", "deploy", "nope"], stdout=io.StringIO(), stderr=err, client_factory=lambda c: api)
+    assert rc == 1 and "\x1b[" in err.getvalue() and 'deployments.apps "nope" not found' in err.getvalue()
+    monkeypatch.setenv("NO_COLOR", "1")
+    err = _Tty()
+    cli_main.main(["get", "deploy", "nope"], stdout=io.StringIO(), stderr=err, client_factory=lambda c: api)
+    assert err.getvalue() == 'error: deployments.apps "nope" not found\n'
