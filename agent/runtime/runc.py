@@ -38,7 +38,7 @@ class CommandResult:
 
 class CommandTimeout(TimeoutError):
     def __init__(self, argv: list[str], timeout: float, output: bytes = b""):
-        super().__init__(f"{argv[0]} timed out after {timeout:g}s: {' '.join(argv)}")
+        super().__init__(f"timed out after {timeout:g}s: {' '.join(argv)}")
         self.argv, self.timeout, self.output = argv, timeout, output
 
 

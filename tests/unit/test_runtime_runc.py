@@ -1,0 +1,226 @@
+"""The runc wrapper's argv and error handling, conmon's argv and sync message,
+cgroup mount parsing, overlay options and the pure state assembly — all
+without root, through `RecordingRunner`."""
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from agent.runtime.cgroups import cgroup_mode, parse_cgroup_mounts
+from agent.runtime.monitor import MonitorPaths, conmon_argv, parse_sync_message
+from agent.runtime.mounts import mountpoints, overlay_options
+from agent.runtime.runc import CommandTimeout, RecordingRunner, Runc, RuncError, signal_name
+from agent.runtime.runc_runtime import DiskRecord, assemble_state, parse_exit_file, runc_created_at
+
+pytestmark = pytest.mark.unit
+
+R = ["/usr/sbin/runc", "--root", "/var/lib/shoal/n1/runc"]
+
+
+def runc(runner: RecordingRunner) -> Runc:
+    return Runc(root="/var/lib/shoal/n1/runc", runner=runner)
+
+
+@pytest.mark.parametrize("call, argv", [
+    (lambda r: r.start("c1"), R + ["start", "c1"]),
+    (lambda r: r.kill("c1", signal.SIGTERM), R + ["kill", "c1", "TERM"]),
+    (lambda r: r.kill("c1", signal.SIGKILL, all_processes=True), R + ["kill", "--all", "c1", "KILL"]),
+    (lambda r: r.kill("c1", 64), R + ["kill", "c1", "RTMAX"]),
+    (lambda r: r.delete("c1"), R + ["delete", "c1"]),
+    (lambda r: r.delete("c1", force=True), R + ["delete", "--force", "c1"]),
+    (lambda r: r.state("c1"), R + ["state", "c1"]),
+    (lambda r: r.list(), R + ["list", "--format", "json"]),
+])
+def test_argv(call, argv):
+    rr = RecordingRunner()
+    rr.when("state", stdout=b'{"id": "c1", "status": "running", "pid": 5}')
+    call(runc(rr))
+    assert rr.calls == [argv]
+
+
+def test_global_root_always_first():
+    rr = RecordingRunner()
+    r = Runc(root="/a", binary="/opt/runc", runner=rr)
+    r.start("x")
+    r.kill("x", 9)
+    assert all(c[:3] == ["/opt/runc", "--root", "/a"] for c in rr.calls)
+
+
+@pytest.mark.parametrize("stderr", [b"container not running", b'level=error msg="container \\"c1\\" does not exist"'])
+def test_kill_of_gone_container_is_not_an_error(stderr):
+    rr = RecordingRunner().when("kill", returncode=1, stderr=stderr)
+    assert runc(rr).kill("c1", signal.SIGTERM) is False
+
+
+def test_kill_other_error_raises_with_argv_and_message():
+    rr = RecordingRunner().when("kill", returncode=1, stderr=b"permission denied")
+    with pytest.raises(RuncError, match=r"kill c1 TERM failed \(exit 1\): permission denied"):
+        runc(rr).kill("c1", signal.SIGTERM)
+
+
+def test_state_unknown_is_none_and_list_empty():
+    rr = RecordingRunner().when("state", returncode=1, stderr=b'container "c9" does not exist') \
+                          .when("list", stdout=b"null\n")
+    r = runc(rr)
+    assert r.state("c9") is None
+    assert r.list() == []
+
+
+def test_list_parses():
+    rows = [{"id": "a", "pid": 10, "status": "running"}, {"id": "b", "pid": 0, "status": "stopped"}]
+    rr = RecordingRunner().when("list", stdout=json.dumps(rows).encode())
+    assert runc(rr).list() == rows
+
+
+def test_delete_unknown_is_false_start_error_raises():
+    rr = RecordingRunner().when("delete", returncode=1, stderr=b'container "x" does not exist') \
+                          .when("start", returncode=1, stderr=b"cannot start a container that has stopped")
+    r = runc(rr)
+    assert r.delete("x") is False
+    with pytest.raises(RuncError, match="cannot start"):
+        r.start("x")
+
+
+def test_exec_returns_code_and_output(tmp_path):
+    rr = RecordingRunner().when("exec", returncode=3, stdout=b"out+err\n")
+    code, out = runc(rr).exec("c1", ["cat", "/etc/hostname"], timeout=2, pid_file=str(tmp_path / "p"))
+    assert (code, out) == (3, b"out+err\n")
+    assert rr.calls == [R + ["exec", "--pid-file", str(tmp_path / "p"), "c1", "cat", "/etc/hostname"]]
+
+
+def test_exec_timeout_kills_the_process_in_the_container(tmp_path):
+    pid_file = tmp_path / "exec.pid"
+    pid_file.write_text("4242")          # as runc writes it once the process runs
+    rr = RecordingRunner().when("exec", timeout=True)
+    killed = []
+    with pytest.raises(TimeoutError):
+        runc(rr).exec("c1", ["sleep", "100"], timeout=0.5, pid_file=str(pid_file),
+                      kill=lambda pid, sig: killed.append((pid, sig)))
+    assert killed == [(4242, signal.SIGKILL)]
+    assert not pid_file.exists()
+    assert issubclass(CommandTimeout, TimeoutError)
+
+
+def test_signal_name():
+    assert signal_name(15) == "TERM" and signal_name(9) == "KILL" and signal_name(999) == "999"
+
+
+# ---------------------------------------------------------------------------- conmon
+PATHS = MonitorPaths(bundle="/d/c/b", container_pidfile="/d/c/b/pidfile", log_path="/logs/0.log",
+                     exit_dir="/d/exits", persist_dir="/d/c/persist", socket_dir="/d/sockets",
+                     stderr_path="/d/c/conmon.stderr")
+
+
+def test_conmon_argv():
+    argv = conmon_argv(container_id="c1", name="ns_pod_web_0", runc_binary="/usr/sbin/runc",
+                       runc_root="/d/runc", paths=PATHS, log_size_max=1024)
+    assert argv == ["/usr/bin/conmon", "--api-version", "1", "-c", "c1", "-u", "c1", "-n", "ns_pod_web_0",
+                    "-r", "/usr/sbin/runc", "--runtime-arg", "--root=/d/runc", "-b", "/d/c/b",
+                    "-p", "/d/c/b/pidfile", "-l", "k8s-file:/logs/0.log", "--log-size-max", "1024",
+                    "--exit-dir", "/d/exits", "--persist-dir", "/d/c/persist",
+                    "--socket-dir-path", "/d/sockets", "--sync"]
+    no_max = conmon_argv(container_id="c1", name="n", runc_binary="r", runc_root="/x", paths=PATHS,
+                         log_size_max=0, log_level="debug")
+    assert "--log-size-max" not in no_max and no_max[-2:] == ["--log-level", "debug"]
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b'{"data": 18992}\n', (18992, "")),
+    (b'{"data": -1, "message": "runc create failed: boom"}\n', (-1, "runc create failed: boom")),
+    (b"", (-1, "conmon exited without reporting a pid")),
+    (b"garbage\n", (-1, "conmon sent an unreadable sync message: 'garbage'")),
+])
+def test_sync_message(raw, expected):
+    assert parse_sync_message(raw) == expected
+
+
+# ---------------------------------------------------------------------------- cgroups / mounts
+HYBRID = """\
+25 24 0:22 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw
+27 25 0:24 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,xattr,name=systemd
+30 25 0:27 / /sys/fs/cgroup/memory rw,nosuid shared:14 - cgroup cgroup rw,memory
+31 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:15 - cgroup cgroup rw,cpu,cpuacct
+40 24 0:5 / /proc rw - proc proc rw
+"""
+V2 = "35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate\n"
+
+
+def test_parse_cgroup_mounts():
+    hs = parse_cgroup_mounts(HYBRID)
+    assert [(h.mountpoint, h.version, h.controllers) for h in hs] == [
+        ("/sys/fs/cgroup/unified", 2, ()),
+        ("/sys/fs/cgroup/systemd", 1, ("name=systemd",)),
+        ("/sys/fs/cgroup/memory", 1, ("memory",)),
+        ("/sys/fs/cgroup/cpu,cpuacct", 1, ("cpu", "cpuacct")),
+    ]
+    assert cgroup_mode(hs) == "hybrid"
+    assert cgroup_mode(parse_cgroup_mounts(V2)) == "v2"
+    assert cgroup_mode(parse_cgroup_mounts(HYBRID.replace("cgroup2 cgroup2", "tmpfs tmpfs"))) == "v1"
+
+
+def test_overlay_options_reverse_layers():
+    assert overlay_options(["/l/base", "/l/mid", "/l/top"], upper="/c/u", work="/c/w") == \
+        "lowerdir=/l/top:/l/mid:/l/base,upperdir=/c/u,workdir=/c/w"
+
+
+@pytest.mark.parametrize("layers, match", [
+    ([], "at least one layer"),
+    (["/l/a,b"], "contains ','"),
+    ([f"/very/long/layer/store/path/{i:064d}" for i in range(60)], "over the kernel's 4095"),
+])
+def test_overlay_options_invalid(layers, match):
+    with pytest.raises(ValueError, match=match):
+        overlay_options(layers, upper="/u", work="/w")
+
+
+def test_mountpoints_decodes_escapes():
+    text = "100 30 0:50 / /data/with\\040space rw - overlay overlay rw\n"
+    assert mountpoints(text) == {"/data/with space"}
+
+
+# ---------------------------------------------------------------------------- state assembly
+REC = DiskRecord(id="c1", labels={"shoal.io/pod-uid": "u"}, log_path="/l/0.log", started_at=100.0)
+
+
+@pytest.mark.parametrize("rec_kw, runc_state, oom_counter, expected", [
+    ({}, {"status": "created", "pid": 7}, None, dict(status="created", pid=7)),
+    ({}, {"status": "running", "pid": 7}, None, dict(status="running", pid=7)),
+    ({}, {"status": "paused", "pid": 7}, None, dict(status="running", pid=7)),
+    (dict(exit_code=3, finished_at=105.0), {"status": "stopped", "pid": 0}, None,
+     dict(status="stopped", exit_code=3, finished_at=105.0, pid=None)),
+    # runc forgot it (deleted, or its state dir lost): the exit file still tells
+    (dict(exit_code=143, finished_at=105.0), None, None, dict(status="stopped", exit_code=143)),
+    (dict(exit_code=137, oom_file=True), {"status": "stopped"}, None, dict(status="stopped", oom_killed=True)),
+    (dict(exit_code=137), {"status": "stopped"}, 1, dict(status="stopped", oom_killed=True)),
+    (dict(exit_code=137), {"status": "stopped"}, 0, dict(status="stopped", oom_killed=False)),
+    # exited, conmon alive but its exit file not written yet: not "stopped" yet
+    (dict(monitor_alive=True), {"status": "stopped", "pid": 0}, None, dict(status="running", pid=None)),
+    # exited and the monitor is gone without a word: stopped, code unknown
+    ({}, {"status": "stopped", "pid": 0}, None, dict(status="stopped", exit_code=None)),
+    ({}, None, None, dict(status="unknown")),
+])
+def test_assemble_state(rec_kw, runc_state, oom_counter, expected):
+    from dataclasses import replace
+    st = assemble_state(replace(REC, **rec_kw), runc_state, oom_counter=oom_counter)
+    for k, v in expected.items():
+        assert getattr(st, k) == v, k
+    assert st.labels == REC.labels and st.log_path == "/l/0.log" and st.started_at == 100.0
+
+
+@pytest.mark.parametrize("text, expected", [("137", 137), ("0\n", 0), ("", None), ("x", None)])
+def test_parse_exit_file(text, expected):
+    assert parse_exit_file(text) == expected
+
+
+@pytest.mark.parametrize("ts, expected", [
+    ("2026-11-22T10:55:14.5Z", 1795344914.5),
+    ("2026-11-22T10:55:14Z", 1795344914.0),
+    ("2026-11-22T11:55:14.25+01:00", 1795344914.25),
+    ("", None), ("nonsense", None),
+])
+def test_runc_created_at(ts, expected):
+    got = runc_created_at({"created": ts})
+    assert (got is None and expected is None) or abs(got - expected) < 1e-6
