@@ -615,15 +615,3 @@ def _os_image() -> str:
         pass
     return "Linux"
 
-
-@dataclass(frozen=True)
-class Credentials:
-    node_token: str          # the node identity the agent talks to the API server with
-    apiserver_token: str     # what the API server presents on the log endpoint
-
-
-def join(client, node_name: str) -> Credentials:
-    """Exchange the join token (carried by `client`) for a node credential:
-    `POST /shoal/v1/join {"nodeName": ...}`."""
-    out = client.request("POST", "/shoal/v1/join", body={"nodeName": node_name})
-    return Credentials(node_token=out["token"], apiserver_token=out.get("apiserverToken") or "")

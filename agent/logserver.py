@@ -74,6 +74,12 @@ def read_log(path: Path, *, tail_lines: int | None = None, follow: bool = False,
             time.sleep(poll)
 
 
+try:    # the runtime's reader also follows conmon's size rotation (<log>.1)
+    from agent.runtime.logs import read_log as _runtime_read_log
+except ImportError:     # pragma: no cover - the runtime package is optional for hollow agents
+    _runtime_read_log = None
+
+
 class LogNotFound(Exception):
     pass
 
@@ -136,7 +142,8 @@ class LogServer:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 try:
-                    for chunk in read_log(path, tail_lines=tail, follow=truthy("follow"), still_writing=writing):
+                    reader = _runtime_read_log or read_log
+                    for chunk in reader(str(path), tail_lines=tail, follow=truthy("follow"), still_writing=writing):
                         self.wfile.write(chunk)
                         self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):

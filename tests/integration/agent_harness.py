@@ -17,7 +17,8 @@ from apiserver import errors
 from apiserver.client import Client
 from apiserver.testing import start_test_server
 
-from agent.agent import Agent, AgentOptions, join
+from agent.agent import Agent, AgentOptions
+from agent.join import ensure_credentials
 from agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime
 
 
@@ -71,20 +72,20 @@ class AgentHarness:
     def start_agent(self, name: str = "node-1", *, runtime: FakeRuntime | None = None,
                     network: FakeNetwork | None = None, images: FakeImageStore | None = None,
                     address: str = "127.0.0.1", **opts) -> Node:
-        creds = join(Client(self.srv.url, self.srv.join_token), name)
-        client = Client(self.srv.url, creds.node_token, user_agent=f"shoal-agent/{name}")
+        data_dir = self.tmp / f"agent-{name}"
+        creds = ensure_credentials(self.srv.url, self.srv.join_token, name, data_dir)
+        client = creds.client(user_agent=f"shoal-agent/{name}")
         runtime = runtime or FakeRuntime()
         network = network or FakeNetwork()
         images = images or FakeImageStore()
-        kw = dict(kubelet_port=0, kubelet_token=creds.apiserver_token, watch_timeout=2,
+        kw = dict(kubelet_port=0, kubelet_token=creds.apiserverToken, watch_timeout=2,
                   probe_executor=FakeProbeExecutor(runtime), lease_renew_interval=0.3, node_status_interval=1.0,
                   relist_interval=0.1, housekeeping_interval=1.0, backoff_initial=0.3, backoff_max=2.4,
                   kill_wait_inline=0.5)
         kw.update(opts)
-        data_dir = self.tmp / f"agent-{name}"
         agent = Agent(client, node_name=name, address=address, data_dir=data_dir, images=images,
                       runtime=runtime, network=network, options=AgentOptions(**kw))
-        node = Node(name, agent, runtime, network, images, client, creds.apiserver_token, data_dir)
+        node = Node(name, agent, runtime, network, images, client, creds.apiserverToken, data_dir)
         self.nodes.append(node)
         agent.start()
         return node

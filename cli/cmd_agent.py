@@ -1,0 +1,139 @@
+"""`shoal agent`: run the node agent on this host (or a hollow one with --fake-runtime).
+
+The agent joins with the join token (`agent.join.ensure_credentials`: the node
+credential is saved in `<data-dir>/credentials.json` and reused), then runs
+`agent.agent.Agent` on the real seams — `agent.images.LocalImageStore`,
+`agent.runtime.RuncRuntime`, `agent.network.NodeNetwork` — or, with
+`--fake-runtime`, on the scripted fakes of `agent.fakes` (a hollow node: no
+root, no containers). SIGTERM/SIGINT stop the agent and leave the containers
+running; the next start adopts them.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("/var/lib/shoal/agent")
+
+
+def _mirror(value: str) -> tuple[str, str]:
+    host, sep, url = value.partition("=")
+    if not sep or not host or not url:
+        raise argparse.ArgumentTypeError(f"--registry-mirror {value!r}: expected HOST=URL, "
+                                         f"e.g. docker.io=http://127.0.0.1:5000")
+    return host, url
+
+
+def default_address() -> str:
+    try:
+        addr = socket.gethostbyname(socket.gethostname())
+        if addr and not addr.startswith("127."):
+            return addr
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("agent", help="run the node agent (joins a cluster, runs its pods)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run the shoal node agent: register this host as a Node, renew its lease, "
+                                   "and run the pods bound to it with runc.",
+                       epilog="examples:\n"
+                              "  shoal agent --server https://10.0.0.1:6443 --token K10...::server:...\n"
+                              "  shoal agent --server http://127.0.0.1:6443 --token $(cat join-token) "
+                              "--node-name hollow-1 --fake-runtime --data-dir /tmp/hollow-1 --kubelet-port 0")
+    p.add_argument("--server", required=True, help="URL of the API server")
+    p.add_argument("--token", default="", help="join token (needed on the first start; the node credential is "
+                                               "saved in the data dir afterwards)")
+    p.add_argument("--node-name", default=None, help="Node name (default: the host name)")
+    p.add_argument("--address", default=None, help="this node's InternalIP: the log endpoint, hostPorts and the "
+                                                   "overlay's underlay address (default: the host name's address)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"agent state ({DEFAULT_DATA_DIR})")
+    p.add_argument("--runc-root", default=None, help="runc state directory (default <data-dir>/runc)")
+    p.add_argument("--cgroup-parent", default="/shoal", help="cgroup under which containers are placed (/shoal)")
+    p.add_argument("--fake-runtime", action="store_true",
+                   help="hollow node: fake images, runtime and network (no root, nothing runs)")
+    p.add_argument("--registry-mirror", type=_mirror, action="append", default=[], metavar="HOST=URL",
+                   help="pull images of registry HOST from URL instead (repeatable)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
+                   help="talk plain HTTP to this registry (repeatable; loopback registries always are)")
+    p.add_argument("--backoff-initial", type=float, default=10.0, help="first crash-loop delay, seconds (10)")
+    p.add_argument("--backoff-max", type=float, default=300.0, help="longest crash-loop delay, seconds (300)")
+    p.add_argument("--kubelet-port", type=int, default=10250, help="log endpoint port, 0 = any (10250)")
+    p.add_argument("--lease-interval", type=float, default=2.0, help="seconds between lease renewals (2)")
+    p.add_argument("--relist-interval", type=float, default=0.5,
+                   help="seconds between runtime relists that detect container exits (0.5)")
+    p.add_argument("--max-pods", type=int, default=110)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=run_agent)
+
+
+def _runc_version() -> str:
+    try:
+        out = subprocess.run(["runc", "--version"], capture_output=True, text=True, timeout=5).stdout
+        return "runc://" + out.split()[2]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "runc://unknown"
+
+
+def build_seams(args, data_dir: Path):
+    """(images, runtime, network, probe_executor, runtime_version) for the flags given."""
+    if args.fake_runtime:
+        from agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime
+        rt = FakeRuntime()
+        return FakeImageStore(), rt, FakeNetwork(), FakeProbeExecutor(rt), "fake://0"
+    from agent.images import LocalImageStore, RegistryClient
+    from agent.network import real_node_network
+    from agent.probes import RealProbeExecutor
+    from agent.runtime import RuncRuntime
+    registry = RegistryClient(mirrors=dict(args.registry_mirror), insecure_registries=args.insecure_registry)
+    images = LocalImageStore(data_dir / "images", registry_client=registry)
+    runtime = RuncRuntime(str(data_dir / "runtime"), runc_root=args.runc_root or str(data_dir / "runc"),
+                          cgroup_parent=args.cgroup_parent)
+    network = real_node_network(str(data_dir / "network"))
+    return images, runtime, network, RealProbeExecutor(runtime), _runc_version()
+
+
+def run_agent(args) -> int:
+    from agent.agent import Agent, AgentOptions
+    from agent.join import JoinError, ensure_credentials
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node = (args.node_name or socket.gethostname()).lower()
+    address = args.address or default_address()
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        creds = ensure_credentials(args.server, args.token, node, data_dir)
+    except JoinError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    images, runtime, network, prober, rt_version = build_seams(args, data_dir)
+    opts = AgentOptions(backoff_initial=args.backoff_initial, backoff_max=args.backoff_max,
+                        kubelet_port=args.kubelet_port, kubelet_token=creds.apiserverToken,
+                        lease_renew_interval=args.lease_interval, relist_interval=args.relist_interval,
+                        max_pods=args.max_pods, probe_executor=prober, runtime_version=rt_version)
+    agent = Agent(creds.client(user_agent=f"shoal-agent/{node}"), node_name=node, address=address,
+                  data_dir=data_dir, images=images, runtime=runtime, network=network, options=opts)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        agent.start()
+    except OSError as e:
+        print(f"error: starting the agent of node {node} failed: {e}", file=sys.stderr)
+        agent.stop()
+        return 1
+    print(f"shoal agent: node {node} ({address}) joined {args.server}; log endpoint on port "
+          f"{agent.logserver.port if agent.logserver else '-'}", flush=True)
+    stop.wait()
+    agent.stop()
+    print(f"shoal agent: node {node} stopped; its containers keep running", flush=True)
+    return 0
