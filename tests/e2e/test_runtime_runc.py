@@ -1,0 +1,232 @@
+"""RuncRuntime end to end, as root, with real runc, conmon, overlayfs and cgroups.
+
+Every test gets its own root dir, runc --root and cgroup parent, and a
+finalizer that SIGKILLs and removes whatever is left (and fails the test if
+something could not be cleaned). Waits poll with generous deadlines; the only
+timing here is logged (create+start latency), never asserted.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.interfaces import ContainerConfig
+from agent.runtime import RuncRuntime
+from agent.runtime.logs import read_log
+from agent.runtime.mounts import is_mounted
+from agent.runtime.testing import busybox_image, teardown_runtime
+
+pytestmark = pytest.mark.e2e
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    return busybox_image(str(tmp_path_factory.mktemp("img") / "layer"))
+
+
+@pytest.fixture
+def env(tmp_path):
+    dirs = dict(root_dir=str(tmp_path / "rt"), runc_root=str(tmp_path / "runc"),
+                cgroup_parent=f"/shoal-e2e-{uuid.uuid4().hex[:8]}")
+    made: list[RuncRuntime] = []
+
+    def new_runtime() -> RuncRuntime:
+        rt = RuncRuntime(dirs["root_dir"], runc_root=dirs["runc_root"], cgroup_parent=dirs["cgroup_parent"])
+        made.append(rt)
+        return rt
+
+    yield {"new": new_runtime, "tmp": tmp_path, **dirs}
+    if made:
+        problems = teardown_runtime(made[-1])
+        assert not problems, problems
+
+
+def config(image, tmp_path, name: str, argv: list[str], **kw) -> ContainerConfig:
+    cid = f"0123456789ab-{name}-0"
+    return ContainerConfig(id=cid, pod_uid="0123456789abcdef", pod_name=f"pod-{name}", namespace="default",
+                           container_name=name, attempt=0, image=image, argv=argv, env=["PATH=/bin"],
+                           log_path=str(tmp_path / "logs" / name / "0.log"),
+                           labels={"shoal.io/pod-uid": "0123456789abcdef", "shoal.io/container": name}, **kw)
+
+
+def wait_for(pred, *, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stopped(rt, cid):
+    st = rt.state(cid)
+    return st if st and st.status == "stopped" else None
+
+
+def log_text(path: str) -> str:
+    try:
+        return b"".join(read_log(path)).decode()
+    except FileNotFoundError:
+        return ""
+
+
+def test_lifecycle_logs_exec_sigterm_remove(env, image):
+    rt = env["new"]()
+    cfg = config(image, env["tmp"], "web",
+                 ["sh", "-c", "trap 'echo got-term; exit 143' TERM; echo hi; sleep 1000 & wait"],
+                 hostname="web-host", memory_bytes=64 * 2**20, cpu_millis=500)
+    t0 = time.monotonic()
+    rt.create(cfg)
+    t1 = time.monotonic()
+    rt.start(cfg.id)
+    t2 = time.monotonic()
+    log.info("create %.1f ms, start %.1f ms, create+start %.1f ms",
+             (t1 - t0) * 1000, (t2 - t1) * 1000, (t2 - t0) * 1000)
+
+    st = rt.state(cfg.id)
+    assert st.status == "running" and st.pid and os.path.exists(f"/proc/{st.pid}")
+    assert st.labels == cfg.labels and st.started_at and st.log_path == cfg.log_path
+    wait_for(lambda: "hi\n" in log_text(cfg.log_path), what="'hi' in the log")
+
+    assert rt.exec(cfg.id, ["cat", "/etc/hostname"], 10) == (0, b"web-host\n")
+    code, out = rt.exec(cfg.id, ["sh", "-c", "echo out; echo err >&2; exit 4"], 10)
+    assert code == 4 and b"out\n" in out and b"err\n" in out
+    # Docker's capability set, no more (0xa80425fb), and the limits reached the cgroup
+    _, status = rt.exec(cfg.id, ["grep", "CapEff", "/proc/self/status"], 10)
+    assert status.split()[-1] == b"00000000a80425fb"
+    mem = Path("/sys/fs/cgroup/memory") / env["cgroup_parent"].lstrip("/") / cfg.id / "memory.limit_in_bytes"
+    if mem.exists():
+        assert int(mem.read_text()) == 64 * 2**20
+    # the monitor sits in its own cgroup, not ours
+    conmon_pid = int(Path(rt.container_dir(cfg.id), "conmon.pid").read_text())
+    assert f"{env['cgroup_parent']}/shoal-monitors" in Path(f"/proc/{conmon_pid}/cgroup").read_text()
+
+    with pytest.raises(RuntimeError, match="is running"):
+        rt.remove(cfg.id)
+
+    rt.kill(cfg.id, signal.SIGTERM)
+    st = wait_for(lambda: stopped(rt, cfg.id), what="stop after SIGTERM")
+    assert st.exit_code == 143 and not st.oom_killed and st.finished_at >= st.started_at
+    assert "got-term" in log_text(cfg.log_path)
+    rt.kill(cfg.id, signal.SIGKILL)          # already exited: no error
+
+    rootfs = rt.rootfs_dir(cfg.id)
+    rt.remove(cfg.id)
+    assert not is_mounted(rootfs)
+    assert cfg.id not in Path("/proc/self/mountinfo").read_text()
+    assert rt.runc.state(cfg.id) is None
+    assert not rt.cgroups.exists(rt.cgroup_path(cfg.id))
+    assert not os.path.exists(rt.container_dir(cfg.id))
+    assert not os.path.exists(os.path.join(rt.exit_dir, cfg.id))
+    assert rt.state(cfg.id) is None and rt.list() == []
+    assert os.path.exists(cfg.log_path)          # the log is the caller's to delete
+    rt.remove(cfg.id)                            # idempotent
+
+
+def test_exit_code(env, image):
+    rt = env["new"]()
+    cfg = config(image, env["tmp"], "crash", ["sh", "-c", "echo bye; exit 3"])
+    rt.create(cfg)
+    assert rt.state(cfg.id).status == "created"
+    rt.start(cfg.id)
+    st = wait_for(lambda: stopped(rt, cfg.id), what="exit")
+    assert st.exit_code == 3 and not st.oom_killed
+    assert log_text(cfg.log_path) == "bye\n"
+
+
+def test_user_from_image_passwd(env, image):
+    rt = env["new"]()
+    cfg = config(image, env["tmp"], "nobody", ["sleep", "1000"], user="nobody")
+    rt.create(cfg)
+    rt.start(cfg.id)
+    assert rt.exec(cfg.id, ["sh", "-c", "id -u; id -g; echo $HOME"], 10) == (0, b"65534\n65534\n/home/nobody\n")
+
+
+def test_oom_killed(env, image):
+    rt = env["new"]()
+    # `tail` keeps the newline-free 100 MiB stream in memory: real RSS past the 20 MiB limit.
+    cfg = config(image, env["tmp"], "hog", ["sh", "-c", "head -c 100m /dev/zero | tail"],
+                 memory_bytes=20 * 2**20)
+    rt.create(cfg)
+    rt.start(cfg.id)
+    st = wait_for(lambda: stopped(rt, cfg.id), what="the OOM kill")
+    assert st.oom_killed is True and st.exit_code == 137
+    assert os.path.exists(os.path.join(rt.container_dir(cfg.id), "persist", "oom"))   # conmon's file
+
+
+def test_exec_timeout_kills_the_exec_process(env, image):
+    rt = env["new"]()
+    cfg = config(image, env["tmp"], "slow", ["sleep", "1000"])
+    rt.create(cfg)
+    rt.start(cfg.id)
+    with pytest.raises(TimeoutError):
+        rt.exec(cfg.id, ["sleep", "777"], 0.5)
+    procs = Path("/sys/fs/cgroup/pids") / env["cgroup_parent"].lstrip("/") / cfg.id / "cgroup.procs"
+    wait_for(lambda: len(procs.read_text().split()) == 1, what="the timed-out exec to be gone")
+
+
+AGENT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {repo!r})
+    from agent.runtime import RuncRuntime
+    from agent.runtime.testing import busybox_image
+    from agent.interfaces import ContainerConfig
+    rt = RuncRuntime({root!r}, runc_root={runc!r}, cgroup_parent={cg!r})
+    img = busybox_image({layer!r})
+    out = {{}}
+    for name, argv in (("stay", ["sleep", "1000"]),
+                       ("leave", ["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 7"])):
+        cid = "0123456789ab-" + name + "-0"
+        rt.create(ContainerConfig(id=cid, pod_uid="u", pod_name="p", namespace="default", container_name=name,
+                                  attempt=0, image=img, argv=argv, env=[], log_path={logs!r} + "/" + name + ".log",
+                                  labels={{"shoal.io/container": name}}))
+        rt.start(cid)
+        out[name] = rt.state(cid).pid
+    print(json.dumps(out), flush=True)
+    sys.stdin.read()          # "run" until killed
+""")
+
+
+def test_containers_and_exit_codes_survive_agent_sigkill(env, image):
+    layer = image.layers[0]
+    script = AGENT.format(repo=str(REPO), root=env["root_dir"], runc=env["runc_root"], cg=env["cgroup_parent"],
+                          layer=layer, logs=str(env["tmp"] / "logs"))
+    agent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             start_new_session=True)
+    try:
+        pids = json.loads(agent.stdout.readline())
+    finally:
+        os.killpg(agent.pid, signal.SIGKILL)      # kill -9 of the agent's whole process group
+        agent.wait()
+        agent.stdin.close()
+        agent.stdout.close()
+    rt = env["new"]()                             # the restarted agent: same dirs, new object
+    # a container exits while no agent is running
+    stay, leave = "0123456789ab-stay-0", "0123456789ab-leave-0"
+    Path(rt.rootfs_dir(leave), "tmp", "go").touch()
+    states = wait_for(lambda: (lambda s: s if s[leave].status == "stopped" else None)(
+        {st.id: st for st in rt.list()}), what="the container to exit")
+    assert states[stay].status == "running" and states[stay].pid == pids["stay"]
+    assert states[stay].labels == {"shoal.io/container": "stay"}
+    assert states[leave].exit_code == 7 and states[leave].labels == {"shoal.io/container": "leave"}
+    # the adopted one is still fully managed
+    assert rt.exec(stay, ["true"], 10)[0] == 0
+    rt.kill(stay, signal.SIGKILL)
+    assert wait_for(lambda: stopped(rt, stay)).exit_code == 137
+    for cid in (stay, leave):
+        rt.remove(cid)
+    assert rt.list() == []
