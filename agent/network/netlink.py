@@ -148,11 +148,12 @@ class Netlink(Protocol):
     def link_list(self, *, ns: str | None = None) -> list[Link]: ...
     def link_add(self, name: str, kind: str, *, ns: str | None = None, mtu: int | None = None,
                  peer: str | None = None, peer_ns: str | None = None,
-                 vxlan: VxlanInfo | None = None) -> None:
+                 vxlan: VxlanInfo | None = None, mac: str | None = None,
+                 peer_mac: str | None = None) -> None:
         """kind "bridge" | "veth" (peer name, optionally created in peer_ns) | "vxlan"."""
     def link_del(self, name: str, *, ns: str | None = None) -> None: ...
     def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
-                 mtu: int | None = None, master: str | None = None) -> None: ...
+                 mtu: int | None = None, master: str | None = None, mac: str | None = None) -> None: ...
 
     # IPv4 addresses, "a.b.c.d/len"
     def addr_list(self, dev: str, *, ns: str | None = None) -> list[str]: ...
@@ -452,16 +453,21 @@ class PyrouteNetlink:
 
     def link_add(self, name: str, kind: str, *, ns: str | None = None, mtu: int | None = None,
                  peer: str | None = None, peer_ns: str | None = None,
-                 vxlan: VxlanInfo | None = None) -> None:
+                 vxlan: VxlanInfo | None = None, mac: str | None = None,
+                 peer_mac: str | None = None) -> None:
         kw: dict[str, Any] = {"ifname": name, "kind": kind}
         if mtu is not None:
             kw["mtu"] = mtu
+        if mac is not None:
+            kw["address"] = mac
         if kind == "veth":
             if not peer:
                 raise ValueError(f"veth {name} needs a peer name")
             p: dict[str, Any] = {"ifname": peer}
             if mtu is not None:
                 p["mtu"] = mtu
+            if peer_mac is not None:
+                p["address"] = peer_mac
             if peer_ns is not None:
                 p["net_ns_fd"] = self.netns_path(peer_ns)
             kw["peer"] = p
@@ -482,12 +488,14 @@ class PyrouteNetlink:
         self._call(ns, f"link del {name}", fn)
 
     def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
-                 mtu: int | None = None, master: str | None = None) -> None:
+                 mtu: int | None = None, master: str | None = None, mac: str | None = None) -> None:
         def fn(ipr):
             idx = self._index(ipr, name, ns)
             kw: dict[str, Any] = {}
             if mtu is not None:
                 kw["mtu"] = mtu
+            if mac is not None:
+                kw["address"] = mac
             if master is not None:
                 kw["master"] = self._index(ipr, master, ns)
             if up is not None:
@@ -495,6 +503,7 @@ class PyrouteNetlink:
             if kw:
                 ipr.link("set", index=idx, **kw)
         parts = [f"link set {name}"] + ([f"mtu {mtu}"] if mtu is not None else []) + \
+                ([f"address {mac}"] if mac else []) + \
                 ([f"master {master}"] if master else []) + ([("up" if up else "down")] if up is not None else [])
         self._call(ns, " ".join(parts), fn)
 
@@ -690,10 +699,10 @@ class RecordingNetlink:
         self._mac_seq += 1
         return "02:00:00:00:%02x:%02x" % (self._mac_seq >> 8 & 0xFF, self._mac_seq & 0xFF)
 
-    def _new_link(self, name: str, kind: str, mtu: int | None, **kw) -> Link:
+    def _new_link(self, name: str, kind: str, mtu: int | None, mac: str | None = None, **kw) -> Link:
         self._next_index += 1
         return Link(name=name, index=self._next_index, kind=kind, mtu=mtu or 1500, up=False,
-                    mac=self._mac(), **kw)
+                    mac=mac or self._mac(), **kw)
 
     def _get(self, name: str, ns: str | None) -> Link:
         m = self.ns(ns)
@@ -754,8 +763,9 @@ class RecordingNetlink:
 
     def link_add(self, name: str, kind: str, *, ns: str | None = None, mtu: int | None = None,
                  peer: str | None = None, peer_ns: str | None = None,
-                 vxlan: VxlanInfo | None = None) -> None:
-        self.calls.append(("link_add", name, kind, ns, mtu, peer, peer_ns, vxlan))
+                 vxlan: VxlanInfo | None = None, mac: str | None = None,
+                 peer_mac: str | None = None) -> None:
+        self.calls.append(("link_add", name, kind, ns, mtu, peer, peer_ns, vxlan, mac, peer_mac))
         m = self.ns(ns)
         if name in m.links:
             raise NetlinkOpError(errno.EEXIST, f"netlink link add {name} ({_ns_label(ns, None)})")
@@ -763,14 +773,14 @@ class RecordingNetlink:
             pm = self.ns(peer_ns if peer_ns is not None else ns)
             if not peer or peer in pm.links or (peer_ns is None and peer == name):
                 raise NetlinkOpError(errno.EEXIST, f"netlink link add {name} peer {peer}")
-            m.links[name] = self._new_link(name, "veth", mtu)
-            pm.links[peer] = self._new_link(peer, "veth", mtu)
+            m.links[name] = self._new_link(name, "veth", mtu, mac)
+            pm.links[peer] = self._new_link(peer, "veth", mtu, peer_mac)
             m.peers[name] = (peer_ns if peer_ns is not None else ns, peer)
             pm.peers[peer] = (ns, name)
         elif kind == "vxlan":
-            m.links[name] = self._new_link(name, "vxlan", mtu, vxlan=vxlan)
+            m.links[name] = self._new_link(name, "vxlan", mtu, mac, vxlan=vxlan)
         elif kind == "bridge":
-            m.links[name] = self._new_link(name, "bridge", mtu)
+            m.links[name] = self._new_link(name, "bridge", mtu, mac)
         else:
             raise NetlinkOpError(errno.EOPNOTSUPP, f"netlink link add {name} type {kind}")
 
@@ -780,14 +790,14 @@ class RecordingNetlink:
         self._drop_link(name, ns)
 
     def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
-                 mtu: int | None = None, master: str | None = None) -> None:
-        self.calls.append(("link_set", name, ns, up, mtu, master))
+                 mtu: int | None = None, master: str | None = None, mac: str | None = None) -> None:
+        self.calls.append(("link_set", name, ns, up, mtu, master, mac))
         link = self._get(name, ns)
         if master is not None:
             self._get(master, ns)
         self.ns(ns).links[name] = replace(
             link, up=link.up if up is None else up, mtu=link.mtu if mtu is None else mtu,
-            master=link.master if master is None else master)
+            master=link.master if master is None else master, mac=link.mac if mac is None else mac)
 
     # -- addresses
     def addr_list(self, dev: str, *, ns: str | None = None) -> list[str]:

@@ -56,6 +56,17 @@ log = logging.getLogger(__name__)
 DEFAULT_MTU = 1500
 
 
+def mac_for_ip(ip: str) -> str:
+    """A stable, locally administered unicast MAC for an IPv4 address: 0a:58:<ip>.
+
+    Pod interfaces and the bridge get MACs derived from their addresses, so a
+    neighbour entry cached anywhere on the bridge stays right when a pod is
+    re-created or an address is reused; and the bridge keeps its MAC instead of
+    taking the lowest MAC of its ports, which changes as pods come and go and
+    would black-hole pods' cached gateway entries."""
+    return "0a:58:" + ":".join(f"{int(o):02x}" for o in ipaddress.IPv4Address(ip).packed)
+
+
 def veth_name(pod_uid: str) -> str:
     """Host-side veth: 'veth' + 8 hex of sha256(uid) — stable across restarts, ≤ 15 chars."""
     return "veth" + hashlib.sha256(pod_uid.encode()).hexdigest()[:8]
@@ -132,9 +143,12 @@ class NodeNetwork:
             log.warning("%s exists but is a %r, not a bridge; recreating it", self.bridge, br.kind)
             self.netlink.link_del(self.bridge)
             br = None
+        gw = gateway_of(str(net))
         if br is None:
-            self.netlink.link_add(self.bridge, "bridge")
+            self.netlink.link_add(self.bridge, "bridge", mac=mac_for_ip(gw))
             br = self.netlink.link_get(self.bridge)
+        if br is not None and br.mac != mac_for_ip(gw):
+            self.netlink.link_set(self.bridge, mac=mac_for_ip(gw))
         # Set explicitly (not at creation) so the kernel marks it user-set and
         # does not re-derive it from the ports (1500 when the last pod goes).
         if br is not None and br.mtu != mtu:
@@ -162,7 +176,7 @@ class NodeNetwork:
         ifn = self.pod_ifname
         try:
             created = self.netlink.netns_create(ns)
-            if self._ensure_veth(ns, veth, pod_name, created=created):
+            if self._ensure_veth(ns, veth, pod_name, rec.ip, created=created):
                 # Fresh pair (the common path): nothing to observe, only to do.
                 self.netlink.link_set(veth, master=self.bridge, up=True)
                 self.netlink.link_set("lo", ns=ns, up=True)
@@ -170,7 +184,7 @@ class NodeNetwork:
                 self.netlink.link_set(ifn, ns=ns, up=True)
                 self.netlink.route_replace(Route(dst="0.0.0.0/0", dev=ifn, gateway=gateway_of(cidr)), ns=ns)
             else:
-                self._repair_pod(ns, veth, f"{rec.ip}/{net.prefixlen}", gateway_of(cidr), mtu)
+                self._repair_pod(ns, veth, rec.ip, net.prefixlen, gateway_of(cidr), mtu)
         except NetlinkOpError as exc:
             raise NetlinkOpError(exc.errno or 0, f"network setup of pod {pod_name} ({pod_uid}) in netns {ns}: {exc}") from exc
         finally:
@@ -181,7 +195,7 @@ class NodeNetwork:
             self._apply_host_ports()
         return PodNet(pod_uid=pod_uid, netns_path=self.netlink.netns_path(ns), ip=rec.ip)
 
-    def _ensure_veth(self, ns: str, veth: str, pod_name: str, *, created: bool) -> bool:
+    def _ensure_veth(self, ns: str, veth: str, pod_name: str, ip: str, *, created: bool) -> bool:
         """Make sure the pair exists; True if it was (re)created just now."""
         ifn = self.pod_ifname
         host = self.netlink.link_get(veth)
@@ -196,10 +210,10 @@ class NodeNetwork:
             self.netlink.link_del(veth)        # a veth takes its peer along
         if not created:
             self.netlink.link_del(ifn, ns=ns)  # an orphaned pod side from a crash
-        self.netlink.link_add(veth, "veth", mtu=self.pod_mtu(), peer=ifn, peer_ns=ns)
+        self.netlink.link_add(veth, "veth", mtu=self.pod_mtu(), peer=ifn, peer_ns=ns, peer_mac=mac_for_ip(ip))
         return True
 
-    def _repair_pod(self, ns: str, veth: str, cidr: str, gw: str, mtu: int) -> None:
+    def _repair_pod(self, ns: str, veth: str, ip: str, prefixlen: int, gw: str, mtu: int) -> None:
         """Observe an existing pod network and fix only what differs."""
         ifn = self.pod_ifname
         host = self.netlink.link_get(veth)
@@ -209,9 +223,11 @@ class NodeNetwork:
         if lo is None or not lo.up:
             self.netlink.link_set("lo", ns=ns, up=True)
         inner = self.netlink.link_get(ifn, ns=ns)
-        if inner is not None and (inner.mtu != mtu or not inner.up):
-            self.netlink.link_set(ifn, ns=ns, mtu=mtu if inner.mtu != mtu else None, up=True)
-        self._ensure_addr(ifn, cidr, ns=ns)
+        mac = mac_for_ip(ip)
+        if inner is not None and (inner.mtu != mtu or not inner.up or inner.mac != mac):
+            self.netlink.link_set(ifn, ns=ns, mtu=mtu if inner.mtu != mtu else None, up=True,
+                                  mac=mac if inner.mac != mac else None)
+        self._ensure_addr(ifn, f"{ip}/{prefixlen}", ns=ns)
         default = [r for r in self.netlink.route_dump(ns=ns) if r.dst == "0.0.0.0/0"]
         if not any(r.gateway == gw and r.dev == ifn for r in default):
             self.netlink.route_replace(Route(dst="0.0.0.0/0", dev=ifn, gateway=gw), ns=ns)

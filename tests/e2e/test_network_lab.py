@@ -148,6 +148,7 @@ def test_one_node_pods_reach_each_other_and_the_host_reaches_them(lab):
     pod_b = os.path.basename(b.netns_path)
     mtu = lab.run(pod_a, "cat", "/sys/class/net/eth0/mtu", check=True).stdout.strip()
     assert mtu == "1450"
+    assert lab.run(pod_a, "cat", "/sys/class/net/eth0/address", check=True).stdout.strip() == "0a:58:0a:f4:01:02"
     assert lab.ping(pod_a, b.ip) and lab.ping(pod_b, a.ip)
     assert lab.ping(h1, a.ip) and lab.ping(h1, b.ip)
     # idempotent: same answer, still working

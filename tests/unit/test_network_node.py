@@ -3,6 +3,7 @@ import pytest
 
 from agent.interfaces import HostPort, Network, Peer
 from agent.network import NodeNetwork, RecordingNetlink, RecordingRunner, veth_name
+from agent.network.node import mac_for_ip
 from agent.network.netlink import RTPROT_SHOAL, FdbEntry, Neighbour, Route, VxlanInfo
 
 pytestmark = pytest.mark.unit
@@ -42,6 +43,7 @@ def test_is_a_network(net):
 def test_ensure_node_builds_bridge_and_sysctls(net, nl):
     br = nl.ns().links["shoal0"]
     assert br.kind == "bridge" and br.up and br.mtu == 1450
+    assert br.mac == "0a:58:0a:f4:01:01"           # fixed: never follows its ports
     assert nl.ns().addrs["shoal0"] == ["10.244.1.1/24"]
     assert nl.ns().sysctls == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.shoal0.route_localnet": "1"}
 
@@ -76,6 +78,7 @@ def test_setup_pod_builds_netns_veth_address_route(net, nl):
     assert veth_name(UID_A).startswith("veth") and len(veth_name(UID_A)) == 12
     pod = nl.ns(ns)
     assert pod.links["eth0"].up and pod.links["eth0"].mtu == 1450 and pod.links["lo"].up
+    assert pod.links["eth0"].mac == "0a:58:0a:f4:01:02"   # derived from the IP
     assert pod.addrs["eth0"] == ["10.244.1.2/24"]
     assert pod.routes == [Route(dst="0.0.0.0/0", dev="eth0", gateway="10.244.1.1")]
     assert ("release", ns) in nl.calls
@@ -105,6 +108,10 @@ def test_setup_pod_repairs_missing_pieces(net, nl):
     net.setup_pod(UID_A, "web-1")
     assert nl.ns(ns).addrs["eth0"] == ["10.244.1.2/24"]
     assert nl.ns(ns).routes == [Route(dst="0.0.0.0/0", dev="eth0", gateway="10.244.1.1")]
+    # a changed MAC is put back
+    nl.link_set("eth0", ns=ns, mac="02:99:99:99:99:99")
+    net.setup_pod(UID_A, "web-1")
+    assert nl.ns(ns).links["eth0"].mac == "0a:58:0a:f4:01:02"
     # whole netns gone (host reboot: /run is tmpfs)
     nl.netns_remove(ns)
     assert net.setup_pod(UID_A, "web-1").ip == "10.244.1.2" and nl.ns(ns).links["eth0"].up
@@ -227,3 +234,8 @@ def test_host_ports_follow_pod_setup_and_teardown(net, runner):
     assert f"udp dport 19090 dnat to {pb.ip}:9090" in runner.calls[-1][1]
     net.teardown_pod(UID_B)
     assert "dport 19090" not in runner.calls[-1][1]
+
+
+def test_mac_for_ip():
+    assert mac_for_ip("10.244.1.2") == "0a:58:0a:f4:01:02"
+    assert mac_for_ip("192.168.213.255") == "0a:58:c0:a8:d5:ff"
