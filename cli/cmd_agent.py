@@ -58,6 +58,8 @@ def register(sub) -> None:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"agent state ({DEFAULT_DATA_DIR})")
     p.add_argument("--runc-root", default=None, help="runc state directory (default <data-dir>/runc)")
     p.add_argument("--cgroup-parent", default="/shoal", help="cgroup under which containers are placed (/shoal)")
+    p.add_argument("--pod-netns-prefix", default="shoal-",
+                   help="name prefix of pod network namespaces (shoal-); lab hosts use their own")
     p.add_argument("--fake-runtime", action="store_true",
                    help="hollow node: fake images, runtime and network (no root, nothing runs)")
     p.add_argument("--registry-mirror", type=_mirror, action="append", default=[], metavar="HOST=URL",
@@ -97,7 +99,7 @@ def build_seams(args, data_dir: Path):
     images = LocalImageStore(data_dir / "images", registry_client=registry)
     runtime = RuncRuntime(str(data_dir / "runtime"), runc_root=args.runc_root or str(data_dir / "runc"),
                           cgroup_parent=args.cgroup_parent)
-    network = real_node_network(str(data_dir / "network"))
+    network = real_node_network(str(data_dir / "network"), netns_prefix=args.pod_netns_prefix)
     return images, runtime, network, RealProbeExecutor(runtime), _runc_version()
 
 
