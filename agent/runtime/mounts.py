@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import logging
 import os
 
@@ -40,7 +41,9 @@ def overlay_options(layers: list[str], *, upper: str, work: str) -> str:
     return opts
 
 
+@functools.lru_cache(maxsize=1)
 def _libc():
+    # Cached: find_library runs `ldconfig -p` (~20 ms), on every pod start otherwise.
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
