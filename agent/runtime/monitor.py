@@ -13,10 +13,12 @@ How it is started (found by experiment on this machine, conmon 2.1.6):
 - `--socket-dir-path` is required in practice: the default /var/run/crio does
   not exist here and conmon exits 1 ("Failed to create symlink").
 - `--sync`: conmon forks only once, so the process we spawn *is* the monitor
-  and the agent reaps it when it exits (`Monitor.reap`). Without it conmon
-  double-forks and its exit leaves a zombie under PID 1 on hosts whose init
-  does not reap (this VM's). conmon calls setsid() itself, so SIGKILL of the
-  agent or its process group does not reach it.
+  and the agent reaps it as soon as it exits (`RuncRuntime._reap`). Without
+  it conmon double-forks and every exit leaves a zombie under PID 1 until
+  init gets round to it (this VM's init reaps only now and then). Monitors of
+  an agent that died are re-parented to init, as they would be anyway.
+  conmon calls setsid() itself, so SIGKILL of the agent or its process group
+  does not reach it.
 - `_OCI_STARTPIPE=<fd>`: conmon blocks reading it before forking `runc
   create`; the agent moves it into the monitors' cgroup meanwhile, so neither
   conmon nor anything it forks ever sits in the agent's cgroup, and a

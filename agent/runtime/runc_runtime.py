@@ -275,7 +275,10 @@ class RuncRuntime:
         with self._lock:
             self._monitors[cid] = proc
         _write_text(os.path.join(cdir, "conmon.pid"), str(proc.pid))
-        _logs.track_rotation(log_path)
+        try:
+            _logs.track_rotation(log_path)
+        except OSError as e:     # e.g. a log filesystem without hard links: no <log>.1, still a log
+            log.warning("container %s: cannot keep rotated logs for %s: %s", cid, log_path, e)
         log.debug("container %s created: init pid %d under conmon %d", cid, pid, proc.pid)
 
     def _resolve_user(self, cfg: ContainerConfig, rootfs: str) -> ResolvedUser:
@@ -407,7 +410,10 @@ class RuncRuntime:
             except FileNotFoundError:
                 pass
         if meta.get("log_path"):
-            _logs.forget_rotation(meta["log_path"])
+            try:
+                _logs.forget_rotation(meta["log_path"])
+            except OSError as e:
+                log.warning("container %s: log rotation bookkeeping for %s: %s", cid, meta["log_path"], e)
         if os.path.isdir(cdir):
             if os.path.isdir(rootfs) and is_mounted(rootfs):
                 raise RuntimeError(f"container {cid}: rootfs {rootfs} is still mounted; not removing {cdir}")

@@ -179,6 +179,28 @@ def test_exec_timeout_kills_the_exec_process(env, image):
     wait_for(lambda: len(procs.read_text().split()) == 1, what="the timed-out exec to be gone")
 
 
+def test_log_rotation_keeps_previous_generation(env, image):
+    rt = env["new"]()
+    rt.log_size_max = 2048            # ~40 records of ~52 bytes
+    cfg = config(image, env["tmp"], "chatty", ["sh", "-c",
+                 "for i in $(seq 1 30); do echo line-$i; done; "
+                 "while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+                 "for i in $(seq 31 60); do echo line-$i; done"])
+    rt.create(cfg)
+    rt.start(cfg.id)
+    wait_for(lambda: "line-30\n" in log_text(cfg.log_path), what="the first 30 lines")
+    rt.state(cfg.id)                   # a relist: the runtime notes the file conmon writes
+    Path(rt.rootfs_dir(cfg.id), "tmp", "go").touch()
+    wait_for(lambda: stopped(rt, cfg.id), what="exit")     # state() also notices the rotation
+    assert os.path.exists(cfg.log_path + ".1")
+    assert os.path.getsize(cfg.log_path) < 2048
+    expected = "".join(f"line-{i}\n" for i in range(1, 61))
+    assert log_text(cfg.log_path) == expected
+    assert b"".join(read_log(cfg.log_path, tail_lines=3)) == b"line-58\nline-59\nline-60\n"
+    rt.remove(cfg.id)
+    assert not os.path.exists(cfg.log_path + ".cur")
+
+
 AGENT = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {repo!r})
