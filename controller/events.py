@@ -9,6 +9,10 @@ Contract:
   creates an Event named `<object>.<hex nanoseconds>`; later ones bump `count` and
   `lastTimestamp` with a merge patch (a new Event is created if the old one is gone).
 - Events of cluster-scoped objects (nodes) go to namespace `default`, as Kubernetes does.
+- Spam filter, as client-go's EventSourceObjectSpamFilter: per involved object a token
+  bucket of 25 events refilled at one per 5 minutes; beyond it events are dropped. A
+  ReplicaSet creating 100 pods records 25 `SuccessfulCreate` events, not 100 — under load
+  the API server's write budget goes to pods, not to their paperwork.
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ class RecordingEvents:
 
 class EventRecorder:
     def __init__(self, client: Client, component: str, *, clock: Clock | None = None, max_pending: int = 5000,
-                 remember: int = 4096):
+                 remember: int = 4096, burst: int = 25, refill_seconds: float = 300.0):
         self.client = client
         self.component = component
         self.clock = clock or RealClock()
@@ -61,9 +65,28 @@ class EventRecorder:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.dropped = 0
+        self.burst, self.refill_seconds = burst, refill_seconds
+        self._buckets: OrderedDict[tuple, tuple[float, float]] = OrderedDict()
+        self._bucket_lock = threading.Lock()
+
+    def allow(self, obj_key: tuple) -> bool:
+        """Token bucket per involved object (see module docstring)."""
+        now = self.clock.now()
+        with self._bucket_lock:
+            tokens, at = self._buckets.get(obj_key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - at) / self.refill_seconds)
+            ok = tokens >= 1.0
+            self._buckets[obj_key] = (tokens - 1.0 if ok else tokens, now)
+            self._buckets.move_to_end(obj_key)
+            if len(self._buckets) > 4 * self._remember:
+                self._buckets.popitem(last=False)
+            return ok
 
     def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         m = meta(obj)
+        if not self.allow((obj.get("kind", ""), m.get("namespace", ""), m.get("name", ""), m.get("uid", ""))):
+            self.dropped += 1
+            return
         ref = {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", ""), "name": m.get("name", ""),
                "namespace": m.get("namespace", ""), "uid": m.get("uid", ""),
                "resourceVersion": m.get("resourceVersion", "")}

@@ -31,16 +31,19 @@ ALL_CONTROLLERS = ("deployment", "replicaset", "scheduler", "nodelifecycle", "no
 
 @dataclass
 class Options:
-    node_grace_seconds: float = 8.0        # lease older than this -> Ready=Unknown + unreachable taints
-    eviction_delay_seconds: float = 5.0    # then pods are evicted after this (per pod overridable)
+    node_grace_period: float = 8.0         # lease older than this -> Ready=Unknown + unreachable taints
+    eviction_delay: float = 5.0            # then pods are evicted after this (per pod overridable)
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_mask: int = 24
-    resync_period_seconds: float = 30.0
+    resync_period: float = 30.0
     workers: int = 4                       # deployment and replicaset workers each
     scheduler_workers: int = 4
-    monitor_period_seconds: float = 1.0
-    watch_timeout_seconds: float = 30.0
+    monitor_period: float = 1.0
+    watch_timeout: float = 30.0
     controllers: tuple[str, ...] = field(default=ALL_CONTROLLERS)
+
+
+ControllerOptions = Options  # the name `shoal server` / `shoal controller` import
 
 
 def build_manager(client: Client, *, options: Options | None = None, clock: Clock | None = None) -> Manager:
@@ -50,7 +53,7 @@ def build_manager(client: Client, *, options: Options | None = None, clock: Cloc
     if unknown:
         raise ValueError(f"unknown controller(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_CONTROLLERS)}")
     clock = clock or RealClock()
-    m = Manager(client, clock=clock, resync_period=o.resync_period_seconds, watch_timeout=o.watch_timeout_seconds)
+    m = Manager(client, clock=clock, resync_period=o.resync_period, watch_timeout=o.watch_timeout)
     events = EventRecorder(client, "controller-manager", clock=clock)
     pods, nodes = m.informer("pods"), m.informer("nodes")
     rss, deps = m.informer("replicasets"), m.informer("deployments")
@@ -69,9 +72,9 @@ def build_manager(client: Client, *, options: Options | None = None, clock: Cloc
         m.on_stop(sched_events.stop)
     if "nodelifecycle" in on:
         NodeLifecycleController(client, nodes=nodes, leases=m.informer("leases", LEASE_NAMESPACE), pods=pods,
-                                events=events, clock=clock, grace=o.node_grace_seconds,
-                                eviction_delay=o.eviction_delay_seconds).register(
-            m, monitor_period=o.monitor_period_seconds)
+                                events=events, clock=clock, grace=o.node_grace_period,
+                                eviction_delay=o.eviction_delay).register(
+            m, monitor_period=o.monitor_period)
     if "nodeipam" in on:
         NodeIpamController(client, nodes=nodes, events=events, cluster_cidr=o.cluster_cidr,
                            node_mask=o.node_cidr_mask).register(m)
@@ -93,13 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     d = Options()
     p = argparse.ArgumentParser(prog="shoal controller", description="Run shoal's controllers against an API server.")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.shoal/kubeconfig)")
-    p.add_argument("--node-grace", type=float, default=d.node_grace_seconds, metavar="SECONDS",
+    p.add_argument("--node-grace-period", "--node-grace", dest="node_grace", type=float, default=d.node_grace_period, metavar="SECONDS",
                    help="lease age after which a node is Ready=Unknown and tainted (default %(default)s)")
-    p.add_argument("--eviction-delay", type=float, default=d.eviction_delay_seconds, metavar="SECONDS",
+    p.add_argument("--eviction-delay", type=float, default=d.eviction_delay, metavar="SECONDS",
                    help="delay after the unreachable taint before pods are evicted (default %(default)s)")
     p.add_argument("--cluster-cidr", default=d.cluster_cidr, help="pod network (default %(default)s)")
     p.add_argument("--node-cidr-mask", type=int, default=d.node_cidr_mask, help="per-node prefix (default %(default)s)")
-    p.add_argument("--resync-period", type=float, default=d.resync_period_seconds, metavar="SECONDS")
+    p.add_argument("--resync-period", type=float, default=d.resync_period, metavar="SECONDS")
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--controllers", default=",".join(ALL_CONTROLLERS),
                    help="comma-separated controllers to run (default: all)")
@@ -108,9 +111,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(a: argparse.Namespace) -> Options:
-    return Options(node_grace_seconds=a.node_grace, eviction_delay_seconds=a.eviction_delay,
+    return Options(node_grace_period=a.node_grace, eviction_delay=a.eviction_delay,
                    cluster_cidr=a.cluster_cidr, node_cidr_mask=a.node_cidr_mask,
-                   resync_period_seconds=a.resync_period, workers=a.workers,
+                   resync_period=a.resync_period, workers=a.workers,
                    controllers=tuple(c.strip() for c in a.controllers.split(",") if c.strip()))
 
 
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Options", "build_manager", "run_controllers", "main", "ALL_CONTROLLERS"]
+__all__ = ["Options", "ControllerOptions", "build_manager", "run_controllers", "main", "ALL_CONTROLLERS"]
 
 if __name__ == "__main__":
     sys.exit(main())

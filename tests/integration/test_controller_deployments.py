@@ -13,7 +13,7 @@ from hollow import HollowCluster, RolloutChecker, deployment, deployment_done, w
 
 pytestmark = pytest.mark.integration
 
-OPTIONS = Options(node_grace_seconds=3, eviction_delay_seconds=2, resync_period_seconds=5, monitor_period_seconds=0.5)
+OPTIONS = Options(node_grace_period=3, eviction_delay=2, resync_period=5, monitor_period=0.5)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def app_pods(client, app="web"):
 
 
 def test_node_that_stops_heartbeating_has_its_pods_replaced(tmp_path):
-    opts = Options(node_grace_seconds=GRACE, eviction_delay_seconds=EVICTION, monitor_period_seconds=0.5)
+    opts = Options(node_grace_period=GRACE, eviction_delay=EVICTION, monitor_period=0.5)
     with start_test_server(tmp_path, controllers=True, controller_options=opts) as srv:
         client = srv.client()
         with HollowCluster(client, nodes=["node-a", "node-b", "node-c"], lease_period=0.3) as hollow:
@@ -61,7 +61,7 @@ def test_node_that_stops_heartbeating_has_its_pods_replaced(tmp_path):
 
 
 def test_pod_tolerating_unreachable_stays(tmp_path):
-    opts = Options(node_grace_seconds=GRACE, eviction_delay_seconds=EVICTION, monitor_period_seconds=0.5)
+    opts = Options(node_grace_period=GRACE, eviction_delay=EVICTION, monitor_period=0.5)
     with start_test_server(tmp_path, controllers=True, controller_options=opts) as srv:
         client = srv.client()
         with HollowCluster(client, nodes=["node-a"], lease_period=0.3) as hollow:
