@@ -3,7 +3,7 @@
 `CommandRunner` is the one place the runtime package starts short-lived
 programs (runc, nsenter). `SubprocessRunner` is the real one; `RecordingRunner`
 records argv and answers from a script, so the argv of every verb is unit
-tested without root (`tests/unit/test_runtime_runc.py`).
+tested without root (`tests/unit/test_runtime_wrapper.py`).
 
 `Runc` always passes the global `--root` so several agents on one machine
 (the multi-host lab) keep separate state directories, and logs every call's
