@@ -72,15 +72,20 @@ def check_prerequisites() -> list[str]:
         if not shutil.which(binary) and not (binary == "conmon" and Path("/usr/libexec/podman/conmon").exists()):
             problems.append(f"{binary} not found: apt-get install {pkg}")
     fs = Path("/proc/filesystems").read_text() if Path("/proc/filesystems").exists() else ""
-    if "overlay" not in fs and subprocess.run(["modprobe", "overlay"], capture_output=True).returncode != 0:
+    if "overlay" not in fs and not _modprobe("overlay"):
         problems.append("the kernel has no overlayfs (modprobe overlay failed): a kernel with CONFIG_OVERLAY_FS")
     if not Path("/sys/fs/cgroup").is_dir() or not any(Path("/sys/fs/cgroup").iterdir()):
         problems.append("cgroups are not mounted at /sys/fs/cgroup")
-    for mod in ("bridge", "vxlan", "veth"):
-        if not Path(f"/sys/module/{mod}").exists() and \
-                subprocess.run(["modprobe", mod], capture_output=True).returncode != 0:
+    for mod in ("bridge", "vxlan"):
+        if not Path(f"/sys/module/{mod}").exists() and not _modprobe(mod):
             problems.append(f"kernel module {mod} is not available (modprobe {mod} failed)")
     return problems
+
+
+def _modprobe(module: str) -> bool:
+    if not shutil.which("modprobe"):
+        return False
+    return subprocess.run(["modprobe", module], capture_output=True).returncode == 0
 
 
 # ---------------------------------------------------------------------------------- up
@@ -108,7 +113,8 @@ def _running_pid(data_dir: Path) -> int | None:
         pid = int(pf.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _pid_alive(pid) else None
+    # The detached child finds its own pid here (its parent wrote it): that is not "another" shoal.
+    return pid if pid != os.getpid() and _pid_alive(pid) else None
 
 
 def run_up(args) -> int:
