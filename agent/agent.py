@@ -450,6 +450,17 @@ class Agent:
             log.error("node %s: building the pod network for %s failed: %s", self.node_name, cidr, e)
             return
         self._pod_cidr = cidr
+        # The overlay device carries an address from the pod CIDR, so on a node's first
+        # start it can only be built now; publish its MAC so peers add this node.
+        try:
+            mac = self.network.ensure_overlay(self.address)
+            if mac != self.vtep_mac:
+                self.vtep_mac = mac
+                self.client.patch("nodes", self.node_name, {"metadata": {"annotations": {ANN_VTEP_MAC: mac}}})
+            self._peers = None      # re-sync peers onto the (possibly new) device
+        except Exception as e:
+            log.warning("node %s: overlay device not ready (%s); pods on other nodes will be unreachable",
+                        self.node_name, e)
         first = not self._network_ready.is_set()
         self._network_ready.set()
         log.info("node %s: pod CIDR %s", self.node_name, cidr)
