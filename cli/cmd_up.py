@@ -11,6 +11,8 @@ API and are started again by the next `shoal up`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -25,6 +27,68 @@ from pathlib import Path
 DEFAULT_DATA_DIR = Path("/var/lib/shoal")
 
 
+@dataclasses.dataclass(frozen=True)
+class HostNetwork:
+    """The host-level names one `shoal up` claims. Two clusters on one host (a user's and a
+    test's) must differ in all of them; `shoal up` saves them in <data-dir>/up.json so that
+    `shoal down` tears down exactly what that cluster set up."""
+    cluster_cidr: str = "10.244.0.0/16"
+    bridge: str = "shoal0"
+    vxlan_port: int = 8472
+    kubelet_port: int = 10250
+    netns_prefix: str = "shoal-"
+
+    @property
+    def vxlan_device(self) -> str:
+        """`shoal.1` for the default bridge (flannel's `flannel.1` habit), else `<bridge>.1`
+        cut to the kernel's 15-character limit on interface names."""
+        return "shoal.1" if self.bridge == "shoal0" else f"{self.bridge[:13]}.1"
+
+    @classmethod
+    def from_args(cls, args) -> "HostNetwork":
+        return cls(cluster_cidr=args.cluster_cidr, bridge=args.bridge, vxlan_port=args.vxlan_port,
+                   kubelet_port=args.kubelet_port, netns_prefix=args.pod_netns_prefix)
+
+    def save(self, data_dir: Path) -> None:
+        (data_dir / "up.json").write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, data_dir: Path) -> "HostNetwork":
+        """What the last `shoal up` in this data dir used (defaults when it never ran or predates up.json)."""
+        try:
+            saved = json.loads((data_dir / "up.json").read_text())
+        except (OSError, ValueError):
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+
+DEFAULT_NETWORK = HostNetwork()
+
+
+def validate_host_network(net: HostNetwork) -> list[str]:
+    """What is wrong with these settings, each naming its flag (empty = all good)."""
+    import ipaddress
+    problems = []
+    name = net.bridge
+    if not name or len(name) > 15 or any(c in name for c in "/ \t:") or name in (".", ".."):
+        problems.append(f"--bridge {name!r}: an interface name is 1 to 15 characters without '/', ':' or spaces")
+    try:
+        cidr = ipaddress.ip_network(net.cluster_cidr, strict=False)
+        if cidr.version != 4 or cidr.prefixlen > 23:
+            problems.append(f"--cluster-cidr {net.cluster_cidr}: an IPv4 network of /23 or larger "
+                            "(each node takes a /24)")
+    except ValueError:
+        problems.append(f"--cluster-cidr {net.cluster_cidr!r} is not a network such as 10.244.0.0/16")
+    if not 1 <= net.vxlan_port <= 65535:
+        problems.append(f"--vxlan-port {net.vxlan_port}: a UDP port is 1 to 65535")
+    if not 0 <= net.kubelet_port <= 65535:
+        problems.append(f"--kubelet-port {net.kubelet_port}: a TCP port is 0 (any) to 65535")
+    if not net.netns_prefix or len(net.netns_prefix) > 32 or "/" in net.netns_prefix:
+        problems.append(f"--pod-netns-prefix {net.netns_prefix!r}: 1 to 32 characters without '/'")
+    return problems
+
+
 def register(sub) -> None:
     p = sub.add_parser("up", help="start a one-host cluster: API server, controllers and an agent",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -34,29 +98,49 @@ def register(sub) -> None:
                        epilog="examples:\n  shoal up                  # foreground, Ctrl-C stops it\n"
                               "  shoal up --detach         # background; `shoal down` stops it\n"
                               "  shoal up --listen 0.0.0.0:6443 --detach   # let agents on other hosts join")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"all state ({DEFAULT_DATA_DIR})")
-    p.add_argument("--listen", default="127.0.0.1:6443", help="API server HOST:PORT (127.0.0.1:6443)")
-    p.add_argument("--datastore", default="", help="SQLAlchemy URL (default: SQLite in the data dir)")
-    p.add_argument("--node-name", default=None, help="this node's name (default: the host name)")
-    p.add_argument("--node-ip", default="127.0.0.1",
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
+                   help=f"all state: database, images, containers, up.log ({DEFAULT_DATA_DIR})")
+    p.add_argument("--listen", default="127.0.0.1:6443", metavar="HOST:PORT",
+                   help="API server address (127.0.0.1:6443; TLS is turned on off loopback)")
+    p.add_argument("--datastore", default="", metavar="URL",
+                   help="SQLAlchemy URL, e.g. postgresql://… (default: SQLite in the data dir)")
+    p.add_argument("--node-name", default=None, metavar="NAME", help="this node's name (default: the host name)")
+    p.add_argument("--node-ip", default="127.0.0.1", metavar="IP",
                    help="this node's address for logs and hostPorts (127.0.0.1; a LAN address for multi-host)")
-    p.add_argument("--write-kubeconfig", type=Path, default=None,
+    p.add_argument("--write-kubeconfig", type=Path, default=None, metavar="FILE",
                    help="kubeconfig to write (default: $KUBECONFIG or ~/.shoal/kubeconfig)")
-    p.add_argument("--detach", "-d", action="store_true", help="run in the background")
-    p.add_argument("--registry-mirror", action="append", default=[], metavar="HOST=URL")
-    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST")
-    p.add_argument("--backoff-initial", type=float, default=10.0)
-    p.add_argument("--backoff-max", type=float, default=300.0)
-    p.add_argument("--skip-checks", action="store_true", help="do not check prerequisites")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--detach", "-d", action="store_true",
+                   help="run in the background and return once the node is Ready (`shoal down` stops it)")
+    p.add_argument("--registry-mirror", action="append", default=[], metavar="HOST=URL",
+                   help="pull images of registry HOST from URL instead (repeatable)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
+                   help="talk plain HTTP to registry HOST (repeatable; 127.0.0.1 and localhost always may)")
+    p.add_argument("--backoff-initial", type=float, default=10.0, metavar="SECONDS", help="first crash-loop delay, seconds (10)")
+    p.add_argument("--backoff-max", type=float, default=300.0, metavar="SECONDS", help="longest crash-loop delay, seconds (300)")
+    p.add_argument("--skip-checks", action="store_true",
+                   help="do not check prerequisites (root, runc, conmon, overlayfs, cgroups, bridge, vxlan)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    net = p.add_argument_group("host network (change only to run a second cluster on the same host)")
+    net.add_argument("--cluster-cidr", default=DEFAULT_NETWORK.cluster_cidr, metavar="CIDR",
+                     help="pod network, one /24 per node (%(default)s)")
+    net.add_argument("--bridge", default=DEFAULT_NETWORK.bridge, metavar="NAME",
+                     help="pods' bridge on this host (%(default)s); the VXLAN device is named after it")
+    net.add_argument("--vxlan-port", type=int, default=DEFAULT_NETWORK.vxlan_port, metavar="PORT",
+                     help="UDP port of the overlay (%(default)s)")
+    net.add_argument("--kubelet-port", type=int, default=DEFAULT_NETWORK.kubelet_port, metavar="PORT",
+                     help="port of the node's log endpoint, 0 = any free port (%(default)s)")
+    net.add_argument("--pod-netns-prefix", default=DEFAULT_NETWORK.netns_prefix, metavar="PREFIX",
+                     help="pods' network namespaces are PREFIX<12 characters of the pod uid> (%(default)s)")
     p.set_defaults(func=run_up)
 
     d = sub.add_parser("down", help="stop the cluster started by `shoal up --detach` and this node's containers",
                        description="Stop `shoal up` (API server, controllers, agent) and the containers it runs. "
                                    "Objects stay in the datastore: the next `shoal up` starts the pods again.",
                        epilog="example:\n  shoal down", formatter_class=argparse.RawDescriptionHelpFormatter)
-    d.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    d.add_argument("--keep-containers", action="store_true", help="leave the containers running")
+    d.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
+                   help=f"the data dir `shoal up` used ({DEFAULT_DATA_DIR})")
+    d.add_argument("--keep-containers", action="store_true",
+                   help="leave the containers running (the next `shoal up` adopts them)")
     d.set_defaults(func=run_down)
 
 
@@ -119,6 +203,11 @@ def _running_pid(data_dir: Path) -> int | None:
 
 def run_up(args) -> int:
     data_dir = Path(args.data_dir)
+    bad = validate_host_network(HostNetwork.from_args(args))
+    if bad:
+        for b in bad:
+            print(f"error: {b}", file=sys.stderr)
+        return 2
     if not args.skip_checks:
         problems = check_prerequisites()
         if problems:
@@ -141,7 +230,9 @@ def _detach(args, data_dir: Path) -> int:
     argv = [a for a in sys.argv[1:] if a not in ("--detach", "-d")]
     if not argv or argv[0] != "up":
         argv = ["up", "--data-dir", str(data_dir), "--listen", args.listen, "--node-ip", args.node_ip,
-                "--write-kubeconfig", str(_kubeconfig_path(args))]
+                "--write-kubeconfig", str(_kubeconfig_path(args)), "--cluster-cidr", args.cluster_cidr,
+                "--bridge", args.bridge, "--vxlan-port", str(args.vxlan_port),
+                "--kubelet-port", str(args.kubelet_port), "--pod-netns-prefix", args.pod_netns_prefix]
     elif "--write-kubeconfig" not in argv:
         argv += ["--write-kubeconfig", str(_kubeconfig_path(args))]
     log_path = data_dir / "up.log"
@@ -205,6 +296,8 @@ def _foreground(args, data_dir: Path) -> int:
     loopback = host in ("127.0.0.1", "localhost", "::1")
     settings = Settings(data_dir=data_dir / "server", datastore=args.datastore, listen_host=host, listen_port=port,
                         tls=not loopback)
+    hostnet = HostNetwork.from_args(args)
+    hostnet.save(data_dir)
     kubeconfig = _kubeconfig_path(args)
     srv = agent = None
     stop = threading.Event()
@@ -212,7 +305,8 @@ def _foreground(args, data_dir: Path) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         srv = ServerProcess(settings, kubeconfig_paths=[data_dir / "server" / "admin.kubeconfig", kubeconfig])
-        srv.start(controllers=True)
+        from controller.manager import ControllerOptions
+        srv.start(controllers=True, controller_options=ControllerOptions(cluster_cidr=hostnet.cluster_cidr))
         print(f"shoal up: API server on {srv.url} (SQLite in {settings.data_dir}); kubeconfig {kubeconfig}",
               flush=True)
         node = (args.node_name or _hostname()).lower()
@@ -222,10 +316,11 @@ def _foreground(args, data_dir: Path) -> int:
         creds = ensure_credentials(srv.url, join_token, node, agent_dir)
         agent_args = Namespace(fake_runtime=False, registry_mirror=[_mirror(m) for m in args.registry_mirror],
                                insecure_registry=args.insecure_registry, runc_root=None, cgroup_parent="/shoal",
-                               pod_netns_prefix="shoal-")
+                               pod_netns_prefix=hostnet.netns_prefix)
         images, runtime, network, prober, rt_version = build_seams(agent_args, agent_dir)
+        network = _node_network(agent_dir, hostnet)
         opts = AgentOptions(backoff_initial=args.backoff_initial, backoff_max=args.backoff_max,
-                            kubelet_port=10250, kubelet_token=creds.apiserverToken, probe_executor=prober,
+                            kubelet_port=hostnet.kubelet_port, kubelet_token=creds.apiserverToken, probe_executor=prober,
                             runtime_version=rt_version or _runc_version())
         agent = Agent(creds.client(user_agent=f"shoal-agent/{node}"), node_name=node, address=args.node_ip,
                       data_dir=agent_dir, images=images, runtime=runtime, network=network, options=opts)
@@ -269,17 +364,22 @@ def run_down(args) -> int:
         except OSError:
             pass
     if not args.keep_containers:
-        n = stop_node_containers(data_dir / "agent")
+        n = stop_node_containers(data_dir / "agent", hostnet=HostNetwork.load(data_dir))
         if n:
             print(f"stopped {n} container(s) of this node; `shoal up` starts their pods again")
     return 0
 
 
-def stop_node_containers(agent_dir: Path) -> int:
+def _node_network(agent_dir: Path, hostnet: HostNetwork):
+    from agent.network import real_node_network
+    return real_node_network(str(agent_dir / "network"), netns_prefix=hostnet.netns_prefix, bridge=hostnet.bridge,
+                             vxlan_dev=hostnet.vxlan_device, vxlan_port=hostnet.vxlan_port)
+
+
+def stop_node_containers(agent_dir: Path, *, hostnet: HostNetwork = DEFAULT_NETWORK) -> int:
     """Kill and remove every container of the agent with this data dir, and its pods' networks."""
     if not (agent_dir / "runtime").exists():
         return 0
-    from agent.network import real_node_network
     from agent.runtime import RuncRuntime
     runtime = RuncRuntime(str(agent_dir / "runtime"), runc_root=str(agent_dir / "runc"), cgroup_parent="/shoal")
     states = runtime.list()
@@ -298,7 +398,7 @@ def stop_node_containers(agent_dir: Path) -> int:
         except Exception as e:  # noqa: BLE001 — report and go on with the others
             print(f"warning: removing container {st.id}: {e}", file=sys.stderr)
     try:
-        network = real_node_network(str(agent_dir / "network"))
+        network = _node_network(agent_dir, hostnet)
         for uid in network.pods():
             network.teardown_pod(uid)
     except Exception as e:  # noqa: BLE001
