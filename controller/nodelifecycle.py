@@ -16,6 +16,11 @@ Per node (`plan_node`, pure, with a fake clock in tests):
     forever), else annotation `shoal.io/eviction-delay-seconds`, else the default (5 s).
     Its ReplicaSet then creates a replacement that the scheduler puts on a healthy node.
 - fresh: the unreachable taints are removed. The Ready condition is the agent's to set back.
+Disruption guard (Kubernetes' "full disruption" rule): when at least 55% of the nodes of a
+cluster of 3 or more look dead at the same time, the likelier cause is this controller or the
+API server falling behind (or a network partition around the control plane), not that many
+hosts died at once — nodes are still marked Unknown and tainted, but no pod is evicted until
+fewer nodes are unhealthy.
 The reconcile asks to be requeued at the next deadline (grace expiry or eviction time); a
 1-second monitor job enqueues every node as a safety net.
 """
@@ -96,8 +101,17 @@ class NodePlan:
     requeue_after: float | None = None
 
 
+UNHEALTHY_THRESHOLD = 0.55
+MIN_NODES_FOR_GUARD = 3
+
+
+def evictions_allowed(stale: int, total: int) -> bool:
+    """False in a full disruption: most of a cluster of 3+ nodes unhealthy at once."""
+    return total < MIN_NODES_FOR_GUARD or stale / total < UNHEALTHY_THRESHOLD
+
+
 def plan_node(node: dict, pods: list[dict], *, now: float, probe_time: float, grace: float,
-              default_eviction_delay: float) -> NodePlan:
+              default_eviction_delay: float, allow_evictions: bool = True) -> NodePlan:
     plan = NodePlan()
     taints = list((node.get("spec") or {}).get("taints") or [])
     ours = [t for t in taints if t.get("key") == UNREACHABLE_TAINT]
@@ -120,6 +134,9 @@ def plan_node(node: dict, pods: list[dict], *, now: float, probe_time: float, gr
             added_at = parse_time(have.get("timeAdded")) or now
     if want:
         plan.taints = taints + want
+    if not allow_evictions:
+        plan.requeue_after = 1.0
+        return plan
     for p in pods:
         delay = eviction_delay(p, default_eviction_delay)
         if delay is None:
@@ -169,8 +186,18 @@ class NodeLifecycleController:
             return Result()
         self.heartbeats.first_seen(name, now)
         pods = self.pod_inf.by_index(indexes.NODE, name)
+        names = self.node_inf.keys()
+        stale = 0
+        for n in names:
+            seen = self.heartbeats.probe_time(n)
+            if seen is not None and now - seen > self.grace:
+                stale += 1
+        allowed = evictions_allowed(stale, len(names))
+        if not allowed and pods:
+            log.warning("%d of %d nodes are unreachable at once: not evicting pods from %s (full disruption; "
+                        "the control plane is probably behind)", stale, len(names), name)
         plan = plan_node(node, pods, now=now, probe_time=self.heartbeats.probe_time(name) or now,
-                         grace=self.grace, default_eviction_delay=self.eviction_delay)
+                         grace=self.grace, default_eviction_delay=self.eviction_delay, allow_evictions=allowed)
         if plan.set_unknown:
             new = thaw(node)
             status = new.setdefault("status", {})

@@ -16,7 +16,9 @@ Contract:
   `observe(obj)`, so its next reconcile sees its own write even before the watch event
   arrives (this replaces client-go's "expectations"). Older revisions never overwrite newer
   ones. `observe_deleted(key, uid)` removes an object the controller deleted and ignores
-  late ADDED/MODIFIED events for that uid until the watch reports the deletion.
+  late ADDED/MODIFIED events for that uid until the watch reports the deletion. The uids of
+  objects the watch reported deleted are remembered (bounded), so a write-through that loses
+  the race against the DELETED event cannot bring a deleted object back into the cache.
 - Indexes (`add_index(name, fn)`, `by_index(name, value)`) give O(1) lookups such as pods by
   node or by controller owner.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -56,6 +59,8 @@ class Informer:
         self._indexers: dict[str, IndexFunc] = {}
         self._indexes: dict[str, dict[str, dict[str, dict]]] = {}
         self._tombstones: dict[str, str] = {}
+        self._deleted: OrderedDict[str, int] = OrderedDict()  # uid -> resourceVersion of its deletion
+        self._deleted_max = 50_000
         self._handlers: list[Handler] = []
         self._lock = threading.Lock()  # cache reads/writes, held briefly
         self._dispatch = threading.RLock()  # serializes mutations + handler calls
@@ -128,6 +133,9 @@ class Informer:
                     if tomb == uid_of(obj):
                         return
                     del self._tombstones[key]
+                gone_at = self._deleted.get(uid_of(obj))
+                if gone_at is not None and resource_version(obj) <= gone_at:
+                    return
                 old = self._items.get(key)
                 if old is not None and uid_of(old) == uid_of(obj) and resource_version(old) >= resource_version(obj):
                     return
@@ -218,6 +226,10 @@ class Informer:
             with self._lock:
                 self._tombstones.pop(key, None)
                 cur = self._items.get(key)
+                if uid_of(obj):
+                    self._deleted[uid_of(obj)] = max(resource_version(obj), resource_version(cur or {}))
+                    if len(self._deleted) > self._deleted_max:
+                        self._deleted.popitem(last=False)
             if cur is not None and uid_of(cur) == uid_of(obj):
                 self._remove(key, obj)
         if rv:

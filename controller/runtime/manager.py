@@ -115,9 +115,13 @@ class Controller:
             self._threads.append(t)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Shut the queue down and wait up to `timeout` seconds in total for the workers (a
+        worker inside an HTTP call finishes it; the threads are daemons)."""
         self.queue.shut_down()
+        import time
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(deadline - time.monotonic(), 0.0))
 
 
 class Manager:
@@ -199,15 +203,16 @@ class Manager:
             c.queue.shut_down()
         for inf in self.informers.values():
             inf._stop.set()
+        per = 5.0 / max(len(self.controllers), 1)
         for c in self.controllers.values():
-            c.stop()
+            c.stop(timeout=per)
         for fn in self._on_stop:
             try:
                 fn()
             except Exception:
                 log.exception("controller manager: stop hook failed")
         for inf in self.informers.values():
-            inf.stop(timeout=1.0)
+            inf.stop(timeout=0.5)
         self._started = False
 
     def __enter__(self) -> "Manager":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from apiserver import errors
 from apiserver.client import Client
@@ -45,8 +46,13 @@ class HollowCluster:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> "HollowCluster":
-        for n in self.nodes:
-            self.register(n)
+        # Heartbeats start before registration finishes: registering 100 nodes against a busy
+        # server takes longer than a node's grace period.
+        self._registered: list[str] = []
+        self._spawn(self._lease_loop, "hollow-leases")
+        with ThreadPoolExecutor(8) as pool:
+            for n in pool.map(lambda n: (self.register(n), n)[1], self.nodes):
+                self._registered.append(n)
         mine = set(self.nodes)
 
         def enqueue(*args):
@@ -56,7 +62,6 @@ class HollowCluster:
         self.pods.add_handler(on_add=enqueue, on_update=enqueue)
         self.pods.start()
         self.pods.wait_for_sync(30)
-        self._spawn(self._lease_loop, "hollow-leases")
         for i in range(self.workers):
             self._spawn(self._pod_worker, f"hollow-pods-{i}")
         return self
@@ -131,14 +136,16 @@ class HollowCluster:
             self._leases.pop(name, None)
 
     def _lease_loop(self) -> None:
-        while not self._stop.wait(self.lease_period):
-            for n in self.nodes:
-                if n in self.stopped or self._stop.is_set():
-                    continue
-                try:
-                    self.renew(n)
-                except Exception as e:
-                    log.warning("hollow %s: lease renewal failed: %s", n, e)
+        def one(n: str) -> None:
+            if n in self.stopped or self._stop.is_set():
+                return
+            try:
+                self.renew(n)
+            except Exception as e:
+                log.warning("hollow %s: lease renewal failed: %s", n, e)
+        with ThreadPoolExecutor(8, thread_name_prefix="hollow-lease") as pool:
+            while not self._stop.wait(self.lease_period):
+                list(pool.map(one, list(self._registered)))
 
     def stop_heartbeat(self, name: str) -> None:
         self.stopped.add(name)

@@ -2,7 +2,8 @@
 import pytest
 
 from controller.nodeipam import next_free_subnet, node_cidrs
-from controller.nodelifecycle import (UNREACHABLE_TAINT, HeartbeatTracker, eviction_delay, plan_node)
+from controller.nodelifecycle import (UNREACHABLE_TAINT, HeartbeatTracker, eviction_delay, evictions_allowed,
+                                     plan_node)
 from controller.objects import format_time
 from controller.runtime import FakeClock
 
@@ -123,3 +124,17 @@ def test_all_256_subnets_then_none():
 def test_node_cidrs():
     assert node_cidrs({"spec": {"podCIDR": "10.244.3.0/24"}}) == ["10.244.3.0/24"]
     assert node_cidrs({"spec": {}}) == []
+
+
+@pytest.mark.parametrize("stale,total,want", [
+    (1, 3, True), (2, 3, False), (1, 1, True), (2, 2, True), (54, 100, True), (55, 100, False), (100, 100, False),
+])
+def test_full_disruption_guard(stale, total, want):
+    assert evictions_allowed(stale, total) is want
+
+
+def test_no_eviction_in_full_disruption_but_still_tainted():
+    tainted = node([unreachable("NoSchedule", T0), unreachable("NoExecute", T0)])
+    plan = plan_node(tainted, [pod()], now=T0 + 60, probe_time=T0, grace=8, default_eviction_delay=5,
+                     allow_evictions=False)
+    assert plan.set_unknown and plan.evict == [] and plan.requeue_after == 1.0
