@@ -34,6 +34,7 @@ from .context import Context
 
 EXTENSION_MODULES: tuple[str, ...] = (
     "cli.cmd_server", "cli.cmd_controller", "cli.cmd_agent", "cli.cmd_up", "cli.cmd_lab", "cli.cmd_images",
+    "cli.cmd_token",
 )
 
 OUTPUT_FORMATS = ("wide", "yaml", "json", "name")
