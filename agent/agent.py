@@ -355,19 +355,29 @@ class Agent:
         self._informer("nodes", field_selector=None, on_list=self._on_node_list, on_event=self._on_node_event)
 
     def _on_pod_list(self, pods: list[dict]) -> None:
+        first = not self._pods_synced.is_set()
         seen = set()
         for p in pods:
             seen.add(p["metadata"]["uid"])
-            self._upsert_pod(p)
+            self._upsert_pod(p, wake=not first)
         with self._lock:
             gone = [uid for uid, w in self._workers.items() if uid not in seen and w.pod is not None]
         for uid in gone:
             self._pod_gone(uid)
-        first = not self._pods_synced.is_set()
-        self._pods_synced.set()
         if first:
-            self._relist()
+            # Adoption: a worker must know the containers its pod already has before its
+            # first sync, or it plans attempt 0 again and replaces a live container (and
+            # loses an exit that happened while the agent was down). So the runtime is
+            # relisted — seeding every worker's container ids — before any worker runs.
+            self._pods_synced.set()
+            try:
+                self._relist()
+            except Exception:
+                self._pods_synced.clear()    # the informer lists again; nothing was woken
+                raise
             self._housekeeping()
+            for uid in seen:
+                self.dispatcher.wake(uid)
 
     def _on_pod_event(self, typ: str, pod: dict) -> None:
         if typ == "DELETED" or (pod.get("spec") or {}).get("nodeName") != self.node_name:
@@ -375,7 +385,7 @@ class Agent:
         else:
             self._upsert_pod(pod)
 
-    def _upsert_pod(self, pod: dict) -> None:
+    def _upsert_pod(self, pod: dict, *, wake: bool = True) -> None:
         md = pod["metadata"]
         uid = md["uid"]
         with self._lock:
@@ -386,7 +396,8 @@ class Agent:
                 w = self._workers[uid] = PodWorker(uid, self.ctx)
             w.set_pod(pod)
             self._by_name[(md.get("namespace", "default"), md["name"])] = uid
-        self.dispatcher.wake(uid)
+        if wake:
+            self.dispatcher.wake(uid)
 
     def _worker_finished(self, uid: str) -> bool:
         return uid in self._finished
