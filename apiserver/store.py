@@ -98,6 +98,10 @@ credentials_t = Table(
 )
 
 
+_INSERT_EVENT = insert(events_t)
+_INSERT_OBJECT = insert(objects_t)
+
+
 def object_key(resource: str, namespace: str | None, name: str) -> str:
     return f"{resource}/{namespace or ''}/{name}"
 
@@ -287,8 +291,9 @@ class Store:
     # ------------------------------------------------------------------ writes
     def _append(self, conn, *, key: str, resource: str, namespace: str, type_: str, value: str,
                 prev: str | None) -> int:
-        res = conn.execute(insert(events_t).values(key=key, resource=resource, namespace=namespace, type=type_,
-                                                   value=value, prev_value=prev, ts=self.clock()))
+        # Parameters passed to a fixed statement (not `.values(...)`) keep SQLAlchemy's compiled cache hot.
+        res = conn.execute(_INSERT_EVENT, {"key": key, "resource": resource, "namespace": namespace, "type": type_,
+                                           "value": value, "prev_value": prev, "ts": self.clock()})
         return int(res.inserted_primary_key[0])
 
     def _set_owners(self, conn, key: str, obj: dict, *, replace: bool) -> None:
@@ -311,9 +316,9 @@ class Store:
                         self._serialize_writers(conn)
                         rev = self._append(conn, key=key, resource=resource, namespace=ns, type_="ADDED",
                                            value=value, prev=None)
-                        conn.execute(insert(objects_t).values(key=key, resource=resource, namespace=ns,
-                                                              name=md["name"], uid=md.get("uid", ""), revision=rev,
-                                                              create_revision=rev, value=value))
+                        conn.execute(_INSERT_OBJECT, {"key": key, "resource": resource, "namespace": ns,
+                                                      "name": md["name"], "uid": md.get("uid", ""), "revision": rev,
+                                                      "create_revision": rev, "value": value})
                         self._set_owners(conn, key, obj, replace=False)
                 except IntegrityError:
                     raise errors.AlreadyExists(f'{resource} "{md["name"]}" already exists',
