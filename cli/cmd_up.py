@@ -290,6 +290,11 @@ def _foreground(args, data_dir: Path) -> int:
     from cli.cmd_server import parse_listen
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # One line per HTTP request (the agent and controllers talk to the API all the
+        # time) would bury what up.log is read for: errors, pulls, starts, probe failures.
+        for noisy in ("httpx", "httpcore", "uvicorn.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "up.pid").write_text(f"{os.getpid()}\n")
     host, port = parse_listen(args.listen)

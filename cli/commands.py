@@ -187,7 +187,9 @@ def cmd_get(args) -> int:
             ctx.line()
         ctx.write(writer.format(lines, remember=watch))
         printed_any = True
-    if fmt in ("yaml", "json", "name") and not args.watch_only and structured_objs:
+    # kubectl prints an empty List for -o json|yaml of an empty collection (scripts parse it)
+    empty_list = fmt in ("yaml", "json") and not any(t.names for t in targets)
+    if fmt in ("yaml", "json", "name") and not args.watch_only and (structured_objs or empty_list):
         if fmt == "name":
             for res, o in structured_objs:
                 ctx.line(printers.object_ref(o, res))
