@@ -272,7 +272,10 @@ def compute_pod_actions(pod: Mapping | None, view: PodRuntimeView, *,
                 if pf.fresh or pf.reason != "ErrImagePull":
                     actions.waiting[name] = Waiting(pf.reason, pf.message)
                 else:
-                    actions.waiting[name] = Waiting("ImagePullBackOff", f'Back-off pulling image "{pf.image}"')
+                    # the last error stays in the status (as recent kubelets do): otherwise the
+                    # reason a pull fails is visible only for the moment ErrImagePull shows
+                    actions.waiting[name] = Waiting("ImagePullBackOff",
+                                                    f'Back-off pulling image "{pf.image}": {pf.reason}: {pf.message}')
                 actions._wake(pf.retry_at)
                 return
             if not sandbox_ok and not network_ready:

@@ -291,7 +291,8 @@ class PodWorker:
                 key = f"pullbackoff/{name}/{pf.at if pf else ''}"
                 if key not in self.mem.evented:
                     self.mem.evented.add(key)
-                    self.ctx.events.emit(pod, "Normal", "BackOff", w.message)
+                    self.ctx.events.emit(pod, "Normal", "BackOff",
+                                         f'Back-off pulling image "{pf.image}"' if pf else w.message)
         if len(self.mem.evented) > 256:      # only ever needs the recent keys
             self.mem.evented = set(list(self.mem.evented)[-64:])
 

@@ -187,7 +187,8 @@ def test_pull_failure_fresh_shows_err_image_pull_then_back_off():
     assert not a.start and a.wake_at == NOW + 10
     a = plan(pod(), view(), pull_failures={"web": PullFailure(**{**pf.__dict__, "fresh": False})})
     assert a.waiting["web"].reason == "ImagePullBackOff"
-    assert a.waiting["web"].message == 'Back-off pulling image "reg/missing:v1"'
+    assert a.waiting["web"].message == ('Back-off pulling image "reg/missing:v1": ErrImagePull: '
+                                        'failed to pull "reg/missing:v1": not found')
 
 
 def test_pull_retried_after_back_off():
