@@ -218,7 +218,8 @@ def run_up(args) -> int:
             return 1
     pid = _running_pid(data_dir)
     if pid is not None:
-        print(f"shoal is already running (pid {pid}, data dir {data_dir}); `shoal down` stops it")
+        down = "shoal down" if data_dir == DEFAULT_DATA_DIR else f"shoal down --data-dir {data_dir}"
+        print(f"shoal is already running (pid {pid}, data dir {data_dir}); `{down}` stops it")
         return 0
     if args.detach:
         return _detach(args, data_dir)
@@ -260,14 +261,17 @@ def _detach(args, data_dir: Path) -> int:
                 ready = next((x for x in (n.get("status") or {}).get("conditions") or [] if x.get("type") == "Ready"),
                              {})
                 if ready.get("status") == "True":
+                    down = "shoal down" if data_dir == DEFAULT_DATA_DIR else f"shoal down --data-dir {data_dir}"
                     print(f"shoal up: node {node} is Ready; API server {c.server}; kubeconfig {kubeconfig}")
-                    print("  shoal get nodes -o wide      # stop with: shoal down")
+                    print(f"  shoal get nodes -o wide      # stop with: {down}")
                     return 0
                 msg = f"waiting for node {node} to become Ready"
             else:
                 msg = "waiting for the API server"
         except Exception as e:  # noqa: BLE001 — keep polling until the deadline, say why
-            msg = f"waiting for node {node}: {type(e).__name__}"
+            reason = getattr(e, "reason", "") or type(e).__name__
+            msg = (f"waiting for node {node} to register" if reason == "NotFound"
+                   else f"waiting for node {node} ({reason})")
         if msg != last:
             print(f"shoal up: {msg}...", flush=True)
             last = msg

@@ -20,7 +20,9 @@ run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
 step "Installing shoal and its system packages"
 bash scripts/install.sh
-SHOAL=.venv/bin/shoal
+# The venv's shoal (install.sh also links it as /usr/local/bin/shoal), shown as plain `shoal`.
+shoal() { .venv/bin/shoal "$@"; }
+SHOAL=shoal
 
 step "Starting a local OCI registry on $REG (Debian's docker-registry)"
 mkdir -p "$DATA/registry"
