@@ -190,17 +190,18 @@ def test_wrong_digest_gives_image_pull_backoff_and_runs_nothing(cluster):
     bad = f"{c.registry.host}/web@sha256:{secrets.token_hex(32)}"
     c.create_pod(pod_manifest("baddigest", [container("web", bad)]))
     try:
-        reasons: set[str] = set()
+        messages: dict[str, str] = {}
 
         def seen_both():
             p = c.get_pod("baddigest")
-            if p and waiting_reason(p):
-                reasons.add(waiting_reason(p))
-            return {"ErrImagePull", "ImagePullBackOff"} <= reasons and p
+            w = ((cstatus(p).get("state") or {}).get("waiting") or {}) if p else {}
+            if w.get("reason"):
+                messages[w["reason"]] = w.get("message", "")
+            return {"ErrImagePull", "ImagePullBackOff"} <= set(messages) and p
         pod = wait_for(seen_both, timeout=60, interval=0.05, what="ErrImagePull then ImagePullBackOff",
-                       detail=lambda: f"seen {reasons}\n{c.agent_tail()}")
-        waiting = cstatus(pod)["state"]["waiting"]
-        assert waiting["message"].startswith(f'Back-off pulling image "{bad}": ErrImagePull: '), waiting
+                       detail=lambda: f"seen {messages}\n{c.agent_tail()}")
+        assert "MANIFEST_UNKNOWN" in messages["ErrImagePull"] and bad in messages["ErrImagePull"], messages
+        assert messages["ImagePullBackOff"].startswith(f'Back-off pulling image "{bad}": ErrImagePull: '), messages
         assert c.containers_of(pod) == []
         failed = [e for e in c.events_for("baddigest") if e["reason"] == "Failed"]
         assert any(bad in e["message"] for e in failed), failed
@@ -403,3 +404,42 @@ def test_escaping_layer_is_rejected_and_writes_nothing_outside(cluster, kind):
     assert not (store / "layers" / "sha256" / _digest(evil_tar)[7:]).exists()
     assert not any(p.name.endswith("-pwned") for p in store.rglob("*"))
     assert list((store / "tmp").iterdir()) == []
+
+
+def test_tampered_blob_is_rejected_by_digest(cluster):
+    """A registry serving a layer whose bytes do not match its digest: ErrImagePull naming both
+    digests, and nothing of it kept in the store."""
+    from agent.images.testimages import _digest, gzip_bytes, push_image, write_layout
+    c = cluster
+    base = c.images["web:v1"]
+    base_gz = (base.layout / "blobs" / "sha256" / base.layers[0]["digest"][7:]).read_bytes()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        data = secrets.token_hex(16).encode()         # a layer no other test shares
+        ti = tarfile.TarInfo("unique.txt")
+        ti.size, ti.mtime = len(data), 1_700_000_000
+        tf.addfile(ti, io.BytesIO(data))
+    layer_tar = buf.getvalue()
+    layer_gz = gzip_bytes(layer_tar)
+    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sleep", "3600"]},
+              "rootfs": {"type": "layers", "diff_ids": [base.layers[0]["diff_id"], _digest(layer_tar)]}}
+    layout = c.tmp / "tampered"
+    write_layout(layout, tag="v1", full_name="docker.io/library/tampered:v1", config=config,
+                 layer_blobs=[base_gz, layer_gz])
+    ref = c.registry.ref(f"tampered@{push_image(layout, c.registry.url, 'tampered:v1')}")
+    blob = c.registry.blob_path(_digest(layer_gz))
+    evil = gzip_bytes(layer_tar.replace(b"unique.txt", b"swapped.txt"))
+    blob.write_bytes(evil)
+    c.create_pod(pod_manifest("tampered", [container("box", ref)]))
+    try:
+        pod = c.wait_pod("tampered", lambda p: waiting_reason(p) in ("ErrImagePull", "ImagePullBackOff"),
+                         what="pull rejected")
+        msg = cstatus(pod)["state"]["waiting"]["message"]
+        assert _digest(layer_gz) in msg and ("mismatch" in msg or "size" in msg), msg
+        assert c.containers_of(pod) == []
+    finally:
+        c.delete_pod_and_wait("tampered")
+    store = c.agent_dir / "images"
+    assert not (store / "blobs" / "sha256" / _digest(layer_gz)[7:]).exists()
+    assert not (store / "blobs" / "sha256" / _digest(evil)[7:]).exists()
+    assert not (store / "layers" / "sha256" / _digest(layer_tar)[7:]).exists()
