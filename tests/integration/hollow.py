@@ -41,6 +41,11 @@ class HollowCluster:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.pods = Informer(client, "pods", watch_timeout=5.0)
+        # Like a real agent, a hollow node that finds itself marked not Ready (e.g. the control
+        # plane saw its lease late) posts Ready again while it is alive.
+        self.node_inf = Informer(client, "nodes", watch_timeout=5.0)
+        self._repost: set[str] = set()
+        self._repost_lock = threading.Lock()
         self.queue = WorkQueue("hollow")
         self.marked_ready = 0
 
@@ -54,6 +59,17 @@ class HollowCluster:
             for n in pool.map(lambda n: (self.register(n), n)[1], self.nodes):
                 self._registered.append(n)
         mine = set(self.nodes)
+
+        def node_seen(*args):
+            node = args[-1]
+            n = name_of(node)
+            ready = next((c.get("status") for c in (node.get("status") or {}).get("conditions") or []
+                          if c.get("type") == "Ready"), None)
+            if n in mine and n not in self.stopped and ready != "True":
+                with self._repost_lock:
+                    self._repost.add(n)
+        self.node_inf.add_handler(on_add=node_seen, on_update=node_seen)
+        self.node_inf.start()
 
         def enqueue(*args):
             pod = args[-1]
@@ -75,6 +91,7 @@ class HollowCluster:
         self._stop.set()
         self.queue.shut_down()
         self.pods.stop(timeout=1.0)
+        self.node_inf.stop(timeout=1.0)
         for t in self._threads:
             t.join(5)
 
@@ -146,6 +163,13 @@ class HollowCluster:
         with ThreadPoolExecutor(8, thread_name_prefix="hollow-lease") as pool:
             while not self._stop.wait(self.lease_period):
                 list(pool.map(one, list(self._registered)))
+                with self._repost_lock:
+                    repost, self._repost = self._repost - self.stopped, set()
+                for n in repost:
+                    try:
+                        self.post_ready(n)
+                    except Exception as e:
+                        log.warning("hollow %s: posting Ready failed: %s", n, e)
 
     def stop_heartbeat(self, name: str) -> None:
         self.stopped.add(name)
