@@ -1,0 +1,203 @@
+"""Pod start: N replicas applied → all Ready, beside raw `runc run -d` of the same
+rootfs in the same run; and container crash → running again.
+
+One cluster as in tests/e2e/test_agent_real.py (`tests/e2e/agent_fixtures.E2ECluster`):
+a loopback registry with the busybox test images, the API server with its
+controllers, and one real `shoal agent` (runc + conmon, overlayfs, a netns and
+veth per pod). Root only. Everything it makes is removed at the end.
+
+- pod_start: a Deployment of N replicas of web:v1 by digest, image already cached
+  (a warm-up pod pulled it), no probes; timed from the create call until the API
+  server shows N pods Ready (polled every 20 ms). Then the deletion until every pod
+  is gone (SIGTERM → exit → teardown → confirmed).
+- floor: `runc run -d` of N containers of the same image — one read-only overlay of
+  the same layer dirs, the same entrypoint (busybox httpd), each in a fresh network
+  namespace made by runc (no veth, no IP) — `--parallel` at a time (default 1, 2
+  and the agent's 8 sync threads). `ratio` = pod_start / floor at each parallelism.
+- crash_recovery: SIGKILL of a running container's main process from the host →
+  the runtime shows the next attempt running (`to_running`), and → the API server
+  shows it running with restartCount+1 (`to_status`). One kill per pod (the first
+  restart is immediate by policy; later ones back off).
+- podman `kube play` of the same manifest where podman exists (not on this host).
+
+    python3 bench/pod_start.py [-n 10 -n 50] [--parallel 1 --parallel 2 --parallel 8] [--crash-samples 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from agent_fixtures import (NAMESPACE, E2ECluster, container, cstatus, deployment_manifest, is_ready,  # noqa: E402
+                            pod_manifest, wait_for)
+from agent.interfaces import ContainerConfig, PulledImage  # noqa: E402
+from agent.runtime import build_oci_spec  # noqa: E402
+from agent.runtime.cgroups import Cgroups  # noqa: E402
+from agent.runtime.runc import DEFAULT_RUNC  # noqa: E402
+
+AGENT_SYNC_THREADS = 8     # AgentOptions.sync_threads default
+
+
+def emit(**kw) -> None:
+    print(json.dumps(kw), flush=True)
+
+
+def ms(x: float) -> float:
+    return round(x * 1000, 1)
+
+
+# ----------------------------------------------------------------------------- shoal
+def warm_image(c: E2ECluster, ref: str) -> PulledImage:
+    c.create_pod(pod_manifest("warmup", [container("web", ref)]))
+    c.wait_pod("warmup", is_ready, timeout=120)
+    c.delete_pod_and_wait("warmup")
+    hexd = ref.split("@sha256:")[1]
+    store = c.agent_dir / "images"
+    rec = json.loads((store / "images" / f"{hexd}.json").read_text())
+    return PulledImage(reference=ref, digest=rec.get("digest", ""), image_id=ref,
+                       layers=[str(store / l["dir"]) for l in rec["layers"]], config=rec["config"].get("config", {}))
+
+
+def shoal_pod_start(c: E2ECluster, ref: str, n: int) -> dict:
+    name = f"bench{n}-{uuid.uuid4().hex[:4]}"
+    t0 = time.monotonic()
+    c.client.create("deployments", deployment_manifest(name, ref, n), NAMESPACE)
+
+    def all_ready():
+        ps = c.pods_with(f"app={name}")
+        return len(ps) == n and all(is_ready(p) for p in ps)
+    wait_for(all_ready, timeout=60 + 5 * n, interval=0.02, what=f"{n} pods Ready", detail=c.agent_tail)
+    ready = time.monotonic() - t0
+    t1 = time.monotonic()
+    c.client.delete("deployments", name, NAMESPACE, propagation_policy="Background")
+    wait_for(lambda: not c.pods_with(f"app={name}"), timeout=60 + 5 * n, interval=0.05,
+             what=f"{n} pods deleted", detail=c.agent_tail)
+    return {"all_ready_s": round(ready, 3), "all_deleted_s": round(time.monotonic() - t1, 3)}
+
+
+def crash_recovery(c: E2ECluster, ref: str, samples: int) -> list[dict]:
+    names = [f"crash-{i}-{uuid.uuid4().hex[:4]}" for i in range(samples)]
+    for nm in names:
+        c.create_pod(pod_manifest(nm, [container("web", ref)]))
+    out = []
+    try:
+        for nm in names:
+            pod = c.wait_pod(nm, is_ready, timeout=60)
+            st = c.running_container(pod, "web")
+            t0 = time.monotonic()
+            os.kill(st.pid, signal.SIGKILL)
+            new = wait_for(lambda: (s := c.running_container(pod, "web")) and s.id != st.id and s,
+                           timeout=30, interval=0.005, what=f"{nm} running again")
+            to_running = time.monotonic() - t0
+            wait_for(lambda: (p := c.get_pod(nm)) and cstatus(p).get("restartCount") == 1
+                     and "running" in (cstatus(p).get("state") or {}), timeout=30, interval=0.005,
+                     what=f"{nm} reported running again")
+            out.append({"to_running_ms": ms(to_running), "to_status_ms": ms(time.monotonic() - t0),
+                        "new_attempt": new.labels.get("shoal.io/attempt")})
+    finally:
+        for nm in names:
+            c.delete_pod_and_wait(nm)
+    return out
+
+
+# ----------------------------------------------------------------------------- floor
+def raw_runc(image: PulledImage, work: Path, n: int, parallel: int) -> float:
+    """Seconds for `runc run -d` of n containers of `image`, `parallel` at a time."""
+    tag = uuid.uuid4().hex[:6]
+    cgroup_parent = f"/shoal-bench-floor-{tag}"
+    runc_root = work / f"runc-{tag}"
+    rootfs = work / f"rootfs-{tag}"
+    rootfs.mkdir(parents=True)
+    # the same layer dirs the agent's containers stack, mounted once, read-only
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    "lowerdir=" + ":".join(reversed(image.layers)), str(rootfs)], check=True)
+    bundles = []
+    try:
+        argv = list(image.config.get("Entrypoint") or []) + list(image.config.get("Cmd") or [])
+        for i in range(n):
+            cid = f"floor-{tag}-{i}"
+            cfg = ContainerConfig(id=cid, pod_uid=cid, pod_name=cid, namespace="bench", container_name="web",
+                                  attempt=0, image=image, argv=argv, env=list(image.config.get("Env") or []),
+                                  log_path=str(work / f"{cid}.log"))
+            b = work / "bundles" / cid
+            b.mkdir(parents=True)
+            spec = build_oci_spec(cfg, rootfs=str(rootfs), cgroups_path=f"{cgroup_parent}/{cid}",
+                                  readonly_rootfs=True, nofile=20000)
+            (b / "config.json").write_text(json.dumps(spec))
+            bundles.append((cid, str(b)))
+
+        def run(item):
+            cid, bundle = item
+            subprocess.run([DEFAULT_RUNC, "--root", str(runc_root), "run", "--detach", "--bundle", bundle, cid],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=True)
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            list(pool.map(run, bundles))
+        return time.monotonic() - t0
+    finally:
+        for cid, _ in bundles:
+            subprocess.run([DEFAULT_RUNC, "--root", str(runc_root), "delete", "--force", cid],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["umount", str(rootfs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        Cgroups().remove(cgroup_parent)
+        shutil.rmtree(work / "bundles", ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, action="append", help="replicas (repeatable; default 10 and 50)")
+    ap.add_argument("--parallel", type=int, action="append",
+                    help=f"floor parallelism (repeatable; default 1, 2 and {AGENT_SYNC_THREADS})")
+    ap.add_argument("--crash-samples", type=int, default=5)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("pod_start needs root (runc, overlayfs, cgroups, network namespaces)")
+    work = Path(tempfile.mkdtemp(prefix="shoal-bench-podstart-"))
+    c = E2ECluster(work / "cluster", backoff_initial=10.0, backoff_max=300.0)
+    try:
+        c.start()
+        ref = c.refs["web:v1"]
+        image = warm_image(c, ref)
+        for n in args.n or [10, 50]:
+            shoal = shoal_pod_start(c, ref, n)
+            emit(bench="pod_start", what="shoal: deployment applied -> all pods Ready (image cached)", n=n,
+                 agent_sync_threads=AGENT_SYNC_THREADS, **shoal)
+            for par in args.parallel or [1, 2, AGENT_SYNC_THREADS]:
+                floor = raw_runc(image, work / "floor", n, par)
+                emit(bench="pod_start", what="floor: runc run -d, same rootfs (read-only overlay of the same layers)",
+                     n=n, parallel=par, total_s=round(floor, 3),
+                     ratio_shoal_to_floor=round(shoal["all_ready_s"] / floor, 2))
+        if shutil.which("podman"):
+            emit(bench="pod_start", what="podman kube play", skipped="not implemented here: podman needs the "
+                 "containers.conf settings of issue 4 (cgroupfs, runc, file events, default_ulimits)")
+        else:
+            emit(bench="pod_start", what="podman kube play", skipped="podman is not installed on this host")
+        samples = crash_recovery(c, ref, args.crash_samples)
+        for key in ("to_running_ms", "to_status_ms"):
+            vals = sorted(s[key] for s in samples)
+            emit(bench="crash_recovery", what=f"SIGKILL of the main process -> {key[3:-3].replace('_', ' ')}",
+                 samples=len(vals), p50_ms=round(statistics.median(vals), 1), max_ms=vals[-1], all_ms=vals)
+    finally:
+        problems = c.close()
+        if problems:
+            print(f"cleanup problems: {problems}", file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
