@@ -725,8 +725,9 @@ def _mask_pod_spec(spec: dict, old_spec: dict) -> dict:
             out[field] = old_spec[field]
     new_tol, old_tol = out.get("tolerations") or [], old_spec.get("tolerations") or []
     if new_tol[:len(old_tol)] == old_tol:
-        if old_tol:
-            out["tolerations"] = old_tol
+        if "tolerations" in old_spec:
+            # Additions are allowed; `[]` stored and absent sent (or the reverse) is no change.
+            out["tolerations"] = old_spec["tolerations"]
         else:
             out.pop("tolerations", None)
     return out
