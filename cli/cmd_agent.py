@@ -60,6 +60,10 @@ def register(sub) -> None:
     p.add_argument("--cgroup-parent", default="/shoal", help="cgroup under which containers are placed (/shoal)")
     p.add_argument("--pod-netns-prefix", default="shoal-",
                    help="name prefix of pod network namespaces (shoal-); lab hosts use their own")
+    p.add_argument("--bridge", default="shoal0", metavar="NAME",
+                   help="the pods' bridge (shoal0); the VXLAN device (<bridge>.1, shoal.1 for the default) and "
+                        "the hostPort nft table are named after it")
+    p.add_argument("--vxlan-port", type=int, default=8472, metavar="PORT", help="overlay UDP port (8472)")
     p.add_argument("--fake-runtime", action="store_true",
                    help="hollow node: fake images, runtime and network (no root, nothing runs)")
     p.add_argument("--registry-mirror", type=_mirror, action="append", default=[], metavar="HOST=URL",
@@ -99,7 +103,10 @@ def build_seams(args, data_dir: Path):
     images = LocalImageStore(data_dir / "images", registry_client=registry)
     runtime = RuncRuntime(str(data_dir / "runtime"), runc_root=args.runc_root or str(data_dir / "runc"),
                           cgroup_parent=args.cgroup_parent)
-    network = real_node_network(str(data_dir / "network"), netns_prefix=args.pod_netns_prefix)
+    bridge = getattr(args, "bridge", "shoal0")
+    network = real_node_network(str(data_dir / "network"), netns_prefix=args.pod_netns_prefix, bridge=bridge,
+                                vxlan_dev="shoal.1" if bridge == "shoal0" else f"{bridge[:13]}.1",
+                                vxlan_port=getattr(args, "vxlan_port", 8472))
     return images, runtime, network, RealProbeExecutor(runtime), _runc_version()
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import re
 import threading
 
 from agent.interfaces import HostPort, Peer, PodNet
@@ -67,6 +68,13 @@ def mac_for_ip(ip: str) -> str:
     return "0a:58:" + ":".join(f"{int(o):02x}" for o in ipaddress.IPv4Address(ip).packed)
 
 
+def nft_table_for(bridge: str) -> str:
+    """`shoal` for the default bridge, else `shoal_<bridge>` (nft names: letters, digits, `_`)."""
+    if bridge == "shoal0":
+        return hp.TABLE
+    return hp.TABLE + "_" + re.sub(r"[^A-Za-z0-9_]", "_", bridge)
+
+
 def veth_name(pod_uid: str) -> str:
     """Host-side veth: 'veth' + 8 hex of sha256(uid) — stable across restarts, ≤ 15 chars."""
     return "veth" + hashlib.sha256(pod_uid.encode()).hexdigest()[:8]
@@ -76,11 +84,14 @@ class NodeNetwork:
     def __init__(self, state_dir: str, *, netlink: Netlink, runner: Runner,
                  bridge: str = "shoal0", netns_prefix: str = "shoal-",
                  vxlan_dev: str = "shoal.1", vni: int = 1, vxlan_port: int = 8472,
-                 mtu: int | None = None, pod_ifname: str = "eth0"):
+                 mtu: int | None = None, pod_ifname: str = "eth0", nft_table: str | None = None):
         self.netlink = netlink
         self.runner = runner
         self.state = NodeState(state_dir)
         self.bridge = bridge
+        # One nft table per bridge, so that two agents on one host (a second `shoal up`,
+        # e2e tests) never overwrite each other's hostPorts.
+        self.nft_table = nft_table or nft_table_for(bridge)
         self.netns_prefix = netns_prefix
         self.vxlan_dev = vxlan_dev
         self.vni = vni
@@ -261,7 +272,8 @@ class NodeNetwork:
             ports = list(self._desired_ports)
             applied = self._applied_ruleset
         pod_ips = {uid: r.ip for uid, r in self.state.pods().items()}
-        script, problems = hp.render_ruleset(ports, pod_ips, pod_cidr=self.state.pod_cidr(), bridge=self.bridge)
+        script, problems = hp.render_ruleset(ports, pod_ips, pod_cidr=self.state.pod_cidr(), bridge=self.bridge,
+                                            table=self.nft_table)
         for p in problems:
             log.warning("hostPort skipped: %s", p.message)
         if script == applied:

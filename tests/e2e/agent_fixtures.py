@@ -45,44 +45,14 @@ NAMESPACE = "default"
 
 
 # ------------------------------------------------------------------ the network with our names
-def _e2e_network_class():
-    from agent.network import NodeNetwork
-    from agent.network import hostports as hp
-
-    class E2ENodeNetwork(NodeNetwork):
-        """NodeNetwork whose nft table is named too (NodeNetwork hard-codes `ip shoal`)."""
-
-        def __init__(self, *a, table: str, **kw):
-            super().__init__(*a, **kw)
-            self.table = table
-
-        def _apply_host_ports(self) -> None:
-            with self._lock:
-                ports = list(self._desired_ports)
-                applied = self._applied_ruleset
-            pod_ips = {uid: r.ip for uid, r in self.state.pods().items()}
-            script, problems = hp.render_ruleset(ports, pod_ips, pod_cidr=self.state.pod_cidr(),
-                                                 bridge=self.bridge, table=self.table)
-            for p in problems:
-                log.warning("hostPort skipped: %s", p.message)
-            if script == applied:
-                return
-            self.runner.run(["nft", "-f", "-"], input=script)
-            with self._lock:
-                self._applied_ruleset = script
-
-    return E2ENodeNetwork
-
-
 def e2e_network(state_dir: str, tag: str):
-    from agent.network import PyrouteNetlink, SubprocessRunner
-    cls = _e2e_network_class()
+    from agent.network import NodeNetwork, PyrouteNetlink, SubprocessRunner
     # VNI and UDP port from the tag too: the kernel refuses a second VXLAN device with the
     # same VNI and port (a `shoal up` on this host has shoal.1 with VNI 1, port 8472)
     n = int(tag, 16)
-    return cls(state_dir, netlink=PyrouteNetlink(), runner=SubprocessRunner(), bridge=f"se2e{tag}",
-               vxlan_dev=f"se2e{tag}.1", netns_prefix=f"se2e{tag}-", table=f"se2e{tag}",
-               vni=1000 + n % 1_000_000, vxlan_port=20000 + n % 20000)
+    return NodeNetwork(state_dir, netlink=PyrouteNetlink(), runner=SubprocessRunner(), bridge=f"se2e{tag}",
+                       vxlan_dev=f"se2e{tag}.1", netns_prefix=f"se2e{tag}-", nft_table=f"se2e{tag}",
+                       vni=1000 + n % 1_000_000, vxlan_port=20000 + n % 20000)
 
 
 def _agent_main(argv: list[str]) -> int:

@@ -204,15 +204,11 @@ def leftovers(data_dir: Path, net: HostNet) -> list[str]:
 
 
 def _drop_hostport_table_if_ours(bridge: str) -> None:
-    """The agent's hostPort table is `ip shoal` whatever the bridge (not configurable yet):
-    drop it only when it refers to our bridge and no other."""
-    out = subprocess.run(["nft", "list", "table", "ip", "shoal"], capture_output=True, text=True)
-    if out.returncode != 0:
-        return
-    names = set(re.findall(r'iifname "([^"]+)"|oifname "([^"]+)"', out.stdout))
-    flat = {n for pair in names for n in pair if n}
-    if flat and flat <= {bridge}:
-        subprocess.run(["nft", "delete", "table", "ip", "shoal"], capture_output=True)
+    """The agent's hostPort table is named after its bridge (`ip shoal_<bridge>`); drop ours."""
+    from agent.network.node import nft_table_for
+    table = nft_table_for(bridge)
+    if table != "shoal":
+        subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
 
 
 # ---------------------------------------------------------------------------------- cluster
