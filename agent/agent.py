@@ -145,6 +145,7 @@ class Agent:
         self.scheduler = scheduler
         self._stop = threading.Event()
         self._lock = threading.RLock()
+        self._relist_lock = threading.Lock()
         self._workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()      # uids torn down and confirmed: late watch echoes must not revive them
         self._nodes: dict[str, dict] = {}
@@ -200,6 +201,11 @@ class Agent:
         self._every(o.lease_renew_interval, self._renew_lease, now)
         self._every(o.node_status_interval, self._post_node_status, now)
         self._every(o.relist_interval, self._relist, now)
+        if callable(getattr(self.runtime, "wait_exit", None)):
+            # Event-driven relist on top of the periodic one: a crash is seen in milliseconds.
+            t = threading.Thread(target=self._exit_loop, name=f"exits-{self.node_name}", daemon=True)
+            t.start()
+            self._threads.append(t)
         self._every(o.image_gc_interval, self._image_gc, now)
         self._every(o.housekeeping_interval, self._housekeeping, now)
         self.started = True
@@ -519,7 +525,21 @@ class Agent:
             log.warning("node %s: publishing %d host ports failed: %s", self.node_name, len(ports), e)
 
     # ------------------------------------------------------------------------ runtime relist (PLEG)
+    def _exit_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.runtime.wait_exit(1.0) and not self._stop.is_set():
+                    self._relist()
+            except Exception as e:  # noqa: BLE001 — the periodic relist still covers exits
+                log.warning("node %s: exit-triggered relist failed: %s", self.node_name, e)
+                self._stop.wait(1.0)
+
     def _relist(self) -> None:
+        # Called by the periodic timer and by the exit watcher: one at a time.
+        with self._relist_lock:
+            self._relist_locked()
+
+    def _relist_locked(self) -> None:
         if not self._pods_synced.is_set():
             return       # before the first pod list we cannot tell live pods from orphans
         by_uid: dict[str, list] = defaultdict(list)

@@ -151,6 +151,7 @@ class RuncRuntime:
         self.conmon_binary = conmon_binary
         self.log_size_max = log_size_max
         self.cgroups = cgroups or Cgroups()
+        self._exit_watcher = None
         self.clock = clock
         self.host_resolv_conf = host_resolv_conf
         self.create_timeout = create_timeout
@@ -314,6 +315,13 @@ class RuncRuntime:
         if rs is None and not os.path.isdir(cdir):
             return None
         return self._assemble(container_id, rs)
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Block until a container exits (conmon writes its exit file) or timeout; True on an exit."""
+        if self._exit_watcher is None:
+            from .exitwatch import ExitWatcher
+            self._exit_watcher = ExitWatcher(self.exit_dir)
+        return self._exit_watcher.wait(timeout)
 
     def list(self) -> list[ContainerState]:
         by_id = {s["id"]: s for s in self.runc.list()}
