@@ -93,6 +93,9 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Few request threads: they all contend for the GIL, and the one holding the store's
+        # write lock must get it back quickly (measured: 30 runnable threads starve it).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         await hub.start()
         registry.start()
         try:

@@ -39,6 +39,42 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return s
 
 
+class ControllerProcess:
+    """`shoal controller` as a child of the server: started with the admin kubeconfig,
+    restarted if it dies, stopped (SIGTERM, then SIGKILL) with the server."""
+
+    def __init__(self, kubeconfig: Path, written: list[Path], argv: list[str]):
+        import subprocess
+        import sys
+        self.kubeconfig = kubeconfig if kubeconfig in written or kubeconfig.exists() else written[0]
+        self.argv = [sys.executable, "-m", "cli.main", "controller", "--kubeconfig", str(self.kubeconfig), *argv]
+        self._subprocess = subprocess
+        self._stop = threading.Event()
+        self.proc = self._spawn()
+        self._watch = threading.Thread(target=self._supervise, name="controller-supervisor", daemon=True)
+        self._watch.start()
+
+    def _spawn(self):
+        return self._subprocess.Popen(self.argv, cwd=str(Path(__file__).resolve().parents[1]),
+                                      stdin=self._subprocess.DEVNULL)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            if self.proc.poll() is not None and not self._stop.is_set():
+                log.warning("the controller process exited with %s; starting it again", self.proc.returncode)
+                self.proc = self._spawn()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except self._subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
 class ServerProcess:
     """One API server. `start()` returns once it answers; `stop()` shuts it down."""
 
@@ -90,7 +126,12 @@ class ServerProcess:
     def client(self, token: str | None = None, **kw) -> Client:
         return Client(self.url, token or self.admin_token, ca_file=(self.tls_files or {}).get("ca"), **kw)
 
-    def start(self, *, controllers: bool = False, controller_options: Any = None) -> "ServerProcess":
+    def start(self, *, controllers: bool = False, controller_options: Any = None, controllers_mode: str = "thread",
+              controller_argv: list[str] | None = None) -> "ServerProcess":
+        """Serve, then (with controllers=True) run the controllers: as threads of this process
+        (controllers_mode="thread", what tests use) or as a `shoal controller` child process
+        ("process", what `shoal server` and `shoal up` use: the controllers then get a core of
+        their own instead of sharing this process's GIL with the API server)."""
         self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [self.sock]},
                                         name="apiserver", daemon=True)
         self._thread.start()
@@ -103,7 +144,10 @@ class ServerProcess:
             time.sleep(0.02)
         for p in self.kubeconfig_paths:
             write_kubeconfig(p, server=self.url, token=self.admin_token, ca_data_b64=self.ca_data_b64())
-        if controllers:
+        if controllers and controllers_mode == "process":
+            self.controllers = ControllerProcess(Path(self.settings.data_dir) / "admin.kubeconfig",
+                                                 self.kubeconfig_paths, controller_argv or [])
+        elif controllers:
             from controller.manager import run_controllers
             self.controllers = run_controllers(self.client(user_agent="shoal-controller"),
                                                **({"options": controller_options} if controller_options else {}))

@@ -16,6 +16,7 @@ class Settings:
     watch_poll_interval: float = 0.5    # how often the log is polled for other processes' writes
     bookmark_interval: float = 5.0      # idle time after which a bookmark is sent (allowWatchBookmarks)
     max_watch_seconds: float = 1800.0
+    request_threads: int = 8            # threads running request handlers (store calls)
     tls: bool = False                   # serve HTTPS with the generated CA (off only on loopback)
     tls_sans: list[str] = field(default_factory=list)
     version: str = "v1.32.0-shoal"

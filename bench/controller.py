@@ -45,6 +45,13 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def rss_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -153,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
              pods=total)
         stop.set()
         emit(metric="server_rss_mb", peak=round(rss_kb(proc.pid, "VmHWM") / 1024, 1),
-             end=round(rss_kb(proc.pid, "VmRSS") / 1024, 1), note="API server with embedded controllers")
+             end=round(rss_kb(proc.pid, "VmRSS") / 1024, 1), note="API server process")
+        for child in children(proc.pid):
+            emit(metric="controller_rss_mb", peak=round(rss_kb(child, "VmHWM") / 1024, 1),
+                 end=round(rss_kb(child, "VmRSS") / 1024, 1), note="`shoal controller` child of the server")
         emit(metric="api_get_latency_ms", p50=round(pct(lat, 50) * 1000, 2), p99=round(pct(lat, 99) * 1000, 2),
              samples=len(lat))
         return 0

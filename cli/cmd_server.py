@@ -34,7 +34,10 @@ def register(sub) -> None:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"state, tokens, certs ({DEFAULT_DATA_DIR})")
     p.add_argument("--write-kubeconfig", type=Path, default=None,
                    help="where to write the admin kubeconfig (default: $KUBECONFIG or ~/.shoal/kubeconfig)")
-    p.add_argument("--no-controller", action="store_true", help="do not run the controllers in this process")
+    p.add_argument("--no-controller", action="store_true", help="do not run the controllers")
+    p.add_argument("--controllers-in-process", action="store_true",
+                   help="run the controllers as threads of the server process instead of a child process "
+                        "(one process, but both share one core: Python's GIL)")
     p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
                    help="serve HTTPS with a generated CA (default: on unless listening on loopback)")
     p.add_argument("--tls-san", action="append", default=[], help="extra subject alternative name (repeatable)")
@@ -54,6 +57,8 @@ def register(sub) -> None:
                                    "garbage collector) against an API server.",
                        epilog="example:\n  shoal controller --kubeconfig /var/lib/shoal/server/admin.kubeconfig",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--kubeconfig", type=Path, default=None, help="admin kubeconfig (default: $KUBECONFIG or "
+                   "~/.shoal/kubeconfig)")
     c.add_argument("--node-grace-period", type=float, default=None)
     c.add_argument("--eviction-delay", type=float, default=None)
     c.add_argument("--cluster-cidr", default=None)
@@ -73,6 +78,17 @@ def controller_options(args):
     return ControllerOptions(**kw)
 
 
+def controller_argv(args) -> list[str]:
+    """The `shoal controller` flags that carry the server's controller options."""
+    out = []
+    for flag, attr in (("--node-grace-period", "node_grace_period"), ("--eviction-delay", "eviction_delay"),
+                       ("--cluster-cidr", "cluster_cidr")):
+        v = getattr(args, attr, None)
+        if v is not None:
+            out += [flag, str(v)]
+    return out
+
+
 def run_server(args) -> int:
     from apiserver.server import ServerProcess
     from apiserver.settings import Settings
@@ -88,7 +104,9 @@ def run_server(args) -> int:
     try:
         srv = ServerProcess(settings, kubeconfig_paths=kubeconfigs)
         srv.start(controllers=not args.no_controller,
-                  controller_options=None if args.no_controller else controller_options(args))
+                  controller_options=None if args.no_controller else controller_options(args),
+                  controllers_mode="thread" if args.controllers_in_process else "process",
+                  controller_argv=controller_argv(args))
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

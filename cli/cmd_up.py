@@ -315,7 +315,8 @@ def _foreground(args, data_dir: Path) -> int:
     try:
         srv = ServerProcess(settings, kubeconfig_paths=[data_dir / "server" / "admin.kubeconfig", kubeconfig])
         from controller.manager import ControllerOptions
-        srv.start(controllers=True, controller_options=ControllerOptions(cluster_cidr=hostnet.cluster_cidr))
+        srv.start(controllers=True, controller_options=ControllerOptions(cluster_cidr=hostnet.cluster_cidr),
+                  controllers_mode="process", controller_argv=["--cluster-cidr", hostnet.cluster_cidr])
         print(f"shoal up: API server on {srv.url} (SQLite in {settings.data_dir}); kubeconfig {kubeconfig}",
               flush=True)
         node = (args.node_name or _hostname()).lower()
