@@ -389,6 +389,7 @@ def _node_network(agent_dir: Path, hostnet: HostNetwork):
 def stop_node_containers(agent_dir: Path, *, hostnet: HostNetwork = DEFAULT_NETWORK) -> int:
     """Kill and remove every container of the agent with this data dir, and its pods' networks."""
     if not (agent_dir / "runtime").exists():
+        remove_host_network(hostnet)
         return 0
     from agent.runtime import RuncRuntime
     runtime = RuncRuntime(str(agent_dir / "runtime"), runc_root=str(agent_dir / "runc"), cgroup_parent="/shoal")
@@ -413,4 +414,15 @@ def stop_node_containers(agent_dir: Path, *, hostnet: HostNetwork = DEFAULT_NETW
             network.teardown_pod(uid)
     except Exception as e:  # noqa: BLE001
         print(f"warning: tearing down pod networks: {e}", file=sys.stderr)
+    remove_host_network(hostnet)
     return len(states)
+
+
+def remove_host_network(hostnet: HostNetwork) -> None:
+    """Remove the bridge, the VXLAN device and the hostPort nft table of this node, as a host
+    shutdown would (k3s-killall.sh does the same); the next `shoal up` recreates them."""
+    from agent.network.node import nft_table_for
+    for dev in (hostnet.vxlan_device, hostnet.bridge):
+        if Path(f"/sys/class/net/{dev}").exists():
+            subprocess.run(["ip", "link", "delete", dev], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "ip", nft_table_for(hostnet.bridge)], capture_output=True)
