@@ -454,7 +454,14 @@ class PodWorker:
         cid = container_id_for(self.uid, s.name, s.attempt)
         try:
             cfg = self._config(pod, cspec, img, s.attempt, cid)
-            if ctx.runtime.state(cid) is not None:    # left over by a crash between create and label bookkeeping
+            leftover = ctx.runtime.state(cid)
+            if leftover is not None and leftover.status == "running":
+                # The plan saw a stale view (this attempt already runs): never kill a live
+                # container to start it again; the next relist observes and adopts it.
+                log.warning("container %s of pod %s already runs: adopting it", cid, self._name())
+                self.mem.ids.add(cid)
+                return
+            if leftover is not None:    # left over by a crash between create and start
                 ctx.runtime.kill(cid, signal.SIGKILL)
                 ctx.runtime.remove(cid)
             ctx.runtime.create(cfg)
