@@ -302,7 +302,7 @@ def _add_resource_routes(app: FastAPI, res: Resource, registry: Registry, hub: w
         auth.authorize(p, "update", res, namespace=namespace, name=name, subresource=subresource,
                        obj=body if isinstance(body, dict) else None, old=old)
         return await anyio.to_thread.run_sync(
-            lambda: registry.update(res, namespace, name, body, subresource=subresource))
+            lambda: registry.update(res, namespace, name, body, subresource=subresource, current=old))
 
     async def do_patch(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
         p = principal(request)

@@ -216,7 +216,9 @@ class Registry:
 
     # ------------------------------------------------------------------ update
     def update(self, res: Resource, namespace: str | None, name: str, body: Any, *,
-               subresource: str | None = None, _current: dict | None = None) -> dict:
+               subresource: str | None = None, current: dict | None = None) -> dict:
+        """`current`: the stored object when the caller has just read it (saves a read; the
+        compare-and-swap still checks the revision)."""
         if not isinstance(body, dict):
             raise errors.BadRequest(f"the request body must be a {res.kind} object")
         body = dict(body)
@@ -235,7 +237,7 @@ class Registry:
                 raise errors.BadRequest("the namespace of the provided object does not match the namespace sent "
                                         "on the request")
             bmd["namespace"] = namespace
-        cur = _current or self.get(res, namespace, name)
+        cur = current or self.get(res, namespace, name)
         cmd = cur["metadata"]
         rv = bmd.get("resourceVersion")
         if rv in (None, "", "0"):
@@ -326,7 +328,7 @@ class Registry:
             if not pinned:
                 new.setdefault("metadata", {})["resourceVersion"] = cur["metadata"]["resourceVersion"]
             try:
-                return self.update(res, namespace, name, new, subresource=subresource, _current=cur)
+                return self.update(res, namespace, name, new, subresource=subresource, current=cur)
             except errors.Conflict:
                 if pinned or attempt == 9:
                     raise
@@ -379,7 +381,7 @@ class Registry:
             new["spec"] = dict(cur.get("spec") or {}, replicas=replicas)
             new["metadata"] = dict(cur["metadata"], resourceVersion=rv or cur["metadata"]["resourceVersion"])
             try:
-                out = self.update(res, namespace, name, new, _current=cur)
+                out = self.update(res, namespace, name, new, current=cur)
                 return self._scale_of(res, out)
             except errors.Conflict:
                 if rv or attempt == 9:
