@@ -42,6 +42,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -62,6 +63,8 @@ from agent.images.registry import (DOCKER_MANIFEST, INDEX_TYPES, RegistryClient,
                                    sha256_digest)
 from agent.images.unpack import LayerError, detect_compression, unpack_layer
 from agent.interfaces import ImagePullError, PulledImage
+
+log = logging.getLogger(__name__)
 
 POLICIES = ("Always", "IfNotPresent", "Never")
 _HEX = re.compile(r"[a-f0-9]{64}\Z")
@@ -160,7 +163,8 @@ class LocalImageStore:
         if policy != "Always":
             local = self.lookup(reference)
             if local is not None:
-                job.say(f"present locally as {local.digest}")
+                # Not a pull: no progress line (callers report "already present on machine").
+                log.debug("%s present locally as %s", reference, local.digest)
                 return local
             if policy == "Never":
                 raise ImagePullError(reference, f"image {reference} is not present on this node "
