@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, Float, create_engine, delete,
@@ -124,6 +124,8 @@ class Event:
     namespace: str
     object: dict
     prev: dict | None
+    # Serialized watch lines by event type, shared by every watcher that sends this event.
+    lines: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def key(self) -> str:

@@ -197,7 +197,14 @@ async def stream(hub: WatchHub, *, resource: str, start_revision: int, matches: 
         for ev in evs:
             out = filter_event(ev, matches)
             if out is not None:
-                yield line(*out)
+                if out[1] is ev.object:
+                    # The common case: the event's own object; serialize it once for all watchers.
+                    data = ev.lines.get(out[0])
+                    if data is None:
+                        data = ev.lines[out[0]] = line(*out)
+                    yield data
+                else:
+                    yield line(*out)
                 last_sent = loop.time()
         rev = max(rev, reached)
         if bookmark_interval is not None and loop.time() - last_sent >= bookmark_interval:
