@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, Float, create_engine, delete,
+from sqlalchemy import (Column, bindparam, Index, Integer, MetaData, String, Table, Text, Float, create_engine, delete,
                         event as sa_event, func, insert, select, update, text)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -61,6 +61,7 @@ objects_t = Table(
     Column("revision", Integer, nullable=False),
     Column("create_revision", Integer, nullable=False),
     Column("value", Text, nullable=False),
+    Column("owners", Text, nullable=False, default=""),   # owner uids, sorted, comma-joined
     Index("ix_objects_resource_ns", "resource", "namespace"),
     Index("ix_objects_uid", "uid"),
 )
@@ -109,6 +110,12 @@ class _NullLock:
 
 _INSERT_EVENT = insert(events_t)
 _INSERT_OBJECT = insert(objects_t)
+_INSERT_OWNER = insert(owners_t)
+_SELECT_CURRENT = select(objects_t.c.value, objects_t.c.revision, objects_t.c.owners).where(
+    objects_t.c.key == bindparam("key"))
+_UPDATE_OBJECT = update(objects_t).where(objects_t.c.key == bindparam("b_key"),
+                                         objects_t.c.revision == bindparam("b_expected")).values(
+    value=bindparam("b_value"), revision=bindparam("b_revision"), owners=bindparam("b_owners"))
 
 
 def object_key(resource: str, namespace: str | None, name: str) -> str:
@@ -196,11 +203,25 @@ class Store:
                 # write (SQLite's deferred BEGIN would fail later with SQLITE_BUSY instead).
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else _NullLock()
+        self._writer = None
         metadata.create_all(self.engine)
+        self._upgrade_schema()
         self._compacted = self._read_meta_int("compacted_revision")
 
     # ------------------------------------------------------------------ plumbing
+    def _upgrade_schema(self) -> None:
+        """Columns added after a database was created (portable ALTER TABLE)."""
+        from sqlalchemy import inspect
+        cols = {c["name"] for c in inspect(self.engine).get_columns("objects")}
+        if "owners" not in cols:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ALTER TABLE objects ADD COLUMN owners TEXT NOT NULL DEFAULT ''")
+
     def close(self) -> None:
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
 
     @contextmanager
@@ -210,13 +231,32 @@ class Store:
         # SQLite's busy handler, which sleeps in steps of up to 100 ms, with a FIFO-ish
         # hand-over (measured: p99 of 8 concurrent writers from ~200 ms to a few ms).
         # Writers in other processes still meet the busy timeout.
+        # On SQLite (one writer at a time anyway) the writer keeps its connection: no pool
+        # checkout per write. A failure other than a refused request drops it.
         with self._write_lock:
-            conn = self.engine.connect()
-            conn.info["write"] = True
+            if self.dialect != "sqlite":
+                conn = self.engine.connect()
+                conn.info["write"] = True
+                try:
+                    yield conn
+                finally:
+                    conn.close()
+                return
+            conn = self._writer
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._writer = self.engine.connect()
+                conn.info["write"] = True
             try:
                 yield conn
-            finally:
-                conn.close()
+            except errors.ApiError:
+                raise
+            except BaseException:
+                self._writer = None
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001 — already broken
+                    pass
+                raise
 
     def _read_conn(self):
         conn = self.engine.connect()
@@ -318,11 +358,15 @@ class Store:
                                            "value": value, "prev_value": prev, "ts": self.clock()})
         return int(res.inserted_primary_key[0])
 
-    def _set_owners(self, conn, key: str, obj: dict, *, replace: bool) -> None:
-        if replace:
+    @staticmethod
+    def _set_owners(conn, key: str, new: list[str], old: str) -> None:
+        """Keep `owner_refs` in step; costs nothing when the owners did not change."""
+        if ",".join(new) == old:
+            return
+        if old:
             conn.execute(delete(owners_t).where(owners_t.c.key == key))
-        for uid in _owner_uids(obj):
-            conn.execute(insert(owners_t).values(owner_uid=uid, key=key))
+        for uid in new:
+            conn.execute(_INSERT_OWNER, {"owner_uid": uid, "key": key})
 
     def create(self, resource: str, obj: dict) -> dict:
         """Insert a new object. Raises AlreadyExists if the key is taken."""
@@ -330,6 +374,7 @@ class Store:
         ns = md.get("namespace") or ""
         key = object_key(resource, ns, md["name"])
         value = _strip_rv(obj)
+        owners = _owner_uids(obj)
 
         def tx() -> int:
             with self._write_conn() as conn:
@@ -340,8 +385,9 @@ class Store:
                                            value=value, prev=None)
                         conn.execute(_INSERT_OBJECT, {"key": key, "resource": resource, "namespace": ns,
                                                       "name": md["name"], "uid": md.get("uid", ""), "revision": rev,
-                                                      "create_revision": rev, "value": value})
-                        self._set_owners(conn, key, obj, replace=False)
+                                                      "create_revision": rev, "value": value,
+                                                      "owners": ",".join(owners)})
+                        self._set_owners(conn, key, owners, "")
                 except IntegrityError:
                     raise errors.AlreadyExists(f'{resource} "{md["name"]}" already exists',
                                                details={"name": md["name"], "kind": resource}) from None
@@ -358,29 +404,33 @@ class Store:
         ns = md.get("namespace") or ""
         key = object_key(resource, ns, md["name"])
         value = _strip_rv(obj)
+        owners = _owner_uids(obj)
+        conflict = errors.Conflict(
+            f'Operation cannot be fulfilled on {resource} "{md["name"]}": the object has been '
+            f'modified; please apply your changes to the latest version and try again',
+            details={"name": md["name"], "kind": resource})
 
         def tx() -> int:
             with self._write_conn() as conn:
                 with conn.begin() as trans:
                     self._serialize_writers(conn)
-                    cur = conn.execute(select(objects_t.c.value, objects_t.c.revision)
-                                       .where(objects_t.c.key == key)).first()
+                    cur = conn.execute(_SELECT_CURRENT, {"key": key}).first()
                     if cur is None:
                         trans.rollback()
                         raise errors.NotFound(f'{resource} "{md["name"]}" not found',
                                               details={"name": md["name"], "kind": resource})
+                    if cur.revision != expected_revision:
+                        trans.rollback()
+                        raise conflict
                     rev = self._append(conn, key=key, resource=resource, namespace=ns, type_="MODIFIED",
                                        value=value, prev=cur.value)
-                    n = conn.execute(update(objects_t)
-                                     .where(objects_t.c.key == key, objects_t.c.revision == expected_revision)
-                                     .values(value=value, revision=rev)).rowcount
-                    if n != 1:
+                    n = conn.execute(_UPDATE_OBJECT, {"b_key": key, "b_expected": expected_revision,
+                                                      "b_value": value, "b_revision": rev,
+                                                      "b_owners": ",".join(owners)}).rowcount
+                    if n != 1:  # the database's word on the compare-and-swap
                         trans.rollback()
-                        raise errors.Conflict(
-                            f'Operation cannot be fulfilled on {resource} "{md["name"]}": the object has been '
-                            f'modified; please apply your changes to the latest version and try again',
-                            details={"name": md["name"], "kind": resource})
-                    self._set_owners(conn, key, obj, replace=True)
+                        raise conflict
+                    self._set_owners(conn, key, owners, cur.owners)
                     return rev
 
         rev = self._retrying(tx)
