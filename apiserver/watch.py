@@ -37,7 +37,7 @@ Matcher = Callable[[dict], bool]
 
 
 class WatchHub:
-    def __init__(self, store: Store, *, tail_size: int = 2048, poll_interval: float = 0.5):
+    def __init__(self, store: Store, *, tail_size: int = 1024, poll_interval: float = 0.5):
         self.store = store
         # Plain lists (trimmed in halves) rather than deques, so that slicing from a
         # bisected position costs only the events returned.
