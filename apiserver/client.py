@@ -82,6 +82,18 @@ def write_kubeconfig(path: str | os.PathLike, *, server: str, token: str, ca_dat
     os.replace(tmp, p)
 
 
+def _raise_for_stream(r: httpx.Response) -> None:
+    """Raise the ApiError of a streamed response that failed (after reading its Status body)."""
+    if r.status_code < 400:
+        return
+    r.read()
+    try:
+        payload = r.json()
+    except ValueError:
+        payload = r.text
+    raise errors.from_status(r.status_code, payload)
+
+
 class Client:
     """HTTP client for the shoal (Kubernetes-shaped) API."""
 
@@ -222,13 +234,7 @@ class Client:
         timeout = httpx.Timeout(self._timeout, read=(timeout_seconds or 300) + 30)
         try:
             with self._http.stream("GET", res.path(namespace=ns), params=params, timeout=timeout) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    try:
-                        payload = r.json()
-                    except ValueError:
-                        payload = r.text
-                    raise errors.from_status(r.status_code, payload)
+                _raise_for_stream(r)
                 for line in r.iter_lines():
                     if not line.strip():
                         continue
@@ -251,13 +257,7 @@ class Client:
         try:
             with self._http.stream("GET", res.path(name, self._ns(res, namespace), "log"), params=params,
                                    timeout=timeout) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    try:
-                        payload = r.json()
-                    except ValueError:
-                        payload = r.text
-                    raise errors.from_status(r.status_code, payload)
+                _raise_for_stream(r)
                 yield from r.iter_text()
         except httpx.TransportError as e:
             raise ConnectionFailed(f"log stream of pod {name} broke: {e}") from e
