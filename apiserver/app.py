@@ -83,6 +83,17 @@ class _Authn:
         return await self.app(scope, receive, send)
 
 
+class _Json(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _json(obj: Any, status: int = 200) -> JSONResponse:
+    """Objects are plain JSON already: answer them directly, skipping FastAPI's
+    `jsonable_encoder`, which walks every field of every object again."""
+    return _Json(obj, status_code=status)
+
+
 def _bool(v: str | None) -> bool:
     return (v or "").lower() in ("true", "1", "yes")
 
@@ -239,8 +250,8 @@ def _add_resource_routes(app: FastAPI, res: Resource, registry: Registry, hub: w
         if verb == "watch":
             return await _watch(request, res, namespace, sel)
         items, rev = await anyio.to_thread.run_sync(registry.list, res, namespace, sel)
-        return {"kind": f"{res.kind}List", "apiVersion": res.api_version,
-                "metadata": {"resourceVersion": str(rev)}, "items": items}
+        return _json({"kind": f"{res.kind}List", "apiVersion": res.api_version,
+                      "metadata": {"resourceVersion": str(rev)}, "items": items})
 
     async def _watch(request: Request, res: Resource, namespace: str | None, sel: Selectors):
         q = request.query_params
@@ -289,11 +300,11 @@ def _add_resource_routes(app: FastAPI, res: Resource, registry: Registry, hub: w
         q = request.query_params
         out = await anyio.to_thread.run_sync(
             lambda: registry.create(res, namespace, body, dry_run=q.get("dryRun") == "All"))
-        return JSONResponse(out, status_code=201)
+        return _json(out, 201)
 
     async def do_get(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "get", res, namespace=namespace, name=name)
-        return await anyio.to_thread.run_sync(registry.get, res, namespace, name)
+        return _json(await anyio.to_thread.run_sync(registry.get, res, namespace, name))
 
     async def do_update(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
         p = principal(request)
@@ -301,8 +312,8 @@ def _add_resource_routes(app: FastAPI, res: Resource, registry: Registry, hub: w
         old = await anyio.to_thread.run_sync(registry.get, res, namespace, name)
         auth.authorize(p, "update", res, namespace=namespace, name=name, subresource=subresource,
                        obj=body if isinstance(body, dict) else None, old=old)
-        return await anyio.to_thread.run_sync(
-            lambda: registry.update(res, namespace, name, body, subresource=subresource, current=old))
+        return _json(await anyio.to_thread.run_sync(
+            lambda: registry.update(res, namespace, name, body, subresource=subresource, current=old)))
 
     async def do_patch(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
         p = principal(request)
@@ -319,8 +330,8 @@ def _add_resource_routes(app: FastAPI, res: Resource, registry: Registry, hub: w
         if ct == "application/apply-patch+yaml" and not request.query_params.get("fieldManager"):
             raise errors.Invalid("fieldManager is required for apply requests",
                                  causes=[errors.Cause("fieldManager", "Required value")])
-        return await anyio.to_thread.run_sync(
-            lambda: registry.patch(res, namespace, name, body, ct, subresource=subresource))
+        return _json(await anyio.to_thread.run_sync(
+            lambda: registry.patch(res, namespace, name, body, ct, subresource=subresource)))
 
     async def do_delete(request: Request, name: str, namespace: str | None = None):
         p = principal(request)
@@ -336,22 +347,22 @@ def _add_resource_routes(app: FastAPI, res: Resource, registry: Registry, hub: w
             opts["propagationPolicy"] = q["propagationPolicy"]
         old = await anyio.to_thread.run_sync(registry.get, res, namespace, name)
         auth.authorize(p, "delete", res, namespace=namespace, name=name, old=old)
-        return await anyio.to_thread.run_sync(lambda: registry.delete(res, namespace, name, opts))
+        return _json(await anyio.to_thread.run_sync(lambda: registry.delete(res, namespace, name, opts)))
 
     async def do_scale_get(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "get", res, namespace=namespace, name=name, subresource="scale")
-        return await anyio.to_thread.run_sync(registry.get_scale, res, namespace, name)
+        return _json(await anyio.to_thread.run_sync(registry.get_scale, res, namespace, name))
 
     async def do_scale_put(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "update", res, namespace=namespace, name=name, subresource="scale")
         body = await _body(request)
-        return await anyio.to_thread.run_sync(lambda: registry.update_scale(res, namespace, name, body, None))
+        return _json(await anyio.to_thread.run_sync(lambda: registry.update_scale(res, namespace, name, body, None)))
 
     async def do_scale_patch(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "patch", res, namespace=namespace, name=name, subresource="scale")
         body = await _body(request)
         ct = (request.headers.get("content-type") or "application/merge-patch+json").split(";")[0].strip()
-        return await anyio.to_thread.run_sync(lambda: registry.update_scale(res, namespace, name, body, ct))
+        return _json(await anyio.to_thread.run_sync(lambda: registry.update_scale(res, namespace, name, body, ct)))
 
     async def do_log(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "get", res, namespace=namespace, name=name, subresource="log")
