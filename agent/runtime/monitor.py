@@ -103,8 +103,11 @@ def spawn_monitor(argv: list[str], *, stderr_path: str, place: Callable[[int], N
     try:
         with open(stderr_path, "wb") as err:
             log.debug("conmon: %s", argv)
+            # conmon writes an `oom` marker into its working directory (besides the persist
+            # dir): run it in the container's own directory, never the agent's.
             proc = subprocess.Popen(argv, env=env, pass_fds=(sync_w, start_r), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=err, close_fds=True)
+                                    stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
+                                    cwd=os.path.dirname(os.path.abspath(stderr_path)))
     except BaseException:
         for fd in (sync_r, sync_w, start_r, start_w):
             os.close(fd)
