@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -234,7 +234,6 @@ def compute_pod_actions(pod: Mapping | None, view: PodRuntimeView, *,
         return actions
 
     spec = pod.get("spec") or {}
-    md = pod.get("metadata") or {}
     policy = spec.get("restartPolicy") or "Always"
     containers = spec.get("containers") or []
     wanted = {c.get("name") for c in containers}

@@ -30,7 +30,6 @@ container restarts, removed with the pod), `.../logs/<container>/<attempt>.log`
 """
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import re

@@ -10,7 +10,6 @@ Next: `apiserver.registry` holds the semantics, `apiserver.watch` streams.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from contextlib import asynccontextmanager

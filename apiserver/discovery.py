@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from . import errors
-from .resources import RESOURCES, Resource
+from .resources import RESOURCES
 
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 

@@ -7,7 +7,7 @@ a Status, so callers catch `Conflict`/`NotFound` alike on either side.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 

@@ -7,7 +7,7 @@ version, plural, kind, scope, short names and subresources.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)

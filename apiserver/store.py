@@ -38,7 +38,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from sqlalchemy import (Column, bindparam, Index, Integer, MetaData, String, Table, Text, Float, create_engine, delete,
                         event as sa_event, func, insert, select, update, text)

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,7 +83,6 @@ def paced(url: str, token: str, rate: float, conc: int, seconds: float) -> None:
     wt.start()
     time.sleep(0.3)
     total = int(rate * seconds)
-    interval = conc / rate
     t0 = time.perf_counter()
 
     def writer(k: int):
@@ -123,7 +121,6 @@ def paced(url: str, token: str, rate: float, conc: int, seconds: float) -> None:
     emit(bench="api", figure="watch_delivery_latency", events=len(wl), missing=len(acked) - len(wl),
          p50_ms=round(pct(wl, 50) * 1000, 2), p99_ms=round(pct(wl, 99) * 1000, 2), goal_p99_ms=50,
          note="from sending the write to receiving its watch event")
-    _ = interval
 
 
 def peak(url: str, token: str, conc: int, seconds: float) -> None:

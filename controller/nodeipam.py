@@ -12,7 +12,7 @@ import ipaddress
 from apiserver.client import Client
 
 from .events import WARNING, EventSink
-from .objects import name_of, thaw
+from .objects import thaw
 from .runtime import Controller, Informer, Manager, Result
 
 

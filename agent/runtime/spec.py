@@ -30,7 +30,7 @@ Not (yet) done: a seccomp profile, AppArmor/SELinux labels, user namespaces.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agent.interfaces import ContainerConfig
 

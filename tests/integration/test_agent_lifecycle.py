@@ -2,7 +2,7 @@
 import httpx
 import pytest
 
-from agent.plan import LABEL_ATTEMPT, LABEL_POD_UID
+from agent.plan import LABEL_POD_UID
 from agent.status import parse_time
 
 from agent_harness import AgentHarness, wait
@@ -169,7 +169,7 @@ def test_oom_killed_reported(h):
 
 
 def test_liveness_failure_kills_and_restarts(h):
-    n = h.start_agent("node-1")
+    h.start_agent("node-1")
     h.assign_cidr("node-1")
     h.create_pod("sick", "node-1", annotations={"shoal.io/fake-unhealthy-after-seconds": "0.5"}, containers=[{
         "name": "web", "image": "reg/web:v1",

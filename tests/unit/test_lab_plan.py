@@ -1,7 +1,6 @@
 """`shoal lab` planning: names, addresses, paths and command lines (pure)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
