@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from lab_fixtures import LabHandle, is_ready, wait  # noqa: E402
+from lab_fixtures import LabHandle, is_ready, wait, web_deployment  # noqa: E402
 
 
 def emit(**kw) -> None:
@@ -43,18 +43,8 @@ def emit(**kw) -> None:
 
 
 def deployment(name: str, image: str, replicas: int, *, surge=1, unavailable=0, liveness=None, env=None) -> dict:
-    c = {"name": "web", "image": image,
-         "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}}
-    if liveness:
-        c["livenessProbe"] = liveness
-    if env:
-        c["env"] = env
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "strategy": {"type": "RollingUpdate",
-                                  "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [c], "terminationGracePeriodSeconds": 5}}}}
+    return web_deployment(image, replicas, name=name, surge=surge, unavailable=unavailable, env=env,
+                          probes={"livenessProbe": liveness} if liveness else None)
 
 
 def ready(lab: LabHandle, app: str, *, exclude: str | None = None) -> list[dict]:

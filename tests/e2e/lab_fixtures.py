@@ -62,6 +62,23 @@ def is_ready(pod: dict) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
+def web_deployment(image: str, replicas: int = 6, *, name: str = "web", surge: int = 1, unavailable: int = 1,
+                   probes: dict | None = None, env: list | None = None) -> dict:
+    """A Deployment of one test-image container with a readiness probe on /healthz (the lab
+    tests and bench/recovery.py share it)."""
+    c = {"name": "web", "image": image, "ports": [{"containerPort": 8080}],
+         "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}}
+    c.update(probes or {})
+    if env:
+        c["env"] = env
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "strategy": {"type": "RollingUpdate",
+                                  "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [c], "terminationGracePeriodSeconds": 5}}}}
+
+
 @dataclass
 class LabHandle:
     lab: Lab

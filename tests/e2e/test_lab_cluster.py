@@ -21,7 +21,7 @@ import pytest
 from apiserver import errors
 from apiserver.client import Client
 
-from lab_fixtures import LabHandle, is_ready, wait
+from lab_fixtures import LabHandle, is_ready, wait, web_deployment
 
 pytestmark = [
     pytest.mark.e2e,
@@ -38,21 +38,6 @@ def lab():
         yield h
     finally:
         h.close()
-
-
-def web_deployment(image: str, replicas: int = 6, *, name: str = "web", surge: int = 1, unavailable: int = 1,
-                   probes: dict | None = None, env: list | None = None) -> dict:
-    c = {"name": "web", "image": image, "ports": [{"containerPort": 8080}],
-         "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}}
-    c.update(probes or {})
-    if env:
-        c["env"] = env
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "strategy": {"type": "RollingUpdate",
-                                  "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [c], "terminationGracePeriodSeconds": 5}}}}
 
 
 def ready_pods(lab: LabHandle, selector: str = SEL, *, exclude_node: str | None = None) -> list[dict]:
