@@ -367,110 +367,62 @@ def _add_resource_routes(app: FastAPI, res: Resource, registry: Registry, hub: w
         auth.authorize(principal(request), "get", res, namespace=namespace, name=name, subresource="log")
         return await registry.pod_log(namespace, name, request.query_params)
 
-    # Path-parameter wrappers: FastAPI needs explicit signatures for the OpenAPI document.
-    if res.namespaced:
-        async def list_ns(request: Request, namespace: str):
-            return await do_list(request, namespace)
-
-        async def list_all(request: Request):
-            return await do_list(request, None)
-
-        async def create_ns(request: Request, namespace: str):
-            return await do_create(request, namespace)
-
-        async def get_ns(request: Request, namespace: str, name: str):
-            return await do_get(request, name, namespace)
-
-        async def put_ns(request: Request, namespace: str, name: str):
-            return await do_update(request, name, namespace)
-
-        async def patch_ns(request: Request, namespace: str, name: str):
-            return await do_patch(request, name, namespace)
-
-        async def delete_ns(request: Request, namespace: str, name: str):
-            return await do_delete(request, name, namespace)
-
-        async def get_status_ns(request: Request, namespace: str, name: str):
-            return await do_get(request, name, namespace)
-
-        async def put_status_ns(request: Request, namespace: str, name: str):
-            return await do_update(request, name, namespace, "status")
-
-        async def patch_status_ns(request: Request, namespace: str, name: str):
-            return await do_patch(request, name, namespace, "status")
-
-        async def scale_get_ns(request: Request, namespace: str, name: str):
-            return await do_scale_get(request, name, namespace)
-
-        async def scale_put_ns(request: Request, namespace: str, name: str):
-            return await do_scale_put(request, name, namespace)
-
-        async def scale_patch_ns(request: Request, namespace: str, name: str):
-            return await do_scale_patch(request, name, namespace)
-
-        async def log_ns(request: Request, namespace: str, name: str):
-            return await do_log(request, name, namespace)
-
-        h = dict(list=list_ns, create=create_ns, get=get_ns, put=put_ns, patch=patch_ns, delete=delete_ns,
-                 get_status=get_status_ns, put_status=put_status_ns, patch_status=patch_status_ns,
-                 scale_get=scale_get_ns, scale_put=scale_put_ns, scale_patch=scale_patch_ns, log=log_ns)
-        app.add_api_route(f"{root}/{res.plural}", list_all, methods=["GET"], tags=[tag],
-                          name=f"list {res.plural} in all namespaces")
-    else:
-        async def list_c(request: Request):
-            return await do_list(request, None)
-
-        async def create_c(request: Request):
-            return await do_create(request, None)
-
-        async def get_c(request: Request, name: str):
-            return await do_get(request, name)
-
-        async def put_c(request: Request, name: str):
-            return await do_update(request, name)
-
-        async def patch_c(request: Request, name: str):
-            return await do_patch(request, name)
-
-        async def delete_c(request: Request, name: str):
-            return await do_delete(request, name)
-
-        async def get_status_c(request: Request, name: str):
-            return await do_get(request, name)
-
-        async def put_status_c(request: Request, name: str):
-            return await do_update(request, name, None, "status")
-
-        async def patch_status_c(request: Request, name: str):
-            return await do_patch(request, name, None, "status")
-
-        h = dict(list=list_c, create=create_c, get=get_c, put=put_c, patch=patch_c, delete=delete_c,
-                 get_status=get_status_c, put_status=put_status_c, patch_status=patch_status_c)
-
-    app.add_api_route(coll, h["list"], methods=["GET"], tags=[tag], name=f"list or watch {res.plural}")
-    app.add_api_route(coll, h["create"], methods=["POST"], tags=[tag], name=f"create a {res.singular}",
-                      openapi_extra=OBJECT_BODY, status_code=201)
-    app.add_api_route(item, h["get"], methods=["GET"], tags=[tag], name=f"read a {res.singular}")
-    app.add_api_route(item, h["put"], methods=["PUT"], tags=[tag], name=f"replace a {res.singular}",
-                      openapi_extra=OBJECT_BODY)
-    app.add_api_route(item, h["patch"], methods=["PATCH"], tags=[tag], name=f"patch a {res.singular}",
-                      openapi_extra=PATCH_BODY)
-    app.add_api_route(item, h["delete"], methods=["DELETE"], tags=[tag], name=f"delete a {res.singular}",
-                      openapi_extra=DELETE_BODY)
+    # (path, method, handler, route name, extra keyword arguments of add_api_route)
+    ns = res.namespaced
+    sing = res.singular
+    routes = [
+        (coll, "GET", _collection_route(do_list, ns), f"list or watch {res.plural}", {}),
+        (coll, "POST", _collection_route(do_create, ns), f"create a {sing}",
+         {"openapi_extra": OBJECT_BODY, "status_code": 201}),
+        (item, "GET", _item_route(do_get, ns), f"read a {sing}", {}),
+        (item, "PUT", _item_route(do_update, ns), f"replace a {sing}", {"openapi_extra": OBJECT_BODY}),
+        (item, "PATCH", _item_route(do_patch, ns), f"patch a {sing}", {"openapi_extra": PATCH_BODY}),
+        (item, "DELETE", _item_route(do_delete, ns), f"delete a {sing}", {"openapi_extra": DELETE_BODY}),
+    ]
+    if ns:
+        routes.append((f"{root}/{res.plural}", "GET", _collection_route(do_list, False),
+                       f"list {res.plural} in all namespaces", {}))
     if "status" in res.subresources:
-        app.add_api_route(item + "/status", h["get_status"], methods=["GET"], tags=[tag],
-                          name=f"read the status of a {res.singular}")
-        app.add_api_route(item + "/status", h["put_status"], methods=["PUT"], tags=[tag],
-                          name=f"replace the status of a {res.singular}", openapi_extra=OBJECT_BODY)
-        app.add_api_route(item + "/status", h["patch_status"], methods=["PATCH"], tags=[tag],
-                          name=f"patch the status of a {res.singular}", openapi_extra=PATCH_BODY)
+        routes += [
+            (item + "/status", "GET", _item_route(do_get, ns), f"read the status of a {sing}", {}),
+            (item + "/status", "PUT", _item_route(do_update, ns, "status"), f"replace the status of a {sing}",
+             {"openapi_extra": OBJECT_BODY}),
+            (item + "/status", "PATCH", _item_route(do_patch, ns, "status"), f"patch the status of a {sing}",
+             {"openapi_extra": PATCH_BODY}),
+        ]
     if "scale" in res.subresources:
-        app.add_api_route(item + "/scale", h["scale_get"], methods=["GET"], tags=[tag],
-                          name=f"read the scale of a {res.singular}")
-        app.add_api_route(item + "/scale", h["scale_put"], methods=["PUT"], tags=[tag],
-                          name=f"replace the scale of a {res.singular}", openapi_extra=OBJECT_BODY)
-        app.add_api_route(item + "/scale", h["scale_patch"], methods=["PATCH"], tags=[tag],
-                          name=f"patch the scale of a {res.singular}", openapi_extra=PATCH_BODY)
+        routes += [
+            (item + "/scale", "GET", _item_route(do_scale_get, ns), f"read the scale of a {sing}", {}),
+            (item + "/scale", "PUT", _item_route(do_scale_put, ns), f"replace the scale of a {sing}",
+             {"openapi_extra": OBJECT_BODY}),
+            (item + "/scale", "PATCH", _item_route(do_scale_patch, ns), f"patch the scale of a {sing}",
+             {"openapi_extra": PATCH_BODY}),
+        ]
     if "log" in res.subresources:
-        app.add_api_route(item + "/log", h["log"], methods=["GET"], tags=[tag],
-                          name=f"read the log of a {res.singular}", response_class=PlainTextResponse)
+        routes.append((item + "/log", "GET", _item_route(do_log, ns), f"read the log of a {sing}",
+                       {"response_class": PlainTextResponse}))
+    for path, method, handler, name, kw in routes:
+        app.add_api_route(path, handler, methods=[method], tags=[tag], name=name, **kw)
+
+
+def _collection_route(fn, namespaced: bool):
+    """A handler with the explicit path parameters FastAPI reads (for routing and the OpenAPI
+    document) that calls fn(request, namespace)."""
+    if namespaced:
+        async def handler(request: Request, namespace: str):
+            return await fn(request, namespace)
+    else:
+        async def handler(request: Request):
+            return await fn(request, None)
+    return handler
+
+
+def _item_route(fn, namespaced: bool, *extra):
+    """Like _collection_route for one object: calls fn(request, name, namespace, *extra)."""
+    if namespaced:
+        async def handler(request: Request, namespace: str, name: str):
+            return await fn(request, name, namespace, *extra)
+    else:
+        async def handler(request: Request, name: str):
+            return await fn(request, name, None, *extra)
+    return handler
