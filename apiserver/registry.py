@@ -148,14 +148,13 @@ class Registry:
 
     # ------------------------------------------------------------------ create
     def _check_namespace(self, res: Resource, namespace: str | None, body: dict) -> str | None:
-        md = body.setdefault("metadata", {}) if isinstance(body.get("metadata"), dict) or "metadata" not in body \
-            else None
-        if md is None:
+        md = body.get("metadata", {})
+        if not isinstance(md, dict):
             raise errors.BadRequest("metadata: must be an object",
                                     causes=[errors.Cause("metadata", "must be an object")])
+        md = body["metadata"] = dict(md)
         if not res.namespaced:
-            if md.get("namespace"):
-                md.pop("namespace")
+            md.pop("namespace", None)
             return None
         body_ns = md.get("namespace")
         if body_ns and namespace and body_ns != namespace:
