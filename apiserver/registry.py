@@ -114,10 +114,9 @@ class Registry:
         self._scheduler = BackgroundScheduler(daemon=True)
         self._scheduler.add_job(self._compact, "interval", seconds=self.settings.compaction_interval,
                                 id="compaction", max_instances=1, coalesce=True)
-        self._scheduler.add_job(self._sweep_orphans, "interval", seconds=30, id="orphan-sweep",
-                                max_instances=1, coalesce=True)
         self._scheduler.start()
-        # Owners deleted while the server was down: their dependents are found by the sweep.
+        # A cascade cut short by a crash is finished once at start-up; from then on the
+        # controllers' garbage collector (controller/gc.py) covers orphans.
         self._gc_queue.put(("sweep", ""))
 
     def stop(self) -> None:
