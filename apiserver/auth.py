@@ -22,6 +22,8 @@ import hashlib
 import os
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,8 +94,6 @@ class TokenCache:
     processes' rotations are seen within `ttl`."""
 
     def __init__(self, store: Store, ttl: float = 5.0):
-        import threading
-        import time
         self.store, self.ttl, self._time = store, ttl, time.monotonic
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Principal]] = {}

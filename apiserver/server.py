@@ -10,6 +10,8 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -44,19 +46,16 @@ class ControllerProcess:
     restarted if it dies, stopped (SIGTERM, then SIGKILL) with the server."""
 
     def __init__(self, kubeconfig: Path, written: list[Path], argv: list[str]):
-        import subprocess
-        import sys
         self.kubeconfig = kubeconfig if kubeconfig in written or kubeconfig.exists() else written[0]
         self.argv = [sys.executable, "-m", "cli.main", "controller", "--kubeconfig", str(self.kubeconfig), *argv]
-        self._subprocess = subprocess
         self._stop = threading.Event()
         self.proc = self._spawn()
         self._watch = threading.Thread(target=self._supervise, name="controller-supervisor", daemon=True)
         self._watch.start()
 
     def _spawn(self):
-        return self._subprocess.Popen(self.argv, cwd=str(Path(__file__).resolve().parents[1]),
-                                      stdin=self._subprocess.DEVNULL)
+        return subprocess.Popen(self.argv, cwd=str(Path(__file__).resolve().parents[1]),
+                                      stdin=subprocess.DEVNULL)
 
     def _supervise(self) -> None:
         while not self._stop.wait(1.0):
@@ -70,7 +69,7 @@ class ControllerProcess:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
-            except self._subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
 
