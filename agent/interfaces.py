@@ -69,6 +69,7 @@ class ContainerConfig:
     user: str | None = None      # "uid[:gid]" or a name resolved inside the rootfs
     hostname: str = ""
     netns_path: str | None = None    # join this network namespace (the pod's)
+    pod_ip: str | None = None        # the pod's address in that namespace (for /etc/hosts)
     mounts: list[Mount] = field(default_factory=list)
     cpu_millis: int | None = None    # resources.limits.cpu
     memory_bytes: int | None = None  # resources.limits.memory

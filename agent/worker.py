@@ -559,6 +559,7 @@ class PodWorker:
             container_name=cspec["name"], attempt=attempt, image=img, argv=argv, env=env, working_dir=wd, user=user,
             hostname=spec.get("hostname") or md["name"],
             netns_path=self.mem.pod_net.netns_path if self.mem.pod_net else None,
+            pod_ip=self.mem.pod_net.ip if self.mem.pod_net else None,
             mounts=self._mounts(pod, cspec),
             cpu_millis=cpu_millis(limits["cpu"]) if limits.get("cpu") else None,
             memory_bytes=memory_bytes(limits["memory"]) if limits.get("memory") else None,
