@@ -10,9 +10,16 @@
 """
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from .client import Client
 from .server import ServerProcess
 from .settings import Settings
 
@@ -28,3 +35,58 @@ def start_test_server(tmp_path: Path, *, controllers: bool = False, controller_o
     srv.kubeconfig = data / "admin.kubeconfig"
     srv.start(controllers=controllers, controller_options=controller_options)
     return srv
+
+
+class ServerSubprocess:
+    """`shoal server` (`python -m apiserver`) as its own process, as users run it: its own
+    GIL, and by default its controllers in a `shoal controller` child. For benchmarks, whose
+    measuring threads must not share the server's interpreter. Same handle as the thread
+    server where it matters: `url`, `admin_token`, `join_token`, `kubeconfig`, `client()`,
+    `stop()`; and `proc`, `log`."""
+
+    def __init__(self, data_dir: Path, args: list[str] | None = None, *, timeout: float = 60.0):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.kubeconfig = self.data_dir / "bench.kubeconfig"
+        self.log = self.data_dir / "server.log"
+        repo = Path(__file__).resolve().parents[1]
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "apiserver", "--data-dir", str(self.data_dir),
+                 "--listen", f"127.0.0.1:{port}", "--write-kubeconfig", str(self.kubeconfig), *(args or [])],
+                cwd=repo, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the API server exited with {self.proc.returncode}; see {self.log}")
+            if self.kubeconfig.exists():
+                try:
+                    c = Client.from_kubeconfig(self.kubeconfig)
+                    c.get("namespaces", "default")
+                    c.close()
+                    break
+                except Exception:  # noqa: BLE001, S110 — not up yet
+                    pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the API server did not answer within {timeout:g} s; see {self.log}")
+            time.sleep(0.05)
+        self.admin_token = (self.data_dir / "admin-token").read_text().strip()
+        self.join_token = (self.data_dir / "join-token").read_text().strip()
+
+    def client(self, token: str | None = None, **kw):
+        return Client(self.url, token or self.admin_token, **kw)
+
+    def stop(self) -> None:
+        """SIGTERM (the server stops its controller child), SIGKILL of the group after 15 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)

@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from apiserver.client import Client  # noqa: E402
+from apiserver.testing import ServerSubprocess  # noqa: E402
 from hollow import HollowCluster, deployment  # noqa: E402
 
 
@@ -59,31 +55,6 @@ def rss_kb(pid: int, field: str) -> int:
     return 0
 
 
-def start_server(data: Path) -> tuple[subprocess.Popen, Client]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    kc = data / "kubeconfig"
-    proc = subprocess.Popen([sys.executable, "-m", "apiserver", "--data-dir", str(data), "--listen",
-                             f"127.0.0.1:{port}", "--write-kubeconfig", str(kc)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(data / "server.log", "wb"),
-                            start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}; see {data / 'server.log'}")
-        if kc.exists():
-            try:
-                c = Client.from_kubeconfig(kc)
-                c.get("namespaces", "default")
-                return proc, c
-            except Exception:
-                pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the server did not start within 60 s")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=100)
@@ -94,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     total = a.deployments * a.replicas
     data = Path(tempfile.mkdtemp(prefix="shoal-bench-controller-"))
-    proc, client = start_server(data)
+    srv = ServerSubprocess(data)
+    proc, client = srv.proc, srv.client()
     hollow = None
     stop = threading.Event()
     try:
@@ -105,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         all_bound = threading.Event()
 
         def watch_binds():
-            wc = Client.from_kubeconfig(data / "kubeconfig")
+            wc = srv.client()
             cur = rv
             while not stop.is_set() and not all_bound.is_set():
                 try:
@@ -125,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         lat: list[float] = []
 
         def probe():
-            pc = Client.from_kubeconfig(data / "kubeconfig")
+            pc = srv.client()
             while not stop.is_set():
                 t = time.perf_counter()
                 try:
@@ -171,12 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         if hollow is not None:
             hollow.stop()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        srv.stop()
 
 
 if __name__ == "__main__":

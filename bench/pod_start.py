@@ -168,7 +168,7 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("pod_start needs root (runc, overlayfs, cgroups, network namespaces)")
     work = Path(tempfile.mkdtemp(prefix="shoal-bench-podstart-"))
-    c = E2ECluster(work / "cluster", backoff_initial=10.0, backoff_max=300.0)
+    c = E2ECluster(work / "cluster", backoff_initial=10.0, backoff_max=300.0, server_process=True)
     try:
         c.start()
         ref = c.refs["web:v1"]

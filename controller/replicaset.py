@@ -186,6 +186,8 @@ class ReplicaSetController:
 
     def _create(self, rs: dict, count: int) -> None:
         """Slow start: batches of 1, 2, 4, ... ; stop at the first batch with a failure."""
+        if not self._still_there(rs):
+            return
         body = pod_from_template(rs)
         done, batch = 0, 1
         while done < count:
@@ -205,6 +207,18 @@ class ReplicaSetController:
                 raise failure
             done += n
             batch *= 2
+
+    def _still_there(self, rs: dict) -> bool:
+        """A live read before creating pods. The cache can still hold a ReplicaSet that the
+        garbage collector has just deleted — the deletions of its pods may arrive on their
+        watch before its own — and pods created for it would only be collected again
+        (seen: 50 extra pods made and deleted after `delete deployment`)."""
+        try:
+            cur = self.client.get("replicasets", name_of(rs), namespace_of(rs))
+        except errors.NotFound:
+            self.rs_inf.observe_deleted(key_of(rs), uid_of(rs))
+            return False
+        return uid_of(cur) == uid_of(rs) and not is_deleting(cur)
 
     def _delete(self, rs: dict, pod: dict) -> None:
         try:

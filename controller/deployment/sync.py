@@ -100,6 +100,12 @@ class SyncMixin:
                        "template": template}}
         u.set_new_rs_annotations(d, rs, new_revision, exists=False)
         rs["spec"]["replicas"] = u.new_rs_new_replicas(d, [*old_rss, rs], rs)
+        # A live read first: the cache can still hold a Deployment just deleted (its ReplicaSet's
+        # deletion may arrive before its own), and a ReplicaSet made for it would be collected
+        # again. NotFound/Conflict are the manager's "stale cache, retry" path.
+        fresh = self.client.get("deployments", name_of(d), namespace_of(d))
+        if uid_of(fresh) != uid_of(d) or is_deleting(fresh):
+            raise errors.Conflict(f"deployment {key_of(d)} was deleted or replaced: no new replica set for it")
         try:
             created = self.client.create("replicasets", rs)
         except errors.AlreadyExists:

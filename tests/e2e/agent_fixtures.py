@@ -134,7 +134,9 @@ def wait_for(pred: Callable[[], object], *, timeout: float = 60.0, what: str = "
 # ------------------------------------------------------------------ the cluster
 class E2ECluster:
     def __init__(self, tmp: Path, *, backoff_initial: float = 1.0, backoff_max: float = 4.0,
-                 images: dict | None = None):
+                 images: dict | None = None, server_process: bool = False):
+        """server_process: run the API server as `shoal server` does (its own process, the
+        controllers in a child) instead of threads of this process — for benchmarks."""
         self.tmp = Path(tmp)
         self.tag = secrets.token_hex(3)
         self.node = f"e2e-{self.tag}"
@@ -156,19 +158,24 @@ class E2ECluster:
         self.agent: subprocess.Popen | None = None
         self.agent_log = self.tmp / "agent.log"
         self._rt = None
+        self.server_process = server_process
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "E2ECluster":
         from agent.images.testimages import cached_test_images, push_all, start_registry
-        from apiserver.testing import start_test_server
+        from apiserver.testing import ServerSubprocess, start_test_server
         from controller.manager import ControllerOptions
         self.images = self._images or cached_test_images()
         self.registry = start_registry(self.tmp / "registry")
         self.refs = push_all(self.images, self.registry)
         # A long node grace: the agent is deliberately down for a while in one test and
         # its pods must not be evicted meanwhile.
-        opts = ControllerOptions(cluster_cidr=self.cluster_cidr, node_grace_period=120.0, eviction_delay=60.0)
-        self.srv = start_test_server(self.tmp, controllers=True, controller_options=opts)
+        if self.server_process:
+            self.srv = ServerSubprocess(self.tmp / "server", [
+                "--cluster-cidr", self.cluster_cidr, "--node-grace-period", "120", "--eviction-delay", "60"])
+        else:
+            opts = ControllerOptions(cluster_cidr=self.cluster_cidr, node_grace_period=120.0, eviction_delay=60.0)
+            self.srv = start_test_server(self.tmp, controllers=True, controller_options=opts)
         self.client = self.srv.client()
         self.start_agent()
         wait_for(self._node_ready, timeout=60, what=f"node {self.node} Ready with a pod CIDR",
