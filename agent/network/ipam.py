@@ -83,7 +83,8 @@ class NodeState:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".network.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
+                # compact: json's C encoder (indent falls back to the pure-Python one)
+                json.dump(data, f, separators=(",", ":"), sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)

@@ -68,6 +68,7 @@ _RTNH_F_ONLINK = 4
 _NUD_PERMANENT = 0x80
 _NTF_SELF = 0x02
 _AF_INET = 2
+_LOOPBACK_IFINDEX = 1    # the kernel gives every namespace's lo ifindex 1
 _CLONE_NEWNET = 0x40000000
 _MS_BIND = 4096
 _MS_REC = 16384
@@ -149,8 +150,9 @@ class Netlink(Protocol):
     def link_add(self, name: str, kind: str, *, ns: str | None = None, mtu: int | None = None,
                  peer: str | None = None, peer_ns: str | None = None,
                  vxlan: VxlanInfo | None = None, mac: str | None = None,
-                 peer_mac: str | None = None) -> None:
-        """kind "bridge" | "veth" (peer name, optionally created in peer_ns) | "vxlan"."""
+                 peer_mac: str | None = None, master: str | None = None, up: bool = False) -> None:
+        """kind "bridge" | "veth" (peer name, optionally created in peer_ns) | "vxlan";
+        master and up apply to `name` in the same message (`ip link add … master BR up`)."""
     def link_del(self, name: str, *, ns: str | None = None) -> None: ...
     def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
                  mtu: int | None = None, master: str | None = None, mac: str | None = None) -> None: ...
@@ -194,6 +196,9 @@ class _NsWorker:
         self._libc = libc
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self._local = threading.local()
+        # name -> ifindex seen in this namespace, used only by its one thread. Looking a link
+        # up decodes its whole RTM_NEWLINK answer, the largest CPU cost of a pod's setup.
+        self.indexes: dict[str, int] = {}
 
     def _enter(self) -> None:
         if not getattr(self._local, "entered", False):
@@ -312,8 +317,16 @@ class PyrouteNetlink:
         label = _ns_label(ns, self.node_ns)
         log.debug("netlink %s (%s)", what, label)
         from pyroute2.netlink.exceptions import NetlinkError
+        worker = self._worker(ns)
         try:
-            return self._worker(ns).call(fn)
+            try:
+                return worker.call(fn)
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV or not worker.indexes:
+                    raise
+                # a cached index may be stale (a link deleted and re-made behind our back)
+                worker.indexes.clear()
+                return worker.call(fn)
         except NetlinkError as exc:
             raise NetlinkOpError(exc.code, f"netlink {what} ({label})") from exc
 
@@ -330,9 +343,17 @@ class PyrouteNetlink:
             raise
 
     def _index(self, ipr: Any, name: str, ns: str | None) -> int:
-        idx = self._lookup(ipr, name)
+        """The link's ifindex, cached per namespace (see _NsWorker.indexes); called in the
+        namespace's thread."""
+        if name == "lo":
+            return _LOOPBACK_IFINDEX
+        cache = self._worker(ns).indexes
+        idx = cache.get(name)
         if idx is None:
-            raise NetlinkOpError(errno.ENODEV, f"no link {name} ({_ns_label(ns, self.node_ns)})")
+            idx = self._lookup(ipr, name)
+            if idx is None:
+                raise NetlinkOpError(errno.ENODEV, f"no link {name} ({_ns_label(ns, self.node_ns)})")
+            cache[name] = idx
         return idx
 
     def close(self) -> None:
@@ -454,7 +475,7 @@ class PyrouteNetlink:
     def link_add(self, name: str, kind: str, *, ns: str | None = None, mtu: int | None = None,
                  peer: str | None = None, peer_ns: str | None = None,
                  vxlan: VxlanInfo | None = None, mac: str | None = None,
-                 peer_mac: str | None = None) -> None:
+                 peer_mac: str | None = None, master: str | None = None, up: bool = False) -> None:
         kw: dict[str, Any] = {"ifname": name, "kind": kind}
         if mtu is not None:
             kw["mtu"] = mtu
@@ -477,14 +498,29 @@ class PyrouteNetlink:
             kw.update(vxlan_id=vxlan.vni, vxlan_port=vxlan.port, vxlan_learning=int(vxlan.learning))
             if vxlan.local:
                 kw["vxlan_local"] = vxlan.local
-        desc = f"link add {name} type {kind}" + (f" peer {peer}" + (f" in netns {peer_ns}" if peer_ns else "") if peer else "")
-        self._call(ns, desc, lambda ipr: ipr.link("add", **kw))
+        if up:
+            kw["state"] = "up"
+        desc = f"link add {name} type {kind}" + (f" peer {peer}" + (f" in netns {peer_ns}" if peer_ns else "") if peer else "") \
+            + (f" master {master}" if master else "") + (" up" if up else "")
+
+        def fn(ipr):
+            self._worker(ns).indexes.pop(name, None)
+            if peer:
+                self._worker(peer_ns).indexes.pop(peer, None)
+            if master is not None:
+                kw["master"] = self._index(ipr, master, ns)
+            ipr.link("add", **kw)
+        self._call(ns, desc, fn)
 
     def link_del(self, name: str, *, ns: str | None = None) -> None:
         def fn(ipr):
-            idx = self._lookup(ipr, name)
-            if idx is not None:
-                ipr.link("del", index=idx)
+            from pyroute2.netlink.exceptions import NetlinkError
+            self._worker(ns).indexes.pop(name, None)
+            try:
+                ipr.link("del", ifname=name)   # by name: no lookup (and its decode) first
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
         self._call(ns, f"link del {name}", fn)
 
     def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
@@ -764,11 +800,14 @@ class RecordingNetlink:
     def link_add(self, name: str, kind: str, *, ns: str | None = None, mtu: int | None = None,
                  peer: str | None = None, peer_ns: str | None = None,
                  vxlan: VxlanInfo | None = None, mac: str | None = None,
-                 peer_mac: str | None = None) -> None:
-        self.calls.append(("link_add", name, kind, ns, mtu, peer, peer_ns, vxlan, mac, peer_mac))
+                 peer_mac: str | None = None, master: str | None = None, up: bool = False) -> None:
+        self.calls.append(("link_add", name, kind, ns, mtu, peer, peer_ns, vxlan, mac, peer_mac)
+                          + ((master, up) if master is not None or up else ()))
         m = self.ns(ns)
         if name in m.links:
             raise NetlinkOpError(errno.EEXIST, f"netlink link add {name} ({_ns_label(ns, None)})")
+        if master is not None:
+            self._get(master, ns)
         if kind == "veth":
             pm = self.ns(peer_ns if peer_ns is not None else ns)
             if not peer or peer in pm.links or (peer_ns is None and peer == name):
@@ -783,6 +822,8 @@ class RecordingNetlink:
             m.links[name] = self._new_link(name, "bridge", mtu, mac)
         else:
             raise NetlinkOpError(errno.EOPNOTSUPP, f"netlink link add {name} type {kind}")
+        if master is not None or up:
+            m.links[name] = replace(m.links[name], master=master, up=up)
 
     def link_del(self, name: str, *, ns: str | None = None) -> None:
         self.calls.append(("link_del", name, ns))

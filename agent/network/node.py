@@ -189,7 +189,6 @@ class NodeNetwork:
             created = self.netlink.netns_create(ns)
             if self._ensure_veth(ns, veth, pod_name, rec.ip, created=created):
                 # Fresh pair (the common path): nothing to observe, only to do.
-                self.netlink.link_set(veth, master=self.bridge, up=True)
                 self.netlink.link_set("lo", ns=ns, up=True)
                 self.netlink.addr_add(ifn, f"{rec.ip}/{net.prefixlen}", ns=ns)
                 self.netlink.link_set(ifn, ns=ns, up=True)
@@ -221,7 +220,8 @@ class NodeNetwork:
             self.netlink.link_del(veth)        # a veth takes its peer along
         if not created:
             self.netlink.link_del(ifn, ns=ns)  # an orphaned pod side from a crash
-        self.netlink.link_add(veth, "veth", mtu=self.pod_mtu(), peer=ifn, peer_ns=ns, peer_mac=mac_for_ip(ip))
+        self.netlink.link_add(veth, "veth", mtu=self.pod_mtu(), peer=ifn, peer_ns=ns, peer_mac=mac_for_ip(ip),
+                              master=self.bridge, up=True)
         return True
 
     def _repair_pod(self, ns: str, veth: str, ip: str, prefixlen: int, gw: str, mtu: int) -> None:
