@@ -1,19 +1,22 @@
 """Pod start: N replicas applied → all Ready, beside raw `runc run -d` of the same
 rootfs in the same run; and container crash → running again.
 
-One cluster as in tests/e2e/test_agent_real.py (`tests/e2e/agent_fixtures.E2ECluster`):
-a loopback registry with the busybox test images, the API server with its
-controllers, and one real `shoal agent` (runc + conmon, overlayfs, a netns and
-veth per pod). Root only. Everything it makes is removed at the end.
+One cluster as in tests/e2e/test_agent_real.py (`tests/e2e/agent_fixtures.E2ECluster`),
+laid out as `shoal server` runs it: a loopback registry with the busybox test images,
+the API server in its own process with its controllers in a child, and one real
+`shoal agent` (runc + conmon, overlayfs, a netns and veth per pod). Root only.
+Everything it makes is removed at the end.
 
 - pod_start: a Deployment of N replicas of web:v1 by digest, image already cached
-  (a warm-up pod pulled it), no probes; timed from the create call until the API
-  server shows N pods Ready (polled every 20 ms). Then the deletion until every pod
-  is gone (SIGTERM → exit → teardown → confirmed).
+  (a warm-up pod pulled it), no probes; timed from the create call until a pod watch
+  has seen N pods Ready (a watch, not polling, so the measuring adds no load). Then
+  the deletion until every pod is gone (SIGTERM → exit → teardown → confirmed).
 - floor: `runc run -d` of N containers of the same image — one read-only overlay of
-  the same layer dirs, the same entrypoint (busybox httpd), each in a fresh network
-  namespace made by runc (no veth, no IP) — `--parallel` at a time (default 1, 2
-  and the agent's 8 sync threads). `ratio` = pod_start / floor at each parallelism.
+  the same layer dirs, the same entrypoint (busybox httpd) — `--parallel` at a time
+  (default 1, 2 and the agent's 8 sync threads), twice: alone (runc makes an unnamed
+  netns; no veth, no IP), and after what a pod's network needs done with `ip` (named
+  netns, veth pair on a bridge, address, lo up, default route — the floor issue 4
+  describes). `ratio` = pod_start / floor for each.
 - crash_recovery: SIGKILL of a running container's main process from the host →
   the runtime shows the next attempt running (`to_running`), and → the API server
   shows it running with restartCount+1 (`to_status`). One kill per pod (the first
@@ -73,20 +76,40 @@ def warm_image(c: E2ECluster, ref: str) -> PulledImage:
 
 
 def shoal_pod_start(c: E2ECluster, ref: str, n: int) -> dict:
+    """Create the Deployment, then follow the pods on a watch (a poll every few ms would
+    load the API server it measures) until n are Ready; then delete it and watch them go."""
     name = f"bench{n}-{uuid.uuid4().hex[:4]}"
-    t0 = time.monotonic()
-    c.client.create("deployments", deployment_manifest(name, ref, n), NAMESPACE)
-
-    def all_ready():
-        ps = c.pods_with(f"app={name}")
-        return len(ps) == n and all(is_ready(p) for p in ps)
-    wait_for(all_ready, timeout=60 + 5 * n, interval=0.02, what=f"{n} pods Ready", detail=c.agent_tail)
-    ready = time.monotonic() - t0
-    t1 = time.monotonic()
-    c.client.delete("deployments", name, NAMESPACE, propagation_policy="Background")
-    wait_for(lambda: not c.pods_with(f"app={name}"), timeout=60 + 5 * n, interval=0.05,
-             what=f"{n} pods deleted", detail=c.agent_tail)
-    return {"all_ready_s": round(ready, 3), "all_deleted_s": round(time.monotonic() - t1, 3)}
+    sel = f"app={name}"
+    wc = c.srv.client()
+    try:
+        rv = wc.list("pods", NAMESPACE, label_selector=sel)["metadata"]["resourceVersion"]
+        t0 = time.monotonic()
+        c.client.create("deployments", deployment_manifest(name, ref, n), NAMESPACE)
+        ready: set[str] = set()
+        for ev in wc.watch("pods", NAMESPACE, resource_version=rv, label_selector=sel,
+                           timeout_seconds=60 + 5 * n):
+            pod = ev["object"]
+            rv = pod["metadata"]["resourceVersion"]
+            (ready.add if ev["type"] != "DELETED" and is_ready(pod) else ready.discard)(pod["metadata"]["name"])
+            if len(ready) == n:
+                break
+        else:
+            raise AssertionError(f"{n} pods of {name} not Ready in time ({len(ready)} were)\n{c.agent_tail()}")
+        ready_s = time.monotonic() - t0
+        t1 = time.monotonic()
+        c.client.delete("deployments", name, NAMESPACE, propagation_policy="Background")
+        left = {p["metadata"]["name"] for p in wc.list("pods", NAMESPACE, label_selector=sel)["items"]}
+        if left:
+            for ev in wc.watch("pods", NAMESPACE, resource_version=rv, label_selector=sel,
+                               timeout_seconds=60 + 5 * n):
+                (left.discard if ev["type"] == "DELETED" else left.add)(ev["object"]["metadata"]["name"])
+                if not left:
+                    break
+        wait_for(lambda: not c.pods_with(sel), timeout=30, interval=0.05, what=f"{n} pods deleted",
+                 detail=c.agent_tail)
+        return {"all_ready_s": round(ready_s, 3), "all_deleted_s": round(time.monotonic() - t1, 3)}
+    finally:
+        wc.close()
 
 
 def crash_recovery(c: E2ECluster, ref: str, samples: int) -> list[dict]:
@@ -115,33 +138,53 @@ def crash_recovery(c: E2ECluster, ref: str, samples: int) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- floor
-def raw_runc(image: PulledImage, work: Path, n: int, parallel: int) -> float:
-    """Seconds for `runc run -d` of n containers of `image`, `parallel` at a time."""
+def raw_runc(image: PulledImage, work: Path, n: int, parallel: int, *, net: bool = False) -> float:
+    """Seconds for `runc run -d` of n containers of `image`, `parallel` at a time. With
+    net=True each also gets what a pod gets, made the way a shell user would (`ip`): its
+    own named netns, a veth pair on a bridge, an address, lo up and a default route."""
     tag = uuid.uuid4().hex[:6]
     cgroup_parent = f"/shoal-bench-floor-{tag}"
     runc_root = work / f"runc-{tag}"
     rootfs = work / f"rootfs-{tag}"
     rootfs.mkdir(parents=True)
+    bridge, subnet = f"sbf{tag}", f"10.254.{int(tag[:2], 16) % 250}"
     # the same layer dirs the agent's containers stack, mounted once, read-only
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
                     "lowerdir=" + ":".join(reversed(image.layers)), str(rootfs)], check=True)
     bundles = []
     try:
+        if net:
+            for argv in (["ip", "link", "add", bridge, "type", "bridge"],
+                         ["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge], ["ip", "link", "set", bridge, "up"]):
+                subprocess.run(argv, check=True)
         argv = list(image.config.get("Entrypoint") or []) + list(image.config.get("Cmd") or [])
         for i in range(n):
             cid = f"floor-{tag}-{i}"
             cfg = ContainerConfig(id=cid, pod_uid=cid, pod_name=cid, namespace="bench", container_name="web",
                                   attempt=0, image=image, argv=argv, env=list(image.config.get("Env") or []),
-                                  log_path=str(work / f"{cid}.log"))
+                                  log_path=str(work / f"{cid}.log"),
+                                  netns_path=f"/var/run/netns/{bridge}-{i}" if net else None)
             b = work / "bundles" / cid
             b.mkdir(parents=True)
             spec = build_oci_spec(cfg, rootfs=str(rootfs), cgroups_path=f"{cgroup_parent}/{cid}",
                                   readonly_rootfs=True, nofile=20000)
             (b / "config.json").write_text(json.dumps(spec))
-            bundles.append((cid, str(b)))
+            bundles.append((i, cid, str(b)))
+
+        def sh(*argv: str) -> None:
+            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
 
         def run(item):
-            cid, bundle = item
+            i, cid, bundle = item
+            if net:
+                ns, veth = f"{bridge}-{i}", f"{bridge}v{i}"
+                sh("ip", "netns", "add", ns)
+                sh("ip", "link", "add", veth, "master", bridge, "up", "type", "veth", "peer", "name", "eth0",
+                   "netns", ns)
+                sh("ip", "-n", ns, "addr", "add", f"{subnet}.{i + 2}/24", "dev", "eth0")
+                sh("ip", "-n", ns, "link", "set", "eth0", "up")
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+                sh("ip", "-n", ns, "route", "add", "default", "via", f"{subnet}.1")
             subprocess.run([DEFAULT_RUNC, "--root", str(runc_root), "run", "--detach", "--bundle", bundle, cid],
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            check=True)
@@ -150,9 +193,13 @@ def raw_runc(image: PulledImage, work: Path, n: int, parallel: int) -> float:
             list(pool.map(run, bundles))
         return time.monotonic() - t0
     finally:
-        for cid, _ in bundles:
+        for i, cid, _ in bundles:
             subprocess.run([DEFAULT_RUNC, "--root", str(runc_root), "delete", "--force", cid],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if net:
+                subprocess.run(["ip", "netns", "del", f"{bridge}-{i}"], stderr=subprocess.DEVNULL)
+        if net:
+            subprocess.run(["ip", "link", "del", bridge], stderr=subprocess.DEVNULL)
         subprocess.run(["umount", str(rootfs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         Cgroups().remove(cgroup_parent)
         shutil.rmtree(work / "bundles", ignore_errors=True)
@@ -178,10 +225,12 @@ def main() -> None:
             emit(bench="pod_start", what="shoal: deployment applied -> all pods Ready (image cached)", n=n,
                  agent_sync_threads=AGENT_SYNC_THREADS, **shoal)
             for par in args.parallel or [1, 2, AGENT_SYNC_THREADS]:
-                floor = raw_runc(image, work / "floor", n, par)
-                emit(bench="pod_start", what="floor: runc run -d, same rootfs (read-only overlay of the same layers)",
-                     n=n, parallel=par, total_s=round(floor, 3),
-                     ratio_shoal_to_floor=round(shoal["all_ready_s"] / floor, 2))
+                for net in (False, True):
+                    floor = raw_runc(image, work / "floor", n, par, net=net)
+                    what = ("floor: ip netns + veth + address, then runc run -d" if net
+                            else "floor: runc run -d alone (runc makes an unnamed netns, no veth)")
+                    emit(bench="pod_start", what=what, n=n, parallel=par, total_s=round(floor, 3),
+                         ratio_shoal_to_floor=round(shoal["all_ready_s"] / floor, 2))
         if shutil.which("podman"):
             emit(bench="pod_start", what="podman kube play", skipped="not implemented here: podman needs the "
                  "containers.conf settings of issue 4 (cgroupfs, runc, file events, default_ulimits)")
