@@ -319,6 +319,8 @@ class RuncRuntime:
     def state(self, container_id: str) -> ContainerState | None:
         cdir = self.container_dir(container_id)
         if not os.path.isdir(cdir):
+            if not os.path.isdir(os.path.join(self.runc_root, container_id)):
+                return None                      # nobody knows it (runc keeps a dir per container)
             rs = self.runc.state(container_id)   # only runc knows it: a leftover of a crashed create
             return None if rs is None else self._assemble(container_id, rs)
         return self._assemble(container_id, self._runc_view(container_id))
