@@ -224,3 +224,75 @@ def test_parse_exit_file(text, expected):
 def test_runc_created_at(ts, expected):
     got = runc_created_at({"created": ts})
     assert (got is None and expected is None) or abs(got - expected) < 1e-6
+
+
+# ---------------------------------------------------------------- state from our own records
+class _NoCgroups:
+    def exists(self, path: str) -> bool:
+        return False
+
+
+def _runtime_with_record(tmp_path, cid: str, *, init: dict | None, started: bool, exit_code: int | None = None,
+                         in_runc: bool = True):
+    from agent.runtime.runc_runtime import RuncRuntime
+    rr = RecordingRunner().when("state", returncode=1, stderr=b'container does not exist')
+    rt = RuncRuntime(str(tmp_path / "rt"), runc_root=str(tmp_path / "runc"), runner=rr, cgroups=_NoCgroups())
+    cdir = tmp_path / "rt" / "containers" / cid
+    cdir.mkdir(parents=True)
+    (cdir / "meta.json").write_text(json.dumps({"id": cid, "labels": {"a": "b"}, "created_at": 1.0}))
+    if init is not None:
+        (cdir / "init.json").write_text(json.dumps(init))
+    if started:
+        (cdir / "started").write_text("2.0")
+    if exit_code is not None:
+        (tmp_path / "rt" / "exits" / cid).write_text(str(exit_code))
+    if in_runc:
+        (tmp_path / "runc" / cid).mkdir(parents=True)
+    return rt, rr
+
+
+def test_state_of_a_started_container_comes_from_proc_without_runc(tmp_path):
+    import os
+
+    from agent.runtime.runc_runtime import proc_start_time
+    me = os.getpid()     # a live process standing in for the container's init
+    rt, rr = _runtime_with_record(tmp_path, "c1", init={"pid": me, "start": proc_start_time(me)}, started=True)
+    st = rt.state("c1")
+    assert st.status == "running" and st.pid == me and st.labels == {"a": "b"}
+    assert rr.calls == []          # no `runc state` fork
+
+
+def test_state_of_an_exited_container_reads_the_exit_file_without_runc(tmp_path):
+    import subprocess
+    p = subprocess.Popen(["true"])
+    p.wait()                       # a pid that is gone
+    rt, rr = _runtime_with_record(tmp_path, "c2", init={"pid": p.pid, "start": 1}, started=True, exit_code=3)
+    st = rt.state("c2")
+    assert st.status == "stopped" and st.exit_code == 3
+    assert rr.calls == []
+
+
+def test_a_recycled_pid_is_not_the_container(tmp_path):
+    import os
+
+    from agent.runtime.runc_runtime import proc_alive, proc_start_time
+    me = os.getpid()
+    assert proc_alive(me, proc_start_time(me)) and proc_alive(me, None)
+    assert not proc_alive(me, proc_start_time(me) + 1)     # same pid, another process
+    rt, rr = _runtime_with_record(tmp_path, "c3", init={"pid": me, "start": proc_start_time(me) + 1},
+                                  started=True, exit_code=0)
+    assert rt.state("c3").status == "stopped"
+
+
+def test_runc_is_asked_only_when_the_records_cannot_tell(tmp_path):
+    import os
+
+    from agent.runtime.runc_runtime import proc_start_time
+    me = os.getpid()
+    # created, not started: only runc knows whether `runc start` ran
+    rt, rr = _runtime_with_record(tmp_path, "c4", init={"pid": me, "start": proc_start_time(me)}, started=False)
+    rt.state("c4")
+    assert [c for c in rr.calls if "state" in c] != []
+    # a container nobody made: no fork either
+    rr.calls.clear()
+    assert rt.state("nobody") is None and rr.calls == []
