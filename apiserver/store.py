@@ -113,6 +113,7 @@ _INSERT_OBJECT = insert(objects_t)
 _INSERT_OWNER = insert(owners_t)
 _SELECT_CURRENT = select(objects_t.c.value, objects_t.c.revision, objects_t.c.owners).where(
     objects_t.c.key == bindparam("key"))
+_SQLITE_GET = "SELECT value, revision FROM objects WHERE key = ?"
 _UPDATE_OBJECT = update(objects_t).where(objects_t.c.key == bindparam("b_key"),
                                          objects_t.c.revision == bindparam("b_expected")).values(
     value=bindparam("b_value"), revision=bindparam("b_revision"), owners=bindparam("b_owners"))
@@ -301,9 +302,21 @@ class Store:
             return int(conn.execute(select(func.max(events_t.c.id))).scalar() or 0)
 
     def get(self, resource: str, namespace: str | None, name: str) -> dict | None:
+        key = object_key(resource, namespace, name)
+        if self.dialect == "sqlite":
+            # The hottest read (every update and delete starts with one). One SELECT is its
+            # own consistent snapshot in SQLite, so it goes straight to the driver on a pooled
+            # connection: SQLAlchemy's connection and transaction bookkeeping cost ~8x the
+            # query itself (measured 167 µs -> 18 µs per get).
+            raw = self.engine.raw_connection()
+            try:
+                row = raw.driver_connection.execute(_SQLITE_GET, (key,)).fetchone()
+            finally:
+                raw.close()
+            return _with_rv(row[0], row[1]) if row else None
         with self._read_conn() as conn, conn.begin():
             row = conn.execute(select(objects_t.c.value, objects_t.c.revision)
-                               .where(objects_t.c.key == object_key(resource, namespace, name))).first()
+                               .where(objects_t.c.key == key)).first()
         return _with_rv(row.value, row.revision) if row else None
 
     def get_by_uid(self, uid: str) -> tuple[str, dict] | None:
