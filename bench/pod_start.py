@@ -13,7 +13,8 @@ Everything it makes is removed at the end.
   the deletion until every pod is gone (SIGTERM → exit → teardown → confirmed).
 - floor: `runc run -d` of N containers of the same image — one read-only overlay of
   the same layer dirs, the same entrypoint (busybox httpd) — `--parallel` at a time
-  (default 1, 2 and the agent's 8 sync threads), twice: alone (runc makes an unnamed
+  (default 1, 2 and the agent's default 8 sync threads; shoal's agent runs with
+  `--sync-threads` set to the same number before each), twice: alone (runc makes an unnamed
   netns; no veth, no IP), and after what a pod's network needs done with `ip` (named
   netns, veth pair on a bridge, address, lo up, default route — the floor issue 4
   describes). `ratio` = pod_start / floor for each.
@@ -221,10 +222,18 @@ def main() -> None:
         ref = c.refs["web:v1"]
         image = warm_image(c, ref)
         for n in args.n or [10, 50]:
-            shoal = shoal_pod_start(c, ref, n)
-            emit(bench="pod_start", what="shoal: deployment applied -> all pods Ready (image cached)", n=n,
-                 agent_sync_threads=AGENT_SYNC_THREADS, **shoal)
             for par in args.parallel or [1, 2, AGENT_SYNC_THREADS]:
+                # shoal at this parallelism (the agent's --sync-threads), then the floors at it
+                c.stop_agent()
+                c.sync_threads = par
+                mark = c.agent_log.stat().st_size
+                c.start_agent()
+                wait_for(lambda: b" joined " in c.agent_log.read_bytes()[mark:], timeout=60,
+                         what="the agent back", detail=c.agent_tail)
+                warm_image(c, ref)      # a warm agent, as in the first round: one pod started and deleted
+                shoal = shoal_pod_start(c, ref, n)
+                emit(bench="pod_start", what="shoal: deployment applied -> all pods Ready (image cached)", n=n,
+                     parallel=par, **shoal)
                 for net in (False, True):
                     floor = raw_runc(image, work / "floor", n, par, net=net)
                     what = ("floor: ip netns + veth + address, then runc run -d" if net

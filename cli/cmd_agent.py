@@ -77,8 +77,20 @@ def register(sub) -> None:
     p.add_argument("--relist-interval", type=float, default=0.5,
                    help="seconds between runtime relists that detect container exits (0.5)")
     p.add_argument("--max-pods", type=int, default=110)
+    p.add_argument("--sync-threads", type=_positive_int, default=8, metavar="N",
+                   help="pods worked on at once: setup, starts, stops (8)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run_agent)
+
+
+def _positive_int(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{v!r}: at least 1")
+    return n
 
 
 def _runc_version() -> str:
@@ -128,7 +140,8 @@ def run_agent(args) -> int:
     opts = AgentOptions(backoff_initial=args.backoff_initial, backoff_max=args.backoff_max,
                         kubelet_port=args.kubelet_port, kubelet_token=creds.apiserverToken,
                         lease_renew_interval=args.lease_interval, relist_interval=args.relist_interval,
-                        max_pods=args.max_pods, probe_executor=prober, runtime_version=rt_version)
+                        max_pods=args.max_pods, probe_executor=prober, runtime_version=rt_version,
+                        sync_threads=args.sync_threads)
     agent = Agent(creds.client(user_agent=f"shoal-agent/{node}"), node_name=node, address=address,
                   data_dir=data_dir, images=images, runtime=runtime, network=network, options=opts)
     stop = threading.Event()

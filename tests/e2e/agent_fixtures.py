@@ -159,6 +159,7 @@ class E2ECluster:
         self.agent_log = self.tmp / "agent.log"
         self._rt = None
         self.server_process = server_process
+        self.sync_threads: int | None = None     # the agent's --sync-threads (None: its default)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "E2ECluster":
@@ -207,7 +208,8 @@ class E2ECluster:
                 "--address", "127.0.0.1", "--data-dir", str(self.agent_dir), "--runc-root", str(self.runc_root),
                 "--cgroup-parent", self.cgroup_parent, "--pod-netns-prefix", self.netns_prefix,
                 "--backoff-initial", str(self.backoff[0]), "--backoff-max", str(self.backoff[1]),
-                "--kubelet-port", "0", "--lease-interval", "1"]
+                "--kubelet-port", "0", "--lease-interval", "1"] + \
+            (["--sync-threads", str(self.sync_threads)] if self.sync_threads else [])
 
     def start_agent(self) -> subprocess.Popen:
         assert self.agent is None or self.agent.poll() is not None, "the agent is already running"
