@@ -113,6 +113,7 @@ _INSERT_OBJECT = insert(objects_t)
 _INSERT_OWNER = insert(owners_t)
 _SELECT_CURRENT = select(objects_t.c.value, objects_t.c.revision, objects_t.c.owners).where(
     objects_t.c.key == bindparam("key"))
+_SELECT_COMPACTED = select(meta_t.c.value).where(meta_t.c.name == "compacted_revision")
 _SQLITE_GET = "SELECT value, revision FROM objects WHERE key = ?"
 _UPDATE_OBJECT = update(objects_t).where(objects_t.c.key == bindparam("b_key"),
                                          objects_t.c.revision == bindparam("b_expected")).values(
@@ -353,6 +354,11 @@ class Store:
             if resource:
                 q = q.where(events_t.c.resource == resource)
             rows = conn.execute(q.order_by(events_t.c.id).limit(limit)).all()
+            # In the same snapshot: how far the log is compacted, by any server process (another
+            # one sharing the database compacts without telling us).
+            done = conn.execute(_SELECT_COMPACTED).scalar()
+        if done is not None and int(done) > self._compacted:
+            self._compacted = int(done)
         # Re-check after reading: a compaction that ran meanwhile may have removed rows we needed.
         if revision < self._compacted:
             raise errors.Gone(f"too old resource version: {revision} ({self._compacted})")

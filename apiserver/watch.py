@@ -105,7 +105,11 @@ class WatchHub:
                     if len(evs) < 2000:
                         break
             except errors.Gone:
-                # We fell behind a compaction (another process compacted); jump to the present.
+                # We fell behind a compaction; jump to the present. The tail would now have a
+                # hole where the skipped events were: drop it, so watchers read that range
+                # from the log (or get 410 Gone for what is compacted) instead of missing it.
+                self.tail.clear()
+                self._tail_revs.clear()
                 self.latest = await anyio.to_thread.run_sync(self.store.current_revision)
                 self._signal()
             except Exception:

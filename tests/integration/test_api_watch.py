@@ -101,6 +101,30 @@ def test_compaction_in_chunks_reaches_its_target_and_keeps_the_rest(api, monkeyp
     assert api.store.compact(revision=target) == target       # nothing left to do: no change
 
 
+def test_a_compaction_by_another_server_never_hides_events(api):
+    """Another server process sharing the database writes and then compacts before this
+    server's watch hub has polled the log: a watch from the compacted revision still gets
+    every later event (from the log), and one from before it gets 410."""
+    from apiserver.store import Store
+    other = Store(api.settings.datastore_url())
+    try:
+        c = api.client()
+        p = c.create("pods", cm_pod("shared"))
+        o = other.get("pods", "default", "shared")
+        for i in range(6):
+            o["metadata"]["labels"]["i"] = str(i)
+            o = other.update("pods", o, expected_revision=int(o["metadata"]["resourceVersion"]))
+        latest = int(o["metadata"]["resourceVersion"])
+        other.compact(revision=latest - 2)
+        got = [e["object"]["metadata"]["resourceVersion"]
+               for e in c.watch("pods", resource_version=str(latest - 2), timeout_seconds=1)]
+        assert got == [str(latest - 1), str(latest)]
+        with pytest.raises(errors.Gone):
+            list(c.watch("pods", resource_version=p["metadata"]["resourceVersion"], timeout_seconds=1))
+    finally:
+        other.close()
+
+
 def test_filtered_watch_sees_binding_as_added_and_unbinding_as_deleted(api):
     c = api.client()
     rv = c.list("pods")["metadata"]["resourceVersion"]
