@@ -504,7 +504,11 @@ def proc_start_time(pid: int) -> int | None:
 
 
 def proc_alive(pid: int, start: int | None) -> bool:
-    """Is `pid` still the process that started at `start` (not recycled, not a zombie)?"""
+    """Is `pid` still the process that started at `start` (not recycled, not a zombie)?
+    An unknown start time (the process was gone before it could be read) is not alive: a
+    recycled pid must never pass for the container."""
+    if start is None:
+        return False
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -513,7 +517,7 @@ def proc_alive(pid: int, start: int | None) -> bool:
     fields = stat[stat.rfind(b")") + 2:].split()
     if fields[0] in (b"Z", b"X"):
         return False
-    return start is None or int(fields[19]) == start
+    return int(fields[19]) == start
 
 
 def _read_int(path: str) -> int | None:

@@ -277,7 +277,7 @@ def test_a_recycled_pid_is_not_the_container(tmp_path):
 
     from agent.runtime.runc_runtime import proc_alive, proc_start_time
     me = os.getpid()
-    assert proc_alive(me, proc_start_time(me)) and proc_alive(me, None)
+    assert proc_alive(me, proc_start_time(me)) and not proc_alive(me, None)
     assert not proc_alive(me, proc_start_time(me) + 1)     # same pid, another process
     rt, rr = _runtime_with_record(tmp_path, "c3", init={"pid": me, "start": proc_start_time(me) + 1},
                                   started=True, exit_code=0)
