@@ -127,6 +127,9 @@ def run_agent(args) -> int:
     from agent.join import JoinError, ensure_credentials
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("pyroute2", "httpcore", "asyncio"):
+        # -v is about the agent's own steps; these would log every netlink message and socket read
+        logging.getLogger(noisy).setLevel(logging.INFO)
     node = (args.node_name or socket.gethostname()).lower()
     address = args.address or default_address()
     data_dir = Path(args.data_dir)

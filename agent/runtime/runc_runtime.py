@@ -382,6 +382,11 @@ class RuncRuntime:
     def _disk_record(self, cid: str, rs: dict | None) -> DiskRecord:
         cdir = self.container_dir(cid)
         meta = _read_json(os.path.join(cdir, "meta.json")) or {}
+        # The monitor first, the exit file after: conmon writes the file and then exits, so a
+        # monitor found dead has left its file by now. The other order can see "no file yet"
+        # and then "monitor gone", and report an exit without its code or time (the pod
+        # worker then restarted a crashing container without its back-off).
+        alive = monitor_alive(_read_int(os.path.join(cdir, "conmon.pid")), cid)
         exit_path = os.path.join(self.exit_dir, cid)
         exit_code = finished = None
         try:
@@ -397,13 +402,12 @@ class RuncRuntime:
             except FileNotFoundError:
                 pass
         started = _read_float(os.path.join(cdir, "started"))
-        conmon_pid = _read_int(os.path.join(cdir, "conmon.pid"))
         return DiskRecord(
             id=cid, labels=meta.get("labels", {}), log_path=meta.get("log_path", ""),
             created_at=meta.get("created_at") or runc_created_at(rs), started_at=started,
             exit_code=exit_code, finished_at=finished,
             oom_file=os.path.exists(os.path.join(cdir, "persist", "oom")),
-            monitor_alive=monitor_alive(conmon_pid, cid))
+            monitor_alive=alive)
 
     def _reap(self, cid: str, *, wait: float = 0.0) -> None:
         with self._lock:

@@ -296,3 +296,23 @@ def test_runc_is_asked_only_when_the_records_cannot_tell(tmp_path):
     # a container nobody made: no fork either
     rr.calls.clear()
     assert rt.state("nobody") is None and rr.calls == []
+
+
+def test_a_monitor_that_exits_while_observed_leaves_its_exit_code(tmp_path, monkeypatch):
+    """conmon writes the exit file, then exits. Checking the monitor before reading the file
+    means a monitor seen dead has always left its file; the other order could report an exit
+    without code or time, which restarted a crash-looping container without its back-off."""
+    import subprocess
+
+    from agent.runtime import runc_runtime
+    p = subprocess.Popen(["true"])
+    p.wait()
+    rt, rr = _runtime_with_record(tmp_path, "c5", init={"pid": p.pid, "start": 1}, started=True)
+    (tmp_path / "rt" / "containers" / "c5" / "conmon.pid").write_text("12345")
+
+    def conmon_finishes_now(pid, cid):
+        (tmp_path / "rt" / "exits" / cid).write_text("1")   # its last act
+        return False
+    monkeypatch.setattr(runc_runtime, "monitor_alive", conmon_finishes_now)
+    st = rt.state("c5")
+    assert st.status == "stopped" and st.exit_code == 1 and st.finished_at is not None
