@@ -39,7 +39,8 @@ def start_test_server(tmp_path: Path, *, controllers: bool = False, controller_o
 
 class ServerSubprocess:
     """`shoal server` (`python -m apiserver`) as its own process, as users run it: its own
-    GIL, and by default its controllers in a `shoal controller` child. For benchmarks, whose
+    GIL, and by default its controllers in a `shoal controller` child. On loopback, plain
+    HTTP (the server's default there); `args` are more `shoal server` flags. For benchmarks, whose
     measuring threads must not share the server's interpreter. Same handle as the thread
     server where it matters: `url`, `admin_token`, `join_token`, `kubeconfig`, `client()`,
     `stop()`; and `proc`, `log`."""
