@@ -6,7 +6,8 @@
 
 `start_test_server(tmp_path, controllers=False, **settings)`; the handle has
 `url`, `admin_token`, `join_token`, `kubeconfig` (a file for the admin),
-`client()`, `store`, `app`, `stop()`.
+`client()`, `store`, `app`, `stop()`. `ServerSubprocess` runs `shoal server` as its own
+process (benchmarks); `wait_for` is the one polling helper the test fixtures build on.
 """
 from __future__ import annotations
 
@@ -17,11 +18,33 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .client import Client
 from .server import ServerProcess
 from .settings import Settings
+
+
+def wait_for(pred: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition",
+             detail: Callable[[], str] | None = None, tolerate: tuple[type[BaseException], ...] = ()) -> Any:
+    """Poll `pred()` until it returns a truthy value, which is returned. After `timeout`
+    seconds, AssertionError naming `what`, the last value seen and `detail()`. Exceptions of
+    the `tolerate` types count as a value and polling goes on. Deadlines only bound a hang:
+    nothing here measures speed."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = pred()
+        except tolerate as e:
+            last = e
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last value: {last!r}"
+                                 + (f"\n{detail()}" if detail else ""))
+        time.sleep(interval)
 
 
 def start_test_server(tmp_path: Path, *, controllers: bool = False, controller_options: Any = None,

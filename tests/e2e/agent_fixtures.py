@@ -32,13 +32,14 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from apiserver import testing  # noqa: E402
 
 log = logging.getLogger(__name__)
 NAMESPACE = "default"
@@ -120,15 +121,7 @@ def waiting_reason(pod: dict, name: str | None = None) -> str | None:
 def wait_for(pred: Callable[[], object], *, timeout: float = 60.0, what: str = "condition",
              interval: float = 0.1, detail: Callable[[], str] | None = None):
     """Poll until pred() is truthy; generous deadlines, nothing timed is asserted."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f"\n{detail()}" if detail else ""))
-        time.sleep(interval)
+    return testing.wait_for(pred, timeout=timeout, what=what, interval=interval, detail=detail)
 
 
 # ------------------------------------------------------------------ the cluster

@@ -30,24 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from images_fixtures import cached_test_images, push_image  # noqa: E402
 
 from apiserver import errors  # noqa: E402
+from apiserver.testing import wait_for  # noqa: E402
 from cli.lab import Lab, LabPlan, LabState, cgroup_pids, is_running, lab_cgroups, mounts_under  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def wait(what: str, fn: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (errors.ApiError, OSError, subprocess.SubprocessError) as e:
-            last = e
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+    return wait_for(fn, timeout=timeout, interval=interval, what=what,
+                    tolerate=(errors.ApiError, OSError, subprocess.SubprocessError))
 
 
 def root_links() -> set[str]:

@@ -25,6 +25,7 @@ from agent.runtime import RuncRuntime
 from agent.runtime.logs import read_log
 from agent.runtime.mounts import is_mounted
 from agent.runtime.testing import busybox_image, teardown_runtime
+from apiserver import testing
 
 pytestmark = pytest.mark.e2e
 log = logging.getLogger(__name__)
@@ -62,14 +63,7 @@ def config(image, tmp_path, name: str, argv: list[str], **kw) -> ContainerConfig
 
 
 def wait_for(pred, *, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    return testing.wait_for(pred, timeout=timeout, interval=0.02, what=what)
 
 
 def stopped(rt, cid):

@@ -8,14 +8,13 @@ polls a condition with a generous deadline and reports the last value seen
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from apiserver import errors
 from apiserver.client import Client
-from apiserver.testing import start_test_server
+from apiserver.testing import start_test_server, wait_for
 
 from agent.agent import Agent, AgentOptions
 from agent.join import ensure_credentials
@@ -23,18 +22,7 @@ from agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRunt
 
 
 def wait(what: str, fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except errors.ApiError as e:
-            last = e
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+    return wait_for(fn, timeout=timeout, interval=interval, what=what, tolerate=(errors.ApiError,))
 
 
 @dataclass

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from dataclasses import dataclass
 
+from apiserver import testing
 from cli.main import main
 
 
@@ -51,11 +51,4 @@ def shoal_in_thread(srv, *argv: str) -> tuple[threading.Thread, LiveOutput, io.S
 
 def wait_until(cond, *, timeout: float = 30.0, what: str = "condition"):
     """Poll `cond()` until it returns a truthy value; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    return testing.wait_for(cond, timeout=timeout, what=what)

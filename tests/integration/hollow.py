@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from apiserver import errors
+from apiserver import testing
 from apiserver.client import Client
 from controller.objects import format_micro_time, format_time, key_of, name_of, namespace_of, node_name_of, thaw
 from controller.runtime import Informer, WorkQueue
@@ -233,14 +234,7 @@ class HollowCluster:
 def wait_for(cond, timeout: float, *, interval: float = 0.1, what: str = "condition"):
     """Poll `cond()` until it returns a truthy value (returned) or `timeout` passes (AssertionError
     with the last value seen). Only generous timeouts: they bound a hang, they don't measure speed."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+    return testing.wait_for(cond, timeout=timeout, interval=interval, what=what)
 
 
 def deployment(name: str = "web", *, replicas: int = 6, image: str = "registry.local/httpd:1", surge=1,

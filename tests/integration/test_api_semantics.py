@@ -4,7 +4,7 @@ import threading
 import httpx
 import pytest
 
-from apiserver import errors
+from apiserver import errors, testing
 
 
 def deployment(name="web", replicas=2, image="127.0.0.1:5000/web:v1"):
@@ -299,10 +299,4 @@ def test_discovery_version_and_openapi(api):
 
 
 def wait_for(pred, timeout=10.0, interval=0.05):
-    import time
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(interval)
-    assert pred(), "condition not reached in time"
+    testing.wait_for(pred, timeout=timeout, interval=interval)
