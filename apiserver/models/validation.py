@@ -494,24 +494,31 @@ def _int_or_percent(errs: FieldErrors, value, path: str, *, max_100: bool) -> Op
     return value
 
 
-def validate_deployment_status(errs: FieldErrors, st: Optional[DeploymentStatus], path: str = "status") -> None:
-    if st is None:
-        return
-    for attr, wire in (("observed_generation", "observedGeneration"), ("replicas", "replicas"),
-                       ("updated_replicas", "updatedReplicas"), ("ready_replicas", "readyReplicas"),
-                       ("available_replicas", "availableReplicas"), ("unavailable_replicas", "unavailableReplicas"),
-                       ("collision_count", "collisionCount")):
+def _replica_status(errs: FieldErrors, st, path: str, counters: tuple[tuple[str, str], ...],
+                    at_most_replicas: tuple[tuple[str, str], ...]) -> None:
+    """Status of a replica controller: every counter ≥ 0, the named ones ≤ replicas,
+    availableReplicas ≤ readyReplicas, then its conditions."""
+    for attr, wire in counters:
         errs.nonnegative(f"{path}.{wire}", getattr(st, attr))
     r = st.replicas or 0
-    if (st.updated_replicas or 0) > r:
-        errs.invalid(f"{path}.updatedReplicas", st.updated_replicas, "cannot be greater than status.replicas")
-    if (st.ready_replicas or 0) > r:
-        errs.invalid(f"{path}.readyReplicas", st.ready_replicas, "cannot be greater than status.replicas")
-    if (st.available_replicas or 0) > r:
-        errs.invalid(f"{path}.availableReplicas", st.available_replicas, "cannot be greater than status.replicas")
+    for attr, wire in at_most_replicas:
+        if (getattr(st, attr) or 0) > r:
+            errs.invalid(f"{path}.{wire}", getattr(st, attr), "cannot be greater than status.replicas")
     if (st.available_replicas or 0) > (st.ready_replicas or 0):
         errs.invalid(f"{path}.availableReplicas", st.available_replicas, "cannot be greater than readyReplicas")
     _conditions(errs, st.conditions, f"{path}.conditions")
+
+
+def validate_deployment_status(errs: FieldErrors, st: Optional[DeploymentStatus], path: str = "status") -> None:
+    if st is None:
+        return
+    _replica_status(errs, st, path,
+                    (("observed_generation", "observedGeneration"), ("replicas", "replicas"),
+                     ("updated_replicas", "updatedReplicas"), ("ready_replicas", "readyReplicas"),
+                     ("available_replicas", "availableReplicas"), ("unavailable_replicas", "unavailableReplicas"),
+                     ("collision_count", "collisionCount")),
+                    (("updated_replicas", "updatedReplicas"), ("ready_replicas", "readyReplicas"),
+                     ("available_replicas", "availableReplicas")))
 
 
 def validate_deployment(errs: FieldErrors, d: Deployment) -> None:
@@ -549,18 +556,12 @@ def validate_deployment(errs: FieldErrors, d: Deployment) -> None:
 def validate_replicaset_status(errs: FieldErrors, st: Optional[ReplicaSetStatus], path: str = "status") -> None:
     if st is None:
         return
-    for attr, wire in (("replicas", "replicas"), ("fully_labeled_replicas", "fullyLabeledReplicas"),
-                       ("ready_replicas", "readyReplicas"), ("available_replicas", "availableReplicas"),
-                       ("observed_generation", "observedGeneration")):
-        errs.nonnegative(f"{path}.{wire}", getattr(st, attr))
-    r = st.replicas or 0
-    for attr, wire in (("fully_labeled_replicas", "fullyLabeledReplicas"), ("ready_replicas", "readyReplicas"),
-                       ("available_replicas", "availableReplicas")):
-        if (getattr(st, attr) or 0) > r:
-            errs.invalid(f"{path}.{wire}", getattr(st, attr), "cannot be greater than status.replicas")
-    if (st.available_replicas or 0) > (st.ready_replicas or 0):
-        errs.invalid(f"{path}.availableReplicas", st.available_replicas, "cannot be greater than readyReplicas")
-    _conditions(errs, st.conditions, f"{path}.conditions")
+    _replica_status(errs, st, path,
+                    (("replicas", "replicas"), ("fully_labeled_replicas", "fullyLabeledReplicas"),
+                     ("ready_replicas", "readyReplicas"), ("available_replicas", "availableReplicas"),
+                     ("observed_generation", "observedGeneration")),
+                    (("fully_labeled_replicas", "fullyLabeledReplicas"), ("ready_replicas", "readyReplicas"),
+                     ("available_replicas", "availableReplicas")))
 
 
 def validate_replicaset(errs: FieldErrors, rs: ReplicaSet) -> None:
