@@ -356,6 +356,13 @@ def _age(obj: dict, ctx: RenderContext) -> str:
     return age(obj, ctx.now)
 
 
+# the -o wide columns kubectl adds to Deployments and ReplicaSets
+_WORKLOAD_WIDE = (
+    Column("CONTAINERS", _c(_containers_cell), wide=True),
+    Column("IMAGES", _c(_images_cell), wide=True),
+    Column("SELECTOR", _c(lambda o: format_selector(_spec(o).get("selector"))), wide=True),
+)
+
 COLUMNS: dict[str, tuple[Column, ...]] = {
     "Pod": (
         Column("NAME", _name),
@@ -374,9 +381,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("UP-TO-DATE", _c(lambda o: _int(_status(o).get("updatedReplicas")))),
         Column("AVAILABLE", _c(lambda o: _int(_status(o).get("availableReplicas")))),
         Column("AGE", _age),
-        Column("CONTAINERS", _c(_containers_cell), wide=True),
-        Column("IMAGES", _c(_images_cell), wide=True),
-        Column("SELECTOR", _c(lambda o: format_selector(_spec(o).get("selector"))), wide=True),
+        *_WORKLOAD_WIDE,
     ),
     "ReplicaSet": (
         Column("NAME", _name),
@@ -384,9 +389,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("CURRENT", _c(lambda o: _int(_status(o).get("replicas")))),
         Column("READY", _c(lambda o: _int(_status(o).get("readyReplicas")))),
         Column("AGE", _age),
-        Column("CONTAINERS", _c(_containers_cell), wide=True),
-        Column("IMAGES", _c(_images_cell), wide=True),
-        Column("SELECTOR", _c(lambda o: format_selector(_spec(o).get("selector"))), wide=True),
+        *_WORKLOAD_WIDE,
     ),
     "Node": (
         Column("NAME", _name),
