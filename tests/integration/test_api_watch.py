@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from apiserver import errors
+from apiserver.testing import wait_for
 
 
 def cm_pod(name, labels=None, node=None):
@@ -70,9 +71,7 @@ def test_410_gone_after_compaction(api):
     # Let the watch hub read the log up to the last write before compacting right behind it
     # (in a real server, compaction trails the present by the history window, minutes).
     rv = int(first["metadata"]["resourceVersion"])
-    deadline = time.monotonic() + 10
-    while api.app.state.hub.latest < rv and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: api.app.state.hub.latest >= rv, timeout=10, interval=0.01, what="the watch hub at the last write")
     api.store.compact(revision=rv - 1)
     with pytest.raises(errors.Gone) as ei:
         for _ in c.watch("pods", resource_version="1", timeout_seconds=2):
