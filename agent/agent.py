@@ -38,6 +38,7 @@ import platform
 import random
 import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -84,6 +85,7 @@ class AgentOptions:
     runtime_version: str = "runc://1"
     version: str = VERSION
     kill_wait_inline: float = 2.0
+    sandbox_retry: float = 5.0              # seconds between attempts at a pod network that failed
     probe_executor: Any = None              # default: RealProbeExecutor(runtime)
     clock: Callable[[], float] | None = None
     labels: dict[str, str] = field(default_factory=dict)
@@ -173,6 +175,8 @@ class Agent:
         self.tracker = RestartTracker(BackoffPolicy(o.backoff_initial, o.backoff_max, o.backoff_reset))
         self.dispatcher = PodDispatcher(self._sync_pod, scheduler=self.scheduler, threads=o.sync_threads,
                                         name=f"shoal-pod-{self.node_name}")
+        # pod networks made beside their first container's create (one per sync thread at most)
+        self._sandbox_pool = ThreadPoolExecutor(max_workers=o.sync_threads, thread_name_prefix=f"shoal-net-{self.node_name}")
         self.probes = ProbeManager(executor=o.probe_executor or RealProbeExecutor(self.runtime),
                                    scheduler=self.scheduler, clock=self.clock, on_change=self.dispatcher.wake,
                                    on_event=self.events.emit)
@@ -180,7 +184,8 @@ class Agent:
                                  images=self.images, runtime=self.runtime, network=self.network, probes=self.probes,
                                  tracker=self.tracker, api=_ClientPodApi(self.client), events=self.events,
                                  clock=self.clock, network_ready=self._network_ready.is_set,
-                                 on_sandbox_change=self._sync_host_ports, kill_wait_inline=o.kill_wait_inline)
+                                 on_sandbox_change=self._sync_host_ports, kill_wait_inline=o.kill_wait_inline,
+                                 sandbox_retry=o.sandbox_retry, background=self._sandbox_pool.submit)
         if o.kubelet_port is not None:
             self.logserver = LogServer(host=self.address, port=o.kubelet_port, token=o.kubelet_token,
                                        resolve=self._resolve_log).start()
@@ -217,6 +222,8 @@ class Agent:
             t.cancel()
         if hasattr(self, "dispatcher"):
             self.dispatcher.stop()
+        if hasattr(self, "_sandbox_pool"):
+            self._sandbox_pool.shutdown(wait=False)
         if self.logserver:
             self.logserver.stop()
         if hasattr(self, "events"):

@@ -144,6 +144,17 @@ class FakeRuntime:
             p.state = replace(p.state, status="running", pid=self._next_pid, started_at=self.clock())
         self._log(p, f"started {p.cfg.container_name} attempt {p.cfg.attempt}: {' '.join(p.cfg.argv)}")
 
+    def run(self, cfg: ContainerConfig, *, ready: Callable[[], None] | None = None) -> None:
+        if ready is not None:
+            ready()
+        self.create(cfg)
+        try:
+            self.start(cfg.id)
+        except Exception:
+            with self._lock:
+                self._procs.pop(cfg.id, None)     # as the real one: nothing left of a failed run
+            raise
+
     def kill(self, container_id: str, signal: int) -> None:
         with self._lock:
             self.calls.append(("kill", container_id, int(signal)))
@@ -284,6 +295,7 @@ class FakeNetwork:
     def __init__(self, state_dir: str | os.PathLike | None = None):
         self.cidr: str | None = None
         self._pods: dict[str, PodNet] = {}
+        self._reserved: dict[str, PodNet] = {}   # addresses handed out, network not made yet
         self._lock = threading.Lock()
         self.calls: list[tuple] = []
         self.host_ports: list[HostPort] = []
@@ -298,28 +310,43 @@ class FakeNetwork:
                 raise ValueError(f"node network already built for pod CIDR {self.cidr}, asked for {pod_cidr}")
             self.cidr = pod_cidr
 
+    def reserve_pod(self, pod_uid: str, pod_name: str) -> PodNet:
+        with self._lock:
+            self.calls.append(("reserve_pod", pod_uid, pod_name))
+            return self._allocate(pod_uid, pod_name)
+
     def setup_pod(self, pod_uid: str, pod_name: str) -> PodNet:
         with self._lock:
             self.calls.append(("setup_pod", pod_uid, pod_name))
             if pod_uid in self._pods:
                 return self._pods[pod_uid]
-            if not self.cidr:
-                raise RuntimeError(f"cannot set up the network of pod {pod_name}: the node has no pod CIDR yet")
-            net = ipaddress.ip_network(self.cidr)
-            used = {p.ip for p in self._pods.values()}
-            hosts = net.hosts()
-            next(hosts)       # the bridge's address
-            for h in hosts:
-                if str(h) not in used:
-                    pn = PodNet(pod_uid, f"/run/netns/fake-{pod_uid[:12]}", str(h))
-                    self._pods[pod_uid] = pn
-                    return pn
-            raise RuntimeError(f"pod CIDR {self.cidr} is exhausted: no address for pod {pod_name}")
+            pn = self._allocate(pod_uid, pod_name)
+            self._pods[pod_uid] = pn
+            return pn
+
+    def _allocate(self, pod_uid: str, pod_name: str) -> PodNet:
+        if pod_uid in self._pods:
+            return self._pods[pod_uid]
+        if pod_uid in self._reserved:
+            return self._reserved[pod_uid]
+        if not self.cidr:
+            raise RuntimeError(f"cannot set up the network of pod {pod_name}: the node has no pod CIDR yet")
+        net = ipaddress.ip_network(self.cidr)
+        used = {p.ip for p in self._pods.values()} | {p.ip for p in self._reserved.values()}
+        hosts = net.hosts()
+        next(hosts)       # the bridge's address
+        for h in hosts:
+            if str(h) not in used:
+                pn = PodNet(pod_uid, f"/run/netns/fake-{pod_uid[:12]}", str(h))
+                self._reserved[pod_uid] = pn
+                return pn
+        raise RuntimeError(f"pod CIDR {self.cidr} is exhausted: no address for pod {pod_name}")
 
     def teardown_pod(self, pod_uid: str) -> None:
         with self._lock:
             self.calls.append(("teardown_pod", pod_uid))
             self._pods.pop(pod_uid, None)
+            self._reserved.pop(pod_uid, None)
 
     def pods(self) -> list[str]:
         with self._lock:

@@ -100,6 +100,12 @@ class Runtime(Protocol):
 
     def start(self, container_id: str) -> None: ...
 
+    def run(self, cfg: ContainerConfig, *, ready: Callable[[], None] | None = None) -> None:
+        """create + start as one step (state 'running'). `ready()`, if given, is called after
+        the monitor exists and before any process of the container runs — the pod worker
+        finishes the pod's network there meanwhile; if it raises, nothing of the container
+        is left and the error propagates."""
+
     def kill(self, container_id: str, signal: int) -> None:
         """Send a signal to the container's init process; no error if it already exited."""
 
@@ -145,6 +151,10 @@ class HostPort:
 class Network(Protocol):
     def ensure_node(self, pod_cidr: str) -> None:
         """Bridge `shoal0` with the first address of pod_cidr; forwarding on. Idempotent."""
+
+    def reserve_pod(self, pod_uid: str, pod_name: str) -> PodNet:
+        """The PodNet `setup_pod` will return (its IP allocated and kept on disk), without
+        making anything yet: a container's config can be written while the network is made."""
 
     def setup_pod(self, pod_uid: str, pod_name: str) -> PodNet:
         """Netns + veth on the bridge + an IP kept on disk (same IP after an agent restart). Idempotent."""

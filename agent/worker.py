@@ -37,6 +37,7 @@ import shutil
 import signal
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
@@ -158,6 +159,8 @@ class WorkerContext:
     kill_wait_inline: float = 2.0       # seconds a kill waits for the exit before handing over to the plan
     sleep: Callable[[float], None] = time.sleep
     sandbox_retry: float = 5.0
+    # runs a pod's network setup beside its first container's create (None: inline)
+    background: Callable[[Callable[[], object]], Future] | None = None
 
 
 @dataclass
@@ -170,6 +173,31 @@ class _Memory:
     evented: set[str] = field(default_factory=set)
     last_status: dict | None = None
     sandbox_retry_at: float = 0.0
+
+
+class SandboxError(RuntimeError):
+    """The pod's network could not be made (raised into the runtime's ready() gate)."""
+
+    def __init__(self, cause: Exception):
+        super().__init__(f"pod network: {cause}")
+        self.cause = cause
+
+
+class _Sandbox:
+    """A pod network being made in the background: `wait()` blocks until it is done and
+    returns its PodNet, or raises SandboxError; `ok()` is False once it has failed."""
+
+    def __init__(self, fut: Future):
+        self._fut = fut
+
+    def wait(self) -> PodNet:
+        try:
+            return self._fut.result()
+        except Exception as e:
+            raise SandboxError(e) from e
+
+    def ok(self) -> bool:
+        return not self._fut.done() or self._fut.exception() is None
 
 
 class PodWorker:
@@ -298,12 +326,17 @@ class PodWorker:
     # -- acting ----------------------------------------------------------------------------
     def _act(self, actions: PodActions, view: PodRuntimeView) -> None:
         ctx = self.ctx
-        if actions.create_sandbox and not self._setup_sandbox():
-            actions.start = []
+        sandbox = None
+        if actions.create_sandbox:
+            sandbox = self._begin_sandbox()
+            if sandbox is None:
+                actions.start = []
         for k in actions.kill:
             self._kill(k.id, k.name, k.signal, k.grace, k.message)
         for s in actions.start:
-            self._start(s)
+            self._start(s, sandbox)
+        if sandbox is not None:
+            self._finish_sandbox(sandbox)
         for cid in actions.remove:
             try:
                 ctx.runtime.remove(cid)
@@ -326,22 +359,47 @@ class PodWorker:
             return f"{p['metadata'].get('namespace', 'default')}/{p['metadata']['name']}"
         return f"uid {self.uid}"
 
-    def _setup_sandbox(self) -> bool:
-        pod = self.pod
+    def _begin_sandbox(self) -> "_Sandbox | None":
+        """Reserve the pod's address, prepare its volumes and /etc/hosts, and start making
+        its network (netns, veth, address, routes) on `ctx.background`: the first container's
+        image check, rootfs and monitor are prepared meanwhile, and its runtime waits for the
+        network (`_Sandbox.wait`) before any of its processes runs. None on a failure
+        (reported; retried after `sandbox_retry`)."""
+        ctx, pod = self.ctx, self.pod
         name = pod["metadata"]["name"]
         try:
-            self.mem.pod_net = self.ctx.network.setup_pod(self.uid, name)
+            reserve = getattr(ctx.network, "reserve_pod", None)
+            self.mem.pod_net = reserve(self.uid, name) if reserve else None
             self._prepare_volumes(pod)
+            if ctx.background is None or self.mem.pod_net is None:
+                self.mem.pod_net = ctx.network.setup_pod(self.uid, name)
+                fut: Future = Future()
+                fut.set_result(self.mem.pod_net)
+            else:
+                fut = ctx.background(lambda: ctx.network.setup_pod(self.uid, name))
             self._write_hosts(pod)
         except Exception as e:
-            self.mem.sandbox_retry_at = self.ctx.clock() + self.ctx.sandbox_retry
-            self.ctx.events.emit(pod, "Warning", "FailedCreatePodSandBox",
-                                 f"Failed to create pod sandbox for pod {self._name()}: {e}")
-            log.warning("sandbox of pod %s failed: %s", self._name(), e)
+            self._sandbox_failed(e)
+            return None
+        return _Sandbox(fut)
+
+    def _finish_sandbox(self, sandbox: "_Sandbox") -> bool:
+        try:
+            self.mem.pod_net = sandbox.wait()
+        except Exception as e:
+            self._sandbox_failed(e)
             return False
         self.mem.sandbox_retry_at = 0.0
         self.ctx.on_sandbox_change()
         return True
+
+    def _sandbox_failed(self, e: Exception) -> None:
+        e = e.cause if isinstance(e, SandboxError) else e
+        self.mem.pod_net = None
+        self.mem.sandbox_retry_at = self.ctx.clock() + self.ctx.sandbox_retry
+        self.ctx.events.emit(self.pod, "Warning", "FailedCreatePodSandBox",
+                             f"Failed to create pod sandbox for pod {self._name()}: {e}")
+        log.warning("sandbox of pod %s failed: %s", self._name(), e)
 
     def _prepare_volumes(self, pod: Mapping) -> None:
         for v in (pod.get("spec") or {}).get("volumes") or []:
@@ -435,12 +493,16 @@ class PodWorker:
                 return
             self.ctx.sleep(0.01)
 
-    def _start(self, s: StartContainer) -> None:
+    def _start(self, s: StartContainer, sandbox: "_Sandbox | None" = None) -> None:
         ctx = self.ctx
         pod = self.pod
         cspec = next(c for c in pod["spec"]["containers"] if c["name"] == s.name)
+        if sandbox is not None and not sandbox.ok():
+            return                      # the pod's network failed: _finish_sandbox reports it
         if s.existing_id:
             try:
+                if sandbox is not None:
+                    sandbox.wait()
                 ctx.runtime.start(s.existing_id)
                 ctx.events.emit(pod, "Normal", "Started", f"Started container {s.name}")
             except Exception as e:
@@ -463,12 +525,15 @@ class PodWorker:
             if leftover is not None:    # left over by a crash between create and start
                 ctx.runtime.kill(cid, signal.SIGKILL)
                 ctx.runtime.remove(cid)
-            ctx.runtime.create(cfg)
+            # one step: the container's process runs once its monitor is ready and the
+            # pod's network is (sandbox.wait), never before
+            ctx.runtime.run(cfg, ready=sandbox.wait if sandbox is not None else None)
             self.mem.ids.add(cid)
             ctx.events.emit(pod, "Normal", "Created", f"Created container {s.name}")
-            ctx.runtime.start(cid)
             ctx.events.emit(pod, "Normal", "Started", f"Started container {s.name}")
         except Exception as e:
+            if sandbox is not None and not sandbox.ok():
+                return                  # not the container's fault: _finish_sandbox reports it
             self._start_failed(s, cspec, cid, e)
             return
         log.debug("started container %s (%s) of pod %s from %s", s.name, cid, self._name(), image)

@@ -11,7 +11,8 @@ runc's `--root`; nothing lives only in memory):
     containers/<id>/etc/           hosts, hostname, resolv.conf (bind-mounted)
     containers/<id>/conmon.pid     the monitor, to tell "exited" from "monitor lost"
     containers/<id>/init.json      the container's init pid and its start time (clock ticks)
-    containers/<id>/started        unix time of `runc start`
+    containers/<id>/started        unix time of `runc start` (or of `run`)
+    runc-run                       the run shim conmon runs for `run` (monitor.py)
     exits/<id>                     conmon's exit file (exit code; mtime = finish time)
     sockets/<id>                   conmon's symlink to the bundle (attach socket)
 
@@ -21,6 +22,8 @@ Verbs (the `agent.interfaces.Runtime` contract):
   `<cgroup_parent>/shoal-monitors`, runs `runc create` → state "created".
   Any failure undoes what was done and raises with the pod and container named.
 - start: `runc start`. kill: `runc kill`, silent if already exited or unknown.
+- run: create + start as one step: conmon runs `runc run --detach` through the
+  run shim (`runc-run` here), after `ready()` — the pod worker's path.
 - state/list: the init process's pid and start time (`init.json`, checked
   against /proc) + the exit file + the oom file + timestamps, folded by the
   pure `assemble_state`; `runc state` only where those records cannot tell
@@ -56,7 +59,7 @@ from agent.interfaces import ContainerConfig, ContainerState
 
 from . import logs as _logs
 from .cgroups import Cgroups
-from .monitor import DEFAULT_CONMON, MonitorPaths, conmon_argv, monitor_alive, spawn_monitor
+from .monitor import DEFAULT_CONMON, MonitorPaths, conmon_argv, install_run_shim, monitor_alive, spawn_monitor
 from .mounts import is_mounted, mount_overlay, unmount
 from .runc import DEFAULT_RUNC, CommandRunner, Runc, SubprocessRunner
 from .spec import (NOFILE_LIMIT, EtcFiles, ResolvedUser, build_oci_spec, effective_hostname, render_hosts,
@@ -171,6 +174,7 @@ class RuncRuntime:
         self._lock = threading.Lock()
         for d in (self.containers_dir, self.exit_dir, self.socket_dir, self.runc_root):
             os.makedirs(d, exist_ok=True)
+        self.run_shim = install_run_shim(os.path.join(self.root_dir, "runc-run"), self.runc.binary)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -205,6 +209,15 @@ class RuncRuntime:
 
     # ------------------------------------------------------------------ create
     def create(self, cfg: ContainerConfig) -> None:
+        self._make(cfg, run=False, ready=None)
+
+    def run(self, cfg: ContainerConfig, *, ready: Callable[[], None] | None = None) -> None:
+        """create + start in one runc process (conmon runs the run shim). `ready()` is
+        called once conmon sits in its cgroup and before runc runs: a pod's network can
+        be finished meanwhile. If it raises, everything is undone and CreateError raised."""
+        self._make(cfg, run=True, ready=ready)
+
+    def _make(self, cfg: ContainerConfig, *, run: bool, ready: Callable[[], None] | None) -> None:
         cid = cfg.id
         cdir = self.container_dir(cid)
         what = f"container {cfg.container_name!r} ({cid}) of pod {cfg.namespace}/{cfg.pod_name}"
@@ -217,7 +230,7 @@ class RuncRuntime:
         t0 = time.monotonic()
         os.makedirs(cdir)
         try:
-            self._create(cfg, cdir)
+            self._create(cfg, cdir, run=run, ready=ready)
         except BaseException as e:
             log.warning("create %s failed, undoing: %s", what, e)
             try:
@@ -227,9 +240,9 @@ class RuncRuntime:
             if isinstance(e, Exception):
                 raise CreateError(f"create {what}: {e}") from e
             raise
-        log.debug("created %s in %.1f ms", cid, (time.monotonic() - t0) * 1000)
+        log.debug("%s %s in %.1f ms", "ran" if run else "created", cid, (time.monotonic() - t0) * 1000)
 
-    def _create(self, cfg: ContainerConfig, cdir: str) -> None:
+    def _create(self, cfg: ContainerConfig, cdir: str, *, run: bool, ready: Callable[[], None] | None) -> None:
         cid = cfg.id
         bundle, rootfs = self.bundle_dir(cid), self.rootfs_dir(cid)
         upper, work = os.path.join(cdir, "upper"), os.path.join(cdir, "work")
@@ -271,18 +284,21 @@ class RuncRuntime:
                              log_path=log_path, exit_dir=self.exit_dir, persist_dir=persist,
                              socket_dir=self.socket_dir, stderr_path=os.path.join(cdir, "conmon.stderr"))
         argv = conmon_argv(container_id=cid, name=f"{cfg.namespace}_{cfg.pod_name}_{cfg.container_name}_{cfg.attempt}",
-                           runc_binary=self.runc.binary, runc_root=self.runc_root, paths=paths,
+                           runc_binary=self.run_shim if run else self.runc.binary, runc_root=self.runc_root,
+                           paths=paths,
                            log_size_max=self.log_size_max, conmon_binary=self.conmon_binary,
                            log_level=self.conmon_log_level)
         proc, pid = spawn_monitor(argv, stderr_path=paths.stderr_path,
                                   place=lambda p: self.cgroups.join(p, self.monitors_cgroup),
-                                  timeout=self.create_timeout)
+                                  timeout=self.create_timeout, ready=ready)
         with self._lock:
             self._monitors[cid] = proc
         _write_text(os.path.join(cdir, "conmon.pid"), str(proc.pid))
         # The init process's identity (pid + start time, as runc itself keeps it): state()
         # reads liveness from /proc instead of forking `runc state` (≈ 10 ms each).
         _write_json(os.path.join(cdir, "init.json"), {"pid": pid, "start": proc_start_time(pid)})
+        if run:
+            _write_text(os.path.join(cdir, "started"), repr(self.clock()))
         try:
             _logs.track_rotation(log_path)
         except OSError as e:     # e.g. a log filesystem without hard links: no <log>.1, still a log

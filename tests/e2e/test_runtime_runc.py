@@ -142,6 +142,62 @@ def test_exit_code(env, image):
     assert log_text(cfg.log_path) == "bye\n"
 
 
+def test_run_starts_in_one_step_after_ready(env, image):
+    rt = env["new"]()
+    cfg = config(image, env["tmp"], "once", ["sh", "-c", "echo bye; exit 3"])
+    seen = {}
+
+    def ready():
+        # conmon is there, placed in the monitors' cgroup; runc has not run yet
+        seen["runc"] = rt.runc.state(cfg.id)
+        seen["conmon"] = Path(rt.container_dir(cfg.id)).exists()
+
+    rt.run(cfg, ready=ready)
+    assert seen == {"runc": None, "conmon": True}
+    st = wait_for(lambda: stopped(rt, cfg.id), what="exit")
+    assert st.exit_code == 3 and st.started_at and st.finished_at >= st.started_at
+    assert log_text(cfg.log_path) == "bye\n"
+
+    cfg2 = config(image, env["tmp"], "stay", ["sleep", "1000"])
+    rt.run(cfg2)
+    st = rt.state(cfg2.id)
+    assert st.status == "running" and st.pid and os.path.exists(f"/proc/{st.pid}")
+    conmon_pid = int(Path(rt.container_dir(cfg2.id), "conmon.pid").read_text())
+    assert f"{env['cgroup_parent']}/shoal-monitors" in Path(f"/proc/{conmon_pid}/cgroup").read_text()
+    # the container's init is conmon's child, as with create + start
+    ppid = int(Path(f"/proc/{st.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert ppid == conmon_pid
+
+
+def test_run_undone_when_ready_fails(env, image):
+    rt = env["new"]()
+    cfg = config(image, env["tmp"], "never", ["sleep", "1000"])
+
+    def ready():
+        raise OSError("the pod network could not be made")
+
+    with pytest.raises(RuntimeError, match="pod network could not be made"):
+        rt.run(cfg, ready=ready)
+    assert rt.runc.state(cfg.id) is None and rt.state(cfg.id) is None and rt.list() == []
+    assert not os.path.exists(rt.container_dir(cfg.id))
+    assert cfg.id not in Path("/proc/self/mountinfo").read_text()
+    assert not rt.cgroups.exists(rt.cgroup_path(cfg.id))
+    assert _processes_naming(cfg.id) == []     # conmon was killed and reaped
+
+
+def _processes_naming(text: str) -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        out.append(int(p))
+            except OSError:
+                pass
+    return out
+
+
 def test_user_from_image_passwd(env, image):
     rt = env["new"]()
     cfg = config(image, env["tmp"], "nobody", ["sleep", "1000"], user="nobody")
@@ -207,10 +263,14 @@ AGENT = textwrap.dedent("""
     for name, argv in (("stay", ["sleep", "1000"]),
                        ("leave", ["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 7"])):
         cid = "0123456789ab-" + name + "-0"
-        rt.create(ContainerConfig(id=cid, pod_uid="u", pod_name="p", namespace="default", container_name=name,
-                                  attempt=0, image=img, argv=argv, env=[], log_path={logs!r} + "/" + name + ".log",
-                                  labels={{"shoal.io/container": name}}))
-        rt.start(cid)
+        cfg = ContainerConfig(id=cid, pod_uid="u", pod_name="p", namespace="default", container_name=name,
+                              attempt=0, image=img, argv=argv, env=[], log_path={logs!r} + "/" + name + ".log",
+                              labels={{"shoal.io/container": name}})
+        if name == "stay":
+            rt.create(cfg)
+            rt.start(cid)
+        else:
+            rt.run(cfg)           # the pod worker's one-step path
         out[name] = rt.state(cid).pid
     print(json.dumps(out), flush=True)
     sys.stdin.read()          # "run" until killed

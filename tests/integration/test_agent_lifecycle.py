@@ -1,7 +1,10 @@
 """The node agent against a real API server, on the scripted fakes (no root)."""
+import time
+
 import httpx
 import pytest
 
+from agent.fakes import FakeNetwork, FakeRuntime
 from agent.plan import LABEL_POD_UID
 from agent.status import parse_time
 
@@ -208,6 +211,62 @@ def test_start_error_reported_and_retried(h):
     t = (cs["lastState"] or cs["state"]).get("terminated") or cs["state"].get("terminated")
     assert t["reason"] == "StartError" and "exec: no such file" in t["message"] and t["exitCode"] == 128
     assert n.runtime.list() == [] or all(s.status != "running" for s in n.runtime.list())
+
+
+class _SlowFlakyNetwork(FakeNetwork):
+    """setup_pod takes a while and fails `failures` times first; records when it ends."""
+
+    def __init__(self, failures: int = 0):
+        super().__init__()
+        self.failures = failures
+        self.done_at: list[float] = []
+
+    def setup_pod(self, pod_uid, pod_name):
+        time.sleep(0.2)
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError(f"netlink: no room for pod {pod_name}")
+        pn = super().setup_pod(pod_uid, pod_name)
+        self.done_at.append(time.monotonic())
+        return pn
+
+
+class _TimedRuntime(FakeRuntime):
+    def __init__(self):
+        super().__init__()
+        self.created_at: list[float] = []
+
+    def create(self, cfg):
+        self.created_at.append(time.monotonic())
+        super().create(cfg)
+
+
+def test_container_runs_only_after_its_pod_network_is_made(h):
+    net, rt = _SlowFlakyNetwork(), _TimedRuntime()
+    h.start_agent("node-1", network=net, runtime=rt)
+    h.assign_cidr("node-1")
+    h.create_pod("web", "node-1")
+    wait("running", lambda: running(h, "web"))
+    # the network is made beside the container's preparation, but the container itself
+    # is created only once it is done
+    assert len(net.done_at) == 1 and len(rt.created_at) == 1
+    assert rt.created_at[0] >= net.done_at[0]
+    assert h.pod("web")["status"]["podIP"] == net.setup_pod(h.pod("web")["metadata"]["uid"], "web").ip
+
+
+def test_pod_network_failure_is_reported_and_retried_without_a_container(h):
+    net, rt = _SlowFlakyNetwork(failures=1), _TimedRuntime()
+    h.start_agent("node-1", network=net, runtime=rt, sandbox_retry=0.5)
+    h.assign_cidr("node-1")
+    h.create_pod("web", "node-1")
+    wait("the sandbox failure event", lambda: any(r == "FailedCreatePodSandBox" for _, r, _ in h.events("web")))
+    msg = next(m for _, r, m in h.events("web") if r == "FailedCreatePodSandBox")
+    assert "no room for pod web" in msg
+    cs = wait("running after the retry", lambda: running(h, "web"))
+    # no container was made while the network was failing, and the container did not fail
+    assert len(rt.created_at) == 1 and rt.created_at[0] >= net.done_at[0]
+    assert cs["restartCount"] == 0 and not cs.get("lastState")
+    assert not any(r == "Failed" for _, r, _ in h.events("web"))
 
 
 def test_empty_dir_volume_and_host_path(h, tmp_path):

@@ -316,3 +316,22 @@ def test_a_monitor_that_exits_while_observed_leaves_its_exit_code(tmp_path, monk
     monkeypatch.setattr(runc_runtime, "monitor_alive", conmon_finishes_now)
     st = rt.state("c5")
     assert st.status == "stopped" and st.exit_code == 1 and st.finished_at is not None
+
+
+@pytest.mark.parametrize("given, passed", [
+    (["--root=/r", "create", "--bundle", "/b", "--pid-file", "/b/pid", "c1"],
+     ["--root=/r", "run", "--detach", "--bundle", "/b", "--pid-file", "/b/pid", "c1"]),
+    # only conmon's verb changes, not a later argument that happens to read "create"
+    (["--root=/r", "create", "--bundle", "/b b", "create"], ["--root=/r", "run", "--detach", "--bundle", "/b b", "create"]),
+    (["--root=/r", "delete", "c1"], ["--root=/r", "delete", "c1"]),
+])
+def test_run_shim_turns_conmons_create_into_run_detach(tmp_path, given, passed):
+    import subprocess
+    from agent.runtime.monitor import install_run_shim
+    fake = tmp_path / "fake runc"          # a path with a space: the shim quotes it
+    fake.write_text('#!/bin/sh\nfor a do printf "%s\\n" "$a"; done\n')
+    fake.chmod(0o755)
+    shim = install_run_shim(str(tmp_path / "runc-run"), str(fake))
+    assert install_run_shim(shim, str(fake)) == shim          # idempotent
+    out = subprocess.run([shim, *given], capture_output=True, check=True).stdout.decode()
+    assert out.splitlines() == passed
