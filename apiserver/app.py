@@ -98,7 +98,7 @@ def _bool(v: str | None) -> bool:
 
 
 def create_app(settings: Settings, store: Store) -> FastAPI:
-    hub = watch.WatchHub(store, poll_interval=settings.watch_poll_interval)
+    hub = watch.WatchHub(store, poll_interval=settings.watch_poll_interval, read_on_loop=store.dialect == "sqlite")
     registry = Registry(store, settings)
 
     if store.dialect == "sqlite":

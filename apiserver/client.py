@@ -14,11 +14,14 @@ Contract:
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import ssl
+import threading
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import yaml
@@ -94,6 +97,73 @@ def _raise_for_stream(r: httpx.Response) -> None:
     raise errors.from_status(r.status_code, payload)
 
 
+def _param(v: Any) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
+class _Pool:
+    """Keep-alive HTTP/1.1 connections to one server for plain (non-streaming) requests,
+    shared by threads: a request takes an idle connection or opens one, and gives it back
+    once the response is read. A request that fails on a reused connection before any
+    answer (the server closed it while idle) is sent once more on a new connection."""
+
+    def __init__(self, server: str, verify: Any, timeout: float, max_idle: int = 16):
+        u = urlsplit(server)
+        self.https = u.scheme == "https"
+        self.host, self.port = u.hostname or "localhost", u.port or (443 if self.https else 80)
+        self.prefix = u.path.rstrip("/")
+        if self.https:
+            self.ctx = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
+        self.timeout = timeout
+        self.max_idle = max_idle
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _new(self) -> http.client.HTTPConnection:
+        if self.https:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.ctx)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def request(self, method: str, path: str, body: bytes | None, headers: dict) -> tuple[int, bytes]:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = self._new()
+            try:
+                conn.request(method, self.prefix + path, body=body, headers=headers)
+                r = conn.getresponse()
+                data = r.read()
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+                conn.close()
+                if reused:
+                    conn, reused = None, False       # a stale keep-alive connection: once more
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if r.will_close:
+                conn.close()
+            else:
+                with self._lock:
+                    if not self._closed and len(self._idle) < self.max_idle:
+                        self._idle.append(conn)
+                        conn = None
+                if conn is not None:
+                    conn.close()
+            return r.status, data
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for c in idle:
+            c.close()
+
+
 class Client:
     """HTTP client for the shoal (Kubernetes-shaped) API."""
 
@@ -116,8 +186,12 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         self._headers = headers
         self._timeout = timeout
+        # Streams (watch, logs) go through httpx; plain requests through `_Pool`
+        # (http.client, ≈ 0.35 ms of CPU per request against httpx's ≈ 1.1 ms — the agent
+        # and the controllers make several per pod).
         self._http = httpx.Client(base_url=self.server, headers=headers, verify=verify, timeout=timeout,
                                   limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+        self._pool = _Pool(self.server, verify, timeout)
 
     @classmethod
     def from_kubeconfig(cls, path: str | os.PathLike | None = None, **kw) -> "Client":
@@ -129,6 +203,7 @@ class Client:
     default_namespace = "default"
 
     def close(self) -> None:
+        self._pool.close()
         self._http.close()
 
     def __enter__(self):
@@ -149,27 +224,27 @@ class Client:
 
     def request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
                 content_type: str = "application/json", raw: bool = False) -> Any:
-        headers = {}
+        headers = dict(self._headers)
         content = None
         if body is not None:
             content = json.dumps(body).encode()
             headers["Content-Type"] = content_type
-        params = {k: v for k, v in (params or {}).items() if v is not None}
+        query = urlencode([(k, _param(v)) for k, v in (params or {}).items() if v is not None])
         try:
-            r = self._http.request(method, path, params=params, content=content, headers=headers)
-        except httpx.TransportError as e:
+            status, data = self._pool.request(method, path + ("?" + query if query else ""), content, headers)
+        except (OSError, http.client.HTTPException) as e:
             raise ConnectionFailed(f"cannot reach the API server at {self.server}: {e}") from e
-        if r.status_code >= 400:
+        if status >= 400:
             try:
-                payload = r.json()
+                payload = json.loads(data)
             except ValueError:
-                payload = r.text
-            raise errors.from_status(r.status_code, payload)
+                payload = data.decode(errors="replace")
+            raise errors.from_status(status, payload)
         if raw:
-            return r.text
-        if not r.content:
+            return data.decode(errors="replace")
+        if not data:
             return None
-        return r.json()
+        return json.loads(data)
 
     # -- verbs ----------------------------------------------------------------------
     def create(self, kind: str, obj: dict, namespace: str | None = None) -> dict:

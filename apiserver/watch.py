@@ -6,9 +6,10 @@ Design notes
   appends the rows to a bounded in-memory tail; every watch stream reads from
   that tail, so a write costs one log query however many watchers there are.
 * The pump wakes when this process commits a write (the store's `on_commit`
-  hook, called from a worker thread, hops to the event loop) and otherwise
+  hook hops to the event loop) and otherwise
   polls every `poll_interval` seconds, which is how writes made by another
-  API server process on the same database are seen.
+  API server process on the same database are seen. On local SQLite it reads
+  the log on the event loop (no thread hop per round of writes).
 * A watcher that asks for a revision older than the tail reads the gap from
   the database first (raising Gone if it was compacted), then follows the
   tail. A watcher that falls so far behind that the tail has moved past it
@@ -34,11 +35,17 @@ from .store import Event, Store
 log = logging.getLogger(__name__)
 
 Matcher = Callable[[dict], bool]
+_LOOP_BATCH = 200      # log rows per read when the pump reads on the event loop
 
 
 class WatchHub:
-    def __init__(self, store: Store, *, tail_size: int = 1024, poll_interval: float = 0.5):
+    def __init__(self, store: Store, *, tail_size: int = 1024, poll_interval: float = 0.5,
+                 read_on_loop: bool = False):
+        """read_on_loop: the pump reads the log on the event loop itself, in small batches
+        (local SQLite, where a read takes well under a millisecond and a hop to a worker
+        thread costs more); otherwise on a worker thread (a remote database can stall)."""
         self.store = store
+        self.read_on_loop = read_on_loop
         # Plain lists (trimmed in halves) rather than deques, so that slicing from a
         # bisected position costs only the events returned.
         self.tail: list[Event] = []
@@ -91,7 +98,12 @@ class WatchHub:
             self._wake.clear()
             try:
                 while True:
-                    evs = await anyio.to_thread.run_sync(lambda: self.store.events_after(self.latest, limit=2000))
+                    if self.read_on_loop:
+                        batch = _LOOP_BATCH
+                        evs = self.store.events_after(self.latest, limit=batch)
+                    else:
+                        batch = 2000
+                        evs = await anyio.to_thread.run_sync(lambda: self.store.events_after(self.latest, limit=batch))
                     if not evs:
                         break
                     for ev in evs:
@@ -102,8 +114,10 @@ class WatchHub:
                         del self._tail_revs[:self.tail_size]
                     self.latest = evs[-1].revision
                     self._signal()
-                    if len(evs) < 2000:
+                    if len(evs) < batch:
                         break
+                    if self.read_on_loop:
+                        await asyncio.sleep(0)      # a long catch-up must not hold the loop
             except errors.Gone:
                 # We fell behind a compaction; jump to the present. The tail would now have a
                 # hole where the skipped events were: drop it, so watchers read that range
