@@ -368,10 +368,9 @@ class PodWorker:
         ctx, pod = self.ctx, self.pod
         name = pod["metadata"]["name"]
         try:
-            reserve = getattr(ctx.network, "reserve_pod", None)
-            self.mem.pod_net = reserve(self.uid, name) if reserve else None
+            self.mem.pod_net = ctx.network.reserve_pod(self.uid, name)
             self._prepare_volumes(pod)
-            if ctx.background is None or self.mem.pod_net is None:
+            if ctx.background is None:
                 self.mem.pod_net = ctx.network.setup_pod(self.uid, name)
                 fut: Future = Future()
                 fut.set_result(self.mem.pod_net)
@@ -383,15 +382,14 @@ class PodWorker:
             return None
         return _Sandbox(fut)
 
-    def _finish_sandbox(self, sandbox: "_Sandbox") -> bool:
+    def _finish_sandbox(self, sandbox: "_Sandbox") -> None:
         try:
             self.mem.pod_net = sandbox.wait()
         except Exception as e:
             self._sandbox_failed(e)
-            return False
+            return
         self.mem.sandbox_retry_at = 0.0
         self.ctx.on_sandbox_change()
-        return True
 
     def _sandbox_failed(self, e: Exception) -> None:
         e = e.cause if isinstance(e, SandboxError) else e
@@ -506,6 +504,8 @@ class PodWorker:
                 ctx.runtime.start(s.existing_id)
                 ctx.events.emit(pod, "Normal", "Started", f"Started container {s.name}")
             except Exception as e:
+                if sandbox is not None and not sandbox.ok():
+                    return              # not the container's fault: _finish_sandbox reports it
                 self._start_failed(s, cspec, s.existing_id, e)
             return
         image = cspec.get("image", "")

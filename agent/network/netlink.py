@@ -28,6 +28,12 @@ Design notes
   `IPRoute` there: calls are serialized per namespace (which also makes the
   wrapper safe for concurrent pod workers) and cost a queue hop, not a fork.
   pyroute2's own `IPRoute(netns=...)` forks a helper per socket (≈10 ms).
+* The requests of a pod's setup (veth add, link set, addr add, route replace, and
+  link lookups by name) skip IPRoute: a plain rtnetlink socket per namespace thread
+  (`_Rtnl`) sends messages built with pyroute2's message classes and reads only the
+  ack. IPRoute's pipeline (an asyncio round and a full decode per request) was most of
+  the agent's CPU per pod, and a new pod namespace never opens an IPRoute now. Dumps,
+  the bridge, the VXLAN device, neighbours and FDB entries still go through IPRoute.
 * Pod-namespace workers are cached (a small LRU) and must be dropped before the
   namespace is removed — a thread parked in a netns keeps it alive, and with it
   the veth. `netns_remove` does that; `release(ns)` lets a caller drop one early.
@@ -420,7 +426,7 @@ class PyrouteNetlink:
         every link of the namespace); in the namespace's thread."""
         return self._worker(ns).rtnl().link_index(name)
 
-    def _index(self, _ipr: Any, name: str, ns: str | None) -> int:
+    def _index(self, name: str, ns: str | None) -> int:
         """The link's ifindex, cached per namespace (see _NsWorker.indexes); called in the
         namespace's thread."""
         if name == "lo":
@@ -596,7 +602,7 @@ class PyrouteNetlink:
             if peer:
                 self._worker(peer_ns).indexes.pop(peer, None)
             if master is not None:
-                kw["master"] = self._index(ipr, master, ns)
+                kw["master"] = self._index(master, ns)
             ipr.link("add", **kw)
         self._call(ns, desc, fn)
 
@@ -623,7 +629,7 @@ class PyrouteNetlink:
                 if mac:
                     attrs.append(("IFLA_ADDRESS", mac))
                 if master is not None:
-                    attrs.append(("IFLA_MASTER", self._index(None, master, ns)))
+                    attrs.append(("IFLA_MASTER", self._index(master, ns)))
                 attrs.append(("IFLA_LINKINFO", {"attrs": [
                     ("IFLA_INFO_KIND", "veth"),
                     ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]})]}))
@@ -650,14 +656,14 @@ class PyrouteNetlink:
         def fn(r: _Rtnl) -> None:
             from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
             m = ifinfmsg()
-            m["index"] = self._index(None, name, ns)
+            m["index"] = self._index(name, ns)
             attrs: list = []
             if mtu is not None:
                 attrs.append(("IFLA_MTU", mtu))
             if mac is not None:
                 attrs.append(("IFLA_ADDRESS", mac))
             if master is not None:
-                attrs.append(("IFLA_MASTER", self._index(None, master, ns)))
+                attrs.append(("IFLA_MASTER", self._index(master, ns)))
             if up is not None:
                 m["change"] = _IFF_UP
                 m["flags"] = _IFF_UP if up else 0
@@ -680,7 +686,7 @@ class PyrouteNetlink:
 
     def addr_list(self, dev: str, *, ns: str | None = None) -> list[str]:
         def fn(ipr):
-            idx = self._index(ipr, dev, ns)
+            idx = self._index(dev, ns)
             return [f"{a.get('address')}/{a['prefixlen']}"
                     for a in ipr.addr("dump", family=_AF_INET) if a["index"] == idx]
         return self._call(ns, f"addr list dev {dev}", fn)
@@ -691,14 +697,14 @@ class PyrouteNetlink:
         def fn(r: _Rtnl) -> None:      # `ip addr add CIDR dev DEV`: IFA_LOCAL and IFA_ADDRESS
             from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
             m = ifaddrmsg()
-            m["family"], m["prefixlen"], m["index"] = _AF_INET, iface.network.prefixlen, self._index(None, dev, ns)
+            m["family"], m["prefixlen"], m["index"] = _AF_INET, iface.network.prefixlen, self._index(dev, ns)
             m["attrs"] = [("IFA_LOCAL", str(iface.ip)), ("IFA_ADDRESS", str(iface.ip))]
             r.request(m, _RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_EXCL)
         self._call(ns, f"addr add {cidr} dev {dev}", fn, raw=True)
 
     def addr_flush(self, dev: str, *, ns: str | None = None) -> None:
         def fn(ipr):
-            idx = self._index(ipr, dev, ns)
+            idx = self._index(dev, ns)
             for a in ipr.addr("dump", family=_AF_INET):
                 if a["index"] == idx:
                     ipr.addr("del", index=idx, address=a.get("address"), prefixlen=a["prefixlen"])
@@ -718,7 +724,7 @@ class PyrouteNetlink:
             attrs: list = [("RTA_DST", str(net.network_address))] if net.prefixlen else []
             if route.gateway:
                 attrs.append(("RTA_GATEWAY", route.gateway))
-            attrs.append(("RTA_OIF", self._index(None, route.dev, ns)))
+            attrs.append(("RTA_OIF", self._index(route.dev, ns)))
             m["attrs"] = attrs
             r.request(m, _RTM_NEWROUTE, _NLM_F_CREATE | _NLM_F_REPLACE)
         self._call(ns, f"route replace {route.dst} via {route.gateway} dev {route.dev}", fn, raw=True)
@@ -757,7 +763,7 @@ class PyrouteNetlink:
     # -- neighbours and fdb (node namespace)
     def neigh_replace(self, n: Neighbour) -> None:
         def fn(ipr):
-            ipr.neigh("replace", dst=n.ip, lladdr=n.mac, ifindex=self._index(ipr, n.dev, None),
+            ipr.neigh("replace", dst=n.ip, lladdr=n.mac, ifindex=self._index(n.dev, None),
                       state=_NUD_PERMANENT)
         self._call(None, f"neigh replace {n.ip} lladdr {n.mac} dev {n.dev}", fn)
 
@@ -786,7 +792,7 @@ class PyrouteNetlink:
 
     def fdb_append(self, e: FdbEntry) -> None:
         def fn(ipr):
-            ipr.fdb("append", ifindex=self._index(ipr, e.dev, None), lladdr=e.mac, dst=e.dst)
+            ipr.fdb("append", ifindex=self._index(e.dev, None), lladdr=e.mac, dst=e.dst)
         self._call(None, f"fdb append {e.mac} dst {e.dst} dev {e.dev}", fn)
 
     def fdb_del(self, e: FdbEntry) -> None:

@@ -166,6 +166,45 @@ def test_one_node_pods_reach_each_other_and_the_host_reaches_them(lab):
     assert not [l for l in _links(lab, h1) if l.startswith("veth")]
 
 
+def test_pod_setup_requests_keep_the_kernel_semantics_callers_rely_on(lab):
+    """The pod-setup requests go over a plain rtnetlink socket (not IPRoute): what they
+    make, and the errors they give, are those the RecordingNetlink fake models."""
+    import errno
+    from agent.network.netlink import NetlinkOpError, Route
+    from agent.network.node import mac_for_ip
+    net = lab.build(1)
+    h1 = net.hosts[0].netns
+    node = lab.node(1, "10.244.1.0/24")
+    a = node.setup_pod("c" * 8 + "-0000-0000-0000-000000000003", "web-c")
+    pod = os.path.basename(a.netns_path)
+    nl = node.netlink
+    # what `ip` sees: the host veth up on the bridge, the pod side up with its address and route
+    veth = veth_name(a.pod_uid)
+    host_side = lab.run(h1, "ip", "-o", "link", "show", veth, check=True).stdout
+    assert "master shoal0" in host_side and "UP" in host_side.split(">")[0]
+    assert f"inet {a.ip}/24" in lab.run(pod, "ip", "-o", "-4", "addr", "show", "eth0", check=True).stdout
+    assert "default via 10.244.1.1 dev eth0 proto 83" in lab.run(pod, "ip", "route", check=True).stdout
+    assert "UP" in lab.run(pod, "ip", "-o", "link", "show", "lo", check=True).stdout.split(">")[0]
+    # a link that is not there: None from link_get, ENODEV from the verbs that need it
+    assert nl.link_get("nope0", ns=pod) is None
+    assert nl.link_get("eth0", ns=pod).mac == mac_for_ip(a.ip)
+    with pytest.raises(NetlinkOpError) as e:
+        nl.link_set("nope0", ns=pod, up=True)
+    assert e.value.errno == errno.ENODEV and "nope0" in str(e.value)
+    # an address twice: EEXIST, named; a route replaced: no error, one default route
+    with pytest.raises(NetlinkOpError) as e:
+        nl.addr_add("eth0", f"{a.ip}/24", ns=pod)
+    assert e.value.errno == errno.EEXIST and f"{a.ip}/24" in str(e.value)
+    nl.route_replace(Route(dst="0.0.0.0/0", dev="eth0", gateway="10.244.1.1"), ns=pod)
+    assert [r.dst for r in nl.route_dump(ns=pod)].count("0.0.0.0/0") == 1
+    # a veth whose name is taken: EEXIST, and the first one untouched
+    with pytest.raises(NetlinkOpError) as e:
+        nl.link_add(veth, "veth", peer="eth9", master="shoal0", up=True)
+    assert e.value.errno == errno.EEXIST
+    assert lab.ping(h1, a.ip)
+    node.teardown_pod(a.pod_uid)
+
+
 # ---------------------------------------------------------------------------- (b) overlay
 def test_overlay_three_hosts_pod_to_pod_and_host_to_pod_then_peer_removal(lab):
     net = lab.build(3)
