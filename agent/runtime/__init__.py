@@ -11,8 +11,10 @@ A tour, in the order a container's life goes through it:
 3. `cgroups` — the hierarchies of this host (v1, v2 or hybrid), the monitors'
    own cgroup, cleanup of left-overs, the OOM-kill counter.
 4. `monitor` — conmon: its argv (pure), spawning it into its cgroup, the sync
-   pipe that says when `runc create` is done. Why conmon, and what we learnt
-   about it on this machine, is in its docstring.
+   pipe that says when `runc create` is done, and the run shim through which
+   conmon's `create` becomes `runc run --detach` (`RuncRuntime.run`: one runc
+   process per container). Why conmon, and what we learnt about it on this
+   machine, is in its docstring.
 5. `runc` — the `runc` binary behind a `CommandRunner` seam (with a recording
    fake), always with its own `--root`.
 6. `runc_runtime` — `RuncRuntime`, the executor implementing the agent's
