@@ -8,7 +8,9 @@ figure: it is what starting containers costs with nothing but runc.
   `build_oci_spec`, the busybox layer as a read-only root, no overlay, no
   monitor); only `runc run -d` is timed.
 - shoal: `RuncRuntime.create` + `start` per container (overlay mount, /etc
-  files, conmon in its cgroup, runc create, runc start), all timed.
+  files, conmon in its cgroup, runc create, runc start), all timed; and
+  `RuncRuntime.run` (the same, but conmon runs `runc run --detach` through the
+  run shim and no `runc start` follows) — what the pod worker uses.
 
 Both run `sleep 1000` in a fresh network namespace, `--parallel` at a time,
 and everything is removed afterwards. Root only.
@@ -99,12 +101,16 @@ def figures(total: float, lat: list[float]) -> dict:
             "p50_ms": round(statistics.median(lat_ms), 1), "max_ms": round(lat_ms[-1], 1)}
 
 
-def shoal_runtime(image, work: Path, n: int, parallel: int, cgroup_parent: str) -> dict:
+def shoal_runtime(image, work: Path, n: int, parallel: int, cgroup_parent: str, *, one_step: bool = False) -> dict:
+    """RuncRuntime create + start, or (one_step) run: conmon runs `runc run` through the shim."""
     rt = RuncRuntime(str(work / "shoal"), runc_root=str(work / "shoal-runc"), cgroup_parent=cgroup_parent)
     tag = uuid.uuid4().hex[:6]
     cfgs = [cfg_for(image, i, f"shoal{tag}", work / "logs") for i in range(n)]
 
     def create_start(c):
+        if one_step:
+            rt.run(c)
+            return
         rt.create(c)
         rt.start(c.id)
 
@@ -134,6 +140,8 @@ def main() -> None:
                      **raw_runc(image, work, n, par, cg))
                 emit(bench="runtime_floor", runtime="shoal RuncRuntime create+start (conmon)", n=n, parallel=par,
                      **shoal_runtime(image, work, n, par, cg + "-s"))
+                emit(bench="runtime_floor", runtime="shoal RuncRuntime run (conmon + runc run)", n=n, parallel=par,
+                     **shoal_runtime(image, work, n, par, cg + "-r", one_step=True))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -57,7 +57,15 @@ def test_node_that_stops_heartbeating_has_its_pods_replaced(tmp_path):
             wait_for(lambda: not client.get("nodes", "node-a")["spec"].get("taints"), 30, what="taints removed")
             client.patch("deployments", "web", {"spec": {"replicas": 9}}, "default")
             wait_for(lambda: deployment_done(client, "web") and len(app_pods(client)) == 9, 60, what="scale to 9")
-            assert Counter(p["spec"]["nodeName"] for p in app_pods(client))["node-a"] >= 1
+            # A pod that only node-a fits gets bound there. (Which node the three new replicas
+            # take depends on whether the scheduler's node watch has delivered the untaint
+            # before their pod events — two streams, no order between them, as in Kubernetes.)
+            client.create("pods", {"apiVersion": "v1", "kind": "Pod",
+                                   "metadata": {"name": "pinned", "namespace": "default"},
+                                   "spec": {"nodeSelector": {"kubernetes.io/hostname": "node-a"},
+                                            "containers": [{"name": "c", "image": "reg/web:v1"}]}})
+            wait_for(lambda: client.get("pods", "pinned", "default")["spec"].get("nodeName") == "node-a", 30,
+                     what="a pod bound to node-a again")
 
 
 def test_pod_tolerating_unreachable_stays(tmp_path):
