@@ -26,10 +26,10 @@ How it is started (found by experiment on this machine, conmon 2.1.6):
 - `_OCI_SYNCPIPE=<fd>`: after `runc create` conmon writes `{"data": <pid>}`
   (or a negative pid and a "message"), which is when `create` returns.
 - conmon only creates; the agent then runs `runc start` — or, for `run`, conmon
-  is pointed at the run shim (`install_run_shim`): a two-line sh script that
+  is pointed at the run shim (`install_run_shim`): a short sh script that
   turns conmon's `create` into `runc run --detach`, so one runc process creates
-  and starts the container (a separate `runc start` costs ≈ 8 ms per container
-  here). conmon is the same subreaper either way: `runc run --detach` leaves
+  and starts the container (a separate `runc start` is one more Go process,
+  ≈ 7–8 ms here; net 2–9 ms per container in bench/runtime_floor.py). conmon is the same subreaper either way: `runc run --detach` leaves
   the container's init as conmon's child, as `create` does.
 - it tries to set its oom_score_adj to -1000 and carries on if it may not
   (no CAP_SYS_RESOURCE here).
