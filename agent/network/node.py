@@ -178,7 +178,7 @@ class NodeNetwork:
 
     # ------------------------------------------------------------------ pods
     def reserve_pod(self, pod_uid: str, pod_name: str) -> PodNet:
-        self._pod_cidr(for_what=f"setup of pod {pod_name} ({pod_uid})")
+        # allocate() itself refuses (naming the pod) while the node has no pod CIDR
         ns = self.netns_name(pod_uid)
         rec = self.state.allocate(pod_uid, name=pod_name, netns=ns, veth=veth_name(pod_uid))
         return PodNet(pod_uid=pod_uid, netns_path=self.netlink.netns_path(ns), ip=rec.ip)

@@ -150,7 +150,7 @@ def test_run_starts_in_one_step_after_ready(env, image):
     def ready():
         # conmon is there, placed in the monitors' cgroup; runc has not run yet
         seen["runc"] = rt.runc.state(cfg.id)
-        seen["conmon"] = Path(rt.container_dir(cfg.id)).exists()
+        seen["conmon"] = bool(_processes_naming(cfg.id))
 
     rt.run(cfg, ready=ready)
     assert seen == {"runc": None, "conmon": True}

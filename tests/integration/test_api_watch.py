@@ -62,12 +62,17 @@ def test_watch_without_resource_version_starts_with_added_for_current_objects(ap
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in evs] == [("ADDED", "a"), ("ADDED", "b")]
 
 
+def _relabelled(c, pod, times):
+    """`pod` after `times` updates (one log row each)."""
+    for i in range(times):
+        pod["metadata"]["labels"]["i"] = str(i)
+        pod = c.update("pods", pod)
+    return pod
+
+
 def test_410_gone_after_compaction(api):
     c = api.client()
-    first = c.create("pods", cm_pod("a"))
-    for i in range(5):
-        first["metadata"]["labels"]["i"] = str(i)
-        first = c.update("pods", first)
+    first = _relabelled(c, c.create("pods", cm_pod("a")), 5)
     # Let the watch hub read the log up to the last write before compacting right behind it
     # (in a real server, compaction trails the present by the history window, minutes).
     rv = int(first["metadata"]["resourceVersion"])
@@ -85,10 +90,7 @@ def test_410_gone_after_compaction(api):
 
 def test_compaction_in_chunks_reaches_its_target_and_keeps_the_rest(api, monkeypatch):
     c = api.client()
-    p = c.create("pods", cm_pod("chunky"))
-    for i in range(34):
-        p["metadata"]["labels"]["i"] = str(i)
-        p = c.update("pods", p)
+    p = _relabelled(c, c.create("pods", cm_pod("chunky")), 34)
     latest = int(p["metadata"]["resourceVersion"])
     monkeypatch.setattr(type(api.store), "COMPACT_CHUNK", 5)
     target = latest - 3
