@@ -40,6 +40,7 @@ class Options:
     scheduler_workers: int = 4
     monitor_period: float = 1.0
     watch_timeout: float = 30.0
+    replicaset_status_batch: float = 0.2   # least seconds between two count-only status writes of one ReplicaSet
     controllers: tuple[str, ...] = field(default=ALL_CONTROLLERS)
 
 
@@ -62,7 +63,8 @@ def build_manager(client: Client, *, options: Options | None = None, clock: Cloc
         DeploymentController(client, deployments=deps, replicasets=rss, pods=pods, events=events,
                              clock=clock).register(m, workers=o.workers)
     if "replicaset" in on:
-        ReplicaSetController(client, replicasets=rss, pods=pods, events=events, clock=clock).register(
+        ReplicaSetController(client, replicasets=rss, pods=pods, events=events, clock=clock,
+                             status_batch=o.replicaset_status_batch).register(
             m, workers=o.workers)
     if "scheduler" in on:
         sched_events = EventRecorder(client, "default-scheduler", clock=clock)

@@ -10,7 +10,9 @@ Contract (per ReplicaSet key, level-based):
    stops early — or deleted, worst first (see `rank_for_deletion`).
 3. Status: replicas, fullyLabeledReplicas, readyReplicas, availableReplicas (Ready for
    spec.minReadySeconds), observedGeneration. A pod that is Ready but not yet available asks
-   for a requeue at the moment it becomes available.
+   for a requeue at the moment it becomes available. Count-only changes of one ReplicaSet are
+   written at most once per `status_batch` seconds (see `status_write_delay`); a new
+   observedGeneration is written at once.
 
 Writes go through `Informer.observe` (read-your-writes), so the next reconcile counts the
 pods this one created or deleted even before their watch events arrive.
@@ -83,6 +85,19 @@ def calculate_status(rs: dict, pods: list[dict], now: float) -> tuple[dict, floa
     return status, wake
 
 
+def status_write_delay(last_write: float | None, now: float, batch: float) -> float:
+    """Seconds to hold back a count-only status write so that one ReplicaSet's status is
+    written at most once per `batch` seconds: 0 after a quiet spell (a single pod turning
+    Ready is reported at once), else the rest of the window. While 50 pods turn Ready one after
+    another this makes a handful of writes instead of 50 — each of which the API server
+    stores, logs and sends to every ReplicaSet watcher, and the Deployment controller answers
+    with a status write of its own. The held reconcile runs when the window ends and writes the
+    counts of that moment, so the last change is never lost (EndpointSlice's batch period)."""
+    if batch <= 0 or last_write is None:
+        return 0.0
+    return max(0.0, last_write + batch - now)
+
+
 def pod_from_template(rs: dict) -> dict:
     tmpl = thaw(((rs.get("spec") or {}).get("template")) or {})
     tmd = tmpl.get("metadata") or {}
@@ -95,8 +110,11 @@ def pod_from_template(rs: dict) -> dict:
 
 class ReplicaSetController:
     def __init__(self, client: Client, *, replicasets: Informer, pods: Informer, events: EventSink,
-                 clock: Clock | None = None, burst: int = 500, create_parallelism: int = 8):
+                 clock: Clock | None = None, burst: int = 500, create_parallelism: int = 8,
+                 status_batch: float = 0.2):
         self.client = client
+        self.status_batch = status_batch
+        self._status_written: dict[str, float] = {}   # key -> monotonic time of its last status write
         self.rs_inf, self.pod_inf = replicasets, pods
         self.events = events
         self.clock = clock or RealClock()
@@ -125,6 +143,7 @@ class ReplicaSetController:
     def reconcile(self, key: str) -> Result:
         rs = self.rs_inf.get(key)
         if rs is None:
+            self._status_written.pop(key, None)
             return Result()
         pods = self._claim_pods(rs)
         active = [p for p in pods if is_pod_active(p)]
@@ -133,11 +152,22 @@ class ReplicaSetController:
             # Status describes the pods that remain, so nobody counts a pod deleted just now.
             active = [p for p in active if uid_of(p) not in gone]
         status, wake = calculate_status(rs, active, self.clock.now())
-        if status != (rs.get("status") or {}):
-            new = thaw(rs)
-            new["status"] = status
-            self.rs_inf.observe(self.client.update_status("replicasets", new))
-        return Result(requeue_after=wake + 0.05 if wake is not None else None)
+        if wake is not None:
+            wake += 0.05
+        old = rs.get("status") or {}
+        if status != old:
+            mono = self.clock.monotonic()
+            hold = 0.0
+            if status.get("observedGeneration") == old.get("observedGeneration"):
+                hold = status_write_delay(self._status_written.get(key), mono, self.status_batch)
+            if hold > 0:
+                wake = hold if wake is None else min(wake, hold)
+            else:
+                new = thaw(rs)
+                new["status"] = status
+                self.rs_inf.observe(self.client.update_status("replicasets", new))
+                self._status_written[key] = mono
+        return Result(requeue_after=wake)
 
     def _claim_pods(self, rs: dict) -> list[dict]:
         selector = (rs.get("spec") or {}).get("selector")

@@ -120,3 +120,80 @@ def test_no_deadline_removes_progressing():
     d = dep(deadline=2**31 - 1, status={"conditions": [{"type": "Progressing", "status": "True", "reason": "x"}]})
     st = rollout_status([rs("a", 3, 3, 3, 3)], rs("a", 3, 3, 3, 3), d, T0)
     assert get_condition(st, "Progressing") is None
+
+
+# -- status writes in bursts ----------------------------------------------------------------------
+def test_status_write_delay_leading_edge_then_window():
+    from controller.replicaset import status_write_delay
+    assert status_write_delay(None, 100.0, 0.2) == 0.0            # never written: at once
+    assert status_write_delay(99.0, 100.0, 0.2) == 0.0            # quiet for a second: at once
+    assert status_write_delay(99.95, 100.0, 0.2) == pytest.approx(0.15)
+    assert status_write_delay(99.95, 100.0, 0.0) == 0.0           # batching off
+
+
+class _StatusClient:
+    """Records update_status calls; answers with a bumped resourceVersion, as the server would."""
+
+    def __init__(self):
+        self.writes = []
+        self.rv = 100
+
+    def update_status(self, kind, obj):
+        self.rv += 1
+        out = dict(obj, metadata=dict(obj["metadata"], resourceVersion=str(self.rv)))
+        self.writes.append((kind, out["status"]))
+        return out
+
+
+def test_replicaset_status_burst_is_batched_and_last_counts_written():
+    from controller.events import RecordingEvents
+    from controller.replicaset import ReplicaSetController
+    from controller.runtime import FakeClock, Informer
+    from controller import indexes
+
+    client, clock = _StatusClient(), FakeClock(T0)
+    rss, pods = Informer(client, "replicasets"), Informer(client, "pods")
+    for inf, idx in ((pods, indexes.CONTROLLER), (pods, indexes.ORPHANS), (rss, indexes.NAMESPACE)):
+        indexes.ensure(inf, idx)
+    rset = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web-1", "namespace": "default", "uid": "rs-uid", "generation": 1,
+                         "resourceVersion": "1"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}}}, "status": {}}
+    rss.observe(rset)
+
+    def put_pod(i, ready, rv):
+        p = pod(f"web-1-{i}", node="n")
+        p["metadata"].update(namespace="default", uid=f"p{i}", resourceVersion=str(rv),
+                             ownerReferences=[{"kind": "ReplicaSet", "name": "web-1", "uid": "rs-uid",
+                                               "controller": True}])
+        if ready:
+            p["status"]["conditions"] = [{"type": "Ready", "status": "True",
+                                          "lastTransitionTime": format_time(T0)}]
+        else:
+            p["status"]["conditions"] = []
+        pods.observe(p)
+
+    for i in range(3):
+        put_pod(i, False, 10 + i)
+    c = ReplicaSetController(client, replicasets=rss, pods=pods, events=RecordingEvents(), clock=clock,
+                             status_batch=0.2)
+    key = "default/web-1"
+    c.reconcile(key)                                   # first status: written at once
+    assert [w[1]["readyReplicas"] for w in client.writes] == [0]
+    clock.advance(0.05)
+    put_pod(0, True, 20)
+    r = c.reconcile(key)                               # inside the window: held, requeued for its end
+    assert len(client.writes) == 1 and r.requeue_after == pytest.approx(0.15, abs=1e-3)
+    clock.advance(0.05)
+    put_pod(1, True, 21)
+    r = c.reconcile(key)
+    assert len(client.writes) == 1 and r.requeue_after == pytest.approx(0.1, abs=1e-3)
+    clock.advance(0.101)
+    c.reconcile(key)                                   # the window's end: the counts of now
+    assert [w[1]["readyReplicas"] for w in client.writes] == [0, 2]
+    # a new generation (a scale, say) is written at once, however recent the last write
+    clock.advance(0.01)
+    rss.observe(dict(rss.get(key), metadata=dict(rss.get(key)["metadata"], generation=2, resourceVersion="500")))
+    c.reconcile(key)
+    assert [(w[1]["readyReplicas"], w[1]["observedGeneration"]) for w in client.writes] == [(0, 1), (2, 1), (2, 2)]
