@@ -85,6 +85,11 @@ def _validate(kind: str, obj: dict, *, old: dict | None = None, subresource: str
     return validate(kind, obj, old=old, subresource=subresource)
 
 
+def _validate_status(kind: str, status: Any, name: str) -> dict | None:
+    from .models import validate_status
+    return validate_status(kind, status, name=name)
+
+
 class Registry:
     def __init__(self, store: Store, settings: Settings, *, clock: Callable[[], float] = time.time):
         self.store = store
@@ -246,9 +251,14 @@ class Registry:
             except (TypeError, ValueError):
                 raise errors.BadRequest(f"metadata.resourceVersion: invalid value {rv!r}") from None
         if subresource == "status":
-            merged = dict(cur)
-            merged["status"] = body.get("status") or {}
-            obj = _validate(res.kind, merged, old=cur, subresource="status")
+            status = _validate_status(res.kind, body.get("status") or {}, name)
+            if status is not None:
+                obj = dict(cur)
+                obj["status"] = status
+            else:
+                merged = dict(cur)
+                merged["status"] = body.get("status") or {}
+                obj = _validate(res.kind, merged, old=cur, subresource="status")
             obj["metadata"] = dict(cmd)
         else:
             if "status" in cur:

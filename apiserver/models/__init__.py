@@ -12,7 +12,8 @@ Tour (in the order a write goes through them):
 - `names`, `imageref`, `field`: the syntax checks and error wording they share.
 
 The one entry point the API server calls is `validate(kind, obj, ...)`; it
-returns the normalized wire dict to store. Everything else in the system
+returns the normalized wire dict to store. `validate_status(kind, status)` is
+its short form for `/status` writes of the kinds whose status rules stand alone. Everything else in the system
 passes plain dicts; models never leave this package's callers' hands.
 """
 from __future__ import annotations
@@ -31,9 +32,10 @@ from .defaults import DEFAULTERS, default_image_pull_policy
 from .field import FieldErrors
 from .imageref import ImageRef, parse_image_reference
 from .meta import DeleteOptions, Scale
-from .validation import VALIDATORS, validate_update
+from .validation import (VALIDATORS, validate_deployment_status, validate_pod_status,
+                         validate_replicaset_status, validate_update)
 
-__all__ = ["validate", "KINDS", "KindInfo", "parse_image_reference", "ImageRef", "default_image_pull_policy",
+__all__ = ["validate", "validate_status", "KINDS", "KindInfo", "parse_image_reference", "ImageRef", "default_image_pull_policy",
            "Namespace", "Pod", "Node", "Event", "Deployment", "ReplicaSet", "Lease", "Scale", "DeleteOptions"]
 
 
@@ -132,3 +134,30 @@ def validate(kind: str, obj: dict, *, old: dict | None = None, subresource: str 
     body.pop("apiVersion", None)
     body.pop("kind", None)
     return {"apiVersion": info.api_version, "kind": info.kind, **body}
+
+
+# Kinds whose status rules read nothing but the status (no spec, no defaulting of status).
+_STATUS_VALIDATORS = {"Pod": validate_pod_status, "Deployment": validate_deployment_status,
+                      "ReplicaSet": validate_replicaset_status}
+
+
+def validate_status(kind: str, status: object, *, name: str | None = None) -> dict | None:
+    """Decode and validate the status of a `/status` write on its own; return the normalized
+    status dict — or None when `kind`'s status has no stand-alone rules (Node, Namespace:
+    call `validate` on the whole object).
+
+    The same outcome as `validate(kind, stored-with-this-status, old=stored,
+    subresource="status")` — the same errors, with the same `status.…` paths — without
+    decoding the stored metadata and spec twice more: they were validated when stored and a
+    status write keeps them. The agents' pod status and the controllers' ReplicaSet and
+    Deployment status are most of a busy cluster's writes.
+    """
+    check = _STATUS_VALIDATORS.get(kind)
+    if check is None:
+        return None
+    info = KINDS[kind]
+    model = decode(info.model, {"status": status}, kind=info.kind, version=info.api_version.rsplit("/", 1)[-1])
+    errs = FieldErrors()
+    check(errs, model.status)
+    errs.raise_if_any(info.qualified, name)
+    return model.status.model_dump(by_alias=True, exclude_none=True) if model.status is not None else {}

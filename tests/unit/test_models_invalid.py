@@ -458,3 +458,54 @@ def test_unknown_kind_and_subresource():
         validate("Service", {})
     with pytest.raises(errors.BadRequest, match="unknown subresource 'exec'"):
         validate("Pod", POD, subresource="exec")
+
+
+# -- /status writes: the stand-alone status check answers as the whole-object one does --------------
+RS = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web-1", "namespace": "default"},
+      "spec": copy.deepcopy(DEPLOY["spec"])}
+_T = "2026-01-02T03:04:05Z"
+
+
+@pytest.mark.parametrize("kind,stored,status", [
+    ("Pod", POD, {}),
+    ("Pod", POD, {"phase": "Running", "podIP": "10.1.0.5", "podIPs": [{"ip": "10.1.0.5"}], "hostIP": "127.0.0.1",
+                  "startTime": "2026-01-02T03:04:05+00:00",
+                  "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": _T}],
+                  "containerStatuses": [{"name": "app", "ready": True, "restartCount": 2, "image": "nginx:1.27",
+                                         "imageID": "nginx@sha256:" + "a" * 64,
+                                         "state": {"running": {"startedAt": _T}},
+                                         "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+    ("Pod", POD, {"phase": "Exploded"}),
+    ("Pod", POD, {"podIP": "10.0.0", "podIPs": [{"ip": "10.0.0.9"}]}),
+    ("Pod", POD, {"containerStatuses": [{"restartCount": -1}]}),
+    ("Pod", POD, {"phase": 3, "bogus": True}),
+    ("Pod", POD, {"containerStatuses": [{"name": "app", "state": {"running": {"startedAt": "yesterday"}}}]}),
+    ("Pod", POD, {"conditions": [{"type": "Ready", "status": "Maybe"}]}),
+    ("Pod", POD, ["not", "an", "object"]),
+    ("ReplicaSet", RS, {"replicas": 3, "readyReplicas": 2, "availableReplicas": 2, "observedGeneration": 1}),
+    ("ReplicaSet", RS, {"replicas": 1, "readyReplicas": 2}),
+    ("ReplicaSet", RS, {"replicas": -1, "fullyLabeledReplicas": "2"}),
+    ("Deployment", DEPLOY, {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 1, "readyReplicas": 1,
+                            "conditions": [{"type": "Available", "status": "True", "lastUpdateTime": _T}]}),
+    ("Deployment", DEPLOY, {"availableReplicas": 3, "readyReplicas": 1, "replicas": 3, "collisionCount": -2}),
+    ("Deployment", DEPLOY, {"unknownField": 1}),
+])
+def test_status_alone_validates_like_the_whole_object(kind, stored, status):
+    from apiserver.models import validate_status
+    cur = validate(kind, copy.deepcopy(stored))
+
+    def outcome(fn):
+        try:
+            return "ok", fn()
+        except errors.ApiError as e:
+            return type(e).__name__, e.status()
+    whole = outcome(lambda: validate(kind, dict(cur, status=copy.deepcopy(status)), old=cur,
+                                     subresource="status").get("status", {}))
+    alone = outcome(lambda: validate_status(kind, copy.deepcopy(status), name=stored["metadata"]["name"]))
+    assert alone == whole
+
+
+def test_status_alone_leaves_node_and_namespace_to_the_whole_object():
+    from apiserver.models import validate_status
+    assert validate_status("Node", {"capacity": {"cpu": "2"}}, name="n1") is None
+    assert validate_status("Namespace", {"phase": "Active"}, name="a") is None
