@@ -300,3 +300,43 @@ def test_discovery_version_and_openapi(api):
 
 def wait_for(pred, timeout=10.0, interval=0.05):
     testing.wait_for(pred, timeout=timeout, interval=interval)
+
+
+def test_route_table_knows_exactly_fastapis_resource_routes(api):
+    """The server answers resource paths from its RouteTable; it must route every resource
+    route FastAPI has (bar pod logs) to the same handler, and nothing else."""
+    from fastapi.routing import APIRoute
+    from apiserver.resources import RESOURCES
+    plurals = {r.plural for r in RESOURCES}
+    app = api.app
+    checked = 0
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not set(route.tags) & plurals:
+            continue              # meta endpoints, discovery, join: FastAPI's alone
+        params = {p: f"x-{p}" for p in ("namespace", "name") if "{" + p + "}" in route.path}
+        path = route.path.format(**params)
+        for method in route.methods:
+            hit = app.routes_fast.resolve(method, path)
+            if route.path.endswith("/log"):
+                assert hit is None, f"{method} {route.path}"
+                continue
+            assert hit is not None, f"{method} {route.path} is not in the route table"
+            assert hit == (route.endpoint, params), f"{method} {route.path}"
+            checked += 1
+    assert checked == len(app.routes_fast) and checked > 50
+
+
+def test_paths_outside_the_route_table_answer_as_before(api):
+    c = api.client()
+    c.create("pods", pod("p1"), namespace="default")
+    hdr = {"Authorization": f"Bearer {api.admin_token}"}
+    r = httpx.post(api.url + "/api/v1/namespaces/default/pods/p1", headers=hdr, json={})
+    assert r.status_code == 405 and r.json()["reason"] == "MethodNotAllowed"
+    r = httpx.get(api.url + "/api/v1/namespaces/default/widgets", headers=hdr)
+    assert r.status_code == 404 and r.json()["reason"] == "NotFound"
+    r = httpx.get(api.url + "/api/v1/namespaces/default/pods/p1", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and r.json()["reason"] == "Unauthorized"
+    r = httpx.get(api.url + "/api/v1/namespaces/default/pods/nope", headers=hdr)
+    assert r.status_code == 404 and r.json()["details"]["name"] == "nope"
+    r = httpx.put(api.url + "/api/v1/namespaces/default/pods/p1/status", headers=hdr, content=b"{not json")
+    assert r.status_code == 400 and r.json()["kind"] == "Status"
