@@ -20,9 +20,16 @@ How it is started (found by experiment on this machine, conmon 2.1.6):
   conmon calls setsid() itself, so SIGKILL of the agent or its process group
   does not reach it.
 - `_OCI_STARTPIPE=<fd>`: conmon blocks reading it before forking `runc
-  create`; the agent moves it into the monitors' cgroup meanwhile, so neither
-  conmon nor anything it forks ever sits in the agent's cgroup, and a
-  service manager stopping the agent does not take the monitors down.
+  create`; the agent releases it once the pod's network is up (`ready`). The
+  agent moves conmon into the monitors' cgroup at the same time, on a thread of
+  its own, so that a service manager stopping the agent does not take the
+  monitors down. The move is not waited for before the release: the first
+  migration after a quiet spell waits for an RCU grace period (≈ 20 ms here, on
+  cgroup v1), which was a third of a pod's start one at a time. So the runtime
+  conmon forks (the run shim, `runc`, which exits once the container runs) may
+  start in the agent's cgroup; the container's processes never do (runc puts
+  its init into the container's own cgroup before it runs anything of the
+  image), and `spawn_monitor` returns only once conmon has been moved.
 - `_OCI_SYNCPIPE=<fd>`: after `runc create` conmon writes `{"data": <pid>}`
   (or a negative pid and a "message"), which is when `create` returns.
 - conmon only creates; the agent then runs `runc start` — or, for `run`, conmon
@@ -42,6 +49,7 @@ import os
 import select
 import shlex
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -128,14 +136,36 @@ def install_run_shim(path: str, runc_binary: str) -> str:
     return path
 
 
+class _Placing:
+    """`place(pid)` on a thread of its own; `result()` waits for it and returns its
+    exception, if any."""
+
+    def __init__(self, place: Callable[[int], None], pid: int):
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(place, pid), name=f"place-{pid}", daemon=True)
+        self._thread.start()
+
+    def _run(self, place: Callable[[int], None], pid: int) -> None:
+        try:
+            place(pid)
+        except BaseException as e:  # noqa: BLE001 — handed to the caller by result()
+            self._error = e
+
+    def result(self) -> BaseException | None:
+        self._thread.join()
+        return self._error
+
+
 def spawn_monitor(argv: list[str], *, stderr_path: str, place: Callable[[int], None],
                   timeout: float = 30.0, ready: Callable[[], None] | None = None) -> tuple[subprocess.Popen, int]:
-    """Start conmon, let `place(pid)` move it into its cgroup before it forks
-    anything, call `ready()` (what must be done before the container's runtime
-    runs, e.g. the rest of its pod network), release it, and wait for the runtime's
-    create (or run) to finish. If place or ready raises, conmon is killed and the
-    error propagates. Returns the conmon Popen (the agent's child, to be reaped) and
-    the container's pid."""
+    """Start conmon; on a thread, let `place(pid)` move it into its cgroup; meanwhile
+    call `ready()` (what must be done before the container's runtime runs, e.g. the
+    rest of its pod network), release conmon, and wait for the runtime's create (or
+    run) to finish; then wait for `place` too. If ready raises, conmon is killed and
+    the error propagates; if place raises, conmon is killed once it has answered and
+    the error propagates (the caller's clean-up removes the container it made).
+    Returns the conmon Popen (the agent's child, to be reaped) and the container's
+    pid."""
     sync_r, sync_w = os.pipe()
     start_r, start_w = os.pipe()
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -154,14 +184,15 @@ def spawn_monitor(argv: list[str], *, stderr_path: str, place: Callable[[int], N
         raise
     os.close(sync_w)
     os.close(start_r)
+    placing = _Placing(place, proc.pid)
     try:
         try:
-            place(proc.pid)
             if ready is not None:
                 ready()
         except BaseException:
             proc.kill()
             proc.wait()
+            placing.result()
             raise
         os.write(start_w, b"0")
         os.close(start_w)
@@ -184,6 +215,13 @@ def spawn_monitor(argv: list[str], *, stderr_path: str, place: Callable[[int], N
         if start_w >= 0:
             os.close(start_w)
         os.close(sync_r)
+        placed = placing.result()
+    if placed is not None:
+        # A monitor outside its cgroup would die with the agent's service: none at all is
+        # better. The caller's clean-up removes the container conmon may have made.
+        proc.kill()
+        proc.wait()
+        raise MonitorError(f"moving conmon (pid {proc.pid}) into its cgroup failed: {placed}") from placed
     pid, message = parse_sync_message(data)
     if pid <= 0:
         try:

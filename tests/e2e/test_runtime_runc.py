@@ -148,7 +148,7 @@ def test_run_starts_in_one_step_after_ready(env, image):
     seen = {}
 
     def ready():
-        # conmon is there, placed in the monitors' cgroup; runc has not run yet
+        # conmon is there (its move into the monitors' cgroup runs meanwhile); runc has not run yet
         seen["runc"] = rt.runc.state(cfg.id)
         seen["conmon"] = bool(_processes_naming(cfg.id))
 
@@ -183,6 +183,33 @@ def test_run_undone_when_ready_fails(env, image):
     assert cfg.id not in Path("/proc/self/mountinfo").read_text()
     assert not rt.cgroups.exists(rt.cgroup_path(cfg.id))
     assert _processes_naming(cfg.id) == []     # conmon was killed and reaped
+
+
+def test_run_undone_when_the_monitor_cannot_be_placed(env, image):
+    """The move of conmon into the monitors' cgroup runs beside the container's start; when it
+    fails (here once the container is already running), nothing is left: no monitor outside
+    its cgroup, no container, no mount."""
+    rt = env["new"]()
+    cfg = config(image, env["tmp"], "unplaced", ["sleep", "1000"])
+    real_join = rt.cgroups.join
+    started = []
+
+    def join(pid, rel):
+        if rel == rt.monitors_cgroup:
+            wait_for(lambda: started or rt.runc.state(cfg.id), what="the container's runtime to run")
+            started.append(True)
+            raise PermissionError(13, "Permission denied", f"{rel}/cgroup.procs")
+        return real_join(pid, rel)
+
+    rt.cgroups.join = join
+    with pytest.raises(RuntimeError, match="moving conmon .* into its cgroup failed"):
+        rt.run(cfg)
+    assert started
+    assert rt.runc.state(cfg.id) is None and rt.state(cfg.id) is None and rt.list() == []
+    assert not os.path.exists(rt.container_dir(cfg.id))
+    assert cfg.id not in Path("/proc/self/mountinfo").read_text()
+    assert not rt.cgroups.exists(rt.cgroup_path(cfg.id))
+    assert _processes_naming(cfg.id) == []     # conmon and the container's processes are gone
 
 
 def _processes_naming(text: str) -> list[int]:
