@@ -406,9 +406,10 @@ class Agent:
                 if self._worker_finished(uid):
                     return
                 w = self._workers[uid] = PodWorker(uid, self.ctx)
+            echo = w.is_own_status_echo(pod)
             w.set_pod(pod)
             self._by_name[(md.get("namespace", "default"), md["name"])] = uid
-        if wake:
+        if wake and not echo:
             self.dispatcher.wake(uid)
 
     def _worker_finished(self, uid: str) -> bool:

@@ -129,6 +129,12 @@ class PullFailure:
     retry_at: float
     fresh: bool = False  # produced by this very sync pass: status shows ErrImagePull, later ImagePullBackOff
 
+    @property
+    def backoff_shown_at(self) -> float:
+        """When the status turns from ErrImagePull to ImagePullBackOff: half-way to the retry,
+        at most a second after the failure (kubelet: its next pass over the pod)."""
+        return self.at + min(1.0, max(0.0, self.retry_at - self.at) / 2)
+
 
 @dataclass(frozen=True)
 class StartContainer:
@@ -268,8 +274,10 @@ def compute_pod_actions(pod: Mapping | None, view: PodRuntimeView, *,
         def want_start(attempt: int, existing_id: str = "") -> None:
             pf = pull_failures.get(name)
             if pf is not None and now < pf.retry_at:
-                if pf.fresh or pf.reason != "ErrImagePull":
+                if pf.fresh or now < pf.backoff_shown_at or pf.reason != "ErrImagePull":
                     actions.waiting[name] = Waiting(pf.reason, pf.message)
+                    if pf.reason == "ErrImagePull":
+                        actions._wake(pf.backoff_shown_at)
                 else:
                     # the last error stays in the status (as recent kubelets do): otherwise the
                     # reason a pull fails is visible only for the moment ErrImagePull shows

@@ -172,6 +172,7 @@ class _Memory:
     ids: set[str] = field(default_factory=set)
     evented: set[str] = field(default_factory=set)
     last_status: dict | None = None
+    writing_status: dict | None = None    # the last status written, without nulls (its echo may come first)
     sandbox_retry_at: float = 0.0
 
 
@@ -217,6 +218,17 @@ class PodWorker:
 
     def add_container_ids(self, ids) -> None:
         self.mem.ids.update(ids)
+
+    def is_own_status_echo(self, pod: dict) -> bool:
+        """`pod` is this worker's own status write coming back through the watch: the pod as
+        the worker has it, with the status it wrote (or is writing). Nothing to act on — kubelet
+        does not sync a pod on its own status updates either — where a sync per status write
+        used to cost the agent a second pass over every starting pod."""
+        cur, st = self.pod, pod.get("status")
+        if cur is None or not st or self.mem.writing_status is None:
+            return False
+        # the API server stores what it is sent without its nulls (`lastProbeTime: null`)
+        return _without_nulls(st) == self.mem.writing_status and _desired(pod) == _desired(cur)
 
     @property
     def pod_dir(self) -> Path:
@@ -647,13 +659,30 @@ class PodWorker:
         ctx = self.ctx
         probes = ctx.probes.pod_results(self.uid)
         status = build_pod_status(pod, view, actions, probes=probes, host_ip=ctx.host_ip, now=ctx.clock())
-        if status == pod.get("status") or status == self.mem.last_status:
-            return
+        bare = _without_nulls(status)
+        if bare == _without_nulls(pod.get("status") or {}):
+            self.mem.last_status = status
+            return          # the API server has it (written by us, or put back by whoever changed it)
+        self.mem.writing_status = bare
         stored = ctx.api.write_status(pod, status)
         self.mem.last_status = status
         if stored is not None and stored["metadata"].get("uid") == self.uid and self.pod is pod:
             # keep our copy fresh so the next CAS uses the new resourceVersion
             self.set_pod(stored)
+
+
+def _without_nulls(v):
+    if isinstance(v, dict):
+        return {k: _without_nulls(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_without_nulls(x) for x in v]
+    return v
+
+
+def _desired(pod: Mapping) -> tuple:
+    """What a worker acts on: the pod without its status and resourceVersion."""
+    md = pod.get("metadata") or {}
+    return {k: v for k, v in md.items() if k not in ("resourceVersion", "managedFields")}, pod.get("spec")
 
 
 # ------------------------------------------------------------------------------ dispatch

@@ -197,10 +197,41 @@ def test_missing_image_err_image_pull_then_back_off(h):
             seen.add(r)
         return "ImagePullBackOff" in seen and seen
     wait("ImagePullBackOff", reasons)
+    # ErrImagePull first, for a moment of its own (the agent's next pass shows the back-off)
+    assert seen == {"ErrImagePull", "ImagePullBackOff"}, seen
     assert n.runtime.list() == []
     evs = wait("pull events", lambda: (e := h.events("bad")) and any(r == "BackOff" for _, r, _ in e) and e)
     assert any(r == "Failed" and 'Failed to pull image "reg/missing-app:v1"' in m for _, r, m in evs)
     assert ("Normal", "BackOff", 'Back-off pulling image "reg/missing-app:v1"') in evs
+
+
+def test_own_status_writes_do_not_wake_the_pod_worker(h):
+    """The agent's status write comes back through its pod watch; like kubelet it does not sync
+    the pod again for that, only for changes made by others."""
+    n = h.start_agent("node-1")
+    h.assign_cidr("node-1")
+    h.create_pod("quiet", "node-1")
+    wait("Running", lambda: h.cstatus("quiet").get("ready"))
+    uid = h.pod("quiet")["metadata"]["uid"]
+    synced = []
+    real = n.agent._sync_pod
+    n.agent._sync_pod = lambda u: (synced.append(u), real(u))[1]
+    n.agent.dispatcher._sync = n.agent._sync_pod
+    # a status-only change by someone else is acted on (the worker writes its own view back) ...
+    pod = h.pod("quiet")
+    pod["status"]["conditions"] = [dict(c, status="False") if c["type"] == "Ready" else c
+                                   for c in pod["status"]["conditions"]]
+    h.admin.update_status("pods", pod)
+    wait("the agent's own Ready condition back", lambda: h.cstatus("quiet").get("ready") and
+         all(c["status"] == "True" for c in h.pod("quiet")["status"]["conditions"] if c["type"] == "Ready"))
+    n_after_fix = synced.count(uid)
+    assert n_after_fix >= 1
+    # ... and the echo of that write is not: no further passes over a pod that does not change
+    time.sleep(1.0)
+    assert synced.count(uid) == n_after_fix, synced
+    # a change to the pod itself is
+    h.admin.patch("pods", "quiet", {"metadata": {"labels": {"touched": "yes"}}}, "default")
+    wait("a pass after the label change", lambda: synced.count(uid) > n_after_fix)
 
 
 def test_start_error_reported_and_retried(h):

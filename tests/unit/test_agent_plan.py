@@ -184,9 +184,12 @@ def test_pull_failure_fresh_shows_err_image_pull_then_back_off():
                      at=NOW, retry_at=NOW + 10, fresh=True)
     a = plan(pod(), view(), pull_failures={"web": pf})
     assert a.waiting["web"].reason == "ErrImagePull" and "not found" in a.waiting["web"].message
-    assert not a.start and a.wake_at == NOW + 10
-    a = plan(pod(), view(), pull_failures={"web": PullFailure(**{**pf.__dict__, "fresh": False})})
-    assert a.waiting["web"].reason == "ImagePullBackOff"
+    # ErrImagePull stays a second (half the back-off at most), then the pass that shows the back-off
+    assert not a.start and a.wake_at == NOW + 1
+    shown = PullFailure(**{**pf.__dict__, "fresh": False})
+    assert plan(pod(), view(), pull_failures={"web": shown}).waiting["web"].reason == "ErrImagePull"
+    a = plan(pod(), view(), pull_failures={"web": shown}, now=NOW + 1)
+    assert a.waiting["web"].reason == "ImagePullBackOff" and a.wake_at == NOW + 10
     assert a.waiting["web"].message == ('Back-off pulling image "reg/missing:v1": ErrImagePull: '
                                         'failed to pull "reg/missing:v1": not found')
 
