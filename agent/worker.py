@@ -171,7 +171,6 @@ class _Memory:
     terminating: dict[str, float] = field(default_factory=dict)
     ids: set[str] = field(default_factory=set)
     evented: set[str] = field(default_factory=set)
-    last_status: dict | None = None
     writing_status: dict | None = None    # the last status written, without nulls (its echo may come first)
     sandbox_retry_at: float = 0.0
 
@@ -661,11 +660,9 @@ class PodWorker:
         status = build_pod_status(pod, view, actions, probes=probes, host_ip=ctx.host_ip, now=ctx.clock())
         bare = _without_nulls(status)
         if bare == _without_nulls(pod.get("status") or {}):
-            self.mem.last_status = status
             return          # the API server has it (written by us, or put back by whoever changed it)
         self.mem.writing_status = bare
         stored = ctx.api.write_status(pod, status)
-        self.mem.last_status = status
         if stored is not None and stored["metadata"].get("uid") == self.uid and self.pod is pod:
             # keep our copy fresh so the next CAS uses the new resourceVersion
             self.set_pod(stored)
