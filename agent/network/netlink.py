@@ -203,15 +203,18 @@ def _ns_label(ns: str | None, node_ns: str | None) -> str:
 
 # ----------------------------------------------------------------------------- real implementation
 class _NsWorker:
-    """One thread parked in a namespace, owning an IPRoute opened there."""
+    """One thread parked in a namespace, owning an IPRoute opened there; and the namespace's
+    plain rtnetlink socket, made there and then used from any thread (`rtnl`)."""
 
     def __init__(self, path: str | None, libc: Any):
         self.path = path
         self._libc = libc
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self._local = threading.local()
-        # name -> ifindex seen in this namespace, used only by its one thread. Looking a link
-        # up decodes its whole RTM_NEWLINK answer, the largest CPU cost of a pod's setup.
+        self._rtnl: _Rtnl | None = None
+        self._rtnl_lock = threading.Lock()
+        # name -> ifindex seen in this namespace (plain dict operations, from any thread). Looking
+        # a link up decodes its whole RTM_NEWLINK answer, the largest CPU cost of a pod's setup.
         self.indexes: dict[str, int] = {}
 
     def _enter(self) -> None:
@@ -230,19 +233,29 @@ class _NsWorker:
         return ipr
 
     def rtnl(self) -> "_Rtnl":
-        """This namespace's plain rtnetlink socket; in the worker's thread only."""
-        r = getattr(self._local, "rtnl", None)
+        """This namespace's plain rtnetlink socket, for any thread. It is made on the worker's
+        thread, inside the namespace, and keeps that namespace for good (a netlink socket's
+        namespace is fixed when it is made), so the requests of a pod's setup need no hand-over
+        to the namespace's thread — each was two thread switches, and under load a wait for the
+        GIL on each side. `_Rtnl` serializes its requests."""
+        r = self._rtnl
         if r is None:
-            self._enter()
-            r = self._local.rtnl = _Rtnl()
+            with self._rtnl_lock:
+                r = self._rtnl
+                if r is None:
+                    r = self._rtnl = self._pool.submit(self._make_rtnl).result()
         return r
+
+    def _make_rtnl(self) -> "_Rtnl":
+        self._enter()
+        return _Rtnl()
 
     def call(self, fn: Callable[[Any], Any]) -> Any:
         return self._pool.submit(lambda: fn(self._ipr())).result()
 
     def call_raw(self, fn: Callable[["_Rtnl"], Any]) -> Any:
-        """fn(rtnl) in the namespace, without opening an IPRoute there."""
-        return self._pool.submit(lambda: fn(self.rtnl())).result()
+        """fn(rtnl) on the calling thread, with the namespace's socket (no IPRoute)."""
+        return fn(self.rtnl())
 
     def run(self, fn: Callable[[], Any]) -> Any:
         """Run fn inside the namespace without an IPRoute (sysctl writes)."""
@@ -263,6 +276,10 @@ class _NsWorker:
             src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
             if libc.mount(src, path.encode(), b"none", _MS_BIND, None) != 0:
                 raise NetlinkOpError(ctypes.get_errno(), f"bind-mount network namespace on {path}")
+            # The pod's requests follow at once: their socket is made here, in the namespace.
+            # (No lock: nobody else has this worker before create() returns, and rtnl() waits
+            # on this thread while holding it.)
+            self._rtnl = _Rtnl()
         self._pool.submit(job).result()
 
     def close(self) -> None:
@@ -271,14 +288,14 @@ class _NsWorker:
             if ipr is not None:
                 ipr.close()
                 self._local.ipr = None
-            r = getattr(self._local, "rtnl", None)
-            if r is not None:
-                r.close()
-                self._local.rtnl = None
         try:
             self._pool.submit(shut).result()
         finally:
             self._pool.shutdown(wait=True)
+            with self._rtnl_lock:
+                r, self._rtnl = self._rtnl, None
+            if r is not None:
+                r.close()
 
 
 class _Rtnl:
@@ -293,10 +310,15 @@ class _Rtnl:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
         self.sock.bind((0, 0))
         self.seq = 0
+        self._lock = threading.Lock()       # one request and its answer at a time, any thread
 
     def request(self, msg: Any, msg_type: int, flags: int = 0, *, ack: bool = True) -> bytes | None:
         """Send msg; return None on its ack, or (ack=False, a get) the answer's bytes.
         A kernel error raises pyroute2's NetlinkError (as IPRoute does)."""
+        with self._lock:
+            return self._request(msg, msg_type, flags, ack)
+
+    def _request(self, msg: Any, msg_type: int, flags: int, ack: bool) -> bytes | None:
         from pyroute2.netlink.exceptions import NetlinkError
         self.seq += 1
         seq = self.seq
@@ -337,7 +359,8 @@ class _Rtnl:
         return struct.unpack_from("=i", answer, 16 + 4)[0]     # nlmsghdr, then family, pad, type
 
     def close(self) -> None:
-        self.sock.close()
+        with self._lock:
+            self.sock.close()
 
 
 def _libc():
@@ -403,7 +426,7 @@ class PyrouteNetlink:
         return w
 
     def _call(self, ns: str | None, what: str, fn: Callable[[Any], Any], *, raw: bool = False) -> Any:
-        """fn(IPRoute) — or fn(_Rtnl) with raw=True — in the namespace's thread."""
+        """fn(IPRoute) in the namespace's thread — or fn(_Rtnl) with raw=True, on this one."""
         label = _ns_label(ns, self.node_ns)
         log.debug("netlink %s (%s)", what, label)
         from pyroute2.netlink.exceptions import NetlinkError
@@ -423,12 +446,11 @@ class PyrouteNetlink:
 
     def _lookup(self, ns: str | None, name: str) -> int | None:
         """The link's ifindex by RTM_GETLINK by name (link_lookup() would dump and decode
-        every link of the namespace); in the namespace's thread."""
+        every link of the namespace), on the namespace's socket."""
         return self._worker(ns).rtnl().link_index(name)
 
     def _index(self, name: str, ns: str | None) -> int:
-        """The link's ifindex, cached per namespace (see _NsWorker.indexes); called in the
-        namespace's thread."""
+        """The link's ifindex, cached per namespace (see _NsWorker.indexes)."""
         if name == "lo":
             return _LOOPBACK_IFINDEX
         cache = self._worker(ns).indexes

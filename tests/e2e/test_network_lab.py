@@ -205,6 +205,39 @@ def test_pod_setup_requests_keep_the_kernel_semantics_callers_rely_on(lab):
     node.teardown_pod(a.pod_uid)
 
 
+def test_pod_namespace_requests_run_on_the_callers_threads_which_stay_where_they_are(lab):
+    """A pod namespace's socket is made inside it, then used from the calling threads: the
+    requests act in the pod's namespace, no caller is moved into it, and callers on many
+    threads at once each get their own answer."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from agent.network.netlink import Route
+    from agent.network.node import mac_for_ip
+    net = lab.build(1)
+    h1 = net.hosts[0].netns
+    node = lab.node(1, "10.244.1.0/24")
+    a = node.setup_pod("d" * 8 + "-0000-0000-0000-000000000004", "web-d")
+    pod = os.path.basename(a.netns_path)
+    nl = node.netlink
+    mine = os.readlink("/proc/thread-self/ns/net")
+
+    def probe(i: int):
+        before = os.readlink("/proc/thread-self/ns/net")
+        got = [nl.link_get("eth0", ns=pod), nl.link_get("nope%d" % i, ns=pod)]
+        nl.route_replace(Route(dst=f"192.0.2.{i}/32", dev="eth0", gateway="10.244.1.1"), ns=pod)
+        return before, os.readlink("/proc/thread-self/ns/net"), threading.get_native_id(), got
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(probe, range(1, 25)))
+    assert os.readlink("/proc/thread-self/ns/net") == mine
+    assert all(before == after for before, after, _, _ in results)
+    assert all(got[0] is not None and got[0].mac == mac_for_ip(a.ip) and got[1] is None for *_, got in results)
+    routes = lab.run(pod, "ip", "route", check=True).stdout
+    assert all(f"192.0.2.{i} via 10.244.1.1 dev eth0" in routes for i in range(1, 25)), routes
+    assert "192.0.2." not in lab.run(h1, "ip", "route", check=True).stdout
+    node.teardown_pod(a.pod_uid)
+
+
 # ---------------------------------------------------------------------------- (b) overlay
 def test_overlay_three_hosts_pod_to_pod_and_host_to_pod_then_peer_removal(lab):
     net = lab.build(3)
