@@ -211,8 +211,7 @@ class _NsWorker:
         self._libc = libc
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self._local = threading.local()
-        self._rtnl: _Rtnl | None = None
-        self._rtnl_lock = threading.Lock()
+        self._rtnl: _Rtnl | None = None      # made (and assigned) on this worker's thread only
         # name -> ifindex seen in this namespace (plain dict operations, from any thread). Looking
         # a link up decodes its whole RTM_NEWLINK answer, the largest CPU cost of a pod's setup.
         self.indexes: dict[str, int] = {}
@@ -240,15 +239,18 @@ class _NsWorker:
         GIL on each side. `_Rtnl` serializes its requests."""
         r = self._rtnl
         if r is None:
-            with self._rtnl_lock:
-                r = self._rtnl
-                if r is None:
-                    r = self._rtnl = self._pool.submit(self._make_rtnl).result()
+            if getattr(self._local, "entered", False):
+                r = self._make_rtnl()        # we are the namespace's thread (an IPRoute call's fn)
+            else:
+                r = self._pool.submit(self._make_rtnl).result()
         return r
 
     def _make_rtnl(self) -> "_Rtnl":
-        self._enter()
-        return _Rtnl()
+        """On the worker's thread only, so the socket is made once and inside the namespace."""
+        if self._rtnl is None:
+            self._enter()
+            self._rtnl = _Rtnl()
+        return self._rtnl
 
     def call(self, fn: Callable[[Any], Any]) -> Any:
         return self._pool.submit(lambda: fn(self._ipr())).result()
@@ -276,10 +278,7 @@ class _NsWorker:
             src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
             if libc.mount(src, path.encode(), b"none", _MS_BIND, None) != 0:
                 raise NetlinkOpError(ctypes.get_errno(), f"bind-mount network namespace on {path}")
-            # The pod's requests follow at once: their socket is made here, in the namespace.
-            # (No lock: nobody else has this worker before create() returns, and rtnl() waits
-            # on this thread while holding it.)
-            self._rtnl = _Rtnl()
+            self._make_rtnl()             # the pod's requests follow at once: their socket, made in it
         self._pool.submit(job).result()
 
     def close(self) -> None:
@@ -292,8 +291,7 @@ class _NsWorker:
             self._pool.submit(shut).result()
         finally:
             self._pool.shutdown(wait=True)
-            with self._rtnl_lock:
-                r, self._rtnl = self._rtnl, None
+            r, self._rtnl = self._rtnl, None
             if r is not None:
                 r.close()
 

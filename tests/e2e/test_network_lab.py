@@ -238,6 +238,27 @@ def test_pod_namespace_requests_run_on_the_callers_threads_which_stay_where_they
     node.teardown_pod(a.pod_uid)
 
 
+def test_a_first_request_that_looks_a_link_up_from_the_namespaces_own_thread(lab):
+    """An IPRoute call whose function looks a link up by name (a VXLAN device added with a
+    master) runs on the namespace's thread; when that is the namespace's first request, the
+    socket for the lookup is made right there — not waited for from that same thread."""
+    import threading
+    from agent.network.netlink import VxlanInfo
+    net = lab.build(1)
+    h1 = net.hosts[0].netns
+    lab.node(1, "10.244.1.0/24")                      # the host's bridge, shoal0
+    fresh = PyrouteNetlink(netns=h1)                  # no socket made yet
+    lab.netlinks.append(fresh)
+    t = threading.Thread(target=fresh.link_add, args=("shtest0", "vxlan"), daemon=True,
+                         kwargs={"master": "shoal0", "vxlan": VxlanInfo(vni=4242, port=24789, local=None,
+                                                                          learning=False)})
+    t.start()
+    t.join(15)
+    assert not t.is_alive(), "link_add with a master hung on its first request"
+    assert "master shoal0" in lab.run(h1, "ip", "-o", "link", "show", "shtest0", check=True).stdout
+    fresh.link_del("shtest0")
+
+
 # ---------------------------------------------------------------------------- (b) overlay
 def test_overlay_three_hosts_pod_to_pod_and_host_to_pod_then_peer_removal(lab):
     net = lab.build(3)
