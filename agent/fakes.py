@@ -318,8 +318,6 @@ class FakeNetwork:
     def setup_pod(self, pod_uid: str, pod_name: str) -> PodNet:
         with self._lock:
             self.calls.append(("setup_pod", pod_uid, pod_name))
-            if pod_uid in self._pods:
-                return self._pods[pod_uid]
             pn = self._allocate(pod_uid, pod_name)
             self._pods[pod_uid] = pn
             return pn

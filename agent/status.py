@@ -166,7 +166,8 @@ def _condition(prev: Mapping[str, dict], ctype: str, ok: bool, now: float, reaso
 def build_pod_status(pod: Mapping, view: PodRuntimeView, actions: PodActions, *,
                      probes: Mapping[str, Mapping[str, ProbeResult]] | None = None,
                      host_ip: str, now: float) -> dict:
-    """The pod's new `status`, keeping fields this agent does not own from the old one."""
+    """The pod's new `status`, keeping fields this agent does not own from the old one;
+    without null fields, as the API server would store it."""
     probes = probes or {}
     spec = pod.get("spec") or {}
     old = copy.deepcopy(pod.get("status") or {})
@@ -207,7 +208,18 @@ def build_pod_status(pod: Mapping, view: PodRuntimeView, actions: PodActions, *,
     status["startTime"] = old.get("startTime") or rfc3339(now)
     status["containerStatuses"] = statuses
     status["qosClass"] = qos_class(spec)
-    return status
+    return _without_nulls(status)
+
+
+def _without_nulls(v):
+    """A status as the API server stores it: it drops null fields (`lastProbeTime: null`, a
+    container's `finishedAt` not yet known), so that what the agent builds compares equal to
+    what it reads back."""
+    if isinstance(v, dict):
+        return {k: _without_nulls(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_without_nulls(x) for x in v]
+    return v
 
 
 def qos_class(spec: Mapping) -> str:

@@ -171,7 +171,7 @@ class _Memory:
     terminating: dict[str, float] = field(default_factory=dict)
     ids: set[str] = field(default_factory=set)
     evented: set[str] = field(default_factory=set)
-    writing_status: dict | None = None    # the last status written, without nulls (its echo may come first)
+    writing_status: dict | None = None    # the last status written (its echo may come before the answer)
     sandbox_retry_at: float = 0.0
 
 
@@ -224,10 +224,9 @@ class PodWorker:
         does not sync a pod on its own status updates either — where a sync per status write
         used to cost the agent a second pass over every starting pod."""
         cur, st = self.pod, pod.get("status")
-        if cur is None or not st or self.mem.writing_status is None:
+        if cur is None or not st:
             return False
-        # the API server stores what it is sent without its nulls (`lastProbeTime: null`)
-        return _without_nulls(st) == self.mem.writing_status and _desired(pod) == _desired(cur)
+        return st == self.mem.writing_status and _desired(pod) == _desired(cur)
 
     @property
     def pod_dir(self) -> Path:
@@ -658,22 +657,13 @@ class PodWorker:
         ctx = self.ctx
         probes = ctx.probes.pod_results(self.uid)
         status = build_pod_status(pod, view, actions, probes=probes, host_ip=ctx.host_ip, now=ctx.clock())
-        bare = _without_nulls(status)
-        if bare == _without_nulls(pod.get("status") or {}):
+        if status == (pod.get("status") or {}):
             return          # the API server has it (written by us, or put back by whoever changed it)
-        self.mem.writing_status = bare
+        self.mem.writing_status = status
         stored = ctx.api.write_status(pod, status)
         if stored is not None and stored["metadata"].get("uid") == self.uid and self.pod is pod:
             # keep our copy fresh so the next CAS uses the new resourceVersion
             self.set_pod(stored)
-
-
-def _without_nulls(v):
-    if isinstance(v, dict):
-        return {k: _without_nulls(x) for k, x in v.items() if x is not None}
-    if isinstance(v, list):
-        return [_without_nulls(x) for x in v]
-    return v
 
 
 def _desired(pod: Mapping) -> tuple:

@@ -296,7 +296,7 @@ class Store:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else _NullLock()
         self._writer = None
-        self._raw_writer = None        # SQLite: (pool connection, its sqlite3 connection) of _write_ops
+        self._raw_writer = None        # SQLite: the pool connection _write_ops keeps for its writes
         metadata.create_all(self.engine)
         self._upgrade_schema()
         self._compacted = self._read_meta_int("compacted_revision")
@@ -320,7 +320,7 @@ class Store:
 
     def _drop_raw_writer(self) -> None:
         if self._raw_writer is not None:
-            fairy, self._raw_writer = self._raw_writer[0], None
+            fairy, self._raw_writer = self._raw_writer, None
             try:
                 fairy.invalidate()     # never back to the pool: its state is unknown
             except Exception:  # noqa: BLE001 — already broken
@@ -338,9 +338,8 @@ class Store:
         with self._write_lock:
             for attempt in (1, 2):
                 if self._raw_writer is None:
-                    fairy = self.engine.raw_connection()     # the pool's connect hook set the pragmas
-                    self._raw_writer = (fairy, fairy.driver_connection)
-                c = self._raw_writer[1]
+                    self._raw_writer = self.engine.raw_connection()   # the pool's connect hook set the pragmas
+                c = self._raw_writer.driver_connection
                 try:
                     c.execute("BEGIN IMMEDIATE")
                     break

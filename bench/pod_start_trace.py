@@ -35,13 +35,9 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from agent_fixtures import NAMESPACE, E2ECluster, deployment_manifest, is_ready, wait_for  # noqa: E402
-from pod_start import warm_image  # noqa: E402
+from pod_start import emit, warm_image  # noqa: E402
 
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
-
-
-def emit(**kw) -> None:
-    print(json.dumps(kw), flush=True)
 
 
 def proc_cpu_ms(pid: int) -> float:

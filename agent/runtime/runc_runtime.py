@@ -213,8 +213,9 @@ class RuncRuntime:
 
     def run(self, cfg: ContainerConfig, *, ready: Callable[[], None] | None = None) -> None:
         """create + start in one runc process (conmon runs the run shim). `ready()` is
-        called once conmon sits in its cgroup and before runc runs: a pod's network can
-        be finished meanwhile. If it raises, everything is undone and CreateError raised."""
+        called once conmon runs (its move into its cgroup under way) and before runc runs:
+        a pod's network can be finished meanwhile. If it raises, everything is undone and
+        CreateError raised."""
         self._make(cfg, run=True, ready=ready)
 
     def _make(self, cfg: ContainerConfig, *, run: bool, ready: Callable[[], None] | None) -> None:

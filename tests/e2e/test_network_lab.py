@@ -134,6 +134,14 @@ def _links(lab: Lab, ns: str) -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
 
 
+def _host_with_one_pod(lab: Lab, uid: str, name: str):
+    """A one-host lab with a node network and one pod: (host netns, node, PodNet, pod netns)."""
+    net = lab.build(1)
+    node = lab.node(1, "10.244.1.0/24")
+    a = node.setup_pod(uid, name)
+    return net.hosts[0].netns, node, a, os.path.basename(a.netns_path)
+
+
 # ---------------------------------------------------------------------------- (a) one node
 def test_one_node_pods_reach_each_other_and_the_host_reaches_them(lab):
     net = lab.build(1)
@@ -172,11 +180,7 @@ def test_pod_setup_requests_keep_the_kernel_semantics_callers_rely_on(lab):
     import errno
     from agent.network.netlink import NetlinkOpError, Route
     from agent.network.node import mac_for_ip
-    net = lab.build(1)
-    h1 = net.hosts[0].netns
-    node = lab.node(1, "10.244.1.0/24")
-    a = node.setup_pod("c" * 8 + "-0000-0000-0000-000000000003", "web-c")
-    pod = os.path.basename(a.netns_path)
+    h1, node, a, pod = _host_with_one_pod(lab, "c" * 8 + "-0000-0000-0000-000000000003", "web-c")
     nl = node.netlink
     # what `ip` sees: the host veth up on the bridge, the pod side up with its address and route
     veth = veth_name(a.pod_uid)
@@ -209,15 +213,10 @@ def test_pod_namespace_requests_run_on_the_callers_threads_which_stay_where_they
     """A pod namespace's socket is made inside it, then used from the calling threads: the
     requests act in the pod's namespace, no caller is moved into it, and callers on many
     threads at once each get their own answer."""
-    import threading
     from concurrent.futures import ThreadPoolExecutor
     from agent.network.netlink import Route
     from agent.network.node import mac_for_ip
-    net = lab.build(1)
-    h1 = net.hosts[0].netns
-    node = lab.node(1, "10.244.1.0/24")
-    a = node.setup_pod("d" * 8 + "-0000-0000-0000-000000000004", "web-d")
-    pod = os.path.basename(a.netns_path)
+    h1, node, a, pod = _host_with_one_pod(lab, "d" * 8 + "-0000-0000-0000-000000000004", "web-d")
     nl = node.netlink
     mine = os.readlink("/proc/thread-self/ns/net")
 
@@ -225,12 +224,12 @@ def test_pod_namespace_requests_run_on_the_callers_threads_which_stay_where_they
         before = os.readlink("/proc/thread-self/ns/net")
         got = [nl.link_get("eth0", ns=pod), nl.link_get("nope%d" % i, ns=pod)]
         nl.route_replace(Route(dst=f"192.0.2.{i}/32", dev="eth0", gateway="10.244.1.1"), ns=pod)
-        return before, os.readlink("/proc/thread-self/ns/net"), threading.get_native_id(), got
+        return before, os.readlink("/proc/thread-self/ns/net"), got
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(probe, range(1, 25)))
     assert os.readlink("/proc/thread-self/ns/net") == mine
-    assert all(before == after for before, after, _, _ in results)
+    assert all(before == after for before, after, _ in results)
     assert all(got[0] is not None and got[0].mac == mac_for_ip(a.ip) and got[1] is None for *_, got in results)
     routes = lab.run(pod, "ip", "route", check=True).stdout
     assert all(f"192.0.2.{i} via 10.244.1.1 dev eth0" in routes for i in range(1, 25)), routes

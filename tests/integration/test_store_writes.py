@@ -86,7 +86,7 @@ def test_a_writer_connection_closed_under_the_store_is_replaced(tmp_path):
     store = Store(f"sqlite:///{tmp_path}/state.db")      # the driver path: it keeps a connection
     try:
         store.create("pods", obj("a", "ua"))
-        store._raw_writer[1].close()
+        store._raw_writer.driver_connection.close()
         store.create("pods", obj("b", "ub"))
         assert [k for _, _, k in log(store)] == ["pods/default/a", "pods/default/b"]
     finally:
