@@ -44,10 +44,15 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Kinds whose status is owned by controllers/agents: a create carries none.
 STATUS_RESET_ON_CREATE = {"Pod", "Deployment", "ReplicaSet"}
 NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+GENERATE_NAME_ATTEMPTS = 8
 
 
 def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
     return datetime.fromtimestamp(clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _generated_name(prefix: str) -> str:
+    return str(prefix) + "".join(secrets.choice(NAME_SUFFIX_ALPHABET) for _ in range(5))
 
 
 def _not_found(res: Resource, name: str) -> errors.NotFound:
@@ -181,8 +186,9 @@ class Registry:
                 f'{res.plural}', causes=[errors.Cause("kind", f"expected {res.kind}")])
         ns = self._check_namespace(res, namespace, body)
         md = body["metadata"]
-        if not md.get("name") and md.get("generateName"):
-            md["name"] = str(md["generateName"]) + "".join(secrets.choice(NAME_SUFFIX_ALPHABET) for _ in range(5))
+        generated = not md.get("name") and bool(md.get("generateName"))
+        if generated:
+            md["name"] = _generated_name(md["generateName"])
         if not md.get("name"):
             raise errors.Invalid(f"{res.kind} is invalid: metadata.name: Required value: name or generateName is "
                                  f"required", causes=[errors.Cause("metadata.name", "Required value",
@@ -211,6 +217,14 @@ class Registry:
             obj["status"] = {"phase": "Active"}
         if dry_run:
             return obj
+        # A generated name can meet an existing one (5 characters of 27: after a thousand
+        # objects of one prefix about once in twenty): like Kubernetes' RetryGenerateName,
+        # draw again a few times instead of failing the caller's create.
+        for _ in range(GENERATE_NAME_ATTEMPTS - 1 if generated else 0):
+            try:
+                return self.store.create(res.plural, obj)
+            except errors.AlreadyExists:
+                md["name"] = _generated_name(md["generateName"])
         try:
             return self.store.create(res.plural, obj)
         except errors.AlreadyExists:

@@ -36,6 +36,23 @@ def test_create_defaults_and_server_fields(api):
         c.create("deploy", deployment())
 
 
+def test_generate_name_draws_again_on_a_taken_name(api, monkeypatch):
+    """As Kubernetes' RetryGenerateName: a generated name that is taken is drawn again,
+    up to 8 times, before the create fails with AlreadyExists."""
+    from apiserver import registry
+    c = api.client()
+    c.create("pods", pod("gen-aaaaa"))
+    draws = iter(["gen-aaaaa", "gen-aaaaa", "gen-bbbbb"])
+    monkeypatch.setattr(registry, "_generated_name", lambda prefix: next(draws))
+    body = pod("")
+    body["metadata"] = {"generateName": "gen-", "labels": {"app": "x"}}
+    assert c.create("pods", body)["metadata"]["name"] == "gen-bbbbb"
+    monkeypatch.setattr(registry, "_generated_name", lambda prefix: "gen-aaaaa")
+    with pytest.raises(errors.AlreadyExists):
+        c.create("pods", body)
+    assert sorted(p["metadata"]["name"] for p in c.list("pods")["items"]) == ["gen-aaaaa", "gen-bbbbb"]
+
+
 def test_generation_bumps_on_spec_change_only(api):
     c = api.client()
     d = c.create("deploy", deployment())
