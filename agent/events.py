@@ -2,7 +2,13 @@
 
 `EventRecorder.emit(obj, type, reason, message)` never blocks the pod worker:
 events go through a bounded queue to one sender thread (dropped, with a log
-line, if the API server is far behind). A repeat of the same (object uid,
+line, if the API server is far behind). The sender waits until the agent has
+emitted nothing for `quiet` seconds (at most `max_delay` after the first event
+it holds) and then writes what it holds, in order: during a burst of pod starts
+the writes of state (pod statuses) go first and events, which are advice,
+follow within a second — each event written mid-burst cost the agent about a
+millisecond of CPU, most of it in hand-overs of the GIL between its threads
+(bench/pod_start.py, docs/benchmarks.md). `flush()` and `stop()` send at once. A repeat of the same (object uid,
 type, reason, message) within `aggregate_window` seconds updates the existing
 Event's `count` and `lastTimestamp` instead of creating a new one — the
 "BackOff x12" line of `kubectl describe`.
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from typing import Callable, Mapping
 
@@ -25,8 +32,9 @@ COMPONENT = "shoal-agent"
 
 class EventRecorder:
     def __init__(self, client, *, node_name: str, clock: Callable[[], float], aggregate_window: float = 600.0,
-                 max_queue: int = 2000, cache_size: int = 4096):
+                 max_queue: int = 2000, cache_size: int = 4096, quiet: float = 0.1, max_delay: float = 1.0):
         self.client = client
+        self.quiet, self.max_delay = quiet, max_delay
         self.node_name = node_name
         self.clock = clock
         self.window = aggregate_window
@@ -61,16 +69,37 @@ class EventRecorder:
 
     def _run(self) -> None:
         while True:
-            item = self._q.get()
-            if item is None:
-                return
-            if isinstance(item, threading.Event):
-                item.set()
-                continue
+            for item in self._gather():
+                if item is None:
+                    return
+                if isinstance(item, threading.Event):
+                    item.set()
+                    continue
+                try:
+                    self._send(*item)
+                except Exception as e:   # events are best-effort: never let them break the agent
+                    log.warning("recording event failed: %s", e)
+
+    def _gather(self) -> list:
+        """The next items to handle: an event and those that follow it until the queue has
+        been quiet for `quiet` seconds or `max_delay` has passed since it; a flush or stop
+        marker ends the gathering at once."""
+        first = self._q.get()
+        items = [first]
+        if not isinstance(first, tuple) or self.quiet <= 0:
+            return items
+        deadline = time.monotonic() + self.max_delay
+        while True:
+            left = min(self.quiet, deadline - time.monotonic())
+            if left <= 0:
+                return items
             try:
-                self._send(*item)
-            except Exception as e:   # events are best-effort: never let them break the agent
-                log.warning("recording event failed: %s", e)
+                item = self._q.get(timeout=left)
+            except queue.Empty:
+                return items
+            items.append(item)
+            if not isinstance(item, tuple):
+                return items
 
     def _send(self, md: dict, kind: str, api_version: str, type_: str, reason: str, message: str, t: float) -> None:
         ns = md.get("namespace") or "default"
