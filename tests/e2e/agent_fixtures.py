@@ -318,6 +318,17 @@ class E2ECluster:
         return [e for e in self.client.list("events", NAMESPACE)["items"]
                 if (e.get("involvedObject") or {}).get("name") == name]
 
+    def wait_events(self, name: str, reason: str, match: Callable[[dict], bool] = lambda e: True,
+                    *, timeout: float = 15.0) -> list[dict]:
+        """The events of `reason` about `name`, once one of them satisfies `match`. Events are
+        written behind the state they describe (the agent holds them while it is busy, up to a
+        second), so a test that has seen the state waits for its events."""
+        def found():
+            evs = [e for e in self.events_for(name) if e["reason"] == reason]
+            return evs if any(match(e) for e in evs) else None
+        return wait_for(found, timeout=timeout, what=f"a {reason} event about {name}",
+                        detail=lambda: f"events: {[(e['reason'], e['message']) for e in self.events_for(name)]}")
+
     def delete_pod_and_wait(self, name: str, *, timeout: float = 60.0) -> None:
         from apiserver import errors
         try:

@@ -139,12 +139,10 @@ def test_failing_liveness_probe_kills_and_restarts(cluster):
         pod = c.wait_pod("flaky", restarted(1), timeout=60)
         cs = cstatus(pod, "web")
         assert "terminated" in cs["lastState"]
-        evs = c.events_for("flaky")
-        unhealthy = [e for e in evs if e["reason"] == "Unhealthy"]
-        killing = [e for e in evs if e["reason"] == "Killing"]
-        assert unhealthy and all(e["type"] == "Warning" for e in unhealthy)
-        assert any("Liveness probe failed" in e["message"] and "404" in e["message"] for e in unhealthy), unhealthy
-        assert any("failed liveness probe" in e["message"] for e in killing), killing
+        unhealthy = c.wait_events("flaky", "Unhealthy",
+                                  lambda e: "Liveness probe failed" in e["message"] and "404" in e["message"])
+        assert all(e["type"] == "Warning" for e in unhealthy), unhealthy
+        c.wait_events("flaky", "Killing", lambda e: "failed liveness probe" in e["message"])
     finally:
         c.delete_pod_and_wait("flaky")
 
@@ -179,8 +177,7 @@ def test_crashing_image_backs_off_with_growing_delays(cluster):
         cs = cstatus(pod, "crash")
         assert cs["restartCount"] >= 3 and cs["lastState"]["terminated"]["exitCode"] == 1
         assert cs["lastState"]["terminated"]["reason"] == "Error"
-        backoff = [e for e in c.events_for("crash") if e["reason"] == "BackOff"]
-        assert backoff and "Back-off restarting failed container" in backoff[0]["message"], backoff
+        c.wait_events("crash", "BackOff", lambda e: "Back-off restarting failed container" in e["message"])
     finally:
         c.delete_pod_and_wait("crash")
 
@@ -203,8 +200,7 @@ def test_wrong_digest_gives_image_pull_backoff_and_runs_nothing(cluster):
         assert "MANIFEST_UNKNOWN" in messages["ErrImagePull"] and bad in messages["ErrImagePull"], messages
         assert messages["ImagePullBackOff"].startswith(f'Back-off pulling image "{bad}": ErrImagePull: '), messages
         assert c.containers_of(pod) == []
-        failed = [e for e in c.events_for("baddigest") if e["reason"] == "Failed"]
-        assert any(bad in e["message"] for e in failed), failed
+        c.wait_events("baddigest", "Failed", lambda e: bad in e["message"])
         assert not is_ready(pod) and pod["status"]["phase"] == "Pending"
     finally:
         c.delete_pod_and_wait("baddigest")

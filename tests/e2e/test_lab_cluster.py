@@ -125,9 +125,12 @@ def test_liveness_probe_restarts_on_every_host(lab):
             restarts = int(line.split()[3])
             assert restarts >= 1, line
         name = sorted(counts)[0]
-        desc = lab.shoal("describe", "pod", name, check=True).stdout
-        assert "Liveness probe failed" in desc, desc
-        assert "Killing" in desc and "Restart Count:" in desc, desc
+        # events follow the state they describe (an agent holds them while busy, up to 1 s)
+        def described():
+            desc = lab.shoal("describe", "pod", name, check=True).stdout
+            return desc if "Liveness probe failed" in desc and "Killing" in desc else None
+        desc = wait(f"describe pod {name} showing the probe's events", described, timeout=30)
+        assert "Restart Count:" in desc, desc
     finally:
         lab.client.delete("deployments", "flaky", "default")
         wait("flaky pods gone", lambda: not lab.pods("app=flaky"), timeout=60)
