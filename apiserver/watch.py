@@ -9,7 +9,12 @@ Design notes
   hook hops to the event loop) and otherwise
   polls every `poll_interval` seconds, which is how writes made by another
   API server process on the same database are seen. On local SQLite it reads
-  the log on the event loop (no thread hop per round of writes).
+  the log on the event loop (no thread hop per round of writes), and a write
+  made on the event loop itself reads the log at once, in its commit hook:
+  the watchers are woken in the same turn of the loop instead of after the
+  pump's own turn — under a burst of requests each turn waits behind the
+  requests queued before it (measured: a bound pod reached its agent 15–30 ms
+  after the binding; see docs/benchmarks.md).
 * A watcher that asks for a revision older than the tail reads the gap from
   the database first (raising Gone if it was compacted), then follows the
   tail. A watcher that falls so far behind that the tail has moved past it
@@ -25,6 +30,7 @@ import asyncio
 import bisect
 import json
 import logging
+import threading
 from typing import AsyncIterator, Callable
 
 import anyio
@@ -54,16 +60,21 @@ class WatchHub:
         self.poll_interval = poll_interval
         self.latest = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._wake = asyncio.Event()
-        self._changed: asyncio.Event | None = None
+        # Watchers waiting for the next signal: one future each, resolved by _signal, so a
+        # woken watcher runs on the loop's next turn (asyncio.wait_for on an Event took three
+        # turns, each behind every request queued meanwhile).
+        self._generation = 0
+        self._waiters: set[asyncio.Future] = set()
         self._task: asyncio.Task | None = None
         self._stopping = False
 
     # -- lifecycle (called on the event loop) -------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._wake = asyncio.Event()
-        self._changed = asyncio.Event()
         self.latest = await anyio.to_thread.run_sync(self.store.current_revision)
         self.store.on_commit.append(self._on_commit)
         self._task = asyncio.create_task(self._pump(), name="watch-pump")
@@ -78,16 +89,40 @@ class WatchHub:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        if self._changed:
-            self._changed.set()
+        self._signal()
 
     def _on_commit(self, revision: int) -> None:
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        if loop is None or loop.is_closed():
+            return
+        if self.read_on_loop and threading.get_ident() == self._loop_thread and not self._stopping:
+            # A write made on the loop: read the log now (synchronously, so nothing else on
+            # the loop runs in between — the pump reads the same way); the pump covers errors.
             try:
-                loop.call_soon_threadsafe(self._wake.set)
-            except RuntimeError:
-                pass
+                while True:
+                    evs = self.store.events_after(self.latest, limit=_LOOP_BATCH)
+                    if evs:
+                        self._append(evs)
+                    if len(evs) < _LOOP_BATCH:
+                        break
+            except Exception:   # noqa: BLE001 — Gone, a locked database…: the pump's turn
+                self._wake.set()
+            return
+        try:
+            loop.call_soon_threadsafe(self._wake.set)
+        except RuntimeError:
+            pass
+
+    def _append(self, evs: list[Event]) -> None:
+        """Add events read from the log (after `latest`, in order) to the tail; wake watchers."""
+        for ev in evs:
+            self.tail.append(ev)
+            self._tail_revs.append(ev.revision)
+        if len(self.tail) > 2 * self.tail_size:
+            del self.tail[:self.tail_size]
+            del self._tail_revs[:self.tail_size]
+        self.latest = evs[-1].revision
+        self._signal()
 
     async def _pump(self) -> None:
         while not self._stopping:
@@ -106,14 +141,7 @@ class WatchHub:
                         evs = await anyio.to_thread.run_sync(lambda: self.store.events_after(self.latest, limit=batch))
                     if not evs:
                         break
-                    for ev in evs:
-                        self.tail.append(ev)
-                        self._tail_revs.append(ev.revision)
-                    if len(self.tail) > 2 * self.tail_size:
-                        del self.tail[:self.tail_size]
-                        del self._tail_revs[:self.tail_size]
-                    self.latest = evs[-1].revision
-                    self._signal()
+                    self._append(evs)
                     if len(evs) < batch:
                         break
                     if self.read_on_loop:
@@ -131,10 +159,11 @@ class WatchHub:
                 await asyncio.sleep(self.poll_interval)
 
     def _signal(self) -> None:
-        changed = self._changed
-        self._changed = asyncio.Event()
-        if changed:
-            changed.set()
+        self._generation += 1
+        waiters, self._waiters = self._waiters, set()
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
 
     # -- reading ---------------------------------------------------------------------------
     async def events_after(self, revision: int, resource: str) -> tuple[list[Event], int]:
@@ -155,19 +184,24 @@ class WatchHub:
         reached = evs[-1].revision if len(evs) == 5000 else latest
         return evs, reached
 
-    def changed_token(self) -> asyncio.Event | None:
+    def changed_token(self) -> int:
         """Take before reading events; wait on it afterwards, so no signal falls in between."""
-        return self._changed
+        return self._generation
 
-    async def wait_changed(self, timeout: float, token: asyncio.Event | None = None) -> None:
-        ev = token or self._changed
-        if ev is None:
-            await asyncio.sleep(timeout)
+    async def wait_changed(self, timeout: float, token: int | None = None) -> None:
+        """Return at the first signal after `token` was taken (at once if there was one
+        already), or after `timeout` seconds."""
+        if token is not None and token != self._generation:
             return
+        loop = asyncio.get_running_loop()
+        w = loop.create_future()
+        self._waiters.add(w)
+        timer = loop.call_later(timeout, lambda: w.done() or w.set_result(None))
         try:
-            await asyncio.wait_for(ev.wait(), timeout=timeout)
-        except asyncio.TimeoutError:
-            pass
+            await w
+        finally:
+            timer.cancel()
+            self._waiters.discard(w)
 
 
 def filter_event(ev: Event, matches: Matcher) -> tuple[str, dict] | None:

@@ -162,3 +162,46 @@ def test_watch_is_newline_delimited_json_over_http(api):
                       headers={"Authorization": f"Bearer {api.admin_token}"}) as r:
         lines = [line for line in r.iter_lines() if line]
     assert r.status_code == 200 and len(lines) == 1 and '"type":"ADDED"' in lines[0]
+
+
+def test_a_write_on_the_loop_reaches_watchers_without_the_pump(api):
+    """On SQLite a write made on the event loop reads the log in its commit hook and wakes
+    the watchers itself; the pump (stopped here) is only for other writers and errors."""
+    hub = api.app.state.hub
+    stopped = threading.Event()
+    hub._loop.call_soon_threadsafe(lambda: (hub._task.cancel(), stopped.set()))
+    assert stopped.wait(5)
+    c = api.client()
+    rv = c.list("pods")["metadata"]["resourceVersion"]
+    got = []
+
+    def watch():
+        for ev in c.watch("pods", resource_version=rv, timeout_seconds=10):
+            got.append((ev["type"], ev["object"]["metadata"]["name"]))
+            return
+    t = threading.Thread(target=watch)
+    t.start()
+    c.create("pods", cm_pod("after-pump"))
+    t.join(15)
+    assert got == [("ADDED", "after-pump")]
+
+
+def test_a_signal_wakes_a_waiting_watcher_on_the_next_turn():
+    import asyncio
+
+    from apiserver.watch import WatchHub
+
+    async def main():
+        hub = WatchHub(store=None)
+        token = hub.changed_token()
+        hub._signal()
+        await asyncio.wait_for(hub.wait_changed(30, token), 1)     # signalled since: at once
+        task = asyncio.ensure_future(hub.wait_changed(30, hub.changed_token()))
+        await asyncio.sleep(0)
+        assert not task.done()
+        hub._signal()
+        await asyncio.sleep(0)          # one turn of the loop
+        assert task.done()
+        await asyncio.wait_for(hub.wait_changed(0.01, hub.changed_token()), 5)   # the timeout
+        assert not hub._waiters
+    asyncio.run(main())
