@@ -143,13 +143,14 @@ def crash_recovery(c: E2ECluster, ref: str, samples: int) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- floor
-def raw_runc(image: PulledImage, work: Path, n: int, parallel: int, *, net: bool = False) -> float:
+def raw_runc(image: PulledImage, work: Path, n: int, parallel: int, *, run_dir: Path, net: bool = False) -> float:
     """Seconds for `runc run -d` of n containers of `image`, `parallel` at a time. With
     net=True each also gets what a pod gets, made the way a shell user would (`ip`): its
-    own named netns, a veth pair on a bridge, an address, lo up and a default route."""
+    own named netns, a veth pair on a bridge, an address, lo up and a default route.
+    runc keeps its state under `run_dir` — the same tmpfs as the agent's (a host's /run)."""
     tag = uuid.uuid4().hex[:6]
     cgroup_parent = f"/shoal-bench-floor-{tag}"
-    runc_root = work / f"runc-{tag}"
+    runc_root = run_dir / f"floor-runc-{tag}"
     rootfs = work / f"rootfs-{tag}"
     rootfs.mkdir(parents=True)
     bridge, subnet = f"sbf{tag}", f"10.254.{int(tag[:2], 16) % 250}"
@@ -243,8 +244,8 @@ def main() -> None:
                     shoal = shoal_pod_start(c, ref, n)
                     runs["shoal"].append(shoal["all_ready_s"])
                     runs["deleted"].append(shoal["all_deleted_s"])
-                    runs["floor"].append(raw_runc(image, work / "floor", n, par, net=False))
-                    runs["netns"].append(raw_runc(image, work / "floor", n, par, net=True))
+                    runs["floor"].append(raw_runc(image, work / "floor", n, par, run_dir=c.run_dir, net=False))
+                    runs["netns"].append(raw_runc(image, work / "floor", n, par, run_dir=c.run_dir, net=True))
                 med = {k: statistics.median(v) for k, v in runs.items()}
                 emit(bench="pod_start", what="shoal: deployment applied -> all pods Ready (image cached)", n=n,
                      parallel=par, all_ready_s=round(med["shoal"], 3), all_deleted_s=round(med["deleted"], 3),

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("/var/lib/shoal/agent")
+log = logging.getLogger("shoal.agent")
 
 
 def _mirror(value: str) -> tuple[str, str]:
@@ -56,7 +57,11 @@ def register(sub) -> None:
     p.add_argument("--address", default=None, help="this node's InternalIP: the log endpoint, hostPorts and the "
                                                    "overlay's underlay address (default: the host name's address)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"agent state ({DEFAULT_DATA_DIR})")
-    p.add_argument("--runc-root", default=None, help="runc state directory (default <data-dir>/runc)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="volatile container state (bundles, conmon's files; runc's state unless --runc-root): "
+                        "it lives as long as the containers, so it belongs on tmpfs, e.g. /run/shoal/agent "
+                        "(default: in the data dir)")
+    p.add_argument("--runc-root", default=None, help="runc state directory (default <run-dir>/runc)")
     p.add_argument("--cgroup-parent", default="/shoal", help="cgroup under which containers are placed (/shoal)")
     p.add_argument("--pod-netns-prefix", default="shoal-",
                    help="name prefix of pod network namespaces (shoal-); lab hosts use their own")
@@ -111,10 +116,16 @@ def build_seams(args, data_dir: Path):
     from agent.network import real_node_network
     from agent.probes import RealProbeExecutor
     from agent.runtime import RuncRuntime
+    from agent.runtime.mounts import is_tmpfs
     registry = RegistryClient(mirrors=dict(args.registry_mirror), insecure_registries=args.insecure_registry)
     images = LocalImageStore(data_dir / "images", registry_client=registry)
-    runtime = RuncRuntime(str(data_dir / "runtime"), runc_root=args.runc_root or str(data_dir / "runc"),
-                          cgroup_parent=args.cgroup_parent)
+    run_dir = getattr(args, "run_dir", None)
+    state = Path(run_dir) if run_dir else data_dir
+    if run_dir and not is_tmpfs(state):
+        log.warning("run dir %s is not on tmpfs: container state will outlive a reboot and every start "
+                    "writes ≈ 20 files there to disk", state)
+    runtime = RuncRuntime(str(data_dir / "runtime"), state_dir=str(state / "runtime") if run_dir else None,
+                          runc_root=args.runc_root or str(state / "runc"), cgroup_parent=args.cgroup_parent)
     bridge = getattr(args, "bridge", "shoal0")
     network = real_node_network(str(data_dir / "network"), netns_prefix=args.pod_netns_prefix, bridge=bridge,
                                 vxlan_dev="shoal.1" if bridge == "shoal0" else f"{bridge[:13]}.1",

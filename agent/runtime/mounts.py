@@ -84,3 +84,24 @@ def mountpoints(mountinfo: str) -> set[str]:
 def is_mounted(path: str) -> bool:
     with open("/proc/self/mountinfo") as f:
         return os.path.abspath(path) in mountpoints(f.read())
+
+
+def fs_type_of(path: str, mountinfo: str) -> str | None:
+    """The filesystem type of the mount holding `path` (the longest mount point that is a
+    prefix of it; the last such mount when several are stacked), from a mountinfo text."""
+    path = os.path.abspath(path)
+    best, fstype = "", None
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        f, r = left.split(), right.split()
+        if not sep or len(f) < 5 or not r:
+            continue
+        mp = f[4].encode().decode("unicode_escape")
+        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+            best, fstype = mp, r[0]
+    return fstype
+
+
+def is_tmpfs(path: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return fs_type_of(path, f.read()) == "tmpfs"

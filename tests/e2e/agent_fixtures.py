@@ -32,6 +32,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from agent.runtime.mounts import is_mounted  # noqa: E402
 from apiserver import testing  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,10 @@ class E2ECluster:
         self.cgroup_parent = f"/shoal-e2e-{self.tag}"
         self.cluster_cidr = f"10.{random.randint(200, 239)}.0.0/16"
         self.agent_dir = self.tmp / "agent"
-        self.runc_root = self.tmp / "runc"
+        # The agent's volatile state on a tmpfs of its own, as a real host's /run is
+        # (`--run-dir`): runc's state, bundles, conmon's files.
+        self.run_dir = self.tmp / "run"
+        self.runc_root = self.run_dir / "runc"
         self.netns_prefix = f"se2e{self.tag}-"
         self.bridge = f"se2e{self.tag}"
         self.vxlan = f"se2e{self.tag}.1"
@@ -171,6 +176,8 @@ class E2ECluster:
             opts = ControllerOptions(cluster_cidr=self.cluster_cidr, node_grace_period=120.0, eviction_delay=60.0)
             self.srv = start_test_server(self.tmp, controllers=True, controller_options=opts)
         self.client = self.srv.client()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700,size=256m", "tmpfs", str(self.run_dir)], check=True)
         self.start_agent()
         wait_for(self._node_ready, timeout=60, what=f"node {self.node} Ready with a pod CIDR",
                  detail=self.agent_tail)
@@ -198,7 +205,8 @@ class E2ECluster:
     def agent_argv(self) -> list[str]:
         return [sys.executable, str(Path(__file__).resolve()), "agent", "--tag", self.tag, "--",
                 "--server", self.srv.url, "--token", self.srv.join_token, "--node-name", self.node,
-                "--address", "127.0.0.1", "--data-dir", str(self.agent_dir), "--runc-root", str(self.runc_root),
+                "--address", "127.0.0.1", "--data-dir", str(self.agent_dir), "--run-dir", str(self.run_dir),
+                "--runc-root", str(self.runc_root),
                 "--cgroup-parent", self.cgroup_parent, "--pod-netns-prefix", self.netns_prefix,
                 "--backoff-initial", str(self.backoff[0]), "--backoff-max", str(self.backoff[1]),
                 "--kubelet-port", "0", "--lease-interval", "1"] + \
@@ -243,8 +251,8 @@ class E2ECluster:
         """A RuncRuntime over the agent's dirs: reads what the agent's runtime sees."""
         if self._rt is None:
             from agent.runtime import RuncRuntime
-            self._rt = RuncRuntime(str(self.agent_dir / "runtime"), runc_root=str(self.runc_root),
-                                   cgroup_parent=self.cgroup_parent)
+            self._rt = RuncRuntime(str(self.agent_dir / "runtime"), state_dir=str(self.run_dir / "runtime"),
+                                   runc_root=str(self.runc_root), cgroup_parent=self.cgroup_parent)
         return self._rt
 
     def containers_of(self, pod: dict) -> list:
@@ -359,6 +367,7 @@ class E2ECluster:
         self.stop_agent()
         if self.agent_dir.exists():
             problems += self._force_clean()
+        problems += self._unmount_run_dir()
         if self.srv is not None:
             try:
                 self.client.close()
@@ -376,6 +385,21 @@ class E2ECluster:
         if subprocess.run(["nft", "list", "table", "ip", self.table], capture_output=True).returncode == 0:
             left.append(f"nft table ip {self.table}")
         return problems + left
+
+    def _unmount_run_dir(self) -> list[str]:
+        """The run dir's tmpfs, once nothing uses it (monitors leave a moment after their
+        containers are removed)."""
+        if not is_mounted(str(self.run_dir)):
+            return []
+        deadline = time.monotonic() + 10
+        while True:
+            r = subprocess.run(["umount", str(self.run_dir)], capture_output=True, text=True)
+            if r.returncode == 0:
+                return []
+            if time.monotonic() > deadline:
+                subprocess.run(["umount", "--lazy", str(self.run_dir)], capture_output=True)
+                return [f"run dir {self.run_dir} still busy at clean-up: {r.stderr.strip()}"]
+            time.sleep(0.1)
 
     def _force_clean(self) -> list[str]:
         from agent.runtime.testing import teardown_runtime

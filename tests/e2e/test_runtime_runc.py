@@ -39,12 +39,14 @@ def image(tmp_path_factory):
 
 @pytest.fixture
 def env(tmp_path):
-    dirs = dict(root_dir=str(tmp_path / "rt"), runc_root=str(tmp_path / "runc"),
+    # state_dir apart from root_dir, as an agent with --run-dir has them (tmpfs / disk)
+    dirs = dict(root_dir=str(tmp_path / "rt"), state_dir=str(tmp_path / "state"), runc_root=str(tmp_path / "runc"),
                 cgroup_parent=f"/shoal-e2e-{uuid.uuid4().hex[:8]}")
     made: list[RuncRuntime] = []
 
     def new_runtime() -> RuncRuntime:
-        rt = RuncRuntime(dirs["root_dir"], runc_root=dirs["runc_root"], cgroup_parent=dirs["cgroup_parent"])
+        rt = RuncRuntime(dirs["root_dir"], state_dir=dirs["state_dir"], runc_root=dirs["runc_root"],
+                         cgroup_parent=dirs["cgroup_parent"])
         made.append(rt)
         return rt
 
@@ -93,6 +95,11 @@ def test_lifecycle_logs_exec_sigterm_remove(env, image):
 
     st = rt.state(cfg.id)
     assert st.status == "running" and st.pid and os.path.exists(f"/proc/{st.pid}")
+    # records and bundle in the state dir, the writable layer in the root dir
+    assert rt.container_dir(cfg.id).startswith(env["state_dir"] + "/")
+    assert os.path.isfile(os.path.join(rt.bundle_dir(cfg.id), "config.json"))
+    assert os.path.isdir(os.path.join(env["root_dir"], "rw", cfg.id, "upper"))
+    assert not os.path.exists(os.path.join(env["root_dir"], "containers", cfg.id))
     assert st.labels == cfg.labels and st.started_at and st.log_path == cfg.log_path
     wait_for(lambda: "hi\n" in log_text(cfg.log_path), what="'hi' in the log")
 
@@ -125,6 +132,7 @@ def test_lifecycle_logs_exec_sigterm_remove(env, image):
     assert rt.runc.state(cfg.id) is None
     assert not rt.cgroups.exists(rt.cgroup_path(cfg.id))
     assert not os.path.exists(rt.container_dir(cfg.id))
+    assert not os.path.exists(rt.rw_dir(cfg.id))
     assert not os.path.exists(os.path.join(rt.exit_dir, cfg.id))
     assert rt.state(cfg.id) is None and rt.list() == []
     assert os.path.exists(cfg.log_path)          # the log is the caller's to delete
@@ -284,7 +292,7 @@ AGENT = textwrap.dedent("""
     from agent.runtime import RuncRuntime
     from agent.runtime.testing import busybox_image
     from agent.interfaces import ContainerConfig
-    rt = RuncRuntime({root!r}, runc_root={runc!r}, cgroup_parent={cg!r})
+    rt = RuncRuntime({root!r}, state_dir={state!r}, runc_root={runc!r}, cgroup_parent={cg!r})
     img = busybox_image({layer!r})
     out = {{}}
     for name, argv in (("stay", ["sleep", "1000"]),
@@ -306,7 +314,7 @@ AGENT = textwrap.dedent("""
 
 def test_containers_and_exit_codes_survive_agent_sigkill(env, image):
     layer = image.layers[0]
-    script = AGENT.format(repo=str(REPO), root=env["root_dir"], runc=env["runc_root"], cg=env["cgroup_parent"],
+    script = AGENT.format(repo=str(REPO), root=env["root_dir"], state=env["state_dir"], runc=env["runc_root"], cg=env["cgroup_parent"],
                           layer=layer, logs=str(env["tmp"] / "logs"))
     agent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              start_new_session=True)

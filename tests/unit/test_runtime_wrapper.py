@@ -10,7 +10,7 @@ import pytest
 
 from agent.runtime.cgroups import cgroup_mode, parse_cgroup_mounts
 from agent.runtime.monitor import MonitorPaths, conmon_argv, parse_sync_message
-from agent.runtime.mounts import mountpoints, overlay_options
+from agent.runtime.mounts import fs_type_of, mountpoints, overlay_options
 from agent.runtime.runc import CommandTimeout, RecordingRunner, Runc, RuncError, signal_name
 from agent.runtime.runc_runtime import DiskRecord, assemble_state, parse_exit_file, runc_created_at
 
@@ -179,6 +179,34 @@ def test_overlay_options_invalid(layers, match):
 def test_mountpoints_decodes_escapes():
     text = "100 30 0:50 / /data/with\\040space rw - overlay overlay rw\n"
     assert mountpoints(text) == {"/data/with space"}
+
+
+MOUNTINFO = """\
+22 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+25 22 0:21 / /run rw,nosuid - tmpfs tmpfs rw,mode=755
+26 25 0:22 / /run/shoal rw - tmpfs tmpfs rw,size=65536k
+27 22 0:23 / /data/with\\040space rw - xfs /dev/vdb rw
+"""
+
+
+@pytest.mark.parametrize("path, fstype", [
+    ("/", "ext4"), ("/var/lib/shoal", "ext4"), ("/run", "tmpfs"), ("/run/shoal/agent/runc", "tmpfs"),
+    ("/runner", "ext4"),                      # a prefix of the string, not of the path
+    ("/data/with space/x", "xfs"),
+])
+def test_fs_type_of_the_longest_mount_holding_a_path(path, fstype):
+    assert fs_type_of(path, MOUNTINFO) == fstype
+
+
+def test_writable_layers_without_state_are_removed_when_the_runtime_opens(tmp_path):
+    from agent.runtime.runc_runtime import RuncRuntime
+    root, state = tmp_path / "disk", tmp_path / "state"
+    for cid in ("kept-web-0", "orphan-web-0", "runc-only-0"):
+        (root / "rw" / cid / "upper").mkdir(parents=True)
+    (state / "containers" / "kept-web-0").mkdir(parents=True)     # our record: a live container
+    (tmp_path / "runc" / "runc-only-0").mkdir(parents=True)       # runc knows it: a create cut short
+    RuncRuntime(str(root), state_dir=str(state), runc_root=str(tmp_path / "runc"), runc_binary="/bin/true")
+    assert sorted(p.name for p in (root / "rw").iterdir()) == ["kept-web-0", "runc-only-0"]
 
 
 # ---------------------------------------------------------------------------- state assembly
