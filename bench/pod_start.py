@@ -4,8 +4,8 @@ rootfs in the same run; and container crash → running again.
 One cluster as in tests/e2e/test_agent_real.py (`tests/e2e/agent_fixtures.E2ECluster`),
 laid out as `shoal server` runs it: a loopback registry with the busybox test images,
 the API server in its own process with its controllers in a child, and one real
-`shoal agent` (runc + conmon, overlayfs, a netns and veth per pod). Root only.
-Everything it makes is removed at the end.
+`shoal agent` (runc + conmon, overlayfs, a netns and veth per pod) whose `--run-dir`
+is a tmpfs, as a host's /run is. Root only. Everything it makes is removed at the end.
 
 - pod_start: a Deployment of N replicas of web:v1 by digest, image already cached
   (a warm-up pod pulled it), no probes; timed from the create call until a pod watch
@@ -17,7 +17,8 @@ Everything it makes is removed at the end.
   `--sync-threads` set to the same number before each), twice: alone (runc makes an unnamed
   netns; no veth, no IP), and after what a pod's network needs done with `ip` (named
   netns, veth pair on a bridge, address, lo up, default route — the floor issue 4
-  describes). `ratio` = pod_start / floor for each.
+  describes). runc keeps its state on the agent's run-dir tmpfs, as under a host's /run.
+  `ratio` = pod_start / floor for each.
 - crash_recovery: SIGKILL of a running container's main process from the host →
   the runtime shows the next attempt running (`to_running`), and → the API server
   shows it running with restartCount+1 (`to_status`). One kill per pod (the first
