@@ -8,10 +8,12 @@ it holds) and then writes what it holds, in order: during a burst of pod starts
 the writes of state (pod statuses) go first and events, which are advice,
 follow within a second — each event written mid-burst cost the agent about a
 millisecond of CPU, most of it in hand-overs of the GIL between its threads
-(bench/pod_start.py, docs/benchmarks.md). `flush()` and `stop()` send at once. A repeat of the same (object uid,
-type, reason, message) within `aggregate_window` seconds updates the existing
-Event's `count` and `lastTimestamp` instead of creating a new one — the
-"BackOff x12" line of `kubectl describe`.
+(bench/pod_start.py, docs/benchmarks.md). `flush()` and `stop()` send at once.
+
+A repeat of the same (object uid, type, reason, message) within
+`aggregate_window` seconds updates the existing Event's `count` and
+`lastTimestamp` instead of creating a new one — the "BackOff x12" line of
+`kubectl describe`.
 """
 from __future__ import annotations
 

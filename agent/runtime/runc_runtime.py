@@ -280,7 +280,7 @@ class RuncRuntime:
         cid = cfg.id
         bundle, rootfs = self.bundle_dir(cid), self.rootfs_dir(cid)
         rw = self.rw_dir(cid)
-        if os.path.exists(rw):          # a crash between its creation and meta.json: stale
+        if os.path.exists(rw):          # left by an earlier attempt whose clean-up was cut short
             shutil.rmtree(rw)
         upper, work = os.path.join(rw, "upper"), os.path.join(rw, "work")
         persist, etc = os.path.join(cdir, "persist"), os.path.join(cdir, "etc")
