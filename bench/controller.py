@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if hollow is not None:
             hollow.stop()
         srv.stop()
+        shutil.rmtree(data, ignore_errors=True)     # the database of 3000 pods: ≈ 80 MB
 
 
 if __name__ == "__main__":

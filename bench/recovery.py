@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -194,6 +195,7 @@ def bench_rollout(lab: LabHandle, replicas: int = 12) -> None:
     finally:
         stop.touch()
         out, err = client.communicate(timeout=30)
+        shutil.rmtree(stop.parent, ignore_errors=True)
     stats = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err[-500:]}
     hosts = sorted({p["spec"]["nodeName"] for p in ready(lab, "roll")})
     emit(bench="recovery", case="rollout", replicas=replicas, hosts=hosts, max_surge=3, max_unavailable=0,
