@@ -4,7 +4,8 @@ Why not `http.client`: it parses every response's headers with the `email` packa
 feed parser, which was a third of the agent's Python time while it started pods (the
 agent and the controllers make several requests per pod; each Event is one). This
 connection reads the status line and headers by splitting bytes, and the body by
-Content-Length or chunked coding: ≈ 4× less client CPU per request on loopback.
+Content-Length or chunked coding. Client CPU per request on loopback: a GET 0.24 → 0.09 ms,
+an Event create 0.31 → 0.14 ms.
 
 Contract:
 - `Connection(host, port, timeout, ssl_context=None)` connects lazily on the first

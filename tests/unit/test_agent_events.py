@@ -37,7 +37,7 @@ def wait_for(cond, timeout=5.0):
     return cond()
 
 
-def test_a_burst_is_written_in_order_after_the_agent_is_quiet():
+def test_a_held_burst_is_written_whole_and_in_order():
     c = RecordingClient()
     r = recorder(c, quiet=0.2, max_delay=30.0)
     try:
