@@ -64,9 +64,14 @@ class WatchHub:
         self._wake = asyncio.Event()
         # Watchers waiting for the next signal: one future each, resolved by _signal, so a
         # woken watcher runs on the loop's next turn (asyncio.wait_for on an Event took three
-        # turns, each behind every request queued meanwhile).
-        self._generation = 0
-        self._waiters: set[asyncio.Future] = set()
+        # turns, each behind every request queued meanwhile). Waiters are kept by resource
+        # and woken only by events of theirs: a pod watcher woken by every Event write found
+        # nothing, asked whether its client had gone (a cancel scope and a task switch) and
+        # went back to sleep — a tenth of the API server's CPU in a 50-pod burst.
+        self._generation = 0                      # every signal
+        self._broadcasts = 0                      # signals for all resources (Gone, stop)
+        self._resource_generation: dict[str, int] = {}
+        self._waiters: dict[str | None, set[asyncio.Future]] = {}
         self._task: asyncio.Task | None = None
         self._stopping = False
 
@@ -122,7 +127,7 @@ class WatchHub:
             del self.tail[:self.tail_size]
             del self._tail_revs[:self.tail_size]
         self.latest = evs[-1].revision
-        self._signal()
+        self._signal({ev.resource for ev in evs})
 
     async def _pump(self) -> None:
         while not self._stopping:
@@ -158,12 +163,21 @@ class WatchHub:
                 log.exception("watch pump failed to read the log")
                 await asyncio.sleep(self.poll_interval)
 
-    def _signal(self) -> None:
+    def _signal(self, resources: set[str] | None = None) -> None:
+        """Wake the watchers of `resources` (and those waiting for any change); all
+        watchers when `resources` is None."""
         self._generation += 1
-        waiters, self._waiters = self._waiters, set()
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
+        if resources is None:
+            self._broadcasts += 1
+            keys = list(self._waiters)
+        else:
+            for r in resources:
+                self._resource_generation[r] = self._resource_generation.get(r, 0) + 1
+            keys = [*resources, None]
+        for key in keys:
+            for w in self._waiters.pop(key, ()):
+                if not w.done():
+                    w.set_result(None)
 
     # -- reading ---------------------------------------------------------------------------
     async def events_after(self, revision: int, resource: str) -> tuple[list[Event], int]:
@@ -184,24 +198,32 @@ class WatchHub:
         reached = evs[-1].revision if len(evs) == 5000 else latest
         return evs, reached
 
-    def changed_token(self) -> int:
-        """Take before reading events; wait on it afterwards, so no signal falls in between."""
-        return self._generation
+    def changed_token(self, resource: str | None = None) -> int:
+        """Take before reading events; wait on it afterwards, so no signal falls in between.
+        With a resource, only signals that concern it change the token."""
+        if resource is None:
+            return self._generation
+        # Both counters only grow, so their sum changes whenever either does.
+        return self._broadcasts + self._resource_generation.get(resource, 0)
 
-    async def wait_changed(self, timeout: float, token: int | None = None) -> None:
+    async def wait_changed(self, timeout: float, token: int | None = None, resource: str | None = None) -> None:
         """Return at the first signal after `token` was taken (at once if there was one
-        already), or after `timeout` seconds."""
-        if token is not None and token != self._generation:
+        already) that concerns `resource` (any signal when None), or after `timeout` seconds."""
+        if token is not None and token != self.changed_token(resource):
             return
         loop = asyncio.get_running_loop()
         w = loop.create_future()
-        self._waiters.add(w)
+        self._waiters.setdefault(resource, set()).add(w)
         timer = loop.call_later(timeout, lambda: w.done() or w.set_result(None))
         try:
             await w
         finally:
             timer.cancel()
-            self._waiters.discard(w)
+            waiting = self._waiters.get(resource)
+            if waiting is not None:
+                waiting.discard(w)
+                if not waiting:
+                    del self._waiters[resource]
 
 
 def filter_event(ev: Event, matches: Matcher) -> tuple[str, dict] | None:
@@ -242,7 +264,7 @@ async def stream(hub: WatchHub, *, resource: str, start_revision: int, matches: 
     rev = start_revision
     last_sent = last_check = loop.time()
     while loop.time() < deadline:
-        token = hub.changed_token()
+        token = hub.changed_token(resource)
         try:
             evs, reached = await hub.events_after(rev, resource)
         except errors.Gone as e:
@@ -269,8 +291,8 @@ async def stream(hub: WatchHub, *, resource: str, start_revision: int, matches: 
         if chunk:
             yield chunk[0] if len(chunk) == 1 else b"".join(chunk)
         # Asking the server whether the client left costs a task switch and a cancel scope:
-        # when idle, or once a second in a stream of events.
-        if is_disconnected is not None and (not evs or loop.time() - last_check >= 1.0):
+        # at most once a second (an idle watcher wakes that often anyway).
+        if is_disconnected is not None and loop.time() - last_check >= 1.0:
             last_check = loop.time()
             if await is_disconnected():
                 return
@@ -279,4 +301,4 @@ async def stream(hub: WatchHub, *, resource: str, start_revision: int, matches: 
                        max(0.05, min(1.0, bookmark_interval - (loop.time() - last_sent))))
             if wait <= 0:
                 break
-            await hub.wait_changed(wait, token)
+            await hub.wait_changed(wait, token, resource)

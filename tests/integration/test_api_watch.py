@@ -205,3 +205,32 @@ def test_a_signal_wakes_a_waiting_watcher_on_the_next_turn():
         await asyncio.wait_for(hub.wait_changed(0.01, hub.changed_token()), 5)   # the timeout
         assert not hub._waiters
     asyncio.run(main())
+
+
+def test_a_watcher_is_woken_only_by_its_own_resource_or_a_broadcast():
+    import asyncio
+
+    from apiserver.watch import WatchHub
+
+    async def main():
+        hub = WatchHub(store=None)
+        token = hub.changed_token("pods")
+        hub._signal({"events"})
+        assert hub.changed_token("pods") == token          # not a change for pods
+        pods = asyncio.ensure_future(hub.wait_changed(30, token, "pods"))
+        anything = asyncio.ensure_future(hub.wait_changed(30, hub.changed_token()))
+        await asyncio.sleep(0)
+        hub._signal({"events"})
+        await asyncio.sleep(0)
+        assert anything.done() and not pods.done()
+        hub._signal({"pods", "events"})
+        await asyncio.sleep(0)
+        assert pods.done()
+        token = hub.changed_token("pods")
+        pods = asyncio.ensure_future(hub.wait_changed(30, token, "pods"))
+        await asyncio.sleep(0)
+        hub._signal()                                       # Gone, stop: everyone
+        await asyncio.sleep(0)
+        assert pods.done() and hub.changed_token("pods") != token
+        assert not hub._waiters
+    asyncio.run(main())
