@@ -55,6 +55,11 @@ class NodeState:
         os.makedirs(state_dir, exist_ok=True)
         self.path = os.path.join(state_dir, STATE_FILE)
         self.lock_path = os.path.join(state_dir, LOCK_FILE)
+        # The file as last read or written, with its identity (inode, mtime, size): every
+        # pod start and the host-port sync read the state, and parsing the whole file each
+        # time made a burst of N pod starts cost O(N²). Written by rename, so any change,
+        # ours or another process's, shows as a new identity.
+        self._cached: tuple[tuple[int, int, int], dict] | None = None
 
     # -- file handling
     @contextlib.contextmanager
@@ -67,17 +72,27 @@ class NodeState:
             os.close(fd)  # releases the lock
 
     def _read(self) -> dict:
+        """The state (call under the lock): a copy the caller may change and `_write`."""
         try:
-            with open(self.path) as f:
-                data = json.load(f)
+            st = os.stat(self.path)
         except FileNotFoundError:
-            data = {}
-        except json.JSONDecodeError as exc:
-            raise RuntimeError(f"network state file {self.path} is corrupt: {exc}") from exc
-        data.setdefault("pod_cidr", None)
-        data.setdefault("last", None)
-        data.setdefault("pods", {})
-        return data
+            self._cached = None
+            return {"pod_cidr": None, "last": None, "pods": {}}
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._cached is None or self._cached[0] != key:
+            try:
+                with open(self.path) as f:
+                    data = json.load(f)
+                    key = _identity(os.fstat(f.fileno()))
+            except FileNotFoundError:
+                return self._read()
+            except json.JSONDecodeError as exc:
+                raise RuntimeError(f"network state file {self.path} is corrupt: {exc}") from exc
+            data.setdefault("pod_cidr", None)
+            data.setdefault("last", None)
+            data.setdefault("pods", {})
+            self._cached = (key, data)
+        return _copy(self._cached[1])
 
     def _write(self, data: dict) -> None:
         # Atomic (temp file + rename) but not fsync'd: an agent crash leaves the old or the
@@ -90,11 +105,15 @@ class NodeState:
             with os.fdopen(fd, "w") as f:
                 # compact: json's C encoder (indent falls back to the pure-Python one)
                 json.dump(data, f, separators=(",", ":"), sort_keys=True)
+                f.flush()
+                key = _identity(os.fstat(f.fileno()))
             os.replace(tmp, self.path)
         except BaseException:
+            self._cached = None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        self._cached = (key, _copy(data))
 
     # -- queries
     def pod_cidr(self) -> str | None:
@@ -180,3 +199,14 @@ class NodeState:
             if rec is not None:
                 self._write(data)
             return PodRecord(**rec) if rec else None
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _copy(data: dict) -> dict:
+    """A copy deep enough for the mutations above (records are flat dicts of strings)."""
+    out = dict(data)
+    out["pods"] = {uid: dict(rec) for uid, rec in data["pods"].items()}
+    return out

@@ -102,3 +102,19 @@ def test_a_netns_or_veth_name_is_never_shared(tmp_path):
     with pytest.raises(RuntimeError, match="veth veth11111111"):
         st.allocate("other", name="x", netns="shoal-other", veth="veth11111111")
     assert sorted(st.pods()) == ["c0ffee00-0000-1"]
+
+
+def test_a_write_by_another_instance_is_seen_and_a_caller_cannot_change_the_cache(tmp_path):
+    st = NodeState(str(tmp_path))
+    st.set_pod_cidr("10.244.3.0/24")
+    assert st.allocate("uid-a").ip == "10.244.3.2"
+    other = NodeState(str(tmp_path))          # another process with the same state dir
+    assert other.allocate("uid-b").ip == "10.244.3.3"
+    assert sorted(st.pods()) == ["uid-a", "uid-b"]            # not the state it read last
+    assert st.allocate("uid-c").ip == "10.244.3.4"           # round-robin after other's .3
+    st.pods()["uid-a"].ip = "10.0.0.1"                       # a caller's copy, not the state
+    st._read()["pods"]["uid-a"]["ip"] = "10.0.0.1"
+    assert st.get("uid-a").ip == "10.244.3.2"
+    (tmp_path / "network.json").write_text("{not json")
+    with pytest.raises(RuntimeError, match="corrupt"):
+        st.pods()
