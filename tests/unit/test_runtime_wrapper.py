@@ -4,11 +4,12 @@ without root, through `RecordingRunner`."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 
 import pytest
 
-from agent.runtime.cgroups import cgroup_mode, parse_cgroup_mounts
+from agent.runtime.cgroups import Cgroups, Hierarchy, cgroup_mode, parse_cgroup_mounts
 from agent.runtime.monitor import MonitorPaths, conmon_argv, parse_sync_message
 from agent.runtime.mounts import fs_type_of, mountpoints, overlay_options
 from agent.runtime.runc import CommandTimeout, RecordingRunner, Runc, RuncError, signal_name
@@ -146,6 +147,30 @@ HYBRID = """\
 40 24 0:5 / /proc rw - proc proc rw
 """
 V2 = "35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate\n"
+
+
+def test_join_makes_a_group_ready_once_and_again_after_it_was_removed(tmp_path):
+    # Plain directories stand in for cgroupfs: what join() writes is what the kernel reads.
+    cpuset, mem = tmp_path / "cpuset", tmp_path / "memory"
+    for d in (cpuset / "shoal" / "mon", mem):
+        d.mkdir(parents=True)
+    (cpuset / "cpuset.cpus").write_text("0-1\n")
+    (cpuset / "cpuset.mems").write_text("0\n")
+    for d in (cpuset / "shoal", cpuset / "shoal" / "mon"):         # as the kernel makes them
+        (d / "cpuset.cpus").write_text("")
+        (d / "cpuset.mems").write_text("")
+    cg = Cgroups([Hierarchy(str(cpuset), 1, ("cpuset",)), Hierarchy(str(mem), 1, ("memory",))])
+    cg.join(101, "/shoal/mon")
+    for d in (cpuset, mem):
+        assert (d / "shoal" / "mon" / "cgroup.procs").read_text() == "101"
+    assert (cpuset / "shoal" / "mon" / "cpuset.cpus").read_text() == "0-1"
+    (cpuset / "shoal" / "mon" / "cpuset.mems").write_text("")     # not looked at again
+    cg.join(102, "/shoal/mon")
+    assert (cpuset / "shoal" / "mon" / "cgroup.procs").read_text() == "102"
+    assert (cpuset / "shoal" / "mon" / "cpuset.mems").read_text() == ""
+    shutil.rmtree(mem / "shoal")                                    # removed behind its back
+    cg.join(103, "/shoal/mon")
+    assert (mem / "shoal" / "mon" / "cgroup.procs").read_text() == "103"
 
 
 def test_parse_cgroup_mounts():
