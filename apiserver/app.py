@@ -427,6 +427,13 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         ct = (request.headers.get("content-type") or "application/merge-patch+json").split(";")[0].strip()
         return _json(await store_call(lambda: registry.update_scale(res, namespace, name, body, ct)))
 
+    async def do_bind(request: Request, name: str, namespace: str | None = None):
+        p = principal(request)
+        body = await _body(request)
+        old = await store_call(registry.get, res, namespace, name)
+        auth.authorize(p, "create", res, namespace=namespace, name=name, subresource="binding", old=old)
+        return _json(await store_call(lambda: registry.bind(namespace, name, body, current=old)), 201)
+
     async def do_log(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "get", res, namespace=namespace, name=name, subresource="log")
         return await registry.pod_log(namespace, name, request.query_params)
@@ -462,6 +469,9 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
             (item + "/scale", "PATCH", _item_route(do_scale_patch, ns), f"patch the scale of a {sing}",
              {"openapi_extra": PATCH_BODY}),
         ]
+    if "binding" in res.subresources:
+        routes.append((item + "/binding", "POST", _item_route(do_bind, ns), f"bind a {sing} to a node",
+                       {"openapi_extra": OBJECT_BODY, "status_code": 201}))
     if "log" in res.subresources:
         routes.append((item + "/log", "GET", _item_route(do_log, ns), f"read the log of a {sing}",
                        {"response_class": PlainTextResponse}))

@@ -268,6 +268,16 @@ class Client:
     def update_status(self, kind: str, obj: dict) -> dict:
         return self.update(kind, obj, subresource="status")
 
+    def bind(self, name: str, namespace: str, node: str, *, uid: str | None = None) -> dict:
+        """POST pods/NAME/binding: assign an unbound pod to `node` (409 Conflict if it is bound
+        already or being deleted; with `uid`, also if the pod of that name is another one)."""
+        md: dict = {"name": name, "namespace": namespace}
+        if uid:
+            md["uid"] = uid
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": md,
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+        return self.request("POST", resolve("pods").path(name, namespace, "binding"), body=body)
+
     def patch(self, kind: str, name: str, patch: Any, namespace: str | None = None, *,
               subresource: str | None = None, patch_type: str = "merge") -> dict:
         """merge (RFC 7386, default), json (RFC 6902) or strategic patch."""

@@ -33,6 +33,9 @@ def _resource_entries(group: str, version: str) -> list[dict]:
             elif sub == "status":
                 out.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
                             "kind": r.kind, "verbs": ["get", "patch", "update"]})
+            elif sub == "binding":
+                out.append({"name": f"{r.plural}/binding", "singularName": "", "namespaced": r.namespaced,
+                            "kind": "Binding", "verbs": ["create"]})
             elif sub == "log":
                 out.append({"name": f"{r.plural}/log", "singularName": "", "namespaced": r.namespaced,
                             "kind": r.kind, "verbs": ["get"]})

@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import errors, patch as patches, selectors
+from .models.names import is_dns1123_subdomain
 from .resources import RESOURCES, Resource, resolve
 from .settings import Settings
 from .store import Store
@@ -306,6 +307,78 @@ class Registry:
             except (errors.NotFound, errors.Conflict):
                 pass
         return out
+
+    def bind(self, namespace: str, name: str, body: Any, *, current: dict | None = None) -> dict:
+        """POST pods/NAME/binding (Kubernetes' Binding): set an unbound pod's `spec.nodeName`
+        to `target.name` and its PodScheduled condition to True, in one write. Conflict when
+        the pod is bound already or being deleted, or when the Binding's `metadata.uid` or
+        `metadata.resourceVersion` (optional preconditions) no longer match the pod.
+        Returns a Success Status, as Kubernetes does. `current`: the pod as just read, if so."""
+        if not isinstance(body, dict):
+            raise errors.BadRequest("the request body must be a Binding object")
+        kind, api = body.get("kind") or "Binding", body.get("apiVersion") or "v1"
+        if kind != "Binding" or api != "v1":
+            raise errors.BadRequest(f"the body is a {api}/{kind} but the request is for v1 pods/binding",
+                                    causes=[errors.Cause("kind", "expected Binding")])
+        bmd = body.get("metadata") or {}
+        if not isinstance(bmd, dict):
+            raise errors.BadRequest("metadata: must be an object", causes=[errors.Cause("metadata", "Required")])
+        if bmd.get("name") and bmd["name"] != name:
+            raise errors.BadRequest(f'the name of the Binding ({bmd["name"]}) does not match the pod on the URL '
+                                    f'({name})', causes=[errors.Cause("metadata.name", "does not match the URL")])
+        if bmd.get("namespace") and bmd["namespace"] != namespace:
+            raise errors.BadRequest("the namespace of the provided object does not match the namespace sent "
+                                    "on the request")
+        target = body.get("target")
+        node = target.get("name") if isinstance(target, dict) else None
+        if not isinstance(node, str) or not node or is_dns1123_subdomain(node):
+            raise errors.Invalid(f'Binding "{name}" is invalid: target.name: Invalid value: {node!r}: a node name '
+                                 f'(a lowercase RFC 1123 subdomain) is required',
+                                 causes=[errors.Cause("target.name", "a valid node name is required")])
+        if (target.get("kind") or "Node") != "Node":
+            raise errors.Invalid(f'Binding "{name}" is invalid: target.kind: Unsupported value: '
+                                 f'"{target["kind"]}": supported values: "Node"',
+                                 causes=[errors.Cause("target.kind", "must be Node")])
+        res = resolve("pods")
+        what = f'Operation cannot be fulfilled on pods/binding "{name}"'
+        annotations = bmd.get("annotations") or {}
+        if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+            raise errors.BadRequest("metadata.annotations: must be a map of strings")
+        for _ in range(10):
+            cur = current or self.get(res, namespace, name)
+            current = None
+            cmd = cur["metadata"]
+            if bmd.get("uid") and bmd["uid"] != cmd.get("uid"):
+                raise errors.Conflict(f'{what}: Precondition failed: UID in precondition: {bmd["uid"]}, '
+                                      f'UID in object meta: {cmd.get("uid")}', details={"name": name, "kind": "pods"})
+            if bmd.get("resourceVersion") and str(bmd["resourceVersion"]) != cmd["resourceVersion"]:
+                raise errors.Conflict(f"{what}: the object has been modified; please apply your changes to the "
+                                      f"latest version and try again", details={"name": name, "kind": "pods"})
+            if cmd.get("deletionTimestamp"):
+                raise errors.Conflict(f"{what}: pod {name} is being deleted, cannot be assigned to a host",
+                                      details={"name": name, "kind": "pods"})
+            bound = (cur.get("spec") or {}).get("nodeName")
+            if bound:
+                raise errors.Conflict(f'{what}: pod {name} is already assigned to node "{bound}"',
+                                      details={"name": name, "kind": "pods"})
+            obj = dict(cur)
+            obj["metadata"] = md = {k: v for k, v in cmd.items() if k != "resourceVersion"}
+            if annotations:
+                md["annotations"] = {**(cmd.get("annotations") or {}), **annotations}
+            obj["spec"] = dict(cur.get("spec") or {}, nodeName=node)
+            status = dict(cur.get("status") or {})
+            conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339(self.clock)})
+            status["conditions"] = conds
+            obj["status"] = status
+            try:
+                self.store.update(res.plural, obj, expected_revision=int(cmd["resourceVersion"]))
+            except errors.Conflict:
+                if bmd.get("resourceVersion"):
+                    raise
+                continue            # written meanwhile (a status update): look again
+            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+        raise errors.Conflict(f"{what}: the pod kept changing; try again", details={"name": name, "kind": "pods"})
 
     def _check_pod_update(self, cur: dict, new: dict) -> None:
         old_node = (cur.get("spec") or {}).get("nodeName")

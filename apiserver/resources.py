@@ -54,7 +54,7 @@ class Resource:
 
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", False, ("ns",), ("status",), singular="namespace"),
-    Resource("", "v1", "pods", "Pod", True, ("po",), ("status", "log"), ("all",), singular="pod"),
+    Resource("", "v1", "pods", "Pod", True, ("po",), ("status", "log", "binding"), ("all",), singular="pod"),
     Resource("", "v1", "nodes", "Node", False, ("no",), ("status",), singular="node"),
     Resource("", "v1", "events", "Event", True, ("ev",), (), singular="event"),
     Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"), ("all",), singular="deployment"),

@@ -4,9 +4,10 @@ Contract:
 - Queue keys are pods with no `spec.nodeName` that are not deleting or finished.
 - `reconcile(key)`: filter and score every known node (framework.schedule_one) against an
   in-memory `ClusterState`, *assume* the pod on the chosen node (so concurrent workers
-  account for it), then bind with a compare-and-swap PUT of the pod setting spec.nodeName.
-  A Conflict re-reads the pod: bound elsewhere is fine, otherwise retry with back-off; the
-  assumption is dropped on any failure.
+  account for it), then bind through the pods/NAME/binding subresource (uid as precondition).
+  The assumption stands until the watch brings the bound pod, and a pod assumed meanwhile is
+  not scheduled again. A Conflict re-reads the pod: bound (by us or elsewhere) is fine,
+  otherwise retry with back-off; the assumption is dropped on any failure.
 - No node fits: the pod stays Pending with condition PodScheduled=False reason
   Unschedulable and the framework's message, plus a `FailedScheduling` Warning event. It
   is tried again when a node is added or changes, when a bound pod goes away, and every
@@ -113,6 +114,12 @@ class ClusterState:
                 self.nodes[decision.node].add(req)
             return decision
 
+    def in_flight(self, uid: str) -> bool:
+        """Assumed and not yet seen bound: a binding of ours is on its way to the watch."""
+        with self.lock:
+            prev = self.placed.get(uid)
+            return prev is not None and prev.assumed
+
     def forget(self, uid: str) -> None:
         with self.lock:
             prev = self.placed.get(uid)
@@ -182,6 +189,8 @@ class Scheduler:
             with self._unsched_lock:
                 self._unschedulable.discard(key)
             return Result()
+        if self.state.in_flight(uid_of(pod)):
+            return Result()     # bound by us a moment ago; the bound version is on its way
         try:
             req = pod_request(pod)
         except ValueError as e:
@@ -203,11 +212,13 @@ class Scheduler:
         return Result()
 
     def _bind(self, pod: dict, node: str) -> None:
-        new = dict(pod)
-        new["spec"] = dict(pod.get("spec") or {})
-        new["spec"]["nodeName"] = node
         try:
-            bound = self.client.update("pods", new)
+            # The binding subresource, as Kubernetes' scheduler: the server sets spec.nodeName
+            # and PodScheduled in one write and answers with a Status (a PUT of the whole pod
+            # cost the server a full validation and the scheduler an encode and a decode).
+            # The pod's uid is the precondition: a pod deleted and made again under the same
+            # name is not bound by a decision taken for the old one.
+            self.client.bind(name_of(pod), namespace_of(pod), node, uid=uid_of(pod))
         except errors.Conflict:
             fresh = self.client.get("pods", name_of(pod), namespace_of(pod))
             self.pod_inf.observe(fresh)
@@ -218,7 +229,6 @@ class Scheduler:
         except errors.NotFound:
             self.state.forget(uid_of(pod))
             return
-        self.pod_inf.observe(bound)
         self.bound += 1
         self.events.event(pod, NORMAL, "Scheduled", f"Successfully assigned {key_of(pod)} to {node}")
 

@@ -294,6 +294,47 @@ def test_pod_binding_is_set_once(api):
         c.update("pods", p)
 
 
+def test_binding_subresource_binds_once_and_marks_the_pod_scheduled(api):
+    c = api.client()
+    p = c.create("pods", pod("b"))
+    out = c.bind("b", "default", "n1", uid=p["metadata"]["uid"])
+    assert out["kind"] == "Status" and out["status"] == "Success"
+    got = c.get("pods", "b")
+    assert got["spec"]["nodeName"] == "n1"
+    assert [(x["type"], x["status"]) for x in got["status"]["conditions"]] == [("PodScheduled", "True")]
+    assert int(got["metadata"]["resourceVersion"]) > int(p["metadata"]["resourceVersion"])
+    with pytest.raises(errors.Conflict, match='already assigned to node "n1"'):
+        c.bind("b", "default", "n2")
+    assert c.get("pods", "b")["metadata"]["resourceVersion"] == got["metadata"]["resourceVersion"]
+    # Preconditions: a pod made again under the same name is another pod.
+    c.create("pods", pod("again"))
+    with pytest.raises(errors.Conflict, match="Precondition failed: UID"):
+        c.bind("again", "default", "n1", uid="not-its-uid")
+    with pytest.raises(errors.NotFound):
+        c.bind("missing", "default", "n1")
+    # Bad bindings change nothing.
+    for body, err in (({"apiVersion": "v1", "kind": "Binding", "target": {"name": "N_1"}}, errors.Invalid),
+                      ({"apiVersion": "v1", "kind": "Binding", "target": {"kind": "Pod", "name": "n1"}},
+                       errors.Invalid),
+                      ({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "other"},
+                        "target": {"name": "n1"}}, errors.BadRequest),
+                      ({"apiVersion": "v1", "kind": "Pod", "target": {"name": "n1"}}, errors.BadRequest)):
+        with pytest.raises(err):
+            c.request("POST", "/api/v1/namespaces/default/pods/again/binding", body=body)
+    assert not c.get("pods", "again")["spec"].get("nodeName")
+    # A node may not bind pods (not even to itself); a pod being deleted is not bound.
+    from apiserver.client import Client
+    cred = Client(api.url, api.join_token).request("POST", "/shoal/v1/join", body={"nodeName": "n1"})
+    with pytest.raises(errors.Forbidden):
+        Client(api.url, cred["token"]).bind("again", "default", "n1")
+    c.create("pods", dict(pod("held"), metadata={"name": "held", "finalizers": ["example.com/hold"]}))
+    c.delete("pods", "held")
+    with pytest.raises(errors.Conflict, match="being deleted"):
+        c.bind("held", "default", "n1")
+    assert any(r["name"] == "pods/binding" and r["verbs"] == ["create"]
+               for r in c.request("GET", "/api/v1")["resources"])
+
+
 def test_namespace_delete_removes_its_objects(api):
     c = api.client()
     c.create("ns", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})

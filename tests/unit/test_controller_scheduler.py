@@ -168,3 +168,20 @@ def test_cluster_state_forget_and_node_readd():
 ])
 def test_is_pending(p, want):
     assert is_pending(p) is want
+
+
+def test_an_assumed_pod_is_in_flight_until_seen_bound_or_forgotten():
+    st = ClusterState()
+    st.set_node(node("a"))
+    p = pod("web-1", cpu="1")
+    assert st.assume(p, pod_request(p)).node == "a"
+    assert st.in_flight("uid-web-1")
+    st.pod_changed(p, uid="uid-web-1")              # the unbound version again: still ours
+    assert st.in_flight("uid-web-1")
+    st.pod_changed(pod("web-1", cpu="1", node_name="a"), uid="uid-web-1")
+    assert not st.in_flight("uid-web-1")
+    q = pod("web-2", cpu="1")
+    st.assume(q, pod_request(q))
+    st.forget("uid-web-2")
+    assert not st.in_flight("uid-web-2")
+    assert st.nodes["a"].requested_cpu == pytest.approx(1000)
