@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 client connection for the API client's plain (non-streaming) requests.
+"""A lean HTTP/1.1 client connection for the API client's plain requests and its watches.
 
 Why not `http.client`: it parses every response's headers with the `email` package's
 feed parser, which was a third of the agent's Python time while it started pods (the
@@ -17,6 +17,12 @@ Contract:
   connection; any other malformed answer raises `ProtocolError` (an `OSError`).
 - After a response with `will_close` (HTTP/1.0, `Connection: close`, or a body that
   ends with the connection) the connection must not be reused.
+- `stream(method, target, headers, read_timeout=...)` sends a request and returns a
+  `StreamResponse` once the head is read; iterating it yields the body's pieces as they
+  arrive (a chunk of a chunked body, or what one read returned) and ends with the body.
+  The connection is then spent: the caller closes it. Used for watches, whose events the
+  agent and the controllers decode by the hundred per pod burst (httpx's layers cost
+  several times this reader's CPU per event).
 - Not thread-safe: one request at a time (the client's pool hands a connection to
   one thread).
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Iterator
 
 MAX_HEAD = 64 * 1024     # status line + headers; a larger head is refused
 _NO_BODY_STATUS = (204, 304)
@@ -44,6 +51,19 @@ class Response:
     headers: dict[str, str]
     body: bytes
     will_close: bool
+
+
+@dataclass
+class StreamResponse:
+    status: int
+    headers: dict[str, str]
+    pieces: Iterator[bytes]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.pieces
+
+    def read(self) -> bytes:
+        return b"".join(self.pieces)
 
 
 class Connection:
@@ -79,6 +99,29 @@ class Connection:
         return s
 
     def request(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> Response:
+        self._send(method, target, body, headers)
+        return self._read_response(method)
+
+    def stream(self, method: str, target: str, headers: dict[str, str], *,
+               read_timeout: float | None = None) -> StreamResponse:
+        """See the module's contract. `read_timeout`: seconds a read may wait for the next
+        piece (None: the connection's timeout)."""
+        self._send(method, target, None, headers)
+        if read_timeout is not None:
+            assert self._sock is not None
+            self._sock.settimeout(read_timeout)
+        status, headers_in, _ = self._read_head()
+        if method == "HEAD" or status in _NO_BODY_STATUS:
+            pieces: Iterator[bytes] = iter(())
+        elif "chunked" in headers_in.get("transfer-encoding", "").lower():
+            pieces = self._iter_chunked()
+        elif "content-length" in headers_in:
+            pieces = iter((self._read_exact(self._content_length(headers_in)),))
+        else:
+            pieces = self._iter_until_close()
+        return StreamResponse(status, headers_in, pieces)
+
+    def _send(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> None:
         if self._sock is None:
             self._sock = self._connect()
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self._host_header}"]
@@ -87,7 +130,6 @@ class Connection:
             lines.append(f"Content-Length: {len(body or b'')}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._sock.sendall(head + body if body else head)
-        return self._read_response(method)
 
     # -- reading ---------------------------------------------------------------------
     def _fill(self) -> bool:
@@ -99,6 +141,30 @@ class Connection:
         return True
 
     def _read_response(self, method: str) -> Response:
+        status, headers, version = self._read_head()
+        will_close = version == "HTTP/1.0" or "close" in headers.get("connection", "").lower()
+        if method == "HEAD" or status in _NO_BODY_STATUS:
+            body = b""
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            body = self._read_chunked()
+        elif "content-length" in headers:
+            body = self._read_exact(self._content_length(headers))
+        else:                          # the body ends with the connection
+            while self._fill():
+                pass
+            body, self._buf = self._buf, b""
+            will_close = True
+        return Response(status, headers, body, will_close)
+
+    @staticmethod
+    def _content_length(headers: dict[str, str]) -> int:
+        try:
+            return int(headers["content-length"])
+        except ValueError:
+            raise ProtocolError(f"bad Content-Length {headers['content-length']!r}") from None
+
+    def _read_head(self) -> tuple[int, dict[str, str], str]:
+        """Status, headers (names lower-case) and HTTP version of the next final answer."""
         while True:
             end = self._buf.find(b"\r\n\r\n")
             if end >= 0:
@@ -124,24 +190,8 @@ class Connection:
             value = value.strip()
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         if 100 <= status < 200:        # an interim answer (100 Continue): the real one follows
-            return self._read_response(method)
-        will_close = parts[0] == "HTTP/1.0" or "close" in headers.get("connection", "").lower()
-        if method == "HEAD" or status in _NO_BODY_STATUS:
-            body = b""
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            body = self._read_chunked()
-        elif "content-length" in headers:
-            try:
-                n = int(headers["content-length"])
-            except ValueError:
-                raise ProtocolError(f"bad Content-Length {headers['content-length']!r}") from None
-            body = self._read_exact(n)
-        else:                          # the body ends with the connection
-            while self._fill():
-                pass
-            body, self._buf = self._buf, b""
-            will_close = True
-        return Response(status, headers, body, will_close)
+            return self._read_head()
+        return status, headers, parts[0]
 
     def _read_exact(self, n: int) -> bytes:
         while len(self._buf) < n:
@@ -160,7 +210,17 @@ class Connection:
                 raise ProtocolError("bad or missing chunk line")
 
     def _read_chunked(self) -> bytes:
-        out = []
+        return b"".join(self._iter_chunked())
+
+    def _iter_until_close(self) -> Iterator[bytes]:
+        if self._buf:
+            data, self._buf = self._buf, b""
+            yield data
+        while self._fill():
+            data, self._buf = self._buf, b""
+            yield data
+
+    def _iter_chunked(self) -> Iterator[bytes]:
         while True:
             size_line = self._read_line().split(b";", 1)[0].strip()
             try:
@@ -170,7 +230,7 @@ class Connection:
             if size == 0:
                 while self._read_line():   # trailers, up to the empty line
                     pass
-                return b"".join(out)
-            out.append(self._read_exact(size))
+                return
+            yield self._read_exact(size)
             if self._read_exact(2) != b"\r\n":
                 raise ProtocolError("chunk not followed by CRLF")

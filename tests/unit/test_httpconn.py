@@ -142,3 +142,74 @@ def test_the_pool_sends_again_once_when_a_kept_connection_went_stale(server):
         assert [h.split(" ")[1] for h, _ in s.requests] == ["/a", "/b", "/b"]
     finally:
         pool.close()
+
+
+class Trickle:
+    """Answers one request with a chunked head and then the chunks it is handed, one at a time."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.sends = []
+        self.ready = threading.Semaphore(0)
+        self._t = threading.Thread(target=self._serve, daemon=True)
+        self._t.start()
+
+    def _serve(self):
+        conn, _ = self.sock.accept()
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while True:
+                self.ready.acquire()
+                data = self.sends.pop(0)
+                if data is None:
+                    return
+                conn.sendall(data)
+
+    def send(self, data):
+        self.sends.append(data)
+        self.ready.release()
+
+    def close(self):
+        self.send(None)
+        self.sock.close()
+
+
+def test_a_stream_yields_each_chunk_as_it_arrives_and_times_out_when_quiet():
+    srv = Trickle()
+    conn = httpconn.Connection("127.0.0.1", srv.port, timeout=5)
+    try:
+        srv.send(b"6\r\nfirst\n\r\n")
+        r = conn.stream("GET", "/watch", {}, read_timeout=0.3)
+        assert r.status == 200
+        pieces = iter(r)
+        assert next(pieces) == b"first\n"          # before the server has sent any more
+        srv.send(b"7\r\nsecond\n\r\n0\r\n\r\n")
+        assert list(pieces) == [b"second\n"]
+    finally:
+        conn.close()
+        srv.close()
+    srv = Trickle()
+    conn = httpconn.Connection("127.0.0.1", srv.port, timeout=5)
+    try:
+        r = conn.stream("GET", "/watch", {}, read_timeout=0.2)
+        with pytest.raises(OSError):                # socket.timeout: nothing came
+            next(iter(r))
+    finally:
+        conn.close()
+        srv.close()
+
+
+def test_a_streamed_error_answer_is_read_whole(server):
+    srv = server(b"HTTP/1.1 410 Gone\r\nContent-Length: 11\r\n\r\n{\"code\":41}")
+    conn = httpconn.Connection("127.0.0.1", srv.port, timeout=5)
+    try:
+        r = conn.stream("GET", "/watch", {})
+        assert (r.status, r.read()) == (410, b'{"code":41}')
+    finally:
+        conn.close()
