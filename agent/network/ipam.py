@@ -71,8 +71,9 @@ class NodeState:
         finally:
             os.close(fd)  # releases the lock
 
-    def _read(self) -> dict:
-        """The state (call under the lock): a copy the caller may change and `_write`."""
+    def _read(self, *, for_change: bool = True) -> dict:
+        """The state (call under the lock): a copy the caller may change and `_write`, or
+        (for_change=False) the kept one itself, which the caller must not change."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -92,7 +93,7 @@ class NodeState:
             data.setdefault("last", None)
             data.setdefault("pods", {})
             self._cached = (key, data)
-        return _copy(self._cached[1])
+        return _copy(self._cached[1]) if for_change else self._cached[1]
 
     def _write(self, data: dict) -> None:
         # Atomic (temp file + rename) but not fsync'd: an agent crash leaves the old or the
@@ -118,11 +119,11 @@ class NodeState:
     # -- queries
     def pod_cidr(self) -> str | None:
         with self._locked():
-            return self._read()["pod_cidr"]
+            return self._read(for_change=False)["pod_cidr"]
 
     def pods(self) -> dict[str, PodRecord]:
         with self._locked():
-            return {uid: PodRecord(**rec) for uid, rec in self._read()["pods"].items()}
+            return {uid: PodRecord(**rec) for uid, rec in self._read(for_change=False)["pods"].items()}
 
     def get(self, uid: str) -> PodRecord | None:
         return self.pods().get(uid)
