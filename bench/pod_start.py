@@ -25,7 +25,7 @@ is a tmpfs, as a host's /run is. Root only. Everything it makes is removed at th
   restart is immediate by policy; later ones back off).
 - podman `kube play` of the same manifest where podman exists (not on this host).
 
-    python3 bench/pod_start.py [-n 10 -n 50] [--parallel 1 --parallel 2 --parallel 8] [--repeat 3]
+    python3 bench/pod_start.py [-n 10 -n 50] [--parallel 1 --parallel 2 --parallel 8] [--repeat 5]
                                [--crash-samples 5]
 
 Each figure is the median of `--repeat` rounds, shoal and both floors interleaved
@@ -218,7 +218,7 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, action="append",
                     help=f"floor parallelism (repeatable; default 1, 2 and {AGENT_SYNC_THREADS})")
     ap.add_argument("--crash-samples", type=int, default=5)
-    ap.add_argument("--repeat", type=int, default=3, help="rounds per figure; medians are reported")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds per figure; medians are reported")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("pod_start needs root (runc, overlayfs, cgroups, network namespaces)")
