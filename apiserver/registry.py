@@ -342,7 +342,7 @@ class Registry:
         res = resolve("pods")
         what = f'Operation cannot be fulfilled on pods/binding "{name}"'
         annotations = bmd.get("annotations") or {}
-        if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+        if not isinstance(annotations, dict):
             raise errors.BadRequest("metadata.annotations: must be a map of strings")
         for _ in range(10):
             cur = current or self.get(res, namespace, name)
@@ -371,6 +371,9 @@ class Registry:
             conds.append({"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339(self.clock)})
             status["conditions"] = conds
             obj["status"] = status
+            if annotations:             # the only part of the Binding that is the user's to shape
+                obj = _validate("Pod", obj, old=cur)
+                obj["metadata"].pop("resourceVersion", None)
             try:
                 self.store.update(res.plural, obj, expected_revision=int(cmd["resourceVersion"]))
             except errors.Conflict:

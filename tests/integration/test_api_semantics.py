@@ -321,7 +321,16 @@ def test_binding_subresource_binds_once_and_marks_the_pod_scheduled(api):
                       ({"apiVersion": "v1", "kind": "Pod", "target": {"name": "n1"}}, errors.BadRequest)):
         with pytest.raises(err):
             c.request("POST", "/api/v1/namespaces/default/pods/again/binding", body=body)
+    with pytest.raises(errors.Invalid):
+        c.request("POST", "/api/v1/namespaces/default/pods/again/binding",
+                  body={"apiVersion": "v1", "kind": "Binding", "metadata": {"annotations": {"bad key!": "x"}},
+                        "target": {"name": "n1"}})
     assert not c.get("pods", "again")["spec"].get("nodeName")
+    c.request("POST", "/api/v1/namespaces/default/pods/again/binding",
+              body={"apiVersion": "v1", "kind": "Binding", "metadata": {"annotations": {"example.com/why": "test"}},
+                    "target": {"kind": "Node", "name": "n2"}})
+    again = c.get("pods", "again")
+    assert again["spec"]["nodeName"] == "n2" and again["metadata"]["annotations"]["example.com/why"] == "test"
     # A node may not bind pods (not even to itself); a pod being deleted is not bound.
     from apiserver.client import Client
     cred = Client(api.url, api.join_token).request("POST", "/shoal/v1/join", body={"nodeName": "n1"})
