@@ -126,7 +126,13 @@ def assemble_state(rec: DiskRecord, runc_state: dict | None, *, oom_counter: int
     status = (runc_state or {}).get("status")
     pid = (runc_state or {}).get("pid") or None
     oom = rec.oom_file or bool(oom_counter)
-    base = dict(id=rec.id, labels=dict(rec.labels), log_path=rec.log_path, started_at=rec.started_at)
+    started = rec.started_at
+    if started is not None and rec.exit_code is not None and rec.finished_at is not None:
+        # The exit time is the exit file's mtime, which the kernel keeps at tick resolution
+        # (a few ms behind the clock); a container that exits at once can seem to finish
+        # before it started. It did not.
+        started = min(started, rec.finished_at)
+    base = dict(id=rec.id, labels=dict(rec.labels), log_path=rec.log_path, started_at=started)
     if status in ("created", "running", "paused", "creating"):
         return ContainerState(status="created" if status in ("created", "creating") else "running",
                               pid=pid, **base)
@@ -325,9 +331,16 @@ class RuncRuntime:
                            paths=paths,
                            log_size_max=self.log_size_max, conmon_binary=self.conmon_binary,
                            log_level=self.conmon_log_level)
+        released: list[float] = []
+
+        def release() -> None:
+            if ready is not None:
+                ready()
+            released.append(self.clock())   # conmon runs `runc run` from here: the start
+
         proc, pid = spawn_monitor(argv, stderr_path=paths.stderr_path,
                                   place=lambda p: self.cgroups.join(p, self.monitors_cgroup),
-                                  timeout=self.create_timeout, ready=ready)
+                                  timeout=self.create_timeout, ready=release)
         with self._lock:
             self._monitors[cid] = proc
         _write_text(os.path.join(cdir, "conmon.pid"), str(proc.pid))
@@ -335,7 +348,7 @@ class RuncRuntime:
         # reads liveness from /proc instead of forking `runc state` (≈ 10 ms each).
         _write_json(os.path.join(cdir, "init.json"), {"pid": pid, "start": proc_start_time(pid)})
         if run:
-            _write_text(os.path.join(cdir, "started"), repr(self.clock()))
+            _write_text(os.path.join(cdir, "started"), repr(released[0] if released else self.clock()))
         try:
             _logs.track_rotation(log_path)
         except OSError as e:     # e.g. a log filesystem without hard links: no <log>.1, still a log

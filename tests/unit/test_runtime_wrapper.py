@@ -254,13 +254,18 @@ REC = DiskRecord(id="c1", labels={"shoal.io/pod-uid": "u"}, log_path="/l/0.log",
     # exited and the monitor is gone without a word: stopped, code unknown
     ({}, {"status": "stopped", "pid": 0}, None, dict(status="stopped", exit_code=None)),
     ({}, None, None, dict(status="unknown")),
+    # exited at once: the exit file's mtime (tick resolution) can read before the start
+    (dict(exit_code=3, finished_at=99.998), {"status": "stopped"}, None,
+     dict(status="stopped", started_at=99.998, finished_at=99.998)),
+    (dict(exit_code=3, finished_at=105.0), {"status": "stopped"}, None, dict(started_at=100.0)),
 ])
 def test_assemble_state(rec_kw, runc_state, oom_counter, expected):
     from dataclasses import replace
     st = assemble_state(replace(REC, **rec_kw), runc_state, oom_counter=oom_counter)
     for k, v in expected.items():
         assert getattr(st, k) == v, k
-    assert st.labels == REC.labels and st.log_path == "/l/0.log" and st.started_at == 100.0
+    assert st.labels == REC.labels and st.log_path == "/l/0.log"
+    assert st.started_at == expected.get("started_at", 100.0)
 
 
 @pytest.mark.parametrize("text, expected", [("137", 137), ("0\n", 0), ("", None), ("x", None)])
