@@ -84,16 +84,19 @@ def write_kubeconfig(path: str | os.PathLike, *, server: str, token: str, ca_dat
     os.replace(tmp, p)
 
 
+def _raise_status(status: int, data: bytes) -> None:
+    """Raise the ApiError of a failed answer from its body (a Status, or text)."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        payload = data.decode(errors="replace")
+    raise errors.from_status(status, payload)
+
+
 def _raise_for_stream(r: httpx.Response) -> None:
     """Raise the ApiError of a streamed response that failed (after reading its Status body)."""
-    if r.status_code < 400:
-        return
-    r.read()
-    try:
-        payload = r.json()
-    except ValueError:
-        payload = r.text
-    raise errors.from_status(r.status_code, payload)
+    if r.status_code >= 400:
+        _raise_status(r.status_code, r.read())
 
 
 def _watch_event(line: bytes) -> dict:
@@ -241,11 +244,7 @@ class Client:
         except OSError as e:
             raise ConnectionFailed(f"cannot reach the API server at {self.server}: {e}") from e
         if status >= 400:
-            try:
-                payload = json.loads(data)
-            except ValueError:
-                payload = data.decode(errors="replace")
-            raise errors.from_status(status, payload)
+            _raise_status(status, data)
         if raw:
             return data.decode(errors="replace")
         if not data:
@@ -332,12 +331,7 @@ class Client:
                 r = conn.stream("GET", self._pool.prefix + res.path(namespace=ns) + "?" + query, self._headers,
                                 read_timeout=(timeout_seconds or 300) + 30)
                 if r.status >= 400:
-                    data = r.read()
-                    try:
-                        payload = json.loads(data)
-                    except ValueError:
-                        payload = data.decode(errors="replace")
-                    raise errors.from_status(r.status, payload)
+                    _raise_status(r.status, r.read())
                 rest = b""
                 for piece in r:
                     lines = (rest + piece).split(b"\n")

@@ -362,7 +362,7 @@ class Registry:
                 raise errors.Conflict(f'{what}: pod {name} is already assigned to node "{bound}"',
                                       details={"name": name, "kind": "pods"})
             obj = dict(cur)
-            obj["metadata"] = md = {k: v for k, v in cmd.items() if k != "resourceVersion"}
+            obj["metadata"] = md = dict(cmd)          # resourceVersion: the store drops it
             if annotations:
                 md["annotations"] = {**(cmd.get("annotations") or {}), **annotations}
             obj["spec"] = dict(cur.get("spec") or {}, nodeName=node)
@@ -373,7 +373,6 @@ class Registry:
             obj["status"] = status
             if annotations:             # the only part of the Binding that is the user's to shape
                 obj = _validate("Pod", obj, old=cur)
-                obj["metadata"].pop("resourceVersion", None)
             try:
                 self.store.update(res.plural, obj, expected_revision=int(cmd["resourceVersion"]))
             except errors.Conflict:

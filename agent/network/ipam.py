@@ -85,8 +85,8 @@ class NodeState:
                 with open(self.path) as f:
                     data = json.load(f)
                     key = _identity(os.fstat(f.fileno()))
-            except FileNotFoundError:
-                return self._read()
+            except FileNotFoundError:         # replaced between the stat and the open
+                return self._read(for_change=for_change)
             except json.JSONDecodeError as exc:
                 raise RuntimeError(f"network state file {self.path} is corrupt: {exc}") from exc
             data.setdefault("pod_cidr", None)

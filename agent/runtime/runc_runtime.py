@@ -348,7 +348,7 @@ class RuncRuntime:
         # reads liveness from /proc instead of forking `runc state` (≈ 10 ms each).
         _write_json(os.path.join(cdir, "init.json"), {"pid": pid, "start": proc_start_time(pid)})
         if run:
-            _write_text(os.path.join(cdir, "started"), repr(released[0] if released else self.clock()))
+            _write_text(os.path.join(cdir, "started"), repr(released[0]))
         try:
             _logs.track_rotation(log_path)
         except OSError as e:     # e.g. a log filesystem without hard links: no <log>.1, still a log
