@@ -429,6 +429,7 @@ class Agent:
         if w is None:
             return None
         nxt = w.sync()
+        self.events.touch()         # busy: the events wait (agent/events.py)
         if w.done:
             with self._lock:
                 if self._workers.get(uid) is w:

@@ -2,13 +2,14 @@
 
 `EventRecorder.emit(obj, type, reason, message)` never blocks the pod worker:
 events go through a bounded queue to one sender thread (dropped, with a log
-line, if the API server is far behind). The sender waits until the agent has
-emitted nothing for `quiet` seconds (at most `max_delay` after the first event
-it holds) and then writes what it holds, in order: during a burst of pod starts
-the writes of state (pod statuses) go first and events, which are advice,
-follow within a second — each event written mid-burst cost the agent about a
-millisecond of CPU, most of it in hand-overs of the GIL between its threads
-(bench/pod_start.py, docs/benchmarks.md). `flush()` and `stop()` send at once.
+line, if the API server is far behind). Events are advice, pod statuses are
+state: the sender holds what it has while the agent is busy — emitting events
+or syncing pods (`touch()`, called by the pod dispatcher) — and writes it, in
+order, once the agent has been quiet for `quiet` seconds, at most `max_delay`
+after the first event it holds (apiserver/holdback.py). A burst of pod starts
+thus writes its statuses first and its events just after, instead of spending
+the API server's CPU on them mid-burst (bench/pod_start.py, docs/benchmarks.md).
+`flush()` and `stop()` send at once.
 
 A repeat of the same (object uid, type, reason, message) within
 `aggregate_window` seconds updates the existing Event's `count` and
@@ -25,6 +26,7 @@ from collections import OrderedDict
 from typing import Callable, Mapping
 
 from apiserver import errors
+from apiserver.holdback import HoldBack
 
 from .status import rfc3339, rfc3339_micro
 
@@ -34,13 +36,14 @@ COMPONENT = "shoal-agent"
 
 class EventRecorder:
     def __init__(self, client, *, node_name: str, clock: Callable[[], float], aggregate_window: float = 600.0,
-                 max_queue: int = 2000, cache_size: int = 4096, quiet: float = 0.1, max_delay: float = 1.0):
+                 max_queue: int = 2000, cache_size: int = 4096, quiet: float = 0.1, max_delay: float = 3.0):
         self.client = client
         self.quiet, self.max_delay = quiet, max_delay
         self.node_name = node_name
         self.clock = clock
         self.window = aggregate_window
-        self._q: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._q = HoldBack(maxsize=max_queue, quiet=quiet, max_delay=max_delay,
+                           ends=lambda item: not isinstance(item, tuple))
         self._seen: OrderedDict[tuple, dict] = OrderedDict()
         self._cache_size = cache_size
         self._seq = 0
@@ -55,6 +58,10 @@ class EventRecorder:
         except queue.Full:
             log.warning("event queue full, dropping %s %s: %s", reason, (obj.get("metadata") or {}).get("name"),
                         message)
+
+    def touch(self) -> None:
+        """The agent is busy (a pod sync ran): keep holding the events gathered so far."""
+        self._q.touch()
 
     def flush(self, timeout: float = 5.0) -> None:
         done = threading.Event()
@@ -71,7 +78,7 @@ class EventRecorder:
 
     def _run(self) -> None:
         while True:
-            for item in self._gather():
+            for item in self._q.next_batch():
                 if item is None:
                     return
                 if isinstance(item, threading.Event):
@@ -81,27 +88,6 @@ class EventRecorder:
                     self._send(*item)
                 except Exception as e:   # events are best-effort: never let them break the agent
                     log.warning("recording event failed: %s", e)
-
-    def _gather(self) -> list:
-        """The next items to handle: an event and those that follow it until the queue has
-        been quiet for `quiet` seconds or `max_delay` has passed since it; a flush or stop
-        marker ends the gathering at once."""
-        first = self._q.get()
-        items = [first]
-        if not isinstance(first, tuple) or self.quiet <= 0:
-            return items
-        deadline = time.monotonic() + self.max_delay
-        while True:
-            left = min(self.quiet, deadline - time.monotonic())
-            if left <= 0:
-                return items
-            try:
-                item = self._q.get(timeout=left)
-            except queue.Empty:
-                return items
-            items.append(item)
-            if not isinstance(item, tuple):
-                return items
 
     def _send(self, md: dict, kind: str, api_version: str, type_: str, reason: str, message: str, t: float) -> None:
         ns = md.get("namespace") or "default"

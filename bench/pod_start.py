@@ -30,6 +30,8 @@ is a tmpfs, as a host's /run is. Root only. Everything it makes is removed at th
 
 Each figure is the median of `--repeat` rounds, shoal and both floors interleaved
 (timings on a small VM swing by ±20 % between minutes); the rounds are printed too.
+Before each timed run the bench waits for the machine to be idle (`settle`), so that what
+the previous run left (the cluster's held events, a floor's teardown) is not timed.
 """
 from __future__ import annotations
 
@@ -67,6 +69,27 @@ def emit(**kw) -> None:
 
 def ms(x: float) -> float:
     return round(x * 1000, 1)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of the whole machine, from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return f[3] + f[4], sum(f)
+
+
+def settle(max_wait: float = 15.0, window: float = 0.3, idle_share: float = 0.85) -> float:
+    """Wait until the machine is idle (at least `idle_share` of its CPU time idle over `window`
+    seconds, at most `max_wait` in all): what one timed run leaves behind — the cluster's held
+    events and garbage collection, a floor's teardown — must not run inside the next one,
+    whichever side it would slow down. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < max_wait:
+        i0, a0 = _cpu_times()
+        time.sleep(window)
+        i1, a1 = _cpu_times()
+        if a1 > a0 and (i1 - i0) / (a1 - a0) >= idle_share:
+            break
+    return time.monotonic() - t0
 
 
 # ----------------------------------------------------------------------------- shoal
@@ -242,10 +265,13 @@ def main() -> None:
                 # swing ±20 % from one minute to the next; the medians are compared.
                 runs: dict[str, list[float]] = {"shoal": [], "deleted": [], "floor": [], "netns": []}
                 for _ in range(args.repeat):
+                    settle()
                     shoal = shoal_pod_start(c, ref, n)
                     runs["shoal"].append(shoal["all_ready_s"])
                     runs["deleted"].append(shoal["all_deleted_s"])
+                    settle()
                     runs["floor"].append(raw_runc(image, work / "floor", n, par, run_dir=c.run_dir, net=False))
+                    settle()
                     runs["netns"].append(raw_runc(image, work / "floor", n, par, run_dir=c.run_dir, net=True))
                 med = {k: statistics.median(v) for k, v in runs.items()}
                 emit(bench="pod_start", what="shoal: deployment applied -> all pods Ready (image cached)", n=n,

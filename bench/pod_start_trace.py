@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from agent_fixtures import NAMESPACE, E2ECluster, deployment_manifest, is_ready, wait_for  # noqa: E402
-from pod_start import emit, warm_image  # noqa: E402
+from pod_start import emit, settle, warm_image  # noqa: E402
 
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
@@ -150,6 +150,7 @@ def main() -> int:
         db = next(p for p in (work / "cluster").rglob("state.db"))
         emit(pids=pids, n=args.n, parallel=args.parallel)
         for _ in range(args.rounds):
+            settle()                 # the previous round's held events and clean-up are not this one's
             if args.pause:
                 time.sleep(args.pause)
             one_round(c, ref, args.n, pids, db, args.pods)

@@ -5,6 +5,13 @@ Contract:
 - `event(obj, type_, reason, message)` never blocks and never raises: events are written
   by one background thread from a bounded queue; when the queue is full they are dropped
   (as client-go's broadcaster does) — events are advice, not state.
+- While the cluster is busy they wait: the writer holds what it has until neither an event
+  nor a `touch()` (the manager touches on every watch event its informers receive) came for
+  `quiet` seconds (0.5: the controllers see a node's work only as the pod updates it
+  writes, the first of them a few hundred ms after the bindings), at most `max_delay` (3 s)
+  after the first it holds (apiserver/holdback.py). In a burst of pod starts the bindings
+  and statuses are written first, the Scheduled and SuccessfulCreate events just after.
+  `stop()` writes what is held.
 - Repeats (same object uid, type, reason, message, component) are aggregated: the first
   creates an Event named `<object>.<hex nanoseconds>`; later ones bump `count` and
   `lastTimestamp` with a merge patch (a new Event is created if the old one is gone).
@@ -25,6 +32,7 @@ from typing import Protocol
 
 from apiserver import errors
 from apiserver.client import Client
+from apiserver.holdback import HoldBack
 
 from .objects import format_time, meta
 from .runtime.clock import Clock, RealClock
@@ -55,15 +63,15 @@ class RecordingEvents:
 
 class EventRecorder:
     def __init__(self, client: Client, component: str, *, clock: Clock | None = None, max_pending: int = 5000,
-                 remember: int = 4096, burst: int = 25, refill_seconds: float = 300.0):
+                 remember: int = 4096, burst: int = 25, refill_seconds: float = 300.0, quiet: float = 0.5,
+                 max_delay: float = 3.0):
         self.client = client
         self.component = component
         self.clock = clock or RealClock()
-        self._q: queue.Queue = queue.Queue(max_pending)
+        self._q = HoldBack(maxsize=max_pending, quiet=quiet, max_delay=max_delay, ends=lambda item: item is None)
         self._seen: OrderedDict[tuple, tuple[str, str, int]] = OrderedDict()
         self._remember = remember
         self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
         self.dropped = 0
         self.burst, self.refill_seconds = burst, refill_seconds
         self._buckets: OrderedDict[tuple, tuple[float, float]] = OrderedDict()
@@ -95,30 +103,34 @@ class EventRecorder:
         except queue.Full:
             self.dropped += 1
 
+    def touch(self) -> None:
+        """The cluster is busy (a watch event came): keep holding the events gathered so far."""
+        self._q.touch()
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"events-{self.component}", daemon=True)
             self._thread.start()
 
     def stop(self, flush_timeout: float = 2.0) -> None:
-        """Write what is queued (for up to `flush_timeout` s), then stop."""
-        deadline = time.monotonic() + flush_timeout
-        while not self._q.empty() and time.monotonic() < deadline and self._thread is not None:
-            time.sleep(0.02)
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(1.0)
+        """Write what is queued and held (for up to `flush_timeout` s), then stop."""
+        if self._thread is None:
+            return
+        try:
+            self._q.put(None, timeout=flush_timeout)    # ends the held batch: written, then the thread ends
+        except queue.Full:
+            pass
+        self._thread.join(flush_timeout)
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                item = self._q.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                self._write(*item)
-            except Exception as e:
-                log.debug("event %s on %s/%s not recorded: %s", item[2], item[0]["kind"], item[0]["name"], e)
+        while True:
+            for item in self._q.next_batch():
+                if item is None:
+                    return
+                try:
+                    self._write(*item)
+                except Exception as e:
+                    log.debug("event %s on %s/%s not recorded: %s", item[2], item[0]["kind"], item[0]["name"], e)
 
     def _write(self, ref: dict, type_: str, reason: str, message: str, at: float) -> None:
         ns = ref["namespace"] or "default"

@@ -66,8 +66,10 @@ def build_manager(client: Client, *, options: Options | None = None, clock: Cloc
         ReplicaSetController(client, replicasets=rss, pods=pods, events=events, clock=clock,
                              status_batch=o.replicaset_status_batch).register(
             m, workers=o.workers)
+    recorders = [events]
     if "scheduler" in on:
         sched_events = EventRecorder(client, "default-scheduler", clock=clock)
+        recorders.append(sched_events)
         Scheduler(client, pods=pods, nodes=nodes, events=sched_events, clock=clock).register(
             m, workers=o.scheduler_workers)
         m.on_start(sched_events.start)
@@ -85,6 +87,12 @@ def build_manager(client: Client, *, options: Options | None = None, clock: Cloc
                          owners={"ReplicaSet": rss, "Deployment": deps, "Node": nodes}, events=events).register(m)
     m.on_start(events.start)
     m.on_stop(events.stop)
+
+    def busy(*_objs: dict) -> None:     # a watch event: the cluster is moving, events wait
+        for r in recorders:
+            r.touch()
+    for inf in (pods, nodes, rss, deps):
+        inf.add_handler(on_add=busy, on_update=busy, on_delete=busy)
     return m
 
 

@@ -277,7 +277,9 @@ class NodeNetwork:
         with self._lock:
             ports = list(self._desired_ports)
             applied = self._applied_ruleset
-        pod_ips = {uid: r.ip for uid, r in self.state.pods().items()}
+        # Only published pods' addresses are needed (reading every pod's record on each pod
+        # start made a burst of N starts O(N²) for nodes that publish nothing).
+        pod_ips = {uid: r.ip for uid, r in self.state.pods().items()} if ports else {}
         script, problems = hp.render_ruleset(ports, pod_ips, pod_cidr=self.state.pod_cidr(), bridge=self.bridge,
                                             table=self.nft_table)
         for p in problems:

@@ -72,8 +72,10 @@ def test_apply_binds_pods_evenly_with_kubernetes_naming(cluster):
     conds = {c["type"]: c for c in done["status"]["conditions"]}
     assert conds["Available"]["reason"] == "MinimumReplicasAvailable"
     assert conds["Progressing"]["reason"] == "NewReplicaSetAvailable"
-    reasons = {(e["reason"], e["involvedObject"]["kind"]) for e in client.list("events", "default")["items"]}
-    assert {("ScalingReplicaSet", "Deployment"), ("SuccessfulCreate", "ReplicaSet"), ("Scheduled", "Pod")} <= reasons
+    # events are written once the cluster has settled (controller/events.py)
+    wanted = {("ScalingReplicaSet", "Deployment"), ("SuccessfulCreate", "ReplicaSet"), ("Scheduled", "Pod")}
+    wait_for(lambda: wanted <= {(e["reason"], e["involvedObject"]["kind"])
+                                for e in client.list("events", "default")["items"]}, 30, what="the rollout's events")
     cidrs = {n["spec"].get("podCIDR") for n in client.list("nodes")["items"]}
     assert cidrs == {"10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"}
 
