@@ -25,12 +25,10 @@ from typing import Any, Callable
 
 class HoldBack:
     def __init__(self, *, maxsize: int, quiet: float, max_delay: float,
-                 ends: Callable[[Any], bool] = lambda item: False,
-                 clock: Callable[[], float] = time.monotonic):
+                 ends: Callable[[Any], bool] = lambda item: False):
         self.quiet, self.max_delay = quiet, max_delay
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._ends = ends
-        self._clock = clock
         self._touched = float("-inf")
 
     def put_nowait(self, item: Any) -> None:
@@ -39,21 +37,18 @@ class HoldBack:
     def put(self, item: Any, timeout: float | None = None) -> None:
         self._q.put(item, timeout=timeout)
 
-    def empty(self) -> bool:
-        return self._q.empty()
-
     def touch(self) -> None:
-        self._touched = self._clock()
+        self._touched = time.monotonic()
 
     def next_batch(self) -> list:
         first = self._q.get()
         items = [first]
         if self._ends(first) or self.quiet <= 0:
             return items
-        now = self._clock()
+        now = time.monotonic()
         deadline, last = now + self.max_delay, now
         while True:
-            now = self._clock()
+            now = time.monotonic()
             left = min(max(last, self._touched) + self.quiet, deadline) - now
             if left <= 0:
                 return items
@@ -62,6 +57,6 @@ class HoldBack:
             except queue.Empty:
                 continue            # a touch may have come meanwhile: look again
             items.append(item)
-            last = self._clock()
+            last = time.monotonic()
             if self._ends(item):
                 return items
