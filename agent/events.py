@@ -37,7 +37,6 @@ class EventRecorder:
     def __init__(self, client, *, node_name: str, clock: Callable[[], float], aggregate_window: float = 600.0,
                  max_queue: int = 2000, cache_size: int = 4096, quiet: float = 0.1, max_delay: float = 3.0):
         self.client = client
-        self.quiet, self.max_delay = quiet, max_delay
         self.node_name = node_name
         self.clock = clock
         self.window = aggregate_window

@@ -111,14 +111,7 @@ class Connection:
             assert self._sock is not None
             self._sock.settimeout(read_timeout)
         status, headers_in, _ = self._read_head()
-        if method == "HEAD" or status in _NO_BODY_STATUS:
-            pieces: Iterator[bytes] = iter(())
-        elif "chunked" in headers_in.get("transfer-encoding", "").lower():
-            pieces = self._iter_chunked()
-        elif "content-length" in headers_in:
-            pieces = iter((self._read_exact(self._content_length(headers_in)),))
-        else:
-            pieces = self._iter_until_close()
+        pieces, _ = self._body(method, status, headers_in)
         return StreamResponse(status, headers_in, pieces)
 
     def _send(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> None:
@@ -142,19 +135,19 @@ class Connection:
 
     def _read_response(self, method: str) -> Response:
         status, headers, version = self._read_head()
-        will_close = version == "HTTP/1.0" or "close" in headers.get("connection", "").lower()
+        pieces, until_close = self._body(method, status, headers)
+        will_close = until_close or version == "HTTP/1.0" or "close" in headers.get("connection", "").lower()
+        return Response(status, headers, b"".join(pieces), will_close)
+
+    def _body(self, method: str, status: int, headers: dict[str, str]) -> tuple[Iterator[bytes], bool]:
+        """The body's pieces (read lazily), and whether the body ends with the connection."""
         if method == "HEAD" or status in _NO_BODY_STATUS:
-            body = b""
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            body = self._read_chunked()
-        elif "content-length" in headers:
-            body = self._read_exact(self._content_length(headers))
-        else:                          # the body ends with the connection
-            while self._fill():
-                pass
-            body, self._buf = self._buf, b""
-            will_close = True
-        return Response(status, headers, body, will_close)
+            return iter(()), False
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return self._iter_chunked(), False
+        if "content-length" in headers:
+            return iter((self._read_exact(self._content_length(headers)),)), False
+        return self._iter_until_close(), True
 
     @staticmethod
     def _content_length(headers: dict[str, str]) -> int:
@@ -208,9 +201,6 @@ class Connection:
                 return line
             if len(self._buf) > MAX_HEAD or not self._fill():
                 raise ProtocolError("bad or missing chunk line")
-
-    def _read_chunked(self) -> bytes:
-        return b"".join(self._iter_chunked())
 
     def _iter_until_close(self) -> Iterator[bytes]:
         if self._buf:

@@ -79,7 +79,7 @@ class NodeState:
         except FileNotFoundError:
             self._cached = None
             return {"pod_cidr": None, "last": None, "pods": {}}
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        key = _identity(st)
         if self._cached is None or self._cached[0] != key:
             try:
                 with open(self.path) as f:
