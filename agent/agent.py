@@ -43,17 +43,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from apiserver import errors
+from shoal.machinery.api import errors
 
-from .clock import SystemClock, ThreadScheduler
-from .events import EventRecorder
-from .interfaces import HostPort, Peer
-from .logserver import LogNotFound, LogRequestInvalid, LogServer
-from .plan import LABEL_IMAGE_ID, LABEL_POD_UID
-from .probes import ProbeManager, RealProbeExecutor
-from .restarts import BackoffPolicy, RestartTracker
-from .status import rfc3339, rfc3339_micro
-from .worker import PodDispatcher, PodWorker, WorkerContext
+from shoal.machinery.control.timers import SystemClock, ThreadScheduler
+from shoal.agent.events import EventRecorder
+from shoal.agent.interfaces import HostPort, Peer
+from shoal.agent.logserver import LogNotFound, LogRequestInvalid, LogServer
+from shoal.agent.plan import LABEL_IMAGE_ID, LABEL_POD_UID
+from shoal.agent.probes import ProbeManager, RealProbeExecutor
+from shoal.agent.restarts import BackoffPolicy, RestartTracker
+from shoal.agent.status import rfc3339, rfc3339_micro
+from shoal.agent.worker import PodDispatcher, PodWorker, WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -630,7 +630,7 @@ class Agent:
         def writing() -> bool:
             if self._stop.is_set() or (d / f"{current + 1}.log").exists():
                 return False
-            from .worker import container_id_for
+            from shoal.agent.worker import container_id_for
             st = self.runtime.state(container_id_for(uid, container, current))
             return st is not None and st.status == "running"
         return d / f"{current}.log", writing

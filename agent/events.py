@@ -24,10 +24,10 @@ import threading
 from collections import OrderedDict
 from typing import Callable, Mapping
 
-from apiserver import errors
-from apiserver.holdback import HoldBack
+from shoal.machinery.api import errors
+from shoal.machinery.control.holdback import HoldBack
 
-from .status import rfc3339, rfc3339_micro
+from shoal.agent.status import rfc3339, rfc3339_micro
 
 log = logging.getLogger(__name__)
 COMPONENT = "shoal-agent"

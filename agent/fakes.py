@@ -34,8 +34,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .interfaces import (ContainerConfig, ContainerState, HostPort, ImagePullError, Peer, PodNet, PulledImage)
-from .probes import FAILURE, LIVENESS, READINESS, SUCCESS, ProbeResult, ProbeTarget
+from shoal.agent.interfaces import ContainerConfig, ContainerState, HostPort, ImagePullError, Peer, PodNet, PulledImage
+from shoal.agent.probes import FAILURE, LIVENESS, READINESS, SUCCESS, ProbeResult, ProbeTarget
 
 FAKE_PREFIX = "shoal.io/fake-"
 DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]

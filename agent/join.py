@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from apiserver import errors
-from apiserver.client import Client
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
 
 log = logging.getLogger(__name__)
 

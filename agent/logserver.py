@@ -75,7 +75,7 @@ def read_log(path: Path, *, tail_lines: int | None = None, follow: bool = False,
 
 
 try:    # the runtime's reader also follows conmon's size rotation (<log>.1)
-    from agent.runtime.logs import read_log as _runtime_read_log
+    from shoal.agent.runtime.logs import read_log as _runtime_read_log
 except ImportError:     # pragma: no cover - the runtime package is optional for hollow agents
     _runtime_read_log = None
 

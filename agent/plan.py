@@ -40,8 +40,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .probes import FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, ProbeResult
-from .restarts import Backoff, should_restart
+from shoal.agent.probes import FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, ProbeResult
+from shoal.agent.restarts import Backoff, should_restart
 
 LABEL_POD_UID = "shoal.io/pod-uid"
 LABEL_POD_NAME = "shoal.io/pod-name"

@@ -25,9 +25,9 @@ import copy
 import datetime as _dt
 from typing import Mapping
 
-from .plan import ObservedContainer, PodActions, PodRuntimeView, Waiting, ready_from_probes
-from .probes import ProbeResult
-from .restarts import should_restart
+from shoal.agent.plan import ObservedContainer, PodActions, PodRuntimeView, Waiting, ready_from_probes
+from shoal.agent.probes import ProbeResult
+from shoal.agent.restarts import should_restart
 
 TERMINAL = ("Succeeded", "Failed")
 

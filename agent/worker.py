@@ -42,16 +42,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
-from apiserver.quantity import cpu_millis, memory_bytes
+from shoal.machinery.api.quantity import cpu_millis, memory_bytes
 
-from .interfaces import ContainerConfig, ContainerState, ImagePullError, Mount, PodNet, PulledImage
-from .plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_POD_NAME,
-                   LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ObservedContainer, PodActions,
-                   PodRuntimeView, PullFailure, StartContainer, compute_pod_actions, is_deleting,
-                   pod_grace_seconds, pod_ref, spec_hash)
-from .probes import RunningContainer
-from .restarts import RestartTracker
-from .status import build_pod_status
+from shoal.agent.interfaces import ContainerConfig, ContainerState, ImagePullError, Mount, PodNet, PulledImage
+from shoal.agent.plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_POD_NAME,
+                              LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ObservedContainer, PodActions,
+                              PodRuntimeView, PullFailure, StartContainer, compute_pod_actions, is_deleting,
+                              pod_grace_seconds, pod_ref, spec_hash)
+from shoal.agent.probes import RunningContainer
+from shoal.agent.restarts import RestartTracker
+from shoal.agent.status import build_pod_status
 
 log = logging.getLogger(__name__)
 

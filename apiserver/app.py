@@ -24,12 +24,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import auth, errors, watch
-from .registry import Registry, Selectors
-from .resources import RESOURCES, Resource
-from .routetable import RouteTable
-from .settings import Settings
-from .store import Store
+from shoal.apiserver import auth, watch
+from shoal.machinery.api import errors
+from shoal.apiserver.registry import Registry, Selectors
+from shoal.machinery.api.resources import RESOURCES, Resource
+from shoal.apiserver.routetable import RouteTable
+from shoal.apiserver.settings import Settings
+from shoal.apiserver.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     @app.get("/cacerts", response_class=PlainTextResponse, tags=["meta"])
     async def cacerts():
         """The CA certificate (PEM) this server's certificate chains to, for joining agents."""
-        from .tls import ca_path
+        from shoal.apiserver.tls import ca_path
         if not settings.tls:
             raise errors.NotFound("this server does not serve TLS: it has no CA")
         try:
@@ -258,7 +259,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             raise errors.NotFound(f"the CA certificate {ca_path(settings.data_dir)} cannot be read: {e.strerror}")
         return Response(pem, media_type="application/x-pem-file")
 
-    from .discovery import add_discovery_routes
+    from shoal.apiserver.discovery import add_discovery_routes
     add_discovery_routes(app)
 
     @app.post("/shoal/v1/join", tags=["shoal"], openapi_extra=OBJECT_BODY)
@@ -269,7 +270,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             raise errors.Forbidden("only the join token may join nodes")
         body = await _body(request)
         node = (body or {}).get("nodeName") if isinstance(body, dict) else None
-        from .models.names import is_dns1123_subdomain
+        from shoal.machinery.api.names import is_dns1123_subdomain
         if not isinstance(node, str) or not node or is_dns1123_subdomain(node):
             raise errors.Invalid("nodeName: a valid DNS-1123 subdomain is required",
                                  causes=[errors.Cause("nodeName", "a valid DNS-1123 subdomain is required")])

@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import errors
-from .resources import Resource
-from .store import Store
+from shoal.machinery.api import errors
+from shoal.machinery.api.resources import Resource
+from shoal.apiserver.store import Store
 
 
 def new_token(prefix: str = "") -> str:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import errors
-from .resources import RESOURCES
+from shoal.machinery.api import errors
+from shoal.machinery.api.resources import RESOURCES
 
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 

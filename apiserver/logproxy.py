@@ -14,8 +14,8 @@ import anyio
 import httpx
 from fastapi.responses import StreamingResponse
 
-from . import errors
-from .resources import resolve
+from shoal.machinery.api import errors
+from shoal.machinery.api.resources import resolve
 
 
 async def proxy_pod_log(registry: Any, namespace: str | None, name: str, params) -> StreamingResponse:

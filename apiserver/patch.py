@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from . import errors
+from shoal.machinery.api import errors
 
 # Lists merged by key in a strategic merge patch, by field name (Kubernetes' patchMergeKey).
 MERGE_KEYS: dict[str, str] = {

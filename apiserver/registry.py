@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import errors, patch as patches, selectors
-from .models.names import is_dns1123_subdomain
-from .resources import RESOURCES, Resource, resolve
-from .settings import Settings
-from .store import Store
+from shoal.machinery.api import errors, selectors
+from shoal.apiserver import patch as patches
+from shoal.machinery.api.names import is_dns1123_subdomain
+from shoal.machinery.api.resources import RESOURCES, Resource, resolve
+from shoal.apiserver.settings import Settings
+from shoal.apiserver.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,12 @@ class Selectors:
 
 
 def _validate(kind: str, obj: dict, *, old: dict | None = None, subresource: str | None = None) -> dict:
-    from .models import validate
+    from shoal.machinery.api.models import validate
     return validate(kind, obj, old=old, subresource=subresource)
 
 
 def _validate_status(kind: str, status: Any, name: str) -> dict | None:
-    from .models import validate_status
+    from shoal.machinery.api.models import validate_status
     return validate_status(kind, status, name=name)
 
 
@@ -109,7 +110,7 @@ class Registry:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        from . import auth
+        from shoal.apiserver import auth
         self.tokens = auth.bootstrap_tokens(self.store, self.settings.data_dir)
         for ns in SYSTEM_NAMESPACES:
             if self.store.get("namespaces", None, ns) is None:
@@ -663,7 +664,7 @@ class Registry:
 
     # ------------------------------------------------------------------ logs
     async def pod_log(self, namespace: str | None, name: str, params) -> Any:
-        from .logproxy import proxy_pod_log
+        from shoal.apiserver.logproxy import proxy_pod_log
         return await proxy_pod_log(self, namespace, name, params)
 
 

@@ -1,8 +1,8 @@
 """Running the API server: `shoal server` and the in-thread server tests use.
 
 `ServerProcess` wires settings → store → app → uvicorn, bootstraps tokens and
-the kubeconfig, optionally runs the controllers in the same process (k3s
-style), and stops cleanly on SIGTERM/SIGINT.
+the kubeconfig, runs the controllers through the factory it is given (k3s style: in
+this process or as a child), and stops cleanly on SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
@@ -10,19 +10,17 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import uvicorn
 
-from .app import create_app
-from .client import Client, write_kubeconfig
-from .settings import Settings
-from .store import Store
+from shoal.apiserver.app import create_app
+from shoal.machinery.client.rest import Client, write_kubeconfig
+from shoal.apiserver.settings import Settings
+from shoal.apiserver.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -41,37 +39,16 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return s
 
 
-class ControllerProcess:
-    """`shoal controller` as a child of the server: started with the admin kubeconfig,
-    restarted if it dies, stopped (SIGTERM, then SIGKILL) with the server."""
+class Stoppable(Protocol):
+    """What a controller factory returns: something the server stops when it stops."""
 
-    def __init__(self, kubeconfig: Path, written: list[Path], argv: list[str]):
-        self.kubeconfig = kubeconfig if kubeconfig in written or kubeconfig.exists() else written[0]
-        self.argv = [sys.executable, "-m", "cli.main", "controller", "--kubeconfig", str(self.kubeconfig), *argv]
-        self._stop = threading.Event()
-        self.proc = self._spawn()
-        self._watch = threading.Thread(target=self._supervise, name="controller-supervisor", daemon=True)
-        self._watch.start()
+    def stop(self) -> None: ...
 
-    def _spawn(self):
-        return subprocess.Popen(self.argv, cwd=str(Path(__file__).resolve().parents[1]),
-                                      stdin=subprocess.DEVNULL)
 
-    def _supervise(self) -> None:
-        while not self._stop.wait(1.0):
-            if self.proc.poll() is not None and not self._stop.is_set():
-                log.warning("the controller process exited with %s; starting it again", self.proc.returncode)
-                self.proc = self._spawn()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+# The controllers are embedded through a factory the composition root (`shoal.cli`) passes
+# in: the API server never imports them. Called once the server answers and the kubeconfigs
+# are written, with the running server (its `client()`, `url`, `kubeconfig_paths`).
+ControllerFactory = Callable[["ServerProcess"], Stoppable]
 
 
 class ServerProcess:
@@ -87,7 +64,7 @@ class ServerProcess:
         self.port = self.sock.getsockname()[1]
         self.tls_files: dict[str, str] | None = None
         if settings.tls:
-            from .tls import ensure_server_certs
+            from shoal.apiserver.tls import ensure_server_certs
             self.tls_files = ensure_server_certs(Path(settings.data_dir) / "tls", settings.listen_host,
                                                  settings.tls_sans)
         scheme = "https" if self.tls_files else "http"
@@ -102,7 +79,7 @@ class ServerProcess:
                                                  timeout_graceful_shutdown=2, **cfg_kw))
         self._thread: threading.Thread | None = None
         self.kubeconfig_paths = kubeconfig_paths or []
-        self.controllers: Any = None
+        self.controllers: Stoppable | None = None
 
     @property
     def registry(self):
@@ -125,12 +102,10 @@ class ServerProcess:
     def client(self, token: str | None = None, **kw) -> Client:
         return Client(self.url, token or self.admin_token, ca_file=(self.tls_files or {}).get("ca"), **kw)
 
-    def start(self, *, controllers: bool = False, controller_options: Any = None, controllers_mode: str = "thread",
-              controller_argv: list[str] | None = None) -> "ServerProcess":
-        """Serve, then (with controllers=True) run the controllers: as threads of this process
-        (controllers_mode="thread", what tests use) or as a `shoal controller` child process
-        ("process", what `shoal server` and `shoal up` use: the controllers then get a core of
-        their own instead of sharing this process's GIL with the API server)."""
+    def start(self, *, controllers: ControllerFactory | None = None) -> "ServerProcess":
+        """Serve, then run `controllers(self)` when given: threads of this process (what tests
+        use) or a `shoal controller` child (what `shoal server` and `shoal up` use: the
+        controllers then get a core of their own instead of sharing this process's GIL)."""
         self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [self.sock]},
                                         name="apiserver", daemon=True)
         self._thread.start()
@@ -143,13 +118,8 @@ class ServerProcess:
             time.sleep(0.02)
         for p in self.kubeconfig_paths:
             write_kubeconfig(p, server=self.url, token=self.admin_token, ca_data_b64=self.ca_data_b64())
-        if controllers and controllers_mode == "process":
-            self.controllers = ControllerProcess(Path(self.settings.data_dir) / "admin.kubeconfig",
-                                                 self.kubeconfig_paths, controller_argv or [])
-        elif controllers:
-            from controller.manager import run_controllers
-            self.controllers = run_controllers(self.client(user_agent="shoal-controller"),
-                                               **({"options": controller_options} if controller_options else {}))
+        if controllers is not None:
+            self.controllers = controllers(self)
         return self
 
     def stop(self) -> None:

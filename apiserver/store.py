@@ -46,7 +46,7 @@ from sqlalchemy import (Column, bindparam, Index, Integer, MetaData, String, Tab
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError as _SaIntegrityError, OperationalError as _SaOperationalError
 
-from . import errors
+from shoal.machinery.api import errors
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from typing import AsyncIterator, Callable
 
 import anyio
 
-from . import errors
-from .store import Event, Store
+from shoal.machinery.api import errors
+from shoal.apiserver.store import Event, Store
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """API server benchmark: write latency at a fixed rate, watch delivery latency, peak writes/s.
 
-Starts `python -m apiserver` on loopback with a temp SQLite file (no controllers), then:
+Starts `python -m shoal.cli server` on loopback with a temp SQLite file (no controllers), then:
   1. paced writes at --rate writes/s from --concurrency threads for --seconds,
      with a watcher measuring when each write's event arrives;
   2. unpaced writes for --seconds to find the peak rate.
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from apiserver.client import Client  # noqa: E402
+from shoal.machinery.client.rest import Client  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -39,7 +39,7 @@ def start_server(data: Path) -> tuple[subprocess.Popen, str, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "apiserver", "--data-dir", str(data), "--listen",
+    proc = subprocess.Popen([sys.executable, "-m", "shoal.cli", "server", "--data-dir", str(data), "--listen",
                              f"127.0.0.1:{port}", "--no-controller", "--write-kubeconfig", str(data / "kc")],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -1,6 +1,6 @@
 """Control-plane benchmark: hollow nodes, many pods — how fast are they scheduled?
 
-Starts `python -m apiserver` (the API server with the controllers embedded, as `shoal server`
+Starts `python -m shoal.cli server` (the API server with the controllers embedded, as `shoal server`
 runs by default) on loopback with a temp SQLite file, registers --nodes hollow nodes
 (tests/integration/hollow.py: leases renewed, bound pods marked Running/Ready), creates
 --deployments Deployments of --replicas each, and measures:
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from apiserver.testing import ServerSubprocess  # noqa: E402
+from shoal.testkit.apiserver import ServerSubprocess  # noqa: E402
 from hollow import HollowCluster, deployment  # noqa: E402
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from apiserver.testing import start_test_server  # noqa: E402
-from agent.agent import Agent, AgentOptions  # noqa: E402
-from agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime  # noqa: E402
-from agent.join import ensure_credentials  # noqa: E402
+from shoal.testkit.apiserver import start_test_server  # noqa: E402
+from shoal.agent.agent import Agent, AgentOptions  # noqa: E402
+from shoal.agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime  # noqa: E402
+from shoal.agent.join import ensure_credentials  # noqa: E402
 
 
 def emit(**kw) -> None:

@@ -55,10 +55,10 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from agent_fixtures import (NAMESPACE, E2ECluster, container, cstatus, deployment_manifest, is_ready,  # noqa: E402
                             pod_manifest, wait_for)
-from agent.interfaces import ContainerConfig, PulledImage  # noqa: E402
-from agent.runtime import build_oci_spec  # noqa: E402
-from agent.runtime.cgroups import Cgroups  # noqa: E402
-from agent.runtime.runc import DEFAULT_RUNC  # noqa: E402
+from shoal.agent.interfaces import ContainerConfig, PulledImage  # noqa: E402
+from shoal.agent.runtime import build_oci_spec  # noqa: E402
+from shoal.agent.runtime.cgroups import Cgroups  # noqa: E402
+from shoal.agent.runtime.runc import DEFAULT_RUNC  # noqa: E402
 
 AGENT_SYNC_THREADS = 8     # AgentOptions.sync_threads default
 

@@ -35,11 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.interfaces import ContainerConfig  # noqa: E402
-from agent.runtime import RuncRuntime, build_oci_spec  # noqa: E402
-from agent.runtime.cgroups import Cgroups  # noqa: E402
-from agent.runtime.runc import DEFAULT_RUNC  # noqa: E402
-from agent.runtime.testing import busybox_image, teardown_runtime  # noqa: E402
+from shoal.agent.interfaces import ContainerConfig  # noqa: E402
+from shoal.agent.runtime import RuncRuntime, build_oci_spec  # noqa: E402
+from shoal.agent.runtime.cgroups import Cgroups  # noqa: E402
+from shoal.agent.runtime.runc import DEFAULT_RUNC  # noqa: E402
+from shoal.testkit.runtime import busybox_image, teardown_runtime  # noqa: E402
 
 
 def emit(**kw) -> None:

@@ -31,10 +31,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from apiserver import errors
-from apiserver.resources import resolve
+from shoal.machinery.api import errors
+from shoal.machinery.api.resources import resolve
 
-from .manifests import Document, check_document, load
+from shoal.cli.manifests import Document, check_document, load
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 

@@ -109,14 +109,14 @@ def _runc_version() -> str:
 def build_seams(args, data_dir: Path):
     """(images, runtime, network, probe_executor, runtime_version) for the flags given."""
     if args.fake_runtime:
-        from agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime
+        from shoal.agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime
         rt = FakeRuntime()
         return FakeImageStore(), rt, FakeNetwork(), FakeProbeExecutor(rt), "fake://0"
-    from agent.images import LocalImageStore, RegistryClient
-    from agent.network import real_node_network
-    from agent.probes import RealProbeExecutor
-    from agent.runtime import RuncRuntime
-    from agent.runtime.mounts import is_tmpfs
+    from shoal.agent.images import LocalImageStore, RegistryClient
+    from shoal.agent.network import real_node_network
+    from shoal.agent.probes import RealProbeExecutor
+    from shoal.agent.runtime import RuncRuntime
+    from shoal.agent.runtime.mounts import is_tmpfs
     registry = RegistryClient(mirrors=dict(args.registry_mirror), insecure_registries=args.insecure_registry)
     images = LocalImageStore(data_dir / "images", registry_client=registry)
     run_dir = getattr(args, "run_dir", None)
@@ -134,8 +134,8 @@ def build_seams(args, data_dir: Path):
 
 
 def run_agent(args) -> int:
-    from agent.agent import Agent, AgentOptions
-    from agent.join import JoinError, ensure_credentials
+    from shoal.agent.agent import Agent, AgentOptions
+    from shoal.agent.join import JoinError, ensure_credentials
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("pyroute2", "httpcore", "asyncio"):

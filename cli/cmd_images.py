@@ -85,8 +85,8 @@ def register(sub) -> None:
 
 
 def run_import(args) -> int:
-    from agent.images.store import LocalImageStore
-    from agent.interfaces import ImagePullError
+    from shoal.agent.images.store import LocalImageStore
+    from shoal.agent.interfaces import ImagePullError
     if not args.archive.exists():
         print(f"error: {args.archive}: no such file or directory", file=sys.stderr)
         return 1
@@ -103,7 +103,7 @@ def run_import(args) -> int:
 
 
 def run_list(args) -> int:
-    from agent.images.store import LocalImageStore
+    from shoal.agent.images.store import LocalImageStore
     root = image_store_root(resolve_agent_dir(args.data_dir))
     if not root.is_dir():
         if args.output == "json":
@@ -127,7 +127,7 @@ def run_list(args) -> int:
 
 
 def run_build_demo(args) -> int:
-    from agent.images import testimages as ti
+    from shoal.testkit import images as ti
     images = ti.cached_test_images(args.cache)
     out: dict[str, str] = {}
     for key, img in images.items():

@@ -62,13 +62,13 @@ def register(sub) -> None:
 
 
 def _lab(args):
-    from .lab import Lab
+    from shoal.testkit.lab import Lab
     return Lab(args.name, out=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def _guard(fn):
     def run(args) -> int:
-        from .lab import LabError
+        from shoal.testkit.lab import LabError
         if os.geteuid() != 0:
             print("error: shoal lab needs root (network namespaces, cgroups, mounts)", file=sys.stderr)
             return 1
@@ -82,7 +82,7 @@ def _guard(fn):
 
 @_guard
 def cmd_up(args) -> int:
-    from .lab import DEFAULT_SUBNET
+    from shoal.testkit.lab import DEFAULT_SUBNET
     lab = _lab(args)
     st = lab.up(args.nodes, subnet=args.subnet or DEFAULT_SUBNET, api_port=args.api_port,
                 registry_port=args.registry_port, node_grace_period=args.node_grace_period,
@@ -109,7 +109,7 @@ def cmd_status(args) -> int:
     print(f"lab {s['name']}  subnet {s['subnet']}  api {s['api']}  registry {s['registry']}")
     print(f"control plane {cp['ip']}: server {run(cp['server'])}, registry {run(cp['registry'])}, "
           f"forwarder {run(cp['forwarder'])}")
-    from .tabwriter import get_table
+    from shoal.cli.tabwriter import get_table
     rows = [["HOST", "ADDRESS", "AGENT", "LINK", "NODE"]]
     rows += [[h["name"], h["ip"], run(h["agent"]), h["link"], h["node"]] for h in s["hosts"]]
     print(get_table(["\t".join(r) for r in rows]), end="")

@@ -4,8 +4,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path("/var/lib/shoal/server")
 
@@ -19,6 +24,57 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise argparse.ArgumentTypeError(f"--listen {value!r}: expected HOST:PORT, e.g. 127.0.0.1:6443")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class ControllerProcess:
+    """`shoal controller` as a child of the server: started with the admin kubeconfig,
+    restarted if it dies, stopped (SIGTERM, then SIGKILL) with the server."""
+
+    def __init__(self, kubeconfig: Path, argv: list[str]):
+        self.kubeconfig = kubeconfig
+        self.argv = [sys.executable, "-m", "shoal.cli", "controller", "--kubeconfig", str(self.kubeconfig), *argv]
+        self._stop = threading.Event()
+        self.proc = self._spawn()
+        self._watch = threading.Thread(target=self._supervise, name="controller-supervisor", daemon=True)
+        self._watch.start()
+
+    def _spawn(self):
+        return subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            if self.proc.poll() is not None and not self._stop.is_set():
+                log.warning("the controller process exited with %s; starting it again", self.proc.returncode)
+                self.proc = self._spawn()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+
+def controllers_in_process(options: Any = None):
+    """A controller factory for `ServerProcess.start`: the controllers as threads of the server."""
+    def start(srv):
+        from shoal.controller.manager import run_controllers
+        return run_controllers(srv.client(user_agent="shoal-controller"), **({"options": options} if options else {}))
+    return start
+
+
+def controllers_as_child(argv: list[str]):
+    """A controller factory: `shoal controller ARGV` as a supervised child of the server, with
+    the admin kubeconfig the server wrote (the first of its kubeconfig paths that exists)."""
+    def start(srv):
+        admin = Path(srv.settings.data_dir) / "admin.kubeconfig"
+        written = srv.kubeconfig_paths
+        return ControllerProcess(admin if admin in written or admin.exists() else written[0], argv)
+    return start
 
 
 def register(sub) -> None:
@@ -67,7 +123,7 @@ def register(sub) -> None:
 
 
 def controller_options(args):
-    from controller.manager import ControllerOptions
+    from shoal.controller.manager import ControllerOptions
     kw = {}
     if getattr(args, "node_grace_period", None) is not None:
         kw["node_grace_period"] = args.node_grace_period
@@ -90,8 +146,8 @@ def controller_argv(args) -> list[str]:
 
 
 def run_server(args) -> int:
-    from apiserver.server import ServerProcess
-    from apiserver.settings import Settings
+    from shoal.apiserver.server import ServerProcess
+    from shoal.apiserver.settings import Settings
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = args.listen
@@ -103,10 +159,13 @@ def run_server(args) -> int:
     kubeconfigs = [Path(args.data_dir) / "admin.kubeconfig", args.write_kubeconfig or default_kubeconfig()]
     try:
         srv = ServerProcess(settings, kubeconfig_paths=kubeconfigs)
-        srv.start(controllers=not args.no_controller,
-                  controller_options=None if args.no_controller else controller_options(args),
-                  controllers_mode="thread" if args.controllers_in_process else "process",
-                  controller_argv=controller_argv(args))
+        if args.no_controller:
+            factory = None
+        elif args.controllers_in_process:
+            factory = controllers_in_process(controller_options(args))
+        else:
+            factory = controllers_as_child(controller_argv(args))
+        srv.start(controllers=factory)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -118,8 +177,8 @@ def run_server(args) -> int:
 
 
 def run_controller(args) -> int:
-    from apiserver.client import Client
-    from controller.manager import run_controllers
+    from shoal.machinery.client.rest import Client
+    from shoal.controller.manager import run_controllers
     import signal
     import threading
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -6,7 +6,7 @@ import sys
 
 
 def register(sub) -> None:
-    from cli.main import client_options
+    from shoal.cli.main import client_options
     p = sub.add_parser("token", help="manage cluster tokens",
                        description="Manage the cluster's join and admin tokens.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -21,8 +21,8 @@ def register(sub) -> None:
 
 
 def run_rotate(args) -> int:
-    from apiserver.client import Client, load_kubeconfig, write_kubeconfig
-    from apiserver import errors
+    from shoal.machinery.client.rest import Client, load_kubeconfig, write_kubeconfig
+    from shoal.machinery.api import errors
     path = getattr(args, "kubeconfig", None)
     cfg = load_kubeconfig(path)
     c = Client(cfg["server"], cfg.get("token"), ca_file=cfg.get("ca_file"), ca_data=cfg.get("ca_data"))

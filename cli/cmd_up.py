@@ -240,12 +240,12 @@ def _detach(args, data_dir: Path) -> int:
     kubeconfig = _kubeconfig_path(args)
     started = time.time()
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", *argv], stdout=log, stderr=log,
+        proc = subprocess.Popen([sys.executable, "-m", "shoal.cli", *argv], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 cwd=str(Path(__file__).resolve().parents[1]))
     (data_dir / "up.pid").write_text(f"{proc.pid}\n")
     print(f"shoal up: starting in the background (pid {proc.pid}, log {log_path})", flush=True)
-    from apiserver.client import Client
+    from shoal.machinery.client.rest import Client
     node = (args.node_name or _hostname()).lower()
     deadline = time.time() + 120
     last = ""
@@ -286,12 +286,12 @@ def _hostname() -> str:
 
 
 def _foreground(args, data_dir: Path) -> int:
-    from apiserver.server import ServerProcess
-    from apiserver.settings import Settings
-    from agent.agent import Agent, AgentOptions
-    from agent.join import JoinError, ensure_credentials
-    from cli.cmd_agent import _mirror, _runc_version, build_seams
-    from cli.cmd_server import parse_listen
+    from shoal.apiserver.server import ServerProcess
+    from shoal.apiserver.settings import Settings
+    from shoal.agent.agent import Agent, AgentOptions
+    from shoal.agent.join import JoinError, ensure_credentials
+    from shoal.cli.cmd_agent import _mirror, _runc_version, build_seams
+    from shoal.cli.cmd_server import controllers_as_child, parse_listen
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
@@ -314,9 +314,7 @@ def _foreground(args, data_dir: Path) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         srv = ServerProcess(settings, kubeconfig_paths=[data_dir / "server" / "admin.kubeconfig", kubeconfig])
-        from controller.manager import ControllerOptions
-        srv.start(controllers=True, controller_options=ControllerOptions(cluster_cidr=hostnet.cluster_cidr),
-                  controllers_mode="process", controller_argv=["--cluster-cidr", hostnet.cluster_cidr])
+        srv.start(controllers=controllers_as_child(["--cluster-cidr", hostnet.cluster_cidr]))
         print(f"shoal up: API server on {srv.url} (SQLite in {settings.data_dir}); kubeconfig {kubeconfig}",
               flush=True)
         node = (args.node_name or _hostname()).lower()
@@ -381,7 +379,7 @@ def run_down(args) -> int:
 
 
 def _node_network(agent_dir: Path, hostnet: HostNetwork):
-    from agent.network import real_node_network
+    from shoal.agent.network import real_node_network
     return real_node_network(str(agent_dir / "network"), netns_prefix=hostnet.netns_prefix, bridge=hostnet.bridge,
                              vxlan_dev=hostnet.vxlan_device, vxlan_port=hostnet.vxlan_port)
 
@@ -391,7 +389,7 @@ def stop_node_containers(agent_dir: Path, *, hostnet: HostNetwork = DEFAULT_NETW
     if not (agent_dir / "runtime").exists():
         remove_host_network(hostnet)
         return 0
-    from agent.runtime import RuncRuntime
+    from shoal.agent.runtime import RuncRuntime
     runtime = RuncRuntime(str(agent_dir / "runtime"), runc_root=str(agent_dir / "runc"), cgroup_parent="/shoal")
     states = runtime.list()
     for st in states:
@@ -421,7 +419,7 @@ def stop_node_containers(agent_dir: Path, *, hostnet: HostNetwork = DEFAULT_NETW
 def remove_host_network(hostnet: HostNetwork) -> None:
     """Remove the bridge, the VXLAN device and the hostPort nft table of this node, as a host
     shutdown would (k3s-killall.sh does the same); the next `shoal up` recreates them."""
-    from agent.network.node import nft_table_for
+    from shoal.agent.network.node import nft_table_for
     for dev in (hostnet.vxlan_device, hostnet.bridge):
         if Path(f"/sys/class/net/{dev}").exists():
             subprocess.run(["ip", "link", "delete", dev], capture_output=True)

@@ -14,13 +14,13 @@ import re
 from dataclasses import dataclass
 from datetime import timezone
 
-from apiserver import errors
-from apiserver.resources import RESOURCES, Resource, resolve
+from shoal.machinery.api import errors
+from shoal.machinery.api.resources import RESOURCES, Resource, resolve
 
-from . import describe as describers
-from . import printers
-from . import rollout as ro
-from .tabwriter import TabWriter
+from shoal.cli import describe as describers
+from shoal.cli import printers
+from shoal.cli import rollout as ro
+from shoal.cli.tabwriter import TabWriter
 
 
 class UsageError(Exception):
@@ -357,7 +357,7 @@ def cmd_delete(args) -> int:
     rc = 0
     todo: list[tuple[Resource, str, str | None]] = []
     if args.filename:
-        from .manifests import check_document, load
+        from shoal.cli.manifests import check_document, load
         loaded = load(args.filename, stdin=ctx.stdin, recursive=args.recursive)
         for e in loaded.errors:
             ctx.error(str(e))

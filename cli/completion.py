@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from apiserver.resources import RESOURCES
+from shoal.machinery.api.resources import RESOURCES
 
 # verbs whose positional arguments are resources (kind, then names)
 RESOURCE_VERBS = ("get", "describe", "delete", "scale", "rollout status", "rollout history", "rollout undo",
@@ -158,7 +158,7 @@ def zsh_script(parser: argparse.ArgumentParser) -> str:
 
 
 def cmd_completion(args) -> int:
-    from .main import build_parser
+    from shoal.cli.main import build_parser
     parser = build_parser()
     args.ctx.write(bash_script(parser) if args.shell == "bash" else zsh_script(parser))
     return 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any, Callable
 
-from apiserver.client import Client, load_kubeconfig
+from shoal.machinery.client.rest import Client, load_kubeconfig
 
 
 def _utcnow() -> datetime:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .printers import (NONE, event_sort_key, format_labels, format_selector, node_status, parse_time,
-                       pod_summary, since)
-from .rollout import REVISION, controlled_by, templates_equal
-from .tabwriter import describe_text
+from shoal.cli.printers import (NONE, event_sort_key, format_labels, format_selector, node_status, parse_time,
+                                pod_summary, since)
+from shoal.cli.rollout import REVISION, controlled_by, templates_equal
+from shoal.cli.tabwriter import describe_text
 
 
 class Lines:

@@ -27,14 +27,14 @@ import importlib
 import sys
 from typing import IO, Any, Callable
 
-from apiserver import errors
-from apiserver.resources import UnknownResource
+from shoal.machinery.api import errors
+from shoal.machinery.api.resources import UnknownResource
 
-from .context import Context
+from shoal.cli.context import Context
 
 EXTENSION_MODULES: tuple[str, ...] = (
-    "cli.cmd_server", "cli.cmd_controller", "cli.cmd_agent", "cli.cmd_up", "cli.cmd_lab", "cli.cmd_images",
-    "cli.cmd_token",
+    "shoal.cli.cmd_server", "shoal.cli.cmd_controller", "shoal.cli.cmd_agent", "shoal.cli.cmd_up", "shoal.cli.cmd_lab", "shoal.cli.cmd_images",
+    "shoal.cli.cmd_token",
 )
 
 OUTPUT_FORMATS = ("wide", "yaml", "json", "name")
@@ -84,7 +84,7 @@ def _lazy(name: str) -> Callable[[Any], int]:
     module, _, attr = name.rpartition(".")
 
     def run(args):
-        return getattr(importlib.import_module(f"cli.{module}"), attr)(args)
+        return getattr(importlib.import_module(f"shoal.cli.{module}"), attr)(args)
     run.__name__ = attr
     return run
 
@@ -252,7 +252,7 @@ def _broken_module(sub, module: str, err: BaseException) -> None:
 
 
 def build_parser(*, extensions: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
-    from .commands import client_version
+    from shoal.cli.commands import client_version
     if extensions is None:
         extensions = EXTENSION_MODULES
     parser = argparse.ArgumentParser(
@@ -297,7 +297,7 @@ def describe_error(e: BaseException, ctx: Context) -> str:
 def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None,
          stdin: IO[str] | None = None, now: Callable | None = None, monotonic: Callable | None = None,
          client_factory: Callable | None = None) -> int:
-    from .commands import UsageError
+    from shoal.cli.commands import UsageError
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     parser = build_parser()
@@ -333,5 +333,5 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None, stderr
         ctx.close()
 
 
-if __name__ == "__main__":  # python -m cli.main
+if __name__ == "__main__":  # python -m shoal.cli
     sys.exit(main())

@@ -26,7 +26,7 @@ from typing import IO
 
 import yaml
 
-from apiserver.resources import UnknownResource, resolve
+from shoal.machinery.api.resources import UnknownResource, resolve
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 _MARKER = re.compile(r"^(---|\.\.\.)(\s.*)?$")

@@ -24,9 +24,9 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from apiserver.resources import Resource, resolve
+from shoal.machinery.api.resources import Resource, resolve
 
-from .tabwriter import TabWriter
+from shoal.cli.tabwriter import TabWriter
 
 NONE = "<none>"
 

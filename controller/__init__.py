@@ -22,7 +22,7 @@ A tour, in the order the pieces depend on each other:
    `nodeipam` — a /24 of the cluster CIDR per node.
 7. `gc` — orphaned dependents whose owners are gone.
 8. `manager` — `run_controllers(client, options=Options())` for `shoal server`, and
-   `main(argv)` for `shoal controller --kubeconfig PATH` / `python -m controller.manager`.
+   `main(argv)` for `shoal controller --kubeconfig PATH` / `python -m shoal.controller.manager`.
 
 Worked example — `shoal apply` of a Deployment `web` with 3 replicas:
   the Deployment informer enqueues `default/web`; the deployment reconciler finds no

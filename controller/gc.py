@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import logging
 
-from apiserver import errors
-from apiserver.client import Client
-from apiserver.resources import UnknownResource, resolve
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
+from shoal.machinery.api.resources import UnknownResource, resolve
 
-from . import indexes
-from .events import NORMAL, EventSink
-from .objects import key_of, meta, name_of, namespace_of, thaw, uid_of
-from .runtime import Controller, Informer, Manager, Result
+from shoal.controller import indexes
+from shoal.machinery.control.events import NORMAL, EventSink
+from shoal.machinery.api.objects import key_of, meta, name_of, namespace_of, thaw, uid_of
+from shoal.machinery.control import Controller, Informer, Manager, Result
 
 log = logging.getLogger("shoal.controller.gc")
 

@@ -4,7 +4,7 @@
 each ask for the indexes they need."""
 from __future__ import annotations
 
-from .objects import controller_ref, meta, namespace_of, node_name_of
+from shoal.machinery.api.objects import controller_ref, meta, namespace_of, node_name_of
 
 CONTROLLER = "controller-uid"   # controller ownerReference uid
 ORPHANS = "orphans-by-namespace"  # namespace, for objects without a controller reference

@@ -1,6 +1,6 @@
 """Entry point of the controllers: `run_controllers(client, options=...)` for `shoal server`
 (in-process, over HTTP to itself) and `main(argv)` for `shoal controller --kubeconfig PATH`
-(also `python -m controller.manager`).
+(also `python -m shoal.controller.manager`).
 
 One Manager runs: deployment, replicaset, scheduler, nodelifecycle, nodeipam and
 garbagecollector controllers over shared informers (pods, nodes, replicasets, deployments,
@@ -15,16 +15,16 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from apiserver.client import Client
+from shoal.machinery.client.rest import Client
 
-from .deployment import DeploymentController
-from .events import EventRecorder
-from .gc import GarbageCollector
-from .nodeipam import NodeIpamController
-from .nodelifecycle import LEASE_NAMESPACE, NodeLifecycleController
-from .replicaset import ReplicaSetController
-from .runtime import Clock, Manager, RealClock
-from .scheduler import Scheduler
+from shoal.controller.deployment import DeploymentController
+from shoal.machinery.control.events import EventRecorder
+from shoal.controller.gc import GarbageCollector
+from shoal.controller.nodeipam import NodeIpamController
+from shoal.controller.nodelifecycle import LEASE_NAMESPACE, NodeLifecycleController
+from shoal.controller.replicaset import ReplicaSetController
+from shoal.machinery.control import Clock, Manager, RealClock
+from shoal.controller.scheduler import Scheduler
 
 ALL_CONTROLLERS = ("deployment", "replicaset", "scheduler", "nodelifecycle", "nodeipam", "garbagecollector")
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 
-from apiserver.client import Client
+from shoal.machinery.client.rest import Client
 
-from .events import WARNING, EventSink
-from .objects import thaw
-from .runtime import Controller, Informer, Manager, Result
+from shoal.machinery.control.events import WARNING, EventSink
+from shoal.machinery.api.objects import thaw
+from shoal.machinery.control import Controller, Informer, Manager, Result
 
 
 def next_free_subnet(cluster_cidr: str, used: set[str], *, prefix: int = 24) -> str | None:

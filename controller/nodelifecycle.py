@@ -30,15 +30,15 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from apiserver import errors
-from apiserver.client import Client
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
 
-from . import indexes
-from .events import NORMAL, WARNING, EventSink
-from .objects import (CONDITION_UNKNOWN, annotations_of, format_time, get_condition, key_of, name_of, namespace_of,
-                      parse_time, thaw, uid_of)
-from .runtime import Clock, Controller, Informer, Manager, RealClock, Result
-from .scheduler.framework import tolerates
+from shoal.controller import indexes
+from shoal.machinery.control.events import NORMAL, WARNING, EventSink
+from shoal.machinery.api.objects import (CONDITION_UNKNOWN, annotations_of, format_time, get_condition, key_of,
+                                         name_of, namespace_of, parse_time, thaw, uid_of)
+from shoal.machinery.control import Clock, Controller, Informer, Manager, RealClock, Result
+from shoal.controller.scheduler.framework import tolerates
 
 log = logging.getLogger("shoal.controller.nodelifecycle")
 

@@ -22,16 +22,16 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from apiserver import errors
-from apiserver.client import Client
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
 
-from . import indexes
-from .events import NORMAL, WARNING, EventSink
-from .objects import (controller_ref, creation_time, is_deleting, is_pod_active, is_pod_available, is_pod_ready,
-                      key_of, labels_of, meta, name_of, namespace_of, node_name_of, owner_ref_to, pod_phase,
-                      pod_ready_since, restart_count, thaw, uid_of)
-from .runtime import Clock, Controller, Informer, Manager, RealClock, Result
-from .selectors import matches
+from shoal.controller import indexes
+from shoal.machinery.control.events import NORMAL, WARNING, EventSink
+from shoal.machinery.api.objects import (controller_ref, creation_time, is_deleting, is_pod_active, is_pod_available,
+                                         is_pod_ready, key_of, labels_of, meta, name_of, namespace_of, node_name_of,
+                                         owner_ref_to, pod_phase, pod_ready_since, restart_count, thaw, uid_of)
+from shoal.machinery.control import Clock, Controller, Informer, Manager, RealClock, Result
+from shoal.machinery.api.labels import matches
 
 log = logging.getLogger("shoal.controller.replicaset")
 

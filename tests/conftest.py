@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def api(tmp_path):
     """A real API server (no controllers) on a temp SQLite file."""
-    from apiserver.testing import start_test_server
+    from shoal.testkit.apiserver import start_test_server
     srv = start_test_server(tmp_path)
     try:
         yield srv

@@ -19,10 +19,10 @@ A tour, in the order a pull goes through it:
 The worker only sees `ImageStore.pull` → `PulledImage` (digest, imageID, layer dirs,
 config). See docs/images.md for the on-disk layout and the extraction rules.
 """
-from agent.images.reference import Reference, parse_reference
-from agent.images.registry import RegistryClient, RegistryError
-from agent.images.store import LocalImageStore
-from agent.images.unpack import LayerError, UnsafeLayerError, unpack_layer
+from shoal.agent.images.reference import Reference, parse_reference
+from shoal.agent.images.registry import RegistryClient, RegistryError
+from shoal.agent.images.store import LocalImageStore
+from shoal.agent.images.unpack import LayerError, UnsafeLayerError, unpack_layer
 
 __all__ = ["LocalImageStore", "RegistryClient", "RegistryError", "Reference", "parse_reference",
            "LayerError", "UnsafeLayerError", "unpack_layer"]

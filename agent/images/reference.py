@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agent.interfaces import ImagePullError
+from shoal.agent.interfaces import ImagePullError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ENDPOINT = "https://registry-1.docker.io"

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from agent.images.reference import DOCKER_HUB, DOCKER_HUB_ENDPOINT, Reference, parse_reference
+from shoal.agent.images.reference import DOCKER_HUB, DOCKER_HUB_ENDPOINT, Reference, parse_reference
 
 # media types ----------------------------------------------------------------------------
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

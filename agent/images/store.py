@@ -57,12 +57,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ContextManager, Protocol
 
-from agent.images.reference import Reference, parse_reference
-from agent.images.registry import (DOCKER_MANIFEST, INDEX_TYPES, RegistryClient, RegistryError,
-                                   ResolvedManifest, check_image_manifest, select_platform,
-                                   sha256_digest)
-from agent.images.unpack import LayerError, detect_compression, unpack_layer
-from agent.interfaces import ImagePullError, PulledImage
+from shoal.agent.images.reference import Reference, parse_reference
+from shoal.agent.images.registry import (DOCKER_MANIFEST, INDEX_TYPES, RegistryClient, RegistryError, ResolvedManifest,
+                                         check_image_manifest, select_platform, sha256_digest)
+from shoal.agent.images.unpack import LayerError, detect_compression, unpack_layer
+from shoal.agent.interfaces import ImagePullError, PulledImage
 
 log = logging.getLogger(__name__)
 

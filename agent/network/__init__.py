@@ -23,10 +23,11 @@ Everything is level-based: each verb converges to a desired state read from
 its arguments and the kernel, so calling it again repairs rather than fails.
 docs/networking.md has the packet path, MTU and troubleshooting commands.
 """
-from .netlink import FdbEntry, Link, Neighbour, Netlink, NetlinkOpError, PyrouteNetlink, RecordingNetlink, Route, VxlanInfo
-from .node import NodeNetwork, veth_name
-from .overlay import Action, Observed, plan_peer_sync
-from .runner import CommandError, RecordingRunner, Runner, SubprocessRunner
+from shoal.agent.network.netlink import (FdbEntry, Link, Neighbour, Netlink, NetlinkOpError, PyrouteNetlink,
+                                         RecordingNetlink, Route, VxlanInfo)
+from shoal.agent.network.node import NodeNetwork, veth_name
+from shoal.agent.network.overlay import Action, Observed, plan_peer_sync
+from shoal.agent.network.runner import CommandError, RecordingRunner, Runner, SubprocessRunner
 
 __all__ = [
     "Action", "CommandError", "FdbEntry", "Link", "Neighbour", "Netlink", "NetlinkOpError", "NodeNetwork",

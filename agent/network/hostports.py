@@ -39,7 +39,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from agent.interfaces import HostPort
+from shoal.agent.interfaces import HostPort
 
 TABLE = "shoal"
 

@@ -44,13 +44,13 @@ import logging
 import re
 import threading
 
-from agent.interfaces import HostPort, Peer, PodNet
+from shoal.agent.interfaces import HostPort, Peer, PodNet
 
-from . import hostports as hp
-from .ipam import NodeState, gateway_of
-from .netlink import FdbEntry, Neighbour, Netlink, NetlinkOpError, Route, VxlanInfo
-from .overlay import VXLAN_OVERHEAD, Action, Observed, desired_entries, plan_peer_sync, vtep_address
-from .runner import Runner
+from shoal.agent.network import hostports as hp
+from shoal.agent.network.ipam import NodeState, gateway_of
+from shoal.agent.network.netlink import FdbEntry, Neighbour, Netlink, NetlinkOpError, Route, VxlanInfo
+from shoal.agent.network.overlay import VXLAN_OVERHEAD, Action, Observed, desired_entries, plan_peer_sync, vtep_address
+from shoal.agent.network.runner import Runner
 
 log = logging.getLogger(__name__)
 

@@ -57,9 +57,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.interfaces import Peer
+from shoal.agent.interfaces import Peer
 
-from .netlink import RTPROT_SHOAL, FdbEntry, Neighbour, Route
+from shoal.agent.network.netlink import RTPROT_SHOAL, FdbEntry, Neighbour, Route
 
 VXLAN_OVERHEAD = 50
 ZERO_MAC = "00:00:00:00:00:00"

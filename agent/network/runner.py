@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
-from .netlink import NETNS_RUN_DIR
+from shoal.agent.network.netlink import NETNS_RUN_DIR
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ A tour, in the order a container's life goes through it:
 The pod worker (`agent.worker`) only sees the `Runtime` protocol; unit tests use
 `agent.fakes.FakeRuntime`, e2e tests (`tests/e2e/test_runtime_runc.py`) this.
 """
-from .runc_runtime import ContainerExists, CreateError, RuncRuntime
-from .spec import build_oci_spec, resolve_user
+from shoal.agent.runtime.runc_runtime import ContainerExists, CreateError, RuncRuntime
+from shoal.agent.runtime.spec import build_oci_spec, resolve_user
 
 __all__ = ["RuncRuntime", "ContainerExists", "CreateError", "build_oci_spec", "resolve_user"]

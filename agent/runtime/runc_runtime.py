@@ -67,15 +67,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from agent.interfaces import ContainerConfig, ContainerState
+from shoal.agent.interfaces import ContainerConfig, ContainerState
 
-from . import logs as _logs
-from .cgroups import Cgroups
-from .monitor import DEFAULT_CONMON, MonitorPaths, conmon_argv, install_run_shim, monitor_alive, spawn_monitor
-from .mounts import is_mounted, mount_overlay, unmount
-from .runc import DEFAULT_RUNC, CommandRunner, Runc, SubprocessRunner
-from .spec import (NOFILE_LIMIT, EtcFiles, ResolvedUser, build_oci_spec, effective_hostname, render_hosts,
-                   render_resolv_conf, resolve_user)
+from shoal.agent.runtime import logs as _logs
+from shoal.agent.runtime.cgroups import Cgroups
+from shoal.agent.runtime.monitor import (DEFAULT_CONMON, MonitorPaths, conmon_argv, install_run_shim, monitor_alive,
+                                         spawn_monitor)
+from shoal.agent.runtime.mounts import is_mounted, mount_overlay, unmount
+from shoal.agent.runtime.runc import DEFAULT_RUNC, CommandRunner, Runc, SubprocessRunner
+from shoal.agent.runtime.spec import (NOFILE_LIMIT, EtcFiles, ResolvedUser, build_oci_spec, effective_hostname,
+                                      render_hosts, render_resolv_conf, resolve_user)
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +409,7 @@ class RuncRuntime:
     def wait_exit(self, timeout: float) -> bool:
         """Block until a container exits (conmon writes its exit file) or timeout; True on an exit."""
         if self._exit_watcher is None:
-            from .exitwatch import ExitWatcher
+            from shoal.agent.runtime.exitwatch import ExitWatcher
             self._exit_watcher = ExitWatcher(self.exit_dir)
         return self._exit_watcher.wait(timeout)
 

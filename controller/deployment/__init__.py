@@ -2,6 +2,6 @@
 module per concern — `sync` (claiming, new ReplicaSet, revisions, proportional scaling,
 history cleanup), `rolling`, `recreate`, `progress` (status and deadline) — and the pure
 arithmetic in `util`."""
-from .controller import DeploymentController
+from shoal.controller.deployment.controller import DeploymentController
 
 __all__ = ["DeploymentController"]

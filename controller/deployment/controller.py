@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import copy
 
-from apiserver.client import Client
+from shoal.machinery.client.rest import Client
 
-from .. import indexes
-from ..events import WARNING, EventSink
-from ..objects import (CONDITION_UNKNOWN, controller_ref, get_condition, is_deleting, key_of, labels_of, meta,
-                       namespace_of, set_condition, thaw)
-from ..runtime import Clock, Controller, Informer, Manager, RealClock, Result
-from ..selectors import is_empty, matches
-from . import util as u
-from .progress import ProgressMixin, new_condition
-from .recreate import RecreateMixin
-from .rolling import RollingMixin
-from .sync import SyncMixin
+from shoal.controller import indexes
+from shoal.machinery.control.events import WARNING, EventSink
+from shoal.machinery.api.objects import (CONDITION_UNKNOWN, controller_ref, get_condition, is_deleting, key_of,
+                                         labels_of, meta, namespace_of, set_condition, thaw)
+from shoal.machinery.control import Clock, Controller, Informer, Manager, RealClock, Result
+from shoal.machinery.api.labels import is_empty, matches
+from shoal.controller.deployment import util as u
+from shoal.controller.deployment.progress import ProgressMixin, new_condition
+from shoal.controller.deployment.recreate import RecreateMixin
+from shoal.controller.deployment.rolling import RollingMixin
+from shoal.controller.deployment.sync import SyncMixin
 
 
 class DeploymentController(SyncMixin, RollingMixin, RecreateMixin, ProgressMixin):

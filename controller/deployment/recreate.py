@@ -3,10 +3,10 @@ of their pods is left running (terminating pods count as running: the agent has 
 confirmed they stopped), then create/scale the new ReplicaSet to spec.replicas."""
 from __future__ import annotations
 
-from .. import indexes
-from ..objects import pod_phase, uid_of
-from ..runtime import Result
-from . import util as u
+from shoal.controller import indexes
+from shoal.machinery.api.objects import pod_phase, uid_of
+from shoal.machinery.control import Result
+from shoal.controller.deployment import util as u
 
 
 def old_pods_running(old_rss: list[dict], pods_by_rs: dict[str, list[dict]]) -> bool:

@@ -4,8 +4,8 @@ ones down as far as replicas - maxUnavailable available pods allow — and write
 When the rollout is complete, old revisions beyond revisionHistoryLimit are deleted."""
 from __future__ import annotations
 
-from ..runtime import Result
-from . import util as u
+from shoal.machinery.control import Result
+from shoal.controller.deployment import util as u
 
 
 class RollingMixin:

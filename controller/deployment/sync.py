@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import copy
 
-from apiserver import errors
+from shoal.machinery.api import errors
 
-from .. import indexes
-from ..events import NORMAL
-from ..objects import (CONDITION_TRUE, controller_ref, get_condition, is_deleting, key_of, labels_of, meta, name_of,
-                       namespace_of, owner_ref_to, set_condition, thaw, uid_of)
-from ..runtime import Result
-from ..selectors import matches
-from . import util as u
-from .progress import new_condition
+from shoal.controller import indexes
+from shoal.machinery.control.events import NORMAL
+from shoal.machinery.api.objects import (CONDITION_TRUE, controller_ref, get_condition, is_deleting, key_of, labels_of,
+                                         meta, name_of, namespace_of, owner_ref_to, set_condition, thaw, uid_of)
+from shoal.machinery.control import Result
+from shoal.machinery.api.labels import matches
+from shoal.controller.deployment import util as u
+from shoal.controller.deployment.progress import new_condition
 
 
 class HashCollision(errors.Conflict):

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ..objects import annotations_of, creation_time, meta, name_of
+from shoal.machinery.api.objects import annotations_of, creation_time, meta, name_of
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY_ANNOTATION = "deployment.kubernetes.io/revision-history"

@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from apiserver.quantity import cpu_millis, memory_bytes
+from shoal.machinery.api.quantity import cpu_millis, memory_bytes
 
-from ..objects import CONDITION_TRUE, controller_ref, get_condition, name_of
+from shoal.machinery.api.objects import CONDITION_TRUE, controller_ref, get_condition, name_of
 
 DEFAULT_MAX_PODS = 110
 

@@ -24,14 +24,14 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from apiserver import errors
-from apiserver.client import Client
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
 
-from ..events import NORMAL, WARNING, EventSink
-from ..objects import (CONDITION_FALSE, format_time, get_condition, is_deleting, key_of, name_of, namespace_of,
-                       node_name_of, pod_phase, set_condition, thaw, uid_of)
-from ..runtime import Clock, Controller, Informer, Manager, RealClock, Result
-from .framework import Decision, NodeInfo, PodRequest, node_info, pod_request, schedule_one
+from shoal.machinery.control.events import NORMAL, WARNING, EventSink
+from shoal.machinery.api.objects import (CONDITION_FALSE, format_time, get_condition, is_deleting, key_of, name_of,
+                                         namespace_of, node_name_of, pod_phase, set_condition, thaw, uid_of)
+from shoal.machinery.control import Clock, Controller, Informer, Manager, RealClock, Result
+from shoal.controller.scheduler.framework import Decision, NodeInfo, PodRequest, node_info, pod_request, schedule_one
 
 log = logging.getLogger("shoal.controller.scheduler")
 

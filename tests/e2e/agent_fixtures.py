@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from agent.runtime.mounts import is_mounted  # noqa: E402
-from apiserver import testing  # noqa: E402
+from shoal.agent.runtime.mounts import is_mounted  # noqa: E402
+from shoal.testkit import apiserver as testing  # noqa: E402
 
 log = logging.getLogger(__name__)
 NAMESPACE = "default"
@@ -49,7 +49,7 @@ NAMESPACE = "default"
 
 # ------------------------------------------------------------------ the network with our names
 def e2e_network(state_dir: str, tag: str):
-    from agent.network import NodeNetwork, PyrouteNetlink, SubprocessRunner
+    from shoal.agent.network import NodeNetwork, PyrouteNetlink, SubprocessRunner
     # VNI and UDP port from the tag too: the kernel refuses a second VXLAN device with the
     # same VNI and port (a `shoal up` on this host has shoal.1 with VNI 1, port 8472)
     n = int(tag, 16)
@@ -62,8 +62,8 @@ def _agent_main(argv: list[str]) -> int:
     """`agent_fixtures.py agent --tag R -- <shoal agent args>`: shoal agent with our network names."""
     tag = argv[argv.index("--tag") + 1]
     rest = argv[argv.index("--") + 1:]
-    import cli.cmd_agent as ca
-    from cli.main import main
+    import shoal.cli.cmd_agent as ca
+    from shoal.cli.main import main
     orig = ca.build_seams
 
     def build_seams(args, data_dir):
@@ -154,16 +154,16 @@ class E2ECluster:
         self.refs: dict[str, str] = {}
         self.images: dict = {}
         self.agent: subprocess.Popen | None = None
-        self.agent_log = self.tmp / "agent.log"
+        self.agent_log = self.tmp / "shoal.agent.log"
         self._rt = None
         self.server_process = server_process
         self.sync_threads: int | None = None     # the agent's --sync-threads (None: its default)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "E2ECluster":
-        from agent.images.testimages import cached_test_images, push_all, start_registry
-        from apiserver.testing import ServerSubprocess, start_test_server
-        from controller.manager import ControllerOptions
+        from shoal.testkit.images import cached_test_images, push_all, start_registry
+        from shoal.testkit.apiserver import ServerSubprocess, start_test_server
+        from shoal.controller.manager import ControllerOptions
         self.images = self._images or cached_test_images()
         self.registry = start_registry(self.tmp / "registry")
         self.refs = push_all(self.images, self.registry)
@@ -250,7 +250,7 @@ class E2ECluster:
     def runtime(self):
         """A RuncRuntime over the agent's dirs: reads what the agent's runtime sees."""
         if self._rt is None:
-            from agent.runtime import RuncRuntime
+            from shoal.agent.runtime import RuncRuntime
             self._rt = RuncRuntime(str(self.agent_dir / "runtime"), state_dir=str(self.run_dir / "runtime"),
                                    runc_root=str(self.runc_root), cgroup_parent=self.cgroup_parent)
         return self._rt
@@ -292,7 +292,7 @@ class E2ECluster:
                     and (not key or any(key in a for a in cmd)):
                 found.append(f"conmon pid {pid}")
         if uid:
-            from agent.network import veth_name
+            from shoal.agent.network import veth_name
             if Path(f"/sys/class/net/{veth_name(uid)}").exists():
                 found.append(f"veth {veth_name(uid)}")
         else:
@@ -305,7 +305,7 @@ class E2ECluster:
         return self.client.create("pods", manifest, NAMESPACE)
 
     def get_pod(self, name: str) -> dict | None:
-        from apiserver import errors
+        from shoal.machinery.api import errors
         try:
             return self.client.get("pods", name, NAMESPACE)
         except errors.NotFound:
@@ -338,7 +338,7 @@ class E2ECluster:
                         detail=lambda: f"events: {[(e['reason'], e['message']) for e in self.events_for(name)]}")
 
     def delete_pod_and_wait(self, name: str, *, timeout: float = 60.0) -> None:
-        from apiserver import errors
+        from shoal.machinery.api import errors
         try:
             self.client.delete("pods", name, NAMESPACE)
         except errors.NotFound:
@@ -402,7 +402,7 @@ class E2ECluster:
             time.sleep(0.1)
 
     def _force_clean(self) -> list[str]:
-        from agent.runtime.testing import teardown_runtime
+        from shoal.testkit.runtime import teardown_runtime
         problems = []
         if (self.agent_dir / "runtime").exists():
             problems += teardown_runtime(self.runtime)

@@ -1,7 +1,6 @@
 """Test images and a loopback registry: re-exported from `agent.images.testimages`,
 which the demo (`scripts/demo.sh`) uses too."""
-from agent.images.testimages import *  # noqa: F401,F403
-from agent.images.testimages import (BUSYBOX, DOCKER_REGISTRY, RegistryHandle, TestImage,  # noqa: F401
-                                     TokenAuthServer, build_test_images, cached_test_images, free_port,
-                                     push_all, push_image, start_registry, write_docker_save, write_layout,
-                                     write_oci_archive)
+from shoal.testkit.images import *  # noqa: F401,F403
+from shoal.testkit.images import (BUSYBOX, DOCKER_REGISTRY, RegistryHandle, TestImage, TokenAuthServer,
+                                  build_test_images, cached_test_images, free_port, push_all, push_image,
+                                  start_registry, write_docker_save, write_layout, write_oci_archive)

@@ -29,9 +29,9 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from images_fixtures import cached_test_images, push_image  # noqa: E402
 
-from apiserver import errors  # noqa: E402
-from apiserver.testing import wait_for  # noqa: E402
-from cli.lab import Lab, LabPlan, LabState, cgroup_pids, is_running, lab_cgroups, mounts_under  # noqa: E402
+from shoal.machinery.api import errors  # noqa: E402
+from shoal.testkit.apiserver import wait_for  # noqa: E402
+from shoal.testkit.lab import Lab, LabPlan, LabState, cgroup_pids, is_running, lab_cgroups, mounts_under  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,7 +116,7 @@ class LabHandle:
     def shoal(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
         env = dict(os.environ, KUBECONFIG=self.plan.kubeconfig,
                    PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-        p = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-m", "shoal.cli", *args], capture_output=True, text=True,
                            timeout=timeout, env=env, cwd=str(REPO))
         if check and p.returncode != 0:
             raise AssertionError(f"shoal {' '.join(args)} exited {p.returncode}: {p.stdout}{p.stderr}")
@@ -185,7 +185,7 @@ class LabHandle:
             out += [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith(name + "-")]
         except FileNotFoundError:
             pass
-        from agent.runtime.cgroups import Cgroups
+        from shoal.agent.runtime.cgroups import Cgroups
         cg = Cgroups()
         for g in lab_cgroups(cg, f"shoal-lab-{name}-"):
             out.append(f"cgroup {g} (pids {sorted(cgroup_pids(cg, g))})")

@@ -342,7 +342,7 @@ def test_deleting_the_deployment_sigterms_and_leaves_nothing(cluster):
 
 
 def _log(c, pod) -> str:
-    from agent.runtime.logs import read_log
+    from shoal.agent.runtime.logs import read_log
     path = c.agent_dir / "pods" / pod["metadata"]["uid"] / "logs" / cstatus(pod)["name"] / "0.log"
     try:
         return b"".join(read_log(str(path))).decode(errors="replace")
@@ -369,7 +369,7 @@ def _evil_layer(kind: str, target_dir: Path) -> bytes:
 
 @pytest.mark.parametrize("kind", ["dotdot", "abs-symlink"])
 def test_escaping_layer_is_rejected_and_writes_nothing_outside(cluster, kind):
-    from agent.images.testimages import _digest, gzip_bytes, push_image, write_layout
+    from shoal.testkit.images import _digest, gzip_bytes, push_image, write_layout
     c = cluster
     target = c.tmp / f"escape-target-{kind}"
     target.mkdir()
@@ -405,7 +405,7 @@ def test_escaping_layer_is_rejected_and_writes_nothing_outside(cluster, kind):
 def test_tampered_blob_is_rejected_by_digest(cluster):
     """A registry serving a layer whose bytes do not match its digest: ErrImagePull naming both
     digests, and nothing of it kept in the store."""
-    from agent.images.testimages import _digest, gzip_bytes, push_image, write_layout
+    from shoal.testkit.images import _digest, gzip_bytes, push_image, write_layout
     c = cluster
     base = c.images["web:v1"]
     base_gz = (base.layout / "blobs" / "sha256" / base.layers[0]["digest"][7:]).read_bytes()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.images.registry import RegistryClient
-from agent.images.store import LocalImageStore
-from agent.interfaces import ImagePullError
+from shoal.agent.images.registry import RegistryClient
+from shoal.agent.images.store import LocalImageStore
+from shoal.agent.interfaces import ImagePullError
 from tests.e2e.images_fixtures import (DOCKER_REGISTRY, TokenAuthServer, cached_test_images,
                                        free_port, gzip_bytes, push_all, push_image, start_registry,
                                        write_docker_save, write_layout, write_oci_archive)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.images.store import LocalImageStore
+from shoal.agent.images.store import LocalImageStore
 from tests.e2e.images_fixtures import cached_test_images
 
 pytestmark = [

@@ -18,8 +18,8 @@ import time
 import httpx
 import pytest
 
-from apiserver import errors
-from apiserver.client import Client
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
 
 from lab_fixtures import LabHandle, is_ready, wait, web_deployment
 
@@ -171,7 +171,7 @@ def test_node_credential_is_confined_to_its_node(lab):
         else:
             assert r.status_code == 400 and "items" not in r.text
         # a client trusting another CA refuses the server
-        from apiserver import tls
+        from shoal.apiserver import tls
         other = tls.new_ca(now=__import__("datetime").datetime.now(__import__("datetime").timezone.utc))[0]
         from cryptography.hazmat.primitives import serialization
         other_b64 = base64.b64encode(other.public_bytes(serialization.Encoding.PEM)).decode()

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from agent.network.labnet import create_lab_network
-from cli.lab import Lab, LabState, cgroup_pids, lab_cgroups, spawn
+from shoal.testkit.labnet import create_lab_network
+from shoal.testkit.lab import Lab, LabState, cgroup_pids, lab_cgroups, spawn
 from lab_fixtures import LabHandle
 
 pytestmark = [
@@ -18,7 +18,7 @@ pytestmark = [
 
 
 def test_down_after_a_crash_removes_processes_cgroups_namespaces_and_dirs():
-    from agent.runtime.cgroups import Cgroups
+    from shoal.agent.runtime.cgroups import Cgroups
     name = "c" + secrets.token_hex(3)
     lab = Lab(name, out=print)
     handle = LabHandle(lab=lab, state=LabState(name=name, subnet="10.213.0.0/24", n_hosts=2), plan=None)

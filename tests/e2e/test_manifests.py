@@ -80,7 +80,7 @@ def test_every_manifest_is_known_here():
 
 def rollout(cluster: UpCluster, ns: str, *names: str, timeout: str = "150s") -> None:
     """`shoal rollout status` of every name at once (one process each: it takes one object)."""
-    procs = {n: subprocess.Popen([sys.executable, "-m", "cli.main", "-n", ns, "rollout", "status", f"deployment/{n}",
+    procs = {n: subprocess.Popen([sys.executable, "-m", "shoal.cli", "-n", ns, "rollout", "status", f"deployment/{n}",
                                   "--timeout", timeout], cwd=REPO, env=cluster.env(), text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for n in names}

@@ -16,10 +16,10 @@ import sys
 
 import pytest
 
-from agent.interfaces import HostPort, Peer
-from agent.network import NodeNetwork, PyrouteNetlink, SubprocessRunner, veth_name
-from agent.network.labnet import LabNetwork, create_lab_network, destroy_lab_network
-from agent.network.netlink import NETNS_RUN_DIR
+from shoal.agent.interfaces import HostPort, Peer
+from shoal.agent.network import NodeNetwork, PyrouteNetlink, SubprocessRunner, veth_name
+from shoal.testkit.labnet import LabNetwork, create_lab_network, destroy_lab_network
+from shoal.agent.network.netlink import NETNS_RUN_DIR
 
 pytestmark = [
     pytest.mark.e2e,
@@ -178,8 +178,8 @@ def test_pod_setup_requests_keep_the_kernel_semantics_callers_rely_on(lab):
     """The pod-setup requests go over a plain rtnetlink socket (not IPRoute): what they
     make, and the errors they give, are those the RecordingNetlink fake models."""
     import errno
-    from agent.network.netlink import NetlinkOpError, Route
-    from agent.network.node import mac_for_ip
+    from shoal.agent.network.netlink import NetlinkOpError, Route
+    from shoal.agent.network.node import mac_for_ip
     h1, node, a, pod = _host_with_one_pod(lab, "c" * 8 + "-0000-0000-0000-000000000003", "web-c")
     nl = node.netlink
     # what `ip` sees: the host veth up on the bridge, the pod side up with its address and route
@@ -214,8 +214,8 @@ def test_pod_namespace_requests_run_on_the_callers_threads_which_stay_where_they
     requests act in the pod's namespace, no caller is moved into it, and callers on many
     threads at once each get their own answer."""
     from concurrent.futures import ThreadPoolExecutor
-    from agent.network.netlink import Route
-    from agent.network.node import mac_for_ip
+    from shoal.agent.network.netlink import Route
+    from shoal.agent.network.node import mac_for_ip
     h1, node, a, pod = _host_with_one_pod(lab, "d" * 8 + "-0000-0000-0000-000000000004", "web-d")
     nl = node.netlink
     mine = os.readlink("/proc/thread-self/ns/net")
@@ -242,7 +242,7 @@ def test_a_first_request_that_looks_a_link_up_from_the_namespaces_own_thread(lab
     master) runs on the namespace's thread; when that is the namespace's first request, the
     socket for the lookup is made right there — not waited for from that same thread."""
     import threading
-    from agent.network.netlink import VxlanInfo
+    from shoal.agent.network.netlink import VxlanInfo
     net = lab.build(1)
     h1 = net.hosts[0].netns
     lab.node(1, "10.244.1.0/24")                      # the host's bridge, shoal0

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.interfaces import ContainerConfig
-from agent.runtime import RuncRuntime
-from agent.runtime.logs import read_log
-from agent.runtime.mounts import is_mounted
-from agent.runtime.testing import busybox_image, teardown_runtime
-from apiserver import testing
+from shoal.agent.interfaces import ContainerConfig
+from shoal.agent.runtime import RuncRuntime
+from shoal.agent.runtime.logs import read_log
+from shoal.agent.runtime.mounts import is_mounted
+from shoal.testkit.runtime import busybox_image, teardown_runtime
+from shoal.testkit import apiserver as testing
 
 pytestmark = pytest.mark.e2e
 log = logging.getLogger(__name__)
@@ -289,9 +289,9 @@ def test_log_rotation_keeps_previous_generation(env, image):
 AGENT = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {repo!r})
-    from agent.runtime import RuncRuntime
-    from agent.runtime.testing import busybox_image
-    from agent.interfaces import ContainerConfig
+    from shoal.agent.runtime import RuncRuntime
+    from shoal.testkit.runtime import busybox_image
+    from shoal.agent.interfaces import ContainerConfig
     rt = RuncRuntime({root!r}, state_dir={state!r}, runc_root={runc!r}, cgroup_parent={cg!r})
     img = busybox_image({layer!r})
     out = {{}}

@@ -148,7 +148,7 @@ def _link_exists(name: str) -> bool:
 
 
 def shoal_down(data_dir: Path, *, python: str = sys.executable) -> subprocess.CompletedProcess:
-    return subprocess.run([python, "-m", "cli.main", "down", "--data-dir", str(data_dir)], cwd=REPO,
+    return subprocess.run([python, "-m", "shoal.cli", "down", "--data-dir", str(data_dir)], cwd=REPO,
                           capture_output=True, text=True, timeout=90)
 
 
@@ -205,7 +205,7 @@ def leftovers(data_dir: Path, net: HostNet) -> list[str]:
 
 def _drop_hostport_table_if_ours(bridge: str) -> None:
     """The agent's hostPort table is named after its bridge (`ip shoal_<bridge>`); drop ours."""
-    from agent.network.node import nft_table_for
+    from shoal.agent.network.node import nft_table_for
     table = nft_table_for(bridge)
     if table != "shoal":
         subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
@@ -227,7 +227,7 @@ class UpCluster:
 
     def shoal(self, *args: str, timeout: float = 60, check: bool = True,
               input: str | None = None) -> subprocess.CompletedProcess:
-        r = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=self.env(), input=input,
+        r = subprocess.run([sys.executable, "-m", "shoal.cli", *args], cwd=REPO, env=self.env(), input=input,
                            capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError(f"shoal {' '.join(args)} exited {r.returncode}\nstdout:\n{r.stdout}\n"
@@ -247,7 +247,7 @@ class UpCluster:
 def start_up_cluster(data_dir: Path) -> UpCluster:
     """Registry + demo images pushed + `shoal up --detach`, all isolated. The caller must
     call `stop_up_cluster` (even when this raises: it cleans up what was started)."""
-    from agent.images.testimages import cached_test_images, push_image
+    from shoal.testkit.images import cached_test_images, push_image
     data_dir.mkdir(parents=True, exist_ok=True)
     net = isolated_host_network()
     (data_dir / "hostnet.json").write_text(json.dumps(dataclasses.asdict(net)))

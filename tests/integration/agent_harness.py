@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from apiserver import errors
-from apiserver.client import Client
-from apiserver.testing import start_test_server, wait_for
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
+from shoal.testkit.apiserver import start_test_server, wait_for
 
-from agent.agent import Agent, AgentOptions
-from agent.join import ensure_credentials
-from agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime
+from shoal.agent.agent import Agent, AgentOptions
+from shoal.agent.join import ensure_credentials
+from shoal.agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime
 
 
 def wait(what: str, fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:

@@ -5,8 +5,8 @@ import io
 import threading
 from dataclasses import dataclass
 
-from apiserver import testing
-from cli.main import main
+from shoal.testkit import apiserver as testing
+from shoal.cli.main import main
 
 
 @dataclass

@@ -17,11 +17,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from apiserver import errors
-from apiserver import testing
-from apiserver.client import Client
-from controller.objects import format_micro_time, format_time, key_of, name_of, namespace_of, node_name_of, thaw
-from controller.runtime import Informer, WorkQueue
+from shoal.machinery.api import errors
+from shoal.testkit import apiserver as testing
+from shoal.machinery.client.rest import Client
+from shoal.machinery.api.objects import (format_micro_time, format_time, key_of, name_of, namespace_of, node_name_of,
+                                         thaw)
+from shoal.machinery.control import Informer, WorkQueue
 
 log = logging.getLogger("hollow")
 

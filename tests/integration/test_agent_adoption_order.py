@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from agent.fakes import FakeRuntime
+from shoal.agent.fakes import FakeRuntime
 
 from agent_harness import AgentHarness, wait
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent_harness import wait
-from apiserver.testing import start_test_server
+from shoal.testkit.apiserver import start_test_server
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_shoal_agent_hollow_process_joins_registers_and_stops_on_sigterm(tmp_path):
     with start_test_server(tmp_path) as srv:
         admin = srv.client()
-        cmd = [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main(sys.argv[1:]))",
+        cmd = [sys.executable, "-c", "import sys; from shoal.cli.main import main; sys.exit(main(sys.argv[1:]))",
                "agent", "--server", srv.url, "--token", srv.join_token, "--node-name", "hollow-1",
                "--address", "127.0.0.1", "--data-dir", str(tmp_path / "hollow-1"), "--fake-runtime",
                "--kubelet-port", "0", "--lease-interval", "0.5"]

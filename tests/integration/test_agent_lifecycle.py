@@ -4,9 +4,9 @@ import time
 import httpx
 import pytest
 
-from agent.fakes import FakeNetwork, FakeRuntime
-from agent.plan import LABEL_POD_UID
-from agent.status import parse_time
+from shoal.agent.fakes import FakeNetwork, FakeRuntime
+from shoal.agent.plan import LABEL_POD_UID
+from shoal.agent.status import parse_time
 
 from agent_harness import AgentHarness, wait
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from apiserver.client import Client
-from apiserver import errors
+from shoal.machinery.client.rest import Client
+from shoal.machinery.api import errors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 def start_server(data: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "apiserver", "--data-dir", str(data), "--listen",
+    proc = subprocess.Popen([sys.executable, "-m", "shoal.cli", "server", "--data-dir", str(data), "--listen",
                              f"127.0.0.1:{port}", "--no-controller", "--write-kubeconfig", str(data / "kc")],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 30

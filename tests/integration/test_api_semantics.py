@@ -4,7 +4,8 @@ import threading
 import httpx
 import pytest
 
-from apiserver import errors, testing
+from shoal.machinery.api import errors
+from shoal.testkit import apiserver as testing
 
 
 def deployment(name="web", replicas=2, image="127.0.0.1:5000/web:v1"):
@@ -39,7 +40,7 @@ def test_create_defaults_and_server_fields(api):
 def test_generate_name_draws_again_on_a_taken_name(api, monkeypatch):
     """As Kubernetes' RetryGenerateName: a generated name that is taken is drawn again,
     up to 8 times, before the create fails with AlreadyExists."""
-    from apiserver import registry
+    from shoal.apiserver import registry
     c = api.client()
     c.create("pods", pod("gen-aaaaa"))
     draws = iter(["gen-aaaaa", "gen-aaaaa", "gen-bbbbb"])
@@ -176,7 +177,7 @@ def test_401_without_or_with_wrong_token(api):
 
 
 def test_join_token_only_joins_and_node_credential_is_scoped(api):
-    from apiserver.client import Client
+    from shoal.machinery.client.rest import Client
     join = Client(api.url, api.join_token)
     with pytest.raises(errors.Forbidden):
         join.list("pods")
@@ -332,7 +333,7 @@ def test_binding_subresource_binds_once_and_marks_the_pod_scheduled(api):
     again = c.get("pods", "again")
     assert again["spec"]["nodeName"] == "n2" and again["metadata"]["annotations"]["example.com/why"] == "test"
     # A node may not bind pods (not even to itself); a pod being deleted is not bound.
-    from apiserver.client import Client
+    from shoal.machinery.client.rest import Client
     cred = Client(api.url, api.join_token).request("POST", "/shoal/v1/join", body={"nodeName": "n1"})
     with pytest.raises(errors.Forbidden):
         Client(api.url, cred["token"]).bind("again", "default", "n1")
@@ -373,7 +374,7 @@ def test_route_table_knows_exactly_fastapis_resource_routes(api):
     """The server answers resource paths from its RouteTable; it must route every resource
     route FastAPI has (bar pod logs) to the same handler, and nothing else."""
     from fastapi.routing import APIRoute
-    from apiserver.resources import RESOURCES
+    from shoal.machinery.api.resources import RESOURCES
     plurals = {r.plural for r in RESOURCES}
     app = api.app
     checked = 0

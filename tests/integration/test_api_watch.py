@@ -5,8 +5,8 @@ import time
 import httpx
 import pytest
 
-from apiserver import errors
-from apiserver.testing import wait_for
+from shoal.machinery.api import errors
+from shoal.testkit.apiserver import wait_for
 
 
 def cm_pod(name, labels=None, node=None):
@@ -106,7 +106,7 @@ def test_a_compaction_by_another_server_never_hides_events(api):
     """Another server process sharing the database writes and then compacts before this
     server's watch hub has polled the log: a watch from the compacted revision still gets
     every later event (from the log), and one from before it gets 410."""
-    from apiserver.store import Store
+    from shoal.apiserver.store import Store
     other = Store(api.settings.datastore_url())
     try:
         c = api.client()
@@ -189,7 +189,7 @@ def test_a_write_on_the_loop_reaches_watchers_without_the_pump(api):
 def test_a_signal_wakes_a_waiting_watcher_on_the_next_turn():
     import asyncio
 
-    from apiserver.watch import WatchHub
+    from shoal.apiserver.watch import WatchHub
 
     async def main():
         hub = WatchHub(store=None)
@@ -210,7 +210,7 @@ def test_a_signal_wakes_a_waiting_watcher_on_the_next_turn():
 def test_a_watcher_is_woken_only_by_its_own_resource_or_a_broadcast():
     import asyncio
 
-    from apiserver.watch import WatchHub
+    from shoal.apiserver.watch import WatchHub
 
     async def main():
         hub = WatchHub(store=None)

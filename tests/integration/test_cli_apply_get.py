@@ -7,8 +7,8 @@ import socket
 import pytest
 import yaml
 
-from apiserver import errors
-from apiserver.client import write_kubeconfig
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import write_kubeconfig
 from cli_helpers import shoal, shoal_in_thread, wait_until
 
 pytestmark = pytest.mark.integration

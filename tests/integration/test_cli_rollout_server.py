@@ -127,7 +127,7 @@ def test_history_undo_pause_resume_restart_scale_set_image_by_hand(api):
 
 @pytest.fixture
 def api_with_controllers(tmp_path):
-    from apiserver.testing import start_test_server
+    from shoal.testkit.apiserver import start_test_server
     srv = start_test_server(tmp_path, controllers=True)
     try:
         yield srv

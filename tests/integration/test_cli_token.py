@@ -3,9 +3,9 @@ import shutil
 
 import pytest
 
-from apiserver import errors
-from apiserver.client import Client
-from cli.main import main
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
+from shoal.cli.main import main
 
 
 def test_rotate_join_and_admin(api, tmp_path, capsys):

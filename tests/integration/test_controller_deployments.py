@@ -4,11 +4,11 @@ from collections import Counter
 
 import pytest
 
-from apiserver import errors
-from apiserver.testing import start_test_server
-from cli import rollout as ro
-from controller.deployment import util as u
-from controller.manager import Options
+from shoal.machinery.api import errors
+from shoal.testkit.apiserver import start_test_server
+from shoal.cli import rollout as ro
+from shoal.controller.deployment import util as u
+from shoal.controller.manager import Options
 from hollow import HollowCluster, RolloutChecker, deployment, deployment_done, wait_for
 
 pytestmark = pytest.mark.integration

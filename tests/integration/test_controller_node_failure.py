@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from apiserver.testing import start_test_server
-from controller.manager import Options
+from shoal.testkit.apiserver import start_test_server
+from shoal.controller.manager import Options
 from hollow import HollowCluster, RolloutChecker, deployment, deployment_done, wait_for
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,7 @@ def test_controller_kill_9_mid_rollout_then_restart_finishes_within_bounds(tmp_p
     with start_test_server(tmp_path, controllers=False) as srv:
         client = srv.client()
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        cmd = [sys.executable, "-m", "controller.manager", "--kubeconfig", str(srv.kubeconfig)]
+        cmd = [sys.executable, "-m", "shoal.controller.manager", "--kubeconfig", str(srv.kubeconfig)]
         logs = [open(tmp_path / f"controller-{i}.log", "wb") for i in range(2)]
         procs: list[subprocess.Popen] = []
         try:

@@ -6,8 +6,8 @@ Core path on SQLite by making the store believe it is on another dialect — and
 store's contract: a refused write leaves no trace in the log or the tables."""
 import pytest
 
-from apiserver import errors
-from apiserver.store import Store
+from shoal.machinery.api import errors
+from shoal.apiserver.store import Store
 
 pytestmark = pytest.mark.integration
 

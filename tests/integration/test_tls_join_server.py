@@ -7,10 +7,11 @@ import ssl
 import httpx
 import pytest
 
-from agent.join import JoinError, ensure_credentials, join_cluster
-from apiserver import errors, tls
-from apiserver.client import Client
-from apiserver.testing import start_test_server
+from shoal.agent.join import JoinError, ensure_credentials, join_cluster
+from shoal.machinery.api import errors
+from shoal.apiserver import tls
+from shoal.machinery.client.rest import Client
+from shoal.testkit.apiserver import start_test_server
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import copy
 import itertools
 
-from apiserver import errors
-from apiserver.resources import resolve
+from shoal.machinery.api import errors
+from shoal.machinery.api.resources import resolve
 
 
 def merge_patch(target, patch):

@@ -3,7 +3,7 @@ once it is quiet (or after max_delay), at once on flush; aggregation unchanged."
 import threading
 import time
 
-from agent.events import EventRecorder
+from shoal.agent.events import EventRecorder
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "default", "uid": "u1"}}
 

@@ -1,10 +1,10 @@
 """compute_pod_actions (agent.plan): one row per rule."""
 import pytest
 
-from agent.plan import (ObservedContainer, PodRuntimeView, PullFailure, StartContainer, compute_pod_actions,
-                        spec_hash)
-from agent.probes import FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, ProbeResult
-from agent.restarts import Backoff
+from shoal.agent.plan import (ObservedContainer, PodRuntimeView, PullFailure, StartContainer, compute_pod_actions,
+                              spec_hash)
+from shoal.agent.probes import FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, ProbeResult
+from shoal.agent.restarts import Backoff
 
 pytestmark = pytest.mark.unit
 NOW = 1000.0
@@ -255,5 +255,5 @@ def test_finished_pod_does_not_recreate_sandbox():
 @pytest.mark.parametrize("delay,text", [(0.25, "250ms"), (1.5, "1.5s"), (10, "10s"), (80, "1m20s"),
                                         (300, "5m0s")])
 def test_back_off_duration_format(delay, text):
-    from agent.plan import _fmt_seconds
+    from shoal.agent.plan import _fmt_seconds
     assert _fmt_seconds(delay) == text

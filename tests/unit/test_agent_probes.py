@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from agent.clock import FakeClock, ManualScheduler
-from agent.probes import (FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, UNKNOWN, ProbeManager, ProbeResult,
-                          ProbeSettings, ProbeTarget, ProbeWorker, RealProbeExecutor, RunningContainer)
+from shoal.machinery.control.timers import FakeClock, ManualScheduler
+from shoal.agent.probes import (FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, UNKNOWN, ProbeManager, ProbeResult,
+                                ProbeSettings, ProbeTarget, ProbeWorker, RealProbeExecutor, RunningContainer)
 
 pytestmark = pytest.mark.unit
 T0 = 1_800_000_000.0

@@ -1,7 +1,7 @@
 """Restart policy and crash-loop back-off (agent.restarts), with plain numbers as time."""
 import pytest
 
-from agent.restarts import BackoffPolicy, RestartTracker, should_restart
+from shoal.agent.restarts import BackoffPolicy, RestartTracker, should_restart
 
 pytestmark = pytest.mark.unit
 

@@ -1,9 +1,9 @@
 """build_pod_status (agent.status): phase, conditions, container states."""
 import pytest
 
-from agent.plan import ObservedContainer, PodActions, PodRuntimeView, StartContainer, Waiting
-from agent.probes import READINESS, STARTUP, SUCCESS, FAILURE, ProbeResult
-from agent.status import build_pod_status, compute_phase, parse_time, qos_class, rfc3339, rfc3339_micro
+from shoal.agent.plan import ObservedContainer, PodActions, PodRuntimeView, StartContainer, Waiting
+from shoal.agent.probes import READINESS, STARTUP, SUCCESS, FAILURE, ProbeResult
+from shoal.agent.status import build_pod_status, compute_phase, parse_time, qos_class, rfc3339, rfc3339_micro
 
 pytestmark = pytest.mark.unit
 NOW = 1_800_000_000.0     # 2027-01-15T08:00:00Z

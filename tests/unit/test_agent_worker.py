@@ -1,9 +1,9 @@
 """Pure helpers of the pod worker (process resolution) and the log decoding."""
 import pytest
 
-from agent.interfaces import ContainerState
-from agent.logserver import decode_line
-from agent.worker import expand, observed_from_state, resolve_process
+from shoal.agent.interfaces import ContainerState
+from shoal.agent.logserver import decode_line
+from shoal.agent.worker import expand, observed_from_state, resolve_process
 
 pytestmark = pytest.mark.unit
 IMG = {"Entrypoint": ["/entry"], "Cmd": ["serve", "--port", "80"], "Env": ["PATH=/bin", "MODE=prod"],

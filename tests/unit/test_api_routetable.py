@@ -1,8 +1,8 @@
 """apiserver.routetable: Kubernetes' resource paths resolved by meaning, not by regex."""
 import pytest
 
-from apiserver.resources import RESOURCES
-from apiserver.routetable import RouteTable
+from shoal.machinery.api.resources import RESOURCES
+from shoal.apiserver.routetable import RouteTable
 
 pytestmark = pytest.mark.unit
 

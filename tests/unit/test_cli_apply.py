@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from apiserver import errors
-from cli import apply as ap
-from cli.main import main
+from shoal.machinery.api import errors
+from shoal.cli import apply as ap
+from shoal.cli.main import main
 from cli_fakeapi import FakeApi
 
 pytestmark = pytest.mark.unit

@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
-from apiserver import errors
-from apiserver.client import ConnectionFailed
-from cli import main as cli_main
-from cli.commands import UsageError, parse_duration, parse_image_pairs, parse_targets
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import ConnectionFailed
+from shoal.cli import main as cli_main
+from shoal.cli.commands import UsageError, parse_duration, parse_image_pairs, parse_targets
 from cli_fakeapi import FakeApi
 
 pytestmark = pytest.mark.unit
@@ -325,7 +325,7 @@ COMP_WORDS=(shoal get dep); COMP_CWORD=2; _shoal; echo "${COMPREPLY[*]}"
 
 
 def test_console_entry_point_runs_as_module():
-    res = subprocess.run([sys.executable, "-m", "cli.main", "version", "--client"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "shoal.cli", "version", "--client"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.startswith("Client Version: v")
 
 

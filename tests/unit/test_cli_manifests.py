@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from cli import manifests
+from shoal.cli import manifests
 
 pytestmark = pytest.mark.unit
 

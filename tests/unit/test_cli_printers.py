@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cli import printers
-from cli.tabwriter import TabWriter, describe_text, get_table
+from shoal.cli import printers
+from shoal.cli.tabwriter import TabWriter, describe_text, get_table
 
 pytestmark = pytest.mark.unit
 
@@ -232,7 +232,7 @@ def test_show_kind_prefix_and_structured_output():
     d = deployment()
     lines = printers.table_lines("Deployment", [d], printers.RenderContext(NOW), show_kind=True)
     assert lines[1].startswith("deployment.apps/web\t")
-    from apiserver.resources import resolve
+    from shoal.machinery.api.resources import resolve
     out = printers.for_output({"metadata": {"name": "x", "managedFields": [{}]}, "spec": {}}, resolve("deploy"))
     assert list(out)[:2] == ["apiVersion", "kind"] and out["kind"] == "Deployment"
     assert "managedFields" not in out["metadata"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from apiserver import errors
-from cli import rollout as ro
+from shoal.machinery.api import errors
+from shoal.cli import rollout as ro
 
 pytestmark = pytest.mark.unit
 

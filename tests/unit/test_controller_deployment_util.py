@@ -1,7 +1,7 @@
 """Table tests of the Deployment controller's pure arithmetic (controller/deployment/util.py)."""
 import pytest
 
-from controller.deployment import util as u
+from shoal.controller.deployment import util as u
 
 pytestmark = pytest.mark.unit
 

@@ -1,7 +1,7 @@
 """Informer cache semantics without a server: write-through ordering, deletes, indexes."""
 import pytest
 
-from controller.runtime import Informer
+from shoal.machinery.control import Informer
 
 pytestmark = pytest.mark.unit
 

@@ -1,11 +1,11 @@
 """Node lifecycle decisions with a fake clock, eviction delays, and the pod CIDR allocator."""
 import pytest
 
-from controller.nodeipam import next_free_subnet, node_cidrs
-from controller.nodelifecycle import (UNREACHABLE_TAINT, HeartbeatTracker, eviction_delay, evictions_allowed,
-                                     plan_node)
-from controller.objects import format_time
-from controller.runtime import FakeClock
+from shoal.controller.nodeipam import next_free_subnet, node_cidrs
+from shoal.controller.nodelifecycle import (UNREACHABLE_TAINT, HeartbeatTracker, eviction_delay, evictions_allowed,
+                                            plan_node)
+from shoal.machinery.api.objects import format_time
+from shoal.machinery.control import FakeClock
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from controller.runtime import FakeClock, RateLimiter, Result, WorkQueue
-from controller.runtime.manager import Controller
+from shoal.machinery.control import FakeClock, RateLimiter, Result, WorkQueue
+from shoal.machinery.control.manager import Controller
 
 pytestmark = pytest.mark.unit
 
@@ -138,7 +138,7 @@ def test_one_key_never_in_two_workers():
 
 
 def test_event_spam_filter_per_object_with_fake_clock():
-    from controller.events import EventRecorder
+    from shoal.machinery.control.events import EventRecorder
     clock = FakeClock()
     rec = EventRecorder(client=None, component="t", clock=clock, burst=3, refill_seconds=10)
     a, b = ("ReplicaSet", "default", "web-1", "u1"), ("ReplicaSet", "default", "web-2", "u2")

@@ -1,10 +1,10 @@
 """ReplicaSet deletion ranking, status and pod construction; Deployment rollout status."""
 import pytest
 
-from controller.deployment import util as u
-from controller.deployment.progress import calculate_status, requeue_for_deadline, rollout_status
-from controller.objects import format_time, get_condition
-from controller.replicaset import calculate_status as rs_status, pod_from_template, rank_for_deletion
+from shoal.controller.deployment import util as u
+from shoal.controller.deployment.progress import calculate_status, requeue_for_deadline, rollout_status
+from shoal.machinery.api.objects import format_time, get_condition
+from shoal.controller.replicaset import calculate_status as rs_status, pod_from_template, rank_for_deletion
 
 pytestmark = pytest.mark.unit
 T0 = 1_700_000_000.0
@@ -124,7 +124,7 @@ def test_no_deadline_removes_progressing():
 
 # -- status writes in bursts ----------------------------------------------------------------------
 def test_status_write_delay_leading_edge_then_window():
-    from controller.replicaset import status_write_delay
+    from shoal.controller.replicaset import status_write_delay
     assert status_write_delay(None, 100.0, 0.2) == 0.0            # never written: at once
     assert status_write_delay(99.0, 100.0, 0.2) == 0.0            # quiet for a second: at once
     assert status_write_delay(99.95, 100.0, 0.2) == pytest.approx(0.15)
@@ -146,10 +146,10 @@ class _StatusClient:
 
 
 def test_replicaset_status_burst_is_batched_and_last_counts_written():
-    from controller.events import RecordingEvents
-    from controller.replicaset import ReplicaSetController
-    from controller.runtime import FakeClock, Informer
-    from controller import indexes
+    from shoal.machinery.control.events import RecordingEvents
+    from shoal.controller.replicaset import ReplicaSetController
+    from shoal.machinery.control import FakeClock, Informer
+    from shoal.controller import indexes
 
     client, clock = _StatusClient(), FakeClock(T0)
     rss, pods = Informer(client, "replicasets"), Informer(client, "pods")

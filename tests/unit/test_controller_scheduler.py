@@ -4,9 +4,9 @@ from collections import Counter
 
 import pytest
 
-from controller.scheduler.framework import (NodeInfo, PodRequest, failure_message, filter_node, node_info,
-                                            pod_request, schedule_one, score_key, tolerates)
-from controller.scheduler.scheduler import ClusterState, is_pending
+from shoal.controller.scheduler.framework import (NodeInfo, PodRequest, failure_message, filter_node, node_info,
+                                                  pod_request, schedule_one, score_key, tolerates)
+from shoal.controller.scheduler.scheduler import ClusterState, is_pending
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ early while touches keep coming."""
 import threading
 import time
 
-from apiserver.holdback import HoldBack
-from controller.events import EventRecorder
+from shoal.machinery.control.holdback import HoldBack
+from shoal.machinery.control.events import EventRecorder
 
 
 def touching(hb, seconds: float, every: float = 0.02) -> threading.Thread:

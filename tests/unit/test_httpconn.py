@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from apiserver import httpconn
-from apiserver.client import _Pool
+from shoal.machinery.client import httpconn
+from shoal.machinery.client.rest import _Pool
 
 
 class Scripted:

@@ -11,10 +11,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from agent.images.reference import Reference, parse_reference
-from agent.images.registry import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, RegistryClient,
-                                   RegistryError, endpoint_for, is_insecure, parse_challenge)
-from agent.interfaces import ImagePullError
+from shoal.agent.images.reference import Reference, parse_reference
+from shoal.agent.images.registry import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryError,
+                                         endpoint_for, is_insecure, parse_challenge)
+from shoal.agent.interfaces import ImagePullError
 
 pytestmark = pytest.mark.unit
 

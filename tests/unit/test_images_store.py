@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.images.reference import Reference
-from agent.images.registry import OCI_MANIFEST, RegistryError, ResolvedManifest
-from agent.images.store import LocalImageStore
-from agent.interfaces import ImagePullError, ImageStore
+from shoal.agent.images.reference import Reference
+from shoal.agent.images.registry import OCI_MANIFEST, RegistryError, ResolvedManifest
+from shoal.agent.images.store import LocalImageStore
+from shoal.agent.interfaces import ImagePullError, ImageStore
 
 pytestmark = pytest.mark.unit
 REG = "127.0.0.1:5000"

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.images.unpack import (LayerError, UnsafeLayerError, member_parts, symlink_escapes,
-                                 unpack_layer)
+from shoal.agent.images.unpack import LayerError, UnsafeLayerError, member_parts, symlink_escapes, unpack_layer
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cli import lab as L
+from shoal.testkit import lab as L
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +50,7 @@ def test_agent_and_server_argv():
     p = plan()
     a = L.agent_argv(p, p.hosts[0], join_token="K10abc::server:s", registry_mirror="127.0.0.1:5555=http://10.213.0.2:5000",
                      extra=["--backoff-initial", "1"])
-    assert a[:3] == [sys.executable, "-m", "cli.main"] and a[3] == "agent"
+    assert a[:3] == [sys.executable, "-m", "shoal.cli"] and a[3] == "agent"
     flags = dict(zip(a[4::2], a[5::2]))
     assert flags == {"--server": "https://10.213.0.2:6443", "--token": "K10abc::server:s", "--node-name": "h1",
                      "--address": "10.213.0.11", "--data-dir": "/x/lab/demo/h1", "--runc-root": "/run/x/demo/h1/runc",
@@ -67,7 +67,7 @@ def test_agent_and_server_argv():
 
 def test_agent_flags_exist_in_shoal_agent():
     # the lab's argv must parse with the real `shoal agent` parser
-    from cli.main import build_parser
+    from shoal.cli.main import build_parser
     p = plan()
     a = L.agent_argv(p, p.hosts[0], join_token="t", registry_mirror="a=http://b")
     args = build_parser().parse_args(a[3:])

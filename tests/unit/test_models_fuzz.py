@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apiserver import errors
-from apiserver.models import KINDS, validate
+from shoal.machinery.api import errors
+from shoal.machinery.api.models import KINDS, validate
 
 pytestmark = pytest.mark.unit
 

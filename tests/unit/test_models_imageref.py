@@ -1,7 +1,7 @@
 """apiserver.models.imageref: splitting image references the way registries read them."""
 import pytest
 
-from apiserver.models.imageref import ImageRef, parse_image_reference
+from shoal.machinery.api.models.imageref import ImageRef, parse_image_reference
 
 pytestmark = pytest.mark.unit
 D64 = "sha256:" + "0123456789abcdef" * 4

@@ -3,8 +3,8 @@ import copy
 
 import pytest
 
-from apiserver import errors
-from apiserver.models import validate
+from shoal.machinery.api import errors
+from shoal.machinery.api.models import validate
 
 pytestmark = pytest.mark.unit
 
@@ -491,7 +491,7 @@ _T = "2026-01-02T03:04:05Z"
     ("Deployment", DEPLOY, {"unknownField": 1}),
 ])
 def test_status_alone_validates_like_the_whole_object(kind, stored, status):
-    from apiserver.models import validate_status
+    from shoal.machinery.api.models import validate_status
     cur = validate(kind, copy.deepcopy(stored))
 
     def outcome(fn):
@@ -506,6 +506,6 @@ def test_status_alone_validates_like_the_whole_object(kind, stored, status):
 
 
 def test_status_alone_leaves_node_and_namespace_to_the_whole_object():
-    from apiserver.models import validate_status
+    from shoal.machinery.api.models import validate_status
     assert validate_status("Node", {"capacity": {"cpu": "2"}}, name="n1") is None
     assert validate_status("Namespace", {"phase": "Active"}, name="a") is None

@@ -3,8 +3,8 @@ import copy
 
 import pytest
 
-from apiserver import errors
-from apiserver.models import validate
+from shoal.machinery.api import errors
+from shoal.machinery.api.models import validate
 
 pytestmark = pytest.mark.unit
 

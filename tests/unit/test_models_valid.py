@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 
-from apiserver.models import validate
+from shoal.machinery.api.models import validate
 
 pytestmark = pytest.mark.unit
 

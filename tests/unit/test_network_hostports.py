@@ -1,8 +1,8 @@
 """render_ruleset: the nft transaction for hostPorts."""
 import pytest
 
-from agent.interfaces import HostPort
-from agent.network.hostports import render_ruleset
+from shoal.agent.interfaces import HostPort
+from shoal.agent.network.hostports import render_ruleset
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from agent.network.ipam import IPExhaustedError, NodeState, gateway_of
+from shoal.agent.network.ipam import IPExhaustedError, NodeState, gateway_of
 
 pytestmark = pytest.mark.unit
 

@@ -1,8 +1,8 @@
 """labnet against RecordingNetlink: layout, idempotence, repair, destroy."""
 import pytest
 
-from agent.network import RecordingNetlink
-from agent.network.labnet import create_lab_network, destroy_lab_network, lab_layout
+from shoal.agent.network import RecordingNetlink
+from shoal.testkit.labnet import create_lab_network, destroy_lab_network, lab_layout
 
 pytestmark = pytest.mark.unit
 

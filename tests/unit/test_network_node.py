@@ -1,10 +1,10 @@
 """NodeNetwork against RecordingNetlink/RecordingRunner: node, pods, overlay, hostPorts."""
 import pytest
 
-from agent.interfaces import HostPort, Network, Peer
-from agent.network import NodeNetwork, RecordingNetlink, RecordingRunner, veth_name
-from agent.network.node import mac_for_ip
-from agent.network.netlink import RTPROT_SHOAL, FdbEntry, Neighbour, Route, VxlanInfo
+from shoal.agent.interfaces import HostPort, Network, Peer
+from shoal.agent.network import NodeNetwork, RecordingNetlink, RecordingRunner, veth_name
+from shoal.agent.network.node import mac_for_ip
+from shoal.agent.network.netlink import RTPROT_SHOAL, FdbEntry, Neighbour, Route, VxlanInfo
 
 pytestmark = pytest.mark.unit
 

@@ -1,9 +1,9 @@
 """plan_peer_sync: table tests over (desired peers, observed kernel entries)."""
 import pytest
 
-from agent.interfaces import Peer
-from agent.network.netlink import RTPROT_SHOAL, FdbEntry, Neighbour, Route
-from agent.network.overlay import Action, Observed, desired_entries, plan_peer_sync
+from shoal.agent.interfaces import Peer
+from shoal.agent.network.netlink import RTPROT_SHOAL, FdbEntry, Neighbour, Route
+from shoal.agent.network.overlay import Action, Observed, desired_entries, plan_peer_sync
 
 pytestmark = pytest.mark.unit
 

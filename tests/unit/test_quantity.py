@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from apiserver.quantity import cpu_millis, format_bytes, format_cpu_millis, memory_bytes, parse_quantity
+from shoal.machinery.api.quantity import cpu_millis, format_bytes, format_cpu_millis, memory_bytes, parse_quantity
 
 pytestmark = pytest.mark.unit
 

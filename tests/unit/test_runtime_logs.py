@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from agent.runtime.logs import join_records, parse_record, read_log, track_rotation, forget_rotation
+from shoal.agent.runtime.logs import join_records, parse_record, read_log, track_rotation, forget_rotation
 
 pytestmark = pytest.mark.unit
 

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from agent.interfaces import ContainerConfig, Mount, PulledImage
-from agent.runtime.spec import (DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, EtcFiles, ResolvedUser,
-                                UserResolutionError, build_env, build_oci_spec, cpu_limits, memory_limits,
-                                render_hosts, render_resolv_conf, resolve_user)
+from shoal.agent.interfaces import ContainerConfig, Mount, PulledImage
+from shoal.agent.runtime.spec import (DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, EtcFiles, ResolvedUser,
+                                      UserResolutionError, build_env, build_oci_spec, cpu_limits, memory_limits,
+                                      render_hosts, render_resolv_conf, resolve_user)
 
 pytestmark = pytest.mark.unit
 

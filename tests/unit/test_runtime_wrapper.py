@@ -9,11 +9,11 @@ import signal
 
 import pytest
 
-from agent.runtime.cgroups import Cgroups, Hierarchy, cgroup_mode, parse_cgroup_mounts
-from agent.runtime.monitor import MonitorPaths, conmon_argv, parse_sync_message
-from agent.runtime.mounts import fs_type_of, mountpoints, overlay_options
-from agent.runtime.runc import CommandTimeout, RecordingRunner, Runc, RuncError, signal_name
-from agent.runtime.runc_runtime import DiskRecord, assemble_state, parse_exit_file, runc_created_at
+from shoal.agent.runtime.cgroups import Cgroups, Hierarchy, cgroup_mode, parse_cgroup_mounts
+from shoal.agent.runtime.monitor import MonitorPaths, conmon_argv, parse_sync_message
+from shoal.agent.runtime.mounts import fs_type_of, mountpoints, overlay_options
+from shoal.agent.runtime.runc import CommandTimeout, RecordingRunner, Runc, RuncError, signal_name
+from shoal.agent.runtime.runc_runtime import DiskRecord, assemble_state, parse_exit_file, runc_created_at
 
 pytestmark = pytest.mark.unit
 
@@ -224,7 +224,7 @@ def test_fs_type_of_the_longest_mount_holding_a_path(path, fstype):
 
 
 def test_writable_layers_without_state_are_removed_when_the_runtime_opens(tmp_path):
-    from agent.runtime.runc_runtime import RuncRuntime
+    from shoal.agent.runtime.runc_runtime import RuncRuntime
     root, state = tmp_path / "disk", tmp_path / "state"
     for cid in ("kept-web-0", "orphan-web-0", "runc-only-0"):
         (root / "rw" / cid / "upper").mkdir(parents=True)
@@ -292,7 +292,7 @@ class _NoCgroups:
 
 def _runtime_with_record(tmp_path, cid: str, *, init: dict | None, started: bool, exit_code: int | None = None,
                          in_runc: bool = True):
-    from agent.runtime.runc_runtime import RuncRuntime
+    from shoal.agent.runtime.runc_runtime import RuncRuntime
     rr = RecordingRunner().when("state", returncode=1, stderr=b'container does not exist')
     rt = RuncRuntime(str(tmp_path / "rt"), runc_root=str(tmp_path / "runc"), runner=rr, cgroups=_NoCgroups())
     cdir = tmp_path / "rt" / "containers" / cid
@@ -312,7 +312,7 @@ def _runtime_with_record(tmp_path, cid: str, *, init: dict | None, started: bool
 def test_state_of_a_started_container_comes_from_proc_without_runc(tmp_path):
     import os
 
-    from agent.runtime.runc_runtime import proc_start_time
+    from shoal.agent.runtime.runc_runtime import proc_start_time
     me = os.getpid()     # a live process standing in for the container's init
     rt, rr = _runtime_with_record(tmp_path, "c1", init={"pid": me, "start": proc_start_time(me)}, started=True)
     st = rt.state("c1")
@@ -333,7 +333,7 @@ def test_state_of_an_exited_container_reads_the_exit_file_without_runc(tmp_path)
 def test_a_recycled_pid_is_not_the_container(tmp_path):
     import os
 
-    from agent.runtime.runc_runtime import proc_alive, proc_start_time
+    from shoal.agent.runtime.runc_runtime import proc_alive, proc_start_time
     me = os.getpid()
     assert proc_alive(me, proc_start_time(me)) and not proc_alive(me, None)
     assert not proc_alive(me, proc_start_time(me) + 1)     # same pid, another process
@@ -345,7 +345,7 @@ def test_a_recycled_pid_is_not_the_container(tmp_path):
 def test_runc_is_asked_only_when_the_records_cannot_tell(tmp_path):
     import os
 
-    from agent.runtime.runc_runtime import proc_start_time
+    from shoal.agent.runtime.runc_runtime import proc_start_time
     me = os.getpid()
     # created, not started: only runc knows whether `runc start` ran
     rt, rr = _runtime_with_record(tmp_path, "c4", init={"pid": me, "start": proc_start_time(me)}, started=False)
@@ -362,7 +362,7 @@ def test_a_monitor_that_exits_while_observed_leaves_its_exit_code(tmp_path, monk
     without code or time, which restarted a crash-looping container without its back-off."""
     import subprocess
 
-    from agent.runtime import runc_runtime
+    from shoal.agent.runtime import runc_runtime
     p = subprocess.Popen(["true"])
     p.wait()
     rt, rr = _runtime_with_record(tmp_path, "c5", init={"pid": p.pid, "start": 1}, started=True)
@@ -385,7 +385,7 @@ def test_a_monitor_that_exits_while_observed_leaves_its_exit_code(tmp_path, monk
 ])
 def test_run_shim_turns_conmons_create_into_run_detach(tmp_path, given, passed):
     import subprocess
-    from agent.runtime.monitor import install_run_shim
+    from shoal.agent.runtime.monitor import install_run_shim
     fake = tmp_path / "fake runc"          # a path with a space: the shim quotes it
     fake.write_text('#!/bin/sh\nfor a do printf "%s\\n" "$a"; done\n')
     fake.chmod(0o755)

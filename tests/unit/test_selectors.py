@@ -1,8 +1,8 @@
 """apiserver.selectors: label selector parsing/matching and field selectors."""
 import pytest
 
-from apiserver.selectors import (check_field_selector, field_matches, field_value, parse_field_selector,
-                                 parse_selector, selector_from_label_selector)
+from shoal.machinery.api.selectors import (check_field_selector, field_matches, field_value, parse_field_selector,
+                                           parse_selector, selector_from_label_selector)
 
 pytestmark = pytest.mark.unit
 

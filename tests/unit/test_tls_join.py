@@ -10,8 +10,8 @@ import stat
 import pytest
 from cryptography import x509
 
-from agent import join as J
-from apiserver import auth, tls
+from shoal.agent import join as J
+from shoal.apiserver import auth, tls
 
 pytestmark = pytest.mark.unit
 

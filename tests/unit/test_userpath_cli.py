@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cli import main as cli_main
-from cli.cmd_images import resolve_agent_dir
-from cli.cmd_up import DEFAULT_NETWORK, HostNetwork, validate_host_network
+from shoal.cli import main as cli_main
+from shoal.cli.cmd_images import resolve_agent_dir
+from shoal.cli.cmd_up import DEFAULT_NETWORK, HostNetwork, validate_host_network
 from cli_fakeapi import FakeApi
 from tests.e2e.userpath_fixtures import table_column
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from ..errors import Cause, Invalid
+from shoal.machinery.api.errors import Cause, Invalid
 
 REQUIRED = "FieldValueRequired"
 INVALID = "FieldValueInvalid"

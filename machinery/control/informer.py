@@ -30,10 +30,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
-from apiserver import errors
-from apiserver.client import Client
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
 
-from ..objects import key_of, resource_version, uid_of
+from shoal.machinery.api.objects import key_of, resource_version, uid_of
 
 log = logging.getLogger("shoal.controller.informer")
 
@@ -213,7 +213,7 @@ class Informer:
         self._synced.set()
 
     def _kind_name(self) -> str:
-        from apiserver.resources import resolve
+        from shoal.machinery.api.resources import resolve
         return resolve(self.kind).kind
 
     def _handle(self, ev: dict) -> None:

@@ -20,8 +20,8 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BadRequest, Cause
-from .field import INVALID, render
+from shoal.machinery.api.errors import BadRequest, Cause
+from shoal.machinery.api.models.field import INVALID, render
 
 _TYPE_MESSAGES = {
     "int_type": "expected an integer", "int_parsing": "expected an integer", "int_from_float": "expected an integer",

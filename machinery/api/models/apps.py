@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import IntOrString, Time, WireModel
-from .core import PodTemplateSpec
-from .meta import LabelSelector, ObjectMeta
+from shoal.machinery.api.models.base import IntOrString, Time, WireModel
+from shoal.machinery.api.models.core import PodTemplateSpec
+from shoal.machinery.api.models.meta import LabelSelector, ObjectMeta
 
 
 class RollingUpdateDeployment(WireModel):

@@ -19,16 +19,17 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from .. import quantity, selectors
-from .apps import Deployment, DeploymentStatus, ReplicaSet, ReplicaSetStatus
-from .coordination import Lease
-from .core import (Container, Event, Namespace, Node, Pod, PodSpec, PodStatus, PodTemplateSpec, Probe,
-                   ResourceRequirements)
-from .field import FieldErrors
-from .imageref import parse_image_reference
-from .meta import DeleteOptions, LabelSelector, ObjectMeta, Scale
-from .names import (is_cidr, is_dns1123_label, is_dns1123_subdomain, is_env_var_name, is_ip, is_label_value,
-                    is_percent, is_qualified_name, is_valid_port_name, mask_trailing_dash, percent_error)
+from shoal.machinery.api import quantity, selectors
+from shoal.machinery.api.models.apps import Deployment, DeploymentStatus, ReplicaSet, ReplicaSetStatus
+from shoal.machinery.api.models.coordination import Lease
+from shoal.machinery.api.models.core import (Container, Event, Namespace, Node, Pod, PodSpec, PodStatus,
+                                             PodTemplateSpec, Probe, ResourceRequirements)
+from shoal.machinery.api.models.field import FieldErrors
+from shoal.machinery.api.models.imageref import parse_image_reference
+from shoal.machinery.api.models.meta import DeleteOptions, LabelSelector, ObjectMeta, Scale
+from shoal.machinery.api.names import (is_cidr, is_dns1123_label, is_dns1123_subdomain, is_env_var_name, is_ip,
+                                       is_label_value, is_percent, is_qualified_name, is_valid_port_name,
+                                       mask_trailing_dash, percent_error)
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")

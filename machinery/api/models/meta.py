@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 
-from .base import Time, WireModel
+from shoal.machinery.api.models.base import Time, WireModel
 
 
 class OwnerReference(WireModel):

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .client import Client
-from .server import ServerProcess
-from .settings import Settings
+from shoal.machinery.client.rest import Client
+from shoal.apiserver.server import ServerProcess
+from shoal.apiserver.settings import Settings
 
 
 def wait_for(pred: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition",
@@ -56,12 +56,19 @@ def start_test_server(tmp_path: Path, *, controllers: bool = False, controller_o
     s = Settings(**kw)
     srv = ServerProcess(s, kubeconfig_paths=[data / "admin.kubeconfig"])
     srv.kubeconfig = data / "admin.kubeconfig"
-    srv.start(controllers=controllers, controller_options=controller_options)
+    factory = None
+    if controllers:
+        from shoal.controller.manager import run_controllers
+
+        def factory(srv: ServerProcess):
+            return run_controllers(srv.client(user_agent="shoal-controller"),
+                                   **({"options": controller_options} if controller_options else {}))
+    srv.start(controllers=factory)
     return srv
 
 
 class ServerSubprocess:
-    """`shoal server` (`python -m apiserver`) as its own process, as users run it: its own
+    """`shoal server` (`python -m shoal.cli server`) as its own process, as users run it: its own
     GIL, and by default its controllers in a `shoal controller` child. On loopback, plain
     HTTP (the server's default there); `args` are more `shoal server` flags. For benchmarks, whose
     measuring threads must not share the server's interpreter. Same handle as the thread
@@ -79,7 +86,7 @@ class ServerSubprocess:
         repo = Path(__file__).resolve().parents[1]
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "apiserver", "--data-dir", str(self.data_dir),
+                [sys.executable, "-m", "shoal.cli", "server", "--data-dir", str(self.data_dir),
                  "--listen", f"127.0.0.1:{port}", "--write-kubeconfig", str(self.kubeconfig), *(args or [])],
                 cwd=repo, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"

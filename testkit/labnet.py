@@ -25,7 +25,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from .netlink import Netlink, PyrouteNetlink, Route
+from shoal.agent.network.netlink import Netlink, PyrouteNetlink, Route
 
 log = logging.getLogger(__name__)
 

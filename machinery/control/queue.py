@@ -20,7 +20,7 @@ import itertools
 import threading
 from collections import deque
 
-from .clock import Clock, RealClock
+from shoal.machinery.control.clock import Clock, RealClock
 
 
 class RateLimiter:

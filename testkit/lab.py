@@ -139,7 +139,7 @@ class LabPlan:
 def plan_lab(name: str, n_hosts: int, *, subnet: str = DEFAULT_SUBNET, root: Path = LAB_ROOT,
              run_root: Path = RUN_ROOT) -> LabPlan:
     """Names, addresses and paths of a lab (pure; validates like `labnet.lab_layout`)."""
-    from agent.network.labnet import lab_layout
+    from shoal.testkit.labnet import lab_layout
     try:
         net = lab_layout(name, n_hosts, subnet)
     except ValueError as e:
@@ -154,8 +154,8 @@ def plan_lab(name: str, n_hosts: int, *, subnet: str = DEFAULT_SUBNET, root: Pat
 
 
 def shoal_argv() -> list[str]:
-    """How to run this shoal: the same interpreter, `-m cli.main` (PYTHONPATH = the repo)."""
-    return [sys.executable, "-m", "cli.main"]
+    """How to run this shoal: the same interpreter, `-m shoal.cli` (PYTHONPATH = the repo)."""
+    return [sys.executable, "-m", "shoal.cli"]
 
 
 def server_argv(plan: LabPlan, *, node_grace_period: float | None = None,
@@ -191,7 +191,7 @@ def registry_config(plan: LabPlan) -> str:
 
 
 def forwarder_argv(plan: LabPlan, *, api_port: int, registry_port: int, ports_file: str) -> list[str]:
-    return [sys.executable, "-m", "cli.lab", "forward", "--netns", f"/run/netns/{plan.cp_netns}",
+    return [sys.executable, "-m", "shoal.testkit.lab", "forward", "--netns", f"/run/netns/{plan.cp_netns}",
             "--ports-file", ports_file,
             "--map", f"127.0.0.1:{api_port}={plan.cp_ip}:{API_PORT}",
             "--map", f"127.0.0.1:{registry_port}={plan.cp_ip}:{REGISTRY_PORT}"]
@@ -229,7 +229,7 @@ def is_running(rec: ProcRecord | None) -> bool:
 
 
 def _cgroups():
-    from agent.runtime.cgroups import Cgroups
+    from shoal.agent.runtime.cgroups import Cgroups
     return Cgroups()
 
 
@@ -430,7 +430,7 @@ class Lab:
 
     def __init__(self, name: str = "lab", *, root: Path = LAB_ROOT, run_root: Path = RUN_ROOT,
                  out: Callable[[str], None] | None = None):
-        from agent.network.labnet import _NAME_RE
+        from shoal.testkit.labnet import _NAME_RE
         if not _NAME_RE.match(name):
             raise LabError(f"lab name {name!r}: use 1-16 lower-case letters and digits, starting with a letter")
         self.name = name
@@ -535,7 +535,7 @@ class Lab:
 
     def write_kubeconfig(self, plan: LabPlan, st: LabState) -> str:
         import base64
-        from apiserver.client import write_kubeconfig
+        from shoal.machinery.client.rest import write_kubeconfig
         token = Path(plan.server_dir, "admin-token").read_text().strip()
         ca = base64.b64encode(Path(plan.server_dir, "tls", "ca.crt").read_bytes()).decode()
         write_kubeconfig(plan.kubeconfig, server=f"https://127.0.0.1:{st.api_port}", token=token, ca_data_b64=ca,
@@ -568,7 +568,7 @@ class Lab:
                        + (f"; the end of {proc.log}:\n{_tail(proc.log)}" if proc else ""))
 
     def client(self):
-        from apiserver.client import Client
+        from shoal.machinery.client.rest import Client
         return Client.from_kubeconfig(str(self.dir / "kubeconfig"), user_agent=f"shoal-lab/{self.name}")
 
     def _wait_nodes_ready(self, plan: LabPlan, st: LabState, timeout: float) -> None:
@@ -598,8 +598,8 @@ class Lab:
                        f"agent logs in {plan.logs_dir}")
 
     def _build_network(self, plan: LabPlan) -> None:
-        from agent.network import PyrouteNetlink, Route
-        from agent.network.labnet import create_lab_network
+        from shoal.agent.network import PyrouteNetlink, Route
+        from shoal.testkit.labnet import create_lab_network
         create_lab_network(self.name, len(plan.hosts), plan.subnet)
         nl = PyrouteNetlink()
         try:
@@ -653,7 +653,7 @@ class Lab:
                            timeout=20)
 
     def _remove_pod_netns(self, h: HostPlan) -> None:
-        from agent.network import PyrouteNetlink
+        from shoal.agent.network import PyrouteNetlink
         nl = PyrouteNetlink()
         try:
             for ns in nl.netns_list():
@@ -676,7 +676,7 @@ class Lab:
         return st.agents[h.name]
 
     def set_link(self, host: str, up: bool) -> None:
-        from agent.network import PyrouteNetlink
+        from shoal.agent.network import PyrouteNetlink
         plan = self.plan()
         h = plan.host(host)
         nl = PyrouteNetlink()
@@ -700,7 +700,7 @@ class Lab:
     def status(self) -> dict:
         st = self.state()
         plan = self.plan(st)
-        from agent.network import PyrouteNetlink
+        from shoal.agent.network import PyrouteNetlink
         nl = PyrouteNetlink()
         try:
             links = {l.name: l.up for l in nl.link_list(ns=plan.lab_netns)}
@@ -731,7 +731,7 @@ class Lab:
     # -- down
     def down(self, *, quiet: bool = False) -> list[str]:
         """Remove every process, cgroup, namespace, mount and file of the lab (idempotent)."""
-        from agent.network.labnet import destroy_lab_network
+        from shoal.testkit.labnet import destroy_lab_network
         done: list[str] = []
         st = None
         try:
@@ -865,7 +865,7 @@ def run_forwarder(maps: list[tuple[str, int, str, int]], *, netns_path: str, por
 
 def _forward_main(argv: list[str]) -> int:
     import argparse
-    p = argparse.ArgumentParser(prog="python -m cli.lab forward")
+    p = argparse.ArgumentParser(prog="python -m shoal.testkit.lab forward")
     p.add_argument("cmd", choices=["forward"])
     p.add_argument("--netns", required=True)
     p.add_argument("--ports-file", required=True)

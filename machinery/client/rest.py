@@ -25,8 +25,9 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import yaml
 
-from . import errors, httpconn
-from .resources import Resource, resolve
+from shoal.machinery.api import errors
+from shoal.machinery.client import httpconn
+from shoal.machinery.api.resources import Resource, resolve
 
 
 class ConnectionFailed(errors.ApiError):

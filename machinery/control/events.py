@@ -30,12 +30,12 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-from apiserver import errors
-from apiserver.client import Client
-from apiserver.holdback import HoldBack
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
+from shoal.machinery.control.holdback import HoldBack
 
-from .objects import format_time, meta
-from .runtime.clock import Clock, RealClock
+from shoal.machinery.api.objects import format_time, meta
+from shoal.machinery.control.clock import Clock, RealClock
 
 log = logging.getLogger("shoal.controller.events")
 

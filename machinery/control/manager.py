@@ -24,13 +24,13 @@ from typing import Callable, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from apiserver import errors
-from apiserver.client import Client
+from shoal.machinery.api import errors
+from shoal.machinery.client.rest import Client
 
-from ..objects import key_of
-from .clock import Clock, RealClock
-from .informer import Informer
-from .queue import RateLimiter, WorkQueue
+from shoal.machinery.api.objects import key_of
+from shoal.machinery.control.clock import Clock, RealClock
+from shoal.machinery.control.informer import Informer
+from shoal.machinery.control.queue import RateLimiter, WorkQueue
 
 log = logging.getLogger("shoal.controller")
 

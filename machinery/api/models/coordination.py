@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import MicroTime, WireModel
-from .meta import ObjectMeta
+from shoal.machinery.api.models.base import MicroTime, WireModel
+from shoal.machinery.api.models.meta import ObjectMeta
 
 
 class LeaseSpec(WireModel):

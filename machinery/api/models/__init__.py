@@ -23,17 +23,17 @@ from typing import Optional
 
 from pydantic import BaseModel
 
-from .. import errors
-from .apps import Deployment, ReplicaSet
-from .codec import decode
-from .coordination import Lease
-from .core import Event, Namespace, Node, Pod
-from .defaults import DEFAULTERS, default_image_pull_policy
-from .field import FieldErrors
-from .imageref import ImageRef, parse_image_reference
-from .meta import DeleteOptions, Scale
-from .validation import (VALIDATORS, validate_deployment_status, validate_pod_status,
-                         validate_replicaset_status, validate_update)
+from shoal.machinery.api import errors
+from shoal.machinery.api.models.apps import Deployment, ReplicaSet
+from shoal.machinery.api.models.codec import decode
+from shoal.machinery.api.models.coordination import Lease
+from shoal.machinery.api.models.core import Event, Namespace, Node, Pod
+from shoal.machinery.api.models.defaults import DEFAULTERS, default_image_pull_policy
+from shoal.machinery.api.models.field import FieldErrors
+from shoal.machinery.api.models.imageref import ImageRef, parse_image_reference
+from shoal.machinery.api.models.meta import DeleteOptions, Scale
+from shoal.machinery.api.models.validation import (VALIDATORS, validate_deployment_status, validate_pod_status,
+                                                   validate_replicaset_status, validate_update)
 
 __all__ = ["validate", "validate_status", "KINDS", "KindInfo", "parse_image_reference", "ImageRef", "default_image_pull_policy",
            "Namespace", "Pod", "Node", "Event", "Deployment", "ReplicaSet", "Lease", "Scale", "DeleteOptions"]

@@ -18,10 +18,10 @@ Notable choices, all Kubernetes':
 """
 from __future__ import annotations
 
-from .apps import Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment
-from .core import (Container, EmptyDirVolumeSource, Namespace, NamespaceStatus, Node, Pod,
-                   PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements)
-from .imageref import parse_image_reference
+from shoal.machinery.api.models.apps import Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment
+from shoal.machinery.api.models.core import (Container, EmptyDirVolumeSource, Namespace, NamespaceStatus, Node, Pod,
+                                             PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements)
+from shoal.machinery.api.models.imageref import parse_image_reference
 
 DEFAULT_MAX_SURGE = "25%"
 DEFAULT_MAX_UNAVAILABLE = "25%"

@@ -13,8 +13,8 @@ from typing import Optional
 
 from pydantic import Field
 
-from .base import IntOrString, MicroTime, Quantity, ResourceList, Time, WireModel
-from .meta import ObjectMeta
+from shoal.machinery.api.models.base import IntOrString, MicroTime, Quantity, ResourceList, Time, WireModel
+from shoal.machinery.api.models.meta import ObjectMeta
 
 
 # --- containers -------------------------------------------------------------

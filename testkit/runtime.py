@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 
-from agent.interfaces import PulledImage
+from shoal.agent.interfaces import PulledImage
 
 log = logging.getLogger(__name__)
 

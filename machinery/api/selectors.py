@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .models.names import is_label_value, is_qualified_name
+from shoal.machinery.api.names import is_label_value, is_qualified_name
 
 IN, NOT_IN, EXISTS, DOES_NOT_EXIST, EQUALS, NOT_EQUALS, GT, LT = (
     "in", "notin", "exists", "!", "=", "!=", "gt", "lt")
