@@ -45,7 +45,8 @@ from typing import Any, Callable
 
 from shoal.machinery.api import errors
 
-from shoal.machinery.control.timers import SystemClock, ThreadScheduler
+from shoal.machinery.control.clock import Clock, RealClock
+from shoal.machinery.control.timers import ThreadScheduler
 from shoal.agent.events import EventRecorder
 from shoal.agent.interfaces import HostPort, Peer
 from shoal.agent.logserver import LogNotFound, LogRequestInvalid, LogServer
@@ -87,7 +88,7 @@ class AgentOptions:
     kill_wait_inline: float = 2.0
     sandbox_retry: float = 5.0              # seconds between attempts at a pod network that failed
     probe_executor: Any = None              # default: RealProbeExecutor(runtime)
-    clock: Callable[[], float] | None = None
+    clock: Clock | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -141,7 +142,7 @@ class Agent:
         self.data_dir = Path(data_dir)
         self.images, self.runtime, self.network = images, runtime, network
         self.opts = options or AgentOptions()
-        self.clock = self.opts.clock or SystemClock()
+        self.clock: Clock = self.opts.clock or RealClock()
         self._own_scheduler = scheduler is None
         self.scheduler = scheduler
         self._stop = threading.Event()
@@ -201,7 +202,7 @@ class Agent:
             t = threading.Thread(target=target, name=f"shoal-{name}-{self.node_name}", daemon=True)
             t.start()
             self._threads.append(t)
-        now = self.clock()
+        now = self.clock.now()
         self._every(o.lease_renew_interval, self._renew_lease, now)
         self._every(o.node_status_interval, self._post_node_status, now)
         self._every(o.relist_interval, self._relist, now)
@@ -250,7 +251,7 @@ class Agent:
             except Exception as e:
                 log.warning("node %s: %s failed: %s", self.node_name, getattr(fn, "__name__", fn), e)
             if not self._stop.is_set():
-                t = self.scheduler.call_at(self.clock() + interval, run)
+                t = self.scheduler.call_at(self.clock.now() + interval, run)
                 holder[0] = t
                 self._timers.append(t)
                 if len(self._timers) > 64:
@@ -266,7 +267,7 @@ class Agent:
         cpu = o.cpu or str(os.cpu_count() or 1)
         mem = o.memory or f"{host_memory_kib()}Ki"
         cap = {"cpu": cpu, "memory": mem, "pods": str(o.max_pods)}
-        now = rfc3339(self.clock())
+        now = rfc3339(self.clock.now())
         if self._ready_since is None:
             self._ready_since = now
         uname = platform.uname()
@@ -312,7 +313,7 @@ class Agent:
         self._on_own_node(node)
 
     def _renew_lease(self) -> None:
-        now = self.clock()
+        now = self.clock.now()
         spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": self.opts.lease_duration_seconds,
                 "renewTime": rfc3339_micro(now)}
         for _ in range(3):

@@ -24,6 +24,7 @@ import threading
 from collections import OrderedDict
 from typing import Callable, Mapping
 
+from shoal.machinery.control.clock import Clock
 from shoal.machinery.api import errors
 from shoal.machinery.control.holdback import HoldBack
 
@@ -34,7 +35,7 @@ COMPONENT = "shoal-agent"
 
 
 class EventRecorder:
-    def __init__(self, client, *, node_name: str, clock: Callable[[], float], aggregate_window: float = 600.0,
+    def __init__(self, client, *, node_name: str, clock: Clock, aggregate_window: float = 600.0,
                  max_queue: int = 2000, cache_size: int = 4096, quiet: float = 0.1, max_delay: float = 3.0):
         self.client = client
         self.node_name = node_name
@@ -52,7 +53,7 @@ class EventRecorder:
     def emit(self, obj: Mapping, type_: str, reason: str, message: str) -> None:
         try:
             self._q.put_nowait((dict(obj.get("metadata") or {}), obj.get("kind") or "Pod",
-                                obj.get("apiVersion") or "v1", type_, reason, message, self.clock()))
+                                obj.get("apiVersion") or "v1", type_, reason, message, self.clock.now()))
         except queue.Full:
             log.warning("event queue full, dropping %s %s: %s", reason, (obj.get("metadata") or {}).get("name"),
                         message)

@@ -34,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping
 
+from shoal.machinery.control.clock import Clock, RealClock
 from shoal.agent.interfaces import ContainerConfig, ContainerState, HostPort, ImagePullError, Peer, PodNet, PulledImage
 from shoal.agent.probes import FAILURE, LIVENESS, READINESS, SUCCESS, ProbeResult, ProbeTarget
 
@@ -116,8 +117,8 @@ class _Proc:
 class FakeRuntime:
     """An in-memory runtime whose processes live on `clock`. Thread-safe."""
 
-    def __init__(self, clock: Callable[[], float] | None = None):
-        self.clock = clock or time.time
+    def __init__(self, clock: Clock | None = None):
+        self.clock: Clock = clock or RealClock()
         self._procs: dict[str, _Proc] = {}
         self._lock = threading.Lock()
         self._next_pid = 1000
@@ -129,7 +130,7 @@ class FakeRuntime:
             self.calls.append(("create", cfg.id))
             if cfg.id in self._procs:
                 raise RuntimeError(f"container {cfg.id} already exists")
-            self._procs[cfg.id] = _Proc(cfg, self.clock())
+            self._procs[cfg.id] = _Proc(cfg, self.clock.now())
 
     def start(self, container_id: str) -> None:
         with self._lock:
@@ -141,7 +142,7 @@ class FakeRuntime:
             if err:
                 raise RuntimeError(f"fake start error for container {container_id}: {err}")
             self._next_pid += 1
-            p.state = replace(p.state, status="running", pid=self._next_pid, started_at=self.clock())
+            p.state = replace(p.state, status="running", pid=self._next_pid, started_at=self.clock.now())
         self._log(p, f"started {p.cfg.container_name} attempt {p.cfg.attempt}: {' '.join(p.cfg.argv)}")
 
     def run(self, cfg: ContainerConfig, *, ready: Callable[[], None] | None = None) -> None:
@@ -163,13 +164,13 @@ class FakeRuntime:
                 return
             self._refresh(p)
             if p.state.status == "created" and signal == _signal.SIGKILL:
-                p.state = replace(p.state, status="stopped", exit_code=137, finished_at=self.clock())
+                p.state = replace(p.state, status="stopped", exit_code=137, finished_at=self.clock.now())
                 return
             if p.state.status != "running":
                 return
             if signal == _signal.SIGTERM and p.script("ignore-sigterm") == "true":
                 return
-            p.state = replace(p.state, status="stopped", exit_code=128 + int(signal), finished_at=self.clock())
+            p.state = replace(p.state, status="stopped", exit_code=128 + int(signal), finished_at=self.clock.now())
 
     def remove(self, container_id: str) -> None:
         with self._lock:
@@ -217,7 +218,7 @@ class FakeRuntime:
             self._refresh(p)
             if p.state.status == "running":
                 p.state = replace(p.state, status="stopped", exit_code=exit_code, oom_killed=oom,
-                                  finished_at=self.clock())
+                                  finished_at=self.clock.now())
 
     def running(self) -> list[ContainerState]:
         return [s for s in self.list() if s.status == "running"]
@@ -241,7 +242,7 @@ class FakeRuntime:
         if after is None:
             return
         end = p.state.started_at + float(after)
-        if self.clock() >= end:
+        if self.clock.now() >= end:
             oom = p.script("oom") == "true"
             code = 137 if oom else int(p.script("exit-code") or 0)
             p.state = replace(p.state, status="stopped", exit_code=code, oom_killed=oom, finished_at=end)
@@ -251,7 +252,7 @@ class FakeRuntime:
             return
         try:
             Path(p.cfg.log_path).parent.mkdir(parents=True, exist_ok=True)
-            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.clock()))
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.clock.now()))
             with open(p.cfg.log_path, "a") as f:
                 f.write(f"{ts}.000000000Z stdout F {line}\n")
         except OSError:
@@ -261,7 +262,7 @@ class FakeRuntime:
 class FakeProbeExecutor:
     """Probe answers scripted by pod annotations (see the module docstring)."""
 
-    def __init__(self, runtime: FakeRuntime, clock: Callable[[], float] | None = None):
+    def __init__(self, runtime: FakeRuntime, clock: Clock | None = None):
         self.runtime = runtime
         self.clock = clock or runtime.clock
 
@@ -269,7 +270,7 @@ class FakeProbeExecutor:
         st = self.runtime.state(target.container_id)
         if st is None or st.status != "running":
             return ProbeResult(FAILURE, f"container {target.container_id} is not running")
-        age = self.clock() - (st.started_at or 0)
+        age = self.clock.now() - (st.started_at or 0)
         ann = (target.pod.get("metadata") or {}).get("annotations") or {}
 
         def fail(code: int) -> ProbeResult:

@@ -35,6 +35,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
+from shoal.machinery.control.clock import Clock
+
 log = logging.getLogger(__name__)
 
 SUCCESS, FAILURE, UNKNOWN = "success", "failure", "unknown"
@@ -161,7 +163,7 @@ class RunningContainer:
 class ProbeManager:
     """Owns the probe workers of every pod on the node."""
 
-    def __init__(self, *, executor: ProbeExecutor, scheduler, clock: Callable[[], float],
+    def __init__(self, *, executor: ProbeExecutor, scheduler, clock: Clock,
                  on_change: Callable[[str], None],
                  on_event: Callable[[Mapping, str, str, str], None] | None = None):
         self.executor = executor
@@ -210,7 +212,7 @@ class ProbeManager:
                 del self._targets[cid]
         for uid_, key, w in to_start:
             self.results.set(w.container_id, w.kind, w.result)
-            first = max(self.clock(), w.started_at + w.settings.initial_delay)
+            first = max(self.clock.now(), w.started_at + w.settings.initial_delay)
             self._schedule(uid_, key, first)
 
     def remove_pod(self, uid: str) -> None:
@@ -247,7 +249,7 @@ class ProbeManager:
         if entry is None or target is None:
             return
         w: ProbeWorker = entry[0]
-        now = self.clock()
+        now = self.clock.now()
         startup = self.results.get(w.container_id, STARTUP)
         has_startup = bool(target.container.get("startupProbe"))
         started = (not has_startup) or (startup is not None and startup.result == SUCCESS)
@@ -266,7 +268,7 @@ class ProbeManager:
                 self.on_change(uid)
         if w.kind == STARTUP and started:
             return      # startup succeeded: this worker is done
-        nxt = max(due + w.settings.period, self.clock())
+        nxt = max(due + w.settings.period, self.clock.now())
         self._schedule(uid, key, nxt)
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
+from shoal.machinery.control.clock import Clock
 from shoal.machinery.api.quantity import cpu_millis, memory_bytes
 
 from shoal.agent.interfaces import ContainerConfig, ContainerState, ImagePullError, Mount, PodNet, PulledImage
@@ -153,7 +154,7 @@ class WorkerContext:
     tracker: RestartTracker
     api: PodApi
     events: EventSink
-    clock: Callable[[], float]
+    clock: Clock
     network_ready: Callable[[], bool] = lambda: True
     on_sandbox_change: Callable[[], None] = lambda: None
     kill_wait_inline: float = 2.0       # seconds a kill waits for the exit before handing over to the plan
@@ -260,7 +261,7 @@ class PodWorker:
             # the relist also wakes us on the exit; this only bounds how late a SIGKILL can be
             soonest = min(self.mem.terminating.values())
             wake = soonest if wake is None else min(wake, soonest)
-        if self.mem.sandbox_retry_at > self.ctx.clock():
+        if self.mem.sandbox_retry_at > self.ctx.clock.now():
             wake = self.mem.sandbox_retry_at if wake is None else min(wake, self.mem.sandbox_retry_at)
         return wake
 
@@ -300,7 +301,7 @@ class PodWorker:
                     backoff[c["name"]] = self.ctx.tracker.record_exit(
                         (self.uid, c["name"]), exit_id=latest.id, started_at=latest.started_at,
                         finished_at=latest.finished_at)
-        now = self.ctx.clock()
+        now = self.ctx.clock.now()
         actions = compute_pod_actions(self.pod, view, probes=self.ctx.probes.pod_results(self.uid), backoff=backoff,
                                       pull_failures=self.mem.pull_failures,
                                       network_ready=self.ctx.network_ready(), now=now)
@@ -404,7 +405,7 @@ class PodWorker:
     def _sandbox_failed(self, e: Exception) -> None:
         e = e.cause if isinstance(e, SandboxError) else e
         self.mem.pod_net = None
-        self.mem.sandbox_retry_at = self.ctx.clock() + self.ctx.sandbox_retry
+        self.mem.sandbox_retry_at = self.ctx.clock.now() + self.ctx.sandbox_retry
         self.ctx.events.emit(self.pod, "Warning", "FailedCreatePodSandBox",
                              f"Failed to create pod sandbox for pod {self._name()}: {e}")
         log.warning("sandbox of pod %s failed: %s", self._name(), e)
@@ -472,7 +473,7 @@ class PodWorker:
             if grace <= 0:
                 self._sigkill(cid)
                 return
-            deadline = ctx.clock() + grace
+            deadline = ctx.clock.now() + grace
             self.mem.terminating[cid] = deadline
             # most processes exit at once: wait a little here so the restart or teardown
             # follows in this same sync instead of at the next relist
@@ -560,7 +561,7 @@ class PodWorker:
         except Exception as e2:
             log.warning("cleaning up the failed container %s: %s", cid, e2)
         self.mem.ids.discard(cid)
-        now = ctx.clock()
+        now = ctx.clock.now()
         self.mem.synthetic[s.name] = ObservedContainer(
             name=s.name, attempt=s.attempt, id=cid, status="stopped", exit_code=128, started_at=now,
             finished_at=now, spec_hash=spec_hash(cspec), image=cspec.get("image", ""), reason="StartError",
@@ -582,7 +583,7 @@ class PodWorker:
         try:
             img = ctx.images.pull(image, policy=policy, progress=progress)
         except ImagePullError as e:
-            now = ctx.clock()
+            now = ctx.clock.now()
             bo = ctx.tracker.record_exit((self.uid, name, "pull"), exit_id=f"pull@{now}", started_at=None,
                                          finished_at=now, first_immediate=False)
             self.mem.pull_failures[name] = PullFailure(image, e.reason, e.message, now, bo.not_before, fresh=True)
@@ -590,7 +591,7 @@ class PodWorker:
             ctx.events.emit(pod, "Warning", "Failed", f"Error: {e.reason}")
             return None
         except Exception as e:      # a store bug must not kill the worker: report like a pull failure
-            now = ctx.clock()
+            now = ctx.clock.now()
             bo = ctx.tracker.record_exit((self.uid, name, "pull"), exit_id=f"pull@{now}", started_at=None,
                                          finished_at=now, first_immediate=False)
             msg = f'failed to pull image "{image}": {e}'
@@ -656,7 +657,7 @@ class PodWorker:
     def _report(self, pod: dict, view: PodRuntimeView, actions: PodActions) -> None:
         ctx = self.ctx
         probes = ctx.probes.pod_results(self.uid)
-        status = build_pod_status(pod, view, actions, probes=probes, host_ip=ctx.host_ip, now=ctx.clock())
+        status = build_pod_status(pod, view, actions, probes=probes, host_ip=ctx.host_ip, now=ctx.clock.now())
         if status == (pod.get("status") or {}):
             return          # the API server has it (written by us, or put back by whoever changed it)
         self.mem.writing_status = status
@@ -732,7 +733,7 @@ class PodDispatcher:
                 nxt = self._sync(uid)
             except Exception:
                 log.exception("sync of pod %s failed; retrying in 1s", uid)
-                nxt = self._scheduler.clock() + 1.0
+                nxt = self._scheduler.clock.now() + 1.0
             finally:
                 with self._lock:
                     self._running.discard(uid)

@@ -1,6 +1,9 @@
-"""Injected time. Everything time-based in the controllers (back-off, availability after
-minReadySeconds, progress deadlines, node grace periods, eviction delays) reads a `Clock`,
-so unit tests drive it with `FakeClock` instead of sleeping.
+"""Injected time: the one `Clock` of shoal, with the one `FakeClock`.
+
+Everything time-based in the controllers (back-off, availability after minReadySeconds,
+progress deadlines, node grace periods, eviction delays) and in the agent (probe periods,
+crash-loop back-off, lease renewal, grace periods) reads a `Clock`, so unit tests drive it
+with `FakeClock` instead of sleeping. `timers` schedules callbacks on the same clock.
 
 `now()` is wall-clock epoch seconds (compared with API timestamps); `monotonic()` is for
 durations measured inside this process (queue delays).
@@ -40,9 +43,11 @@ class FakeClock:
     def monotonic(self) -> float:
         return self.now()
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float) -> float:
+        """Move both readings forward; returns the new `now()`."""
         with self._lock:
             self._now += seconds
+            return self._now
 
     def set(self, epoch: float) -> None:
         with self._lock:

@@ -1,13 +1,12 @@
-"""Time for the agent: a clock and a timer scheduler, both injectable.
+"""Timers: be called back at a time of the injected `Clock` (`shoal.machinery.control.clock`).
 
-Everything in the agent that waits — probe periods, crash-loop back-off
-wake-ups, lease renewal, the fake runtime's simulated processes — asks a
-`Clock` for the time (unix seconds as a float) and a `Scheduler` to be called
-back later. Production uses `SystemClock` and `ThreadScheduler` (one timer
-thread feeding a small thread pool, so a slow probe or pod sync never delays
-the others). Tests use `FakeClock` and `ManualScheduler`, whose `advance()`
-runs the due callbacks in time order on the caller's thread: a 5-minute
-back-off is tested in microseconds and nothing sleeps.
+Everything in the agent that waits — probe periods, crash-loop back-off wake-ups, lease
+renewal, the fake runtime's simulated processes — asks its `Clock` for the time (`now()`,
+unix seconds) and a `Scheduler` to be called back later. Production uses `RealClock` and
+`ThreadScheduler` (one timer thread feeding a small thread pool, so a slow probe or pod sync
+never delays the others). Tests use `FakeClock` and `ManualScheduler`, whose `advance()`
+runs the due callbacks in time order on the caller's thread: a 5-minute back-off is tested
+in microseconds and nothing sleeps.
 """
 from __future__ import annotations
 
@@ -15,41 +14,12 @@ import heapq
 import itertools
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol
 
+from shoal.machinery.control.clock import Clock, FakeClock, RealClock
+
 log = logging.getLogger(__name__)
-
-
-class Clock(Protocol):
-    def __call__(self) -> float: ...
-
-
-class SystemClock:
-    def __call__(self) -> float:
-        return time.time()
-
-
-class FakeClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, start: float = 1_800_000_000.0):
-        self._t = float(start)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._t
-
-    def advance(self, seconds: float) -> float:
-        with self._lock:
-            self._t += seconds
-            return self._t
-
-    def set(self, t: float) -> None:
-        with self._lock:
-            self._t = float(t)
 
 
 class Timer:
@@ -74,7 +44,7 @@ class ThreadScheduler:
     """Timers on one thread; callbacks run on a thread pool."""
 
     def __init__(self, *, clock: Clock | None = None, workers: int = 8, name: str = "shoal-timers"):
-        self.clock = clock or SystemClock()
+        self.clock: Clock = clock or RealClock()
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._cv = threading.Condition()
@@ -91,14 +61,14 @@ class ThreadScheduler:
         return t
 
     def call_soon(self, fn: Callable[[], None]) -> Timer:
-        return self.call_at(self.clock(), fn)
+        return self.call_at(self.clock.now(), fn)
 
     def _run(self) -> None:
         while True:
             with self._cv:
                 while not self._stopped:
                     if self._heap:
-                        delay = self._heap[0][0] - self.clock()
+                        delay = self._heap[0][0] - self.clock.now()
                         if delay <= 0:
                             break
                         self._cv.wait(min(delay, 1.0))
@@ -144,7 +114,7 @@ class ManualScheduler:
         return t
 
     def call_soon(self, fn: Callable[[], None]) -> Timer:
-        return self.call_at(self.clock(), fn)
+        return self.call_at(self.clock.now(), fn)
 
     def pending(self) -> list[float]:
         with self._lock:
@@ -155,7 +125,7 @@ class ManualScheduler:
         n = 0
         while True:
             with self._lock:
-                if not self._heap or self._heap[0][0] > self.clock():
+                if not self._heap or self._heap[0][0] > self.clock.now():
                     return n
                 _, _, t = heapq.heappop(self._heap)
             if not t.cancelled:
@@ -164,14 +134,14 @@ class ManualScheduler:
 
     def advance(self, seconds: float) -> int:
         """Move the clock forward, stopping at each timer on the way so callbacks see their own time."""
-        end = self.clock() + seconds
+        end = self.clock.now() + seconds
         n = self.run_due()
         while True:
             with self._lock:
                 nxt = self._heap[0][0] if self._heap else None
             if nxt is None or nxt > end:
                 break
-            if nxt > self.clock():
+            if nxt > self.clock.now():
                 self.clock.set(nxt)
             n += self.run_due()
         self.clock.set(end)

@@ -3,6 +3,7 @@ once it is quiet (or after max_delay), at once on flush; aggregation unchanged."
 import threading
 import time
 
+from shoal.machinery.control.clock import RealClock
 from shoal.agent.events import EventRecorder
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "default", "uid": "u1"}}
@@ -25,7 +26,7 @@ class RecordingClient:
 
 
 def recorder(client, **kw):
-    return EventRecorder(client, node_name="n1", clock=time.time, **kw)
+    return EventRecorder(client, node_name="n1", clock=RealClock(), **kw)
 
 
 def wait_for(cond, timeout=5.0):

@@ -70,8 +70,8 @@ class ScriptedExecutor:
         self.clock, self.script, self.calls = clock, script, []
 
     def run(self, kind, probe, target, timeout):
-        self.calls.append((self.clock(), target.container_id, kind))
-        return self.script(kind, self.clock())
+        self.calls.append((self.clock.now(), target.container_id, kind))
+        return self.script(kind, self.clock.now())
 
 
 def make_manager(script, **pod_extra):
@@ -111,7 +111,7 @@ def test_liveness_failure_after_threshold_notifies_once_with_message():
     sched.advance(100)         # on hold: no more probes of that container
     assert len(ex.calls) == n and changes == ["u1"]
     # the restarted container gets a fresh worker
-    m.sync_pod(pod, [RunningContainer("web", "c1", clock())], "10.244.0.5")
+    m.sync_pod(pod, [RunningContainer("web", "c1", clock.now())], "10.244.0.5")
     assert "c0" not in m.pod_results("u1")
     assert m.pod_results("u1")["c1"][LIVENESS].result == SUCCESS
 
