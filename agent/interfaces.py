@@ -8,6 +8,7 @@ verb a kubelet-like worker needs, nothing more.
 """
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Protocol, runtime_checkable
 
@@ -117,7 +118,7 @@ class Runtime(Protocol):
 
     def state(self, container_id: str) -> ContainerState | None: ...
 
-    def exec(self, container_id: str, argv: list[str], timeout: float) -> tuple[int, bytes]:
+    def exec(self, container_id: str, argv: builtins.list[str], timeout: float) -> tuple[int, bytes]:
         """Run argv inside the running container; return (exit code, combined output)."""
 
 

@@ -52,7 +52,7 @@ class BackoffPolicy:
     maximum: float = 300.0
     reset_after: float = 600.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.initial < 0 or self.maximum < self.initial:
             raise ValueError(f"back-off policy needs 0 <= initial ({self.initial}) <= maximum ({self.maximum})")
 

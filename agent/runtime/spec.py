@@ -268,7 +268,7 @@ def build_oci_spec(cfg: ContainerConfig, *, rootfs: str, cgroups_path: str,
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
         "noNewPrivileges": True,
     }
-    if not process["cwd"].startswith("/"):
+    if not str(process["cwd"]).startswith("/"):
         raise ValueError(f"container {cfg.container_name!r}: workingDir {cfg.working_dir!r} is not absolute")
 
     mounts = standard_mounts()

@@ -17,7 +17,7 @@ class Cause:
     message: str
     reason: str = "FieldValueInvalid"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "message": self.message, "field": self.field}
 
 
@@ -25,7 +25,7 @@ class ApiError(Exception):
     code: int = 500
     reason: str = "InternalError"
 
-    def __init__(self, message: str, *, causes: list[Cause] | None = None, details: dict | None = None,
+    def __init__(self, message: str, *, causes: list[Cause] | None = None, details: dict[str, Any] | None = None,
                  code: int | None = None, reason: str | None = None):
         super().__init__(message)
         self.message = message

@@ -36,10 +36,13 @@ def _bad(s: object) -> ValueError:
                       f"'{QUANTITY_REGEX}' (e.g. '100m', '0.5', '128Mi', '1G', '1e3')")
 
 
-def parse_quantity(s: str | int | float) -> Decimal:
-    """Parse a Kubernetes quantity into an exact Decimal (`"128Mi"` -> 134217728)."""
+def parse_quantity(s: str | int | float | Decimal) -> Decimal:
+    """Parse a Kubernetes quantity into an exact Decimal (`"128Mi"` -> 134217728); a Decimal
+    (an already parsed quantity) is returned as it is."""
     if isinstance(s, bool):
         raise _bad(s)
+    if isinstance(s, Decimal):
+        return s
     if isinstance(s, int):
         return Decimal(s)
     if isinstance(s, float):

@@ -137,7 +137,9 @@ def _make(key: str, op: str, values: Iterable[str], fragment: str) -> Requiremen
 
 def _split_top_level(s: str) -> list[str]:
     """Split on commas that are not inside `( )`."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in s:
         if ch == "(":
             depth += 1

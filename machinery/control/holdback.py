@@ -27,7 +27,7 @@ class HoldBack:
     def __init__(self, *, maxsize: int, quiet: float, max_delay: float,
                  ends: Callable[[Any], bool] = lambda item: False):
         self.quiet, self.max_delay = quiet, max_delay
-        self._q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
         self._ends = ends
         self._touched = float("-inf")
 
@@ -40,7 +40,7 @@ class HoldBack:
     def touch(self) -> None:
         self._touched = time.monotonic()
 
-    def next_batch(self) -> list:
+    def next_batch(self) -> list[Any]:
         first = self._q.get()
         items = [first]
         if self._ends(first) or self.quiet <= 0:

@@ -24,6 +24,7 @@ Contract:
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 from collections import OrderedDict
@@ -95,11 +96,11 @@ class Informer:
         with self._lock:
             return list(self._items.values())
 
-    def keys(self) -> list[str]:
+    def keys(self) -> builtins.list[str]:
         with self._lock:
             return list(self._items)
 
-    def by_index(self, name: str, value: str) -> list[dict]:
+    def by_index(self, name: str, value: str) -> builtins.list[dict]:
         with self._lock:
             return list(self._indexes[name].get(value, {}).values())
 

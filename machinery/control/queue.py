@@ -35,7 +35,7 @@ class RateLimiter:
         with self._lock:
             n = self._failures.get(key, 0)
             self._failures[key] = n + 1
-        return min(self.base * (2 ** n), self.cap)
+        return float(min(self.base * (2 ** n), self.cap))
 
     def failures(self, key: str) -> int:
         with self._lock:

@@ -19,7 +19,7 @@ passes plain dicts; models never leave this package's callers' hands.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from pydantic import BaseModel
 
@@ -137,7 +137,8 @@ def validate(kind: str, obj: dict, *, old: dict | None = None, subresource: str 
 
 
 # Kinds whose status rules read nothing but the status (no spec, no defaulting of status).
-_STATUS_VALIDATORS = {"Pod": validate_pod_status, "Deployment": validate_deployment_status,
+_STATUS_VALIDATORS: dict[str, Callable[[FieldErrors, Any], None]] = {
+    "Pod": validate_pod_status, "Deployment": validate_deployment_status,
                       "ReplicaSet": validate_replicaset_status}
 
 
@@ -156,7 +157,7 @@ def validate_status(kind: str, status: object, *, name: str | None = None) -> di
     if check is None:
         return None
     info = KINDS[kind]
-    model = decode(info.model, {"status": status}, kind=info.kind, version=info.api_version.rsplit("/", 1)[-1])
+    model: Any = decode(info.model, {"status": status}, kind=info.kind, version=info.api_version.rsplit("/", 1)[-1])
     errs = FieldErrors()
     check(errs, model.status)
     errs.raise_if_any(info.qualified, name)

@@ -18,6 +18,8 @@ Notable choices, all Kubernetes':
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from shoal.machinery.api.models.apps import Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment
 from shoal.machinery.api.models.core import (Container, EmptyDirVolumeSource, Namespace, NamespaceStatus, Node, Pod,
                                              PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements)
@@ -165,7 +167,7 @@ def _noop(_obj) -> None:
     return None
 
 
-DEFAULTERS = {
+DEFAULTERS: dict[str, Callable[[Any], None]] = {
     "Namespace": default_namespace, "Pod": default_pod, "Node": default_node, "Event": _noop,
     "Deployment": default_deployment, "ReplicaSet": default_replicaset, "Lease": _noop,
     "Scale": _noop, "DeleteOptions": _noop,

@@ -17,7 +17,7 @@ added tolerations and `nodeName` (binding belongs to the server); a Node's
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from shoal.machinery.api import quantity, selectors
 from shoal.machinery.api.models.apps import Deployment, DeploymentStatus, ReplicaSet, ReplicaSetStatus
@@ -181,8 +181,8 @@ def validate_resources(errs: FieldErrors, res: Optional[ResourceRequirements], p
     for name, req in parsed["requests"].items():
         lim = parsed["limits"].get(name)
         if lim is not None and req > lim:
-            errs.invalid(f"{path}.requests[{name}]", res.requests[name],
-                         f"must be less than or equal to {name} limit of {res.limits[name]}")
+            errs.invalid(f"{path}.requests[{name}]", (res.requests or {})[name],
+                         f"must be less than or equal to {name} limit of {(res.limits or {})[name]}")
 
 
 def _port_num_or_name(errs: FieldErrors, port, path: str) -> None:
@@ -682,7 +682,7 @@ def validate_delete_options(errs: FieldErrors, opts: DeleteOptions) -> None:
         errs.one_of(f"dryRun[{i}]", d, ("All",), required=True)
 
 
-VALIDATORS = {
+VALIDATORS: dict[str, Callable[[FieldErrors, Any], None]] = {
     "Namespace": validate_namespace, "Pod": validate_pod, "Node": validate_node, "Event": validate_event,
     "Deployment": validate_deployment, "ReplicaSet": validate_replicaset, "Lease": validate_lease,
     "Scale": validate_scale, "DeleteOptions": validate_delete_options,

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Static checks, run by scripts/test.sh before the tests (and on their own: bash scripts/check.sh):
+#   1. import-linter: the layer contracts in pyproject.toml ([tool.importlinter]);
+#   2. mypy: the ground floor (shoal.machinery) and the pure planning modules, with the
+#      Protocol seams as real types ([tool.mypy] in pyproject.toml).
+# Exits non-zero on the first broken contract or type error.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+echo "==> layer contracts (import-linter)"
+"$(dirname "$PY")/lint-imports" pyproject.toml
+# mypy resolves `shoal.<folder>` from a directory holding a `shoal` link to this checkout
+# (the installed package maps the folders with an import hook, which mypy does not run).
+tc=$(mktemp -d)
+trap 'rm -rf "$tc"' EXIT
+ln -s "$PWD" "$tc/shoal"
+echo "==> type check (mypy)"
+MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CACHE_DIR:-.mypy_cache}" \
+  -p shoal.machinery \
+  -m shoal.agent.plan -m shoal.agent.restarts -m shoal.agent.status -m shoal.agent.runtime.spec \
+  -m shoal.agent.network.overlay -m shoal.agent.network.hostports -m shoal.agent.interfaces \
+  -m shoal.controller.deployment.util -m shoal.controller.scheduler.framework \
+  -m shoal.cli.rollout -m shoal.cli.printers
