@@ -430,9 +430,11 @@ class Lab:
 
     def __init__(self, name: str = "lab", *, root: Path = LAB_ROOT, run_root: Path = RUN_ROOT,
                  out: Callable[[str], None] | None = None):
-        from shoal.testkit.labnet import _NAME_RE
-        if not _NAME_RE.match(name):
-            raise LabError(f"lab name {name!r}: use 1-16 lower-case letters and digits, starting with a letter")
+        from shoal.testkit.labnet import check_lab_name
+        try:
+            check_lab_name(name)
+        except ValueError as e:
+            raise LabError(str(e)) from None
         self.name = name
         self.root, self.run_root = Path(root), Path(run_root)
         self.say = out or (lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -25,7 +25,8 @@ import logging
 import re
 from dataclasses import dataclass
 
-from shoal.agent.network.netlink import Netlink, PyrouteNetlink, Route
+from shoal.agent.network.netlink import Netlink, Route
+from shoal.agent.network.pyroute import PyrouteNetlink
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,14 @@ class LabNetwork:
     hosts: list[LabHost]
 
 
-def _check(name: str, subnet: str, n_hosts: int) -> ipaddress.IPv4Network:
+def check_lab_name(name: str) -> None:
+    """Raise ValueError unless `name` can name a lab (its namespaces are "<name>-...")."""
     if not _NAME_RE.match(name):
         raise ValueError(f"lab name {name!r}: use 1-16 lower-case letters and digits, starting with a letter")
+
+
+def _check(name: str, subnet: str, n_hosts: int) -> ipaddress.IPv4Network:
+    check_lab_name(name)
     net = ipaddress.IPv4Network(subnet, strict=True)
     if not net.is_private:
         raise ValueError(f"lab subnet {subnet} is not a private range; labs never use routable addresses")
@@ -127,8 +133,7 @@ def _build(nl: Netlink, lab: LabNetwork) -> None:
 
 def destroy_lab_network(name: str, *, netlink: Netlink | None = None) -> list[str]:
     """Remove every namespace named "<name>-*"; return their names."""
-    if not _NAME_RE.match(name):
-        raise ValueError(f"lab name {name!r}: use 1-16 lower-case letters and digits, starting with a letter")
+    check_lab_name(name)
     nl = netlink or PyrouteNetlink()
     removed: list[str] = []
     try:
