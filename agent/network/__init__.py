@@ -13,9 +13,11 @@ A tour, in the order the agent uses it:
 * `overlay` — design notes of the overlay (read these first) and the pure
   planner `plan_peer_sync(desired peers, observed entries) -> [Action]`.
 * `hostports.render_ruleset` — the pure renderer of the `ip shoal` nft table.
-* `netlink.Netlink` — the kernel seam (pyroute2 behind ~25 verbs), with
-  `PyrouteNetlink` and the in-memory `RecordingNetlink` for unit tests;
-  `runner.Runner` — the same for the `nft` and `ethtool` commands.
+* `netlink.Netlink` — the kernel seam (~25 verbs), its value types and
+  `NetlinkOpError`; `pyroute.PyrouteNetlink` is the real one (pyroute2, with
+  `nsworker`'s thread per namespace and `rtnl`'s plain rtnetlink socket for
+  the pod-setup requests), `fakenetlink.RecordingNetlink` the in-memory one
+  for unit tests; `runner.Runner` — the same for the `nft` and `ethtool` commands.
 * `labnet` — N "hosts" as network namespaces joined by a bridge in a lab
   namespace: the substrate of the e2e tests and of `shoal lab`.
 
@@ -23,10 +25,11 @@ Everything is level-based: each verb converges to a desired state read from
 its arguments and the kernel, so calling it again repairs rather than fails.
 docs/networking.md has the packet path, MTU and troubleshooting commands.
 """
-from shoal.agent.network.netlink import (FdbEntry, Link, Neighbour, Netlink, NetlinkOpError, PyrouteNetlink,
-                                         RecordingNetlink, Route, VxlanInfo)
+from shoal.agent.network.fakenetlink import RecordingNetlink
+from shoal.agent.network.netlink import FdbEntry, Link, Neighbour, Netlink, NetlinkOpError, Route, VxlanInfo
 from shoal.agent.network.node import NodeNetwork, veth_name
 from shoal.agent.network.overlay import Action, Observed, plan_peer_sync
+from shoal.agent.network.pyroute import PyrouteNetlink
 from shoal.agent.network.runner import CommandError, RecordingRunner, Runner, SubprocessRunner
 
 __all__ = [
