@@ -1,7 +1,32 @@
-"""shoal's API server: the object model, the revision-log store, the HTTP app and the client.
+"""shoal's API server: Kubernetes' paths and semantics over one revision log.
 
-Tour: `resources` names the types; `models` validates and defaults them;
-`store` keeps them in one revision log on SQLAlchemy; `app` serves them with
-Kubernetes' paths and semantics; `client` is how every other component talks
-to it. Nothing outside this package touches the database.
+The object model it enforces (`shoal.machinery.api`: resources, models, errors, selectors)
+and the client every other component talks to it with (`shoal.machinery.client`) live on
+the ground floor, shared with everyone; this package is what only the server does. It
+imports `shoal.machinery` alone — never the controllers or the agent, which it reaches
+only over HTTP — and nothing outside it touches the database.
+
+A tour, in the order a write goes through it:
+
+- `settings` — one server's settings, passed to `create_app` (no module-level state).
+- `store` — every object in one revision log on SQLAlchemy (SQLite or PostgreSQL): the
+  log row's id is the global revision and every `resourceVersion`; compare-and-swap by the
+  database; compaction; the owner index; credentials. Design notes at its top.
+- `watch` — one pump reading the log into a bounded tail, many watch streams reading the
+  tail; selectors as Kubernetes filters them (ADDED when an object starts matching,
+  DELETED when it stops).
+- `registry` — the semantics: defaulting and validation before any write, `generateName`,
+  server-owned metadata, `generation`, `/status` and `/scale`, binding, graceful and
+  cascading deletion, finalizers, namespace termination; `patch` — merge, JSON and
+  strategic merge patches, pure.
+- `app` — `create_app(settings, store)`: parse → authorize → registry → JSON. Resource
+  paths reach their handler through `routetable` (a dictionary lookup, pure); `discovery`
+  serves `/api`, `/apis` and the OpenAPI documents kubectl reads; `logproxy` proxies
+  `pods/NAME/log` to the pod's agent.
+- `auth` — bearer tokens and the roles admin, join, node, apiserver (a node may write only
+  its own Node and Lease, its pods' status and Events); `tls` — the server's CA and serving certificate.
+- `server` — `ServerProcess`: settings → store → app → uvicorn, tokens and kubeconfigs,
+  SIGTERM. The controllers it runs come through `start(controllers=factory)`: the
+  composition root (`shoal.cli.cmd_server`, `shoal.testkit.apiserver`) passes the factory,
+  so the server never imports them.
 """

@@ -1,16 +1,20 @@
 """shoal's controllers: the reconcile loops that turn declared objects into running pods.
 
+The machinery they are built from is on the ground floor, shared with the agents:
+`shoal.machinery.control` (clock → `WorkQueue` → `Informer` → `Reconciler`/`Result`,
+`Controller`, `Manager`; the `EventRecorder`), `shoal.machinery.api` (`objects` helpers
+over wire dicts, `selectors`, quantities) and `shoal.machinery.client`. This
+package imports nothing else of shoal: the API server runs it only through the factory a
+composition root (`shoal.cli`, `shoal.testkit`) hands to `ServerProcess.start(controllers=...)`.
+
 A tour, in the order the pieces depend on each other:
 
-1. `controller.runtime` — the machinery, as controller-runtime shapes it.
-   `clock` (injected time) → `queue.WorkQueue` (de-duplicated keys, one key one worker,
-   per-key exponential back-off, `add_after`) → `informer.Informer` (list + watch into a
-   read-only cache, relist on 410 Gone, resync, handlers, indexes, read-your-writes via
-   `observe`) → `manager` (`Reconciler.reconcile(key) -> Result(requeue_after)`; an
-   exception means retry with back-off; `Controller` = queue + reconciler + workers;
-   `Manager` owns informers, controllers and apscheduler jobs).
-2. `objects`, `selectors`, `indexes`, `events` — helpers over plain wire dicts, label
-   selectors, shared cache indexes, and the background `EventRecorder`.
+1. The contract (`shoal.machinery.control.manager`): `Reconciler.reconcile(key) ->
+   Result(requeue_after)`; an exception means retry with back-off; the queue never runs
+   one key on two workers; every reconcile re-reads the informer caches (level-based) and
+   hands its writes to `Informer.observe` so the next one sees them.
+2. `indexes` — the cache indexes the controllers share (pods by node, objects by
+   controller or owner uid, orphans by namespace), each added once per informer.
 3. `deployment` — Deployment → ReplicaSets (`<name>-<pod-template-hash>`, revisions,
    history limit, RollingUpdate/Recreate, paused, proportional scaling, progress deadline).
    Pure arithmetic in `deployment.util`.
@@ -34,5 +38,5 @@ Worked example — `shoal apply` of a Deployment `web` with 3 replicas:
   reaches 3/3 with Progressing=NewReplicaSetAvailable. Every step re-reads state: kill the
   controller at any point and the next reconcile continues from what exists.
 
-Controllers talk to the API server only through `apiserver.client.Client`, over HTTP.
+Controllers talk to the API server only through `shoal.machinery.client.rest.Client`, over HTTP.
 """
