@@ -2,13 +2,28 @@
 
 `compute_pod_actions(pod, view, ...)` looks at the desired pod (or None when the
 pod is gone from the API server), what the runtime reports for that pod's
-containers (`PodRuntimeView`), the probe results and the back-off state, and
-returns a `PodActions` plan. It does no I/O and reads no clock, so every rule
-below has a row in tests/unit/test_agent_plan.py. `agent.worker` executes the
-plan, observes again and re-plans until nothing is left to do; `agent.status`
-then renders the pod status from the same inputs.
+containers (`PodRuntimeView`, with any leftovers found at the ids of next
+attempts), the probe results, the back-off state, whether the node's network is
+ready, when a failed sandbox may be retried, which events were already emitted
+and the time, and returns the whole `PodActions` plan: what to adopt, start
+(with attempt numbers), kill (signal, grace, why), remove and tear down, the
+waiting reasons, the BackOff events, and when to wake up next. It does no I/O
+and reads no clock, so every rule below has a row in
+tests/unit/test_agent_plan.py. `agent.worker` only gathers these inputs,
+executes the plan as it comes, observes again and re-plans until nothing is
+left to do; `agent.status` then renders the pod status from the same inputs.
+Two pure helpers say what the worker must gather: `next_attempts` (the ids it
+looks up for leftovers) and `counted_exits` (the exits it feeds to the
+crash-loop `RestartTracker`, whose answers come back as `backoff`).
 
 Rules (no init containers, no ephemeral containers — like kubelet otherwise)
+- Adoption first: a running container found at the id of a next attempt (the
+  view had lost it) is adopted — observed from now on, never started again —
+  and the plan is just that; the next pass plans with it in the view. A
+  leftover that does not run (a create that crashed before its start) is
+  replaced by the start that needs its id (SIGKILL, remove, create). Containers
+  of older attempts, of an older spec, and the network and pod dir of a pod no
+  longer here are cleared by the rules below.
 - Pod deleting (metadata.deletionTimestamp) or gone: every live container gets
   SIGTERM with the grace period (deletionGracePeriodSeconds, else
   terminationGracePeriodSeconds, else 30 s; for a pod that is gone, the grace
@@ -18,16 +33,23 @@ Rules (no init containers, no ephemeral containers — like kubelet otherwise)
   confirm the deletion.
 - Sandbox: a pod without network (`view.pod_ip is None`) gets one set up first;
   until the node has its podCIDR (`network_ready` False) containers wait in
-  ContainerCreating.
+  ContainerCreating. After a failed sandbox (reported as FailedCreatePodSandBox)
+  nothing is created or started until `sandbox_retry_at`, the wake-up then.
 - Per container, looking at its latest attempt:
   none → start attempt 0 (unless image-pull back-off holds it);
   running → kill on a changed spec (hash label differs), a liveness failure or a
   startup-probe failure (the restart then follows the normal path);
   created but never started → start it;
   exited → restart per restartPolicy, after the crash-loop back-off
-  (state waiting CrashLoopBackOff meanwhile), as attempt+1.
+  (state waiting CrashLoopBackOff meanwhile, and one BackOff event per exit),
+  as attempt+1;
+  a failed image pull → ErrImagePull, then ImagePullBackOff (one BackOff event
+  per failure) until the retry.
 - Attempts older than the previous one are removed (the previous one is kept
   for `lastState` and `logs --previous`).
+- Wake-up: the earliest of a back-off's expiry, a pull retry (and the switch to
+  ImagePullBackOff), a SIGKILL deadline of any terminating container and a
+  sandbox retry.
 
 Container labels (written at create time, read back from `Runtime.list()`; they
 are what makes adoption after an agent restart work — restartCount is the
@@ -38,7 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Collection, Mapping
 
 from shoal.agent.probes import FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, ProbeResult
 from shoal.agent.restarts import Backoff, should_restart
@@ -101,6 +123,8 @@ class PodRuntimeView:
     containers: tuple[ObservedContainer, ...] = ()
     pod_ip: str | None = None                                  # None = no sandbox (network) yet
     terminating: Mapping[str, float] = field(default_factory=dict)   # container id -> SIGKILL deadline
+    # containers found at the id of a next attempt (`next_attempts`) that the worker did not know of
+    leftovers: tuple[ObservedContainer, ...] = ()
 
     def attempts(self, name: str) -> list[ObservedContainer]:
         """All attempts of a container, newest first."""
@@ -117,6 +141,10 @@ class PodRuntimeView:
             if not c.live:
                 return c
         return None
+
+    def running(self) -> list[ObservedContainer]:
+        """The containers that run (what the probe workers watch)."""
+        return [c for c in self.containers if c.status == "running" and not c.synthetic]
 
 
 @dataclass(frozen=True)
@@ -141,6 +169,7 @@ class StartContainer:
     name: str
     attempt: int
     existing_id: str = ""     # a created-but-not-started container to start instead of creating one
+    replace_leftover: bool = False  # a container that does not run holds this attempt's id: SIGKILL, remove it first
 
 
 @dataclass(frozen=True)
@@ -159,20 +188,37 @@ class Waiting:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class PodEvent:
+    """An event the plan asks for; `key` makes it once-only: the worker passes the keys
+    it has emitted back in (`evented`)."""
+    type: str
+    reason: str
+    message: str
+    key: str
+
+
 @dataclass
 class PodActions:
+    """One plan, executed in this order: adopt, events, sandbox, kill, start, remove,
+    teardown, confirm_deletion."""
+    adopt: list[str] = field(default_factory=list)   # running leftovers to observe from now on (ids)
     create_sandbox: bool = False
     start: list[StartContainer] = field(default_factory=list)
     kill: list[KillContainer] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
     waiting: dict[str, Waiting] = field(default_factory=dict)
-    teardown: bool = False          # pod finished (deleted/gone) and nothing live: remove sandbox, volumes, dir
+    events: list[PodEvent] = field(default_factory=list)
+    teardown: bool = False          # pod finished (deleted/gone) and nothing live: remove sandbox, volumes, dir;
+    #                                 the worker is finished afterwards
     confirm_deletion: bool = False  # then delete the API object with grace 0
     wake_at: float | None = None
 
     @property
     def has_work(self) -> bool:
-        return bool(self.create_sandbox or self.start or self.kill or self.remove or self.teardown
+        """Something that changes the world, after which the worker observes and plans again
+        (events and waiting reasons are reported, not acted on)."""
+        return bool(self.adopt or self.create_sandbox or self.start or self.kill or self.remove or self.teardown
                     or self.confirm_deletion)
 
     def _wake(self, t: float) -> None:
@@ -198,6 +244,43 @@ def pod_ref(pod: Mapping) -> str:
     return f"{md.get('name')}_{md.get('namespace', 'default')}({md.get('uid')})"
 
 
+def next_attempt(view: PodRuntimeView, name: str) -> int | None:
+    """The attempt a new container `name` would be: 0 for the first, the latest's + 1
+    once that exited; None while the latest is live (it is started or killed, not replaced)."""
+    latest = view.latest(name)
+    if latest is None:
+        return 0
+    return None if latest.live else latest.attempt + 1
+
+
+def next_attempts(pod: Mapping | None, view: PodRuntimeView) -> dict[str, int]:
+    """`next_attempt` of each container of a pod that runs (neither deleting nor gone):
+    the ids the worker looks up for leftovers, and the attempts a start would take."""
+    if pod is None or is_deleting(pod):
+        return {}
+    out = {}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        a = next_attempt(view, c["name"])
+        if a is not None:
+            out[c["name"]] = a
+    return out
+
+
+def counted_exits(pod: Mapping | None, view: PodRuntimeView) -> dict[str, ObservedContainer]:
+    """The exits the crash-loop back-off counts: of each container of a pod that runs,
+    its latest attempt once it has finished (a failed start included). The worker feeds
+    them to `RestartTracker.record_exit` (which counts an exit once, by its id) and
+    passes the answers in as `backoff`."""
+    if pod is None or is_deleting(pod):
+        return {}
+    out = {}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        latest = view.latest(c["name"])
+        if latest is not None and not latest.live and latest.finished_at is not None:
+            out[c["name"]] = latest
+    return out
+
+
 def _kill_or_wait(actions: PodActions, c: ObservedContainer, view: PodRuntimeView, now: float, *, grace: int,
                   reason: str, message: str) -> None:
     deadline = view.terminating.get(c.id)
@@ -217,16 +300,32 @@ def compute_pod_actions(pod: Mapping | None, view: PodRuntimeView, *,
                         backoff: Mapping[str, Backoff] | None = None,
                         pull_failures: Mapping[str, PullFailure] | None = None,
                         network_ready: bool = True,
+                        sandbox_retry_at: float = 0.0,
+                        evented: Collection[str] = (),
                         now: float) -> PodActions:
     """Plan the next step for one pod. `probes` is keyed by runtime container id,
-    `backoff` and `pull_failures` by container name."""
+    `backoff` and `pull_failures` by container name; `sandbox_retry_at` is when a
+    sandbox that failed may be tried again; `evented` holds the keys of the events
+    already emitted."""
     probes = probes or {}
     backoff = backoff or {}
     pull_failures = pull_failures or {}
     actions = PodActions()
 
+    # -- adoption first: a running container the view had lost is never started a second
+    # time; nothing else is planned until the next pass sees it in the view
+    adopt = [c.id for c in view.leftovers if c.status == "running"]
+    if adopt:
+        actions.adopt = adopt
+        return actions
+    leftover = {(c.name, c.attempt) for c in view.leftovers}
+
+    # a SIGKILL deadline bounds the next wake-up (the relist also wakes the worker on the exit)
+    for deadline in view.terminating.values():
+        actions._wake(deadline)
+
     # -- stopping: deletion requested, or the pod is gone from the API server
-    if is_deleting(pod):
+    if pod is None or is_deleting(pod):
         grace_pod = pod_grace_seconds(pod)
         live = [c for c in view.containers if c.live and not c.synthetic]
         for c in live:
@@ -245,6 +344,9 @@ def compute_pod_actions(pod: Mapping | None, view: PodRuntimeView, *,
     wanted = {c.get("name") for c in containers}
 
     sandbox_ok = view.pod_ip is not None
+    # a sandbox that failed (reported as FailedCreatePodSandBox) is retried after a while:
+    # until then nothing is created or started
+    sandbox_held = not sandbox_ok and network_ready and now < sandbox_retry_at
     if not sandbox_ok:
         if network_ready:
             actions.create_sandbox = True
@@ -283,11 +385,14 @@ def compute_pod_actions(pod: Mapping | None, view: PodRuntimeView, *,
                     # reason a pull fails is visible only for the moment ErrImagePull shows
                     actions.waiting[name] = Waiting("ImagePullBackOff",
                                                     f'Back-off pulling image "{pf.image}": {pf.reason}: {pf.message}')
+                    _event_once(actions, evented, f"pullbackoff/{name}/{pf.at}", "Normal", "BackOff",
+                                f'Back-off pulling image "{pf.image}"')
                 actions._wake(pf.retry_at)
                 return
-            if not sandbox_ok and not network_ready:
+            if not sandbox_ok and (not network_ready or sandbox_held):
                 return
-            actions.start.append(StartContainer(name, attempt, existing_id))
+            actions.start.append(StartContainer(name, attempt, existing_id,
+                                                replace_leftover=not existing_id and (name, attempt) in leftover))
 
         if latest is None:
             want_start(0)
@@ -321,6 +426,8 @@ def compute_pod_actions(pod: Mapping | None, view: PodRuntimeView, *,
             actions.waiting[name] = Waiting(
                 "CrashLoopBackOff",
                 f"back-off {_fmt_seconds(bo.delay)} restarting failed container={name} pod={pod_ref(pod)}")
+            _event_once(actions, evented, f"backoff/{latest.id}", "Warning", "BackOff",
+                        f"Back-off restarting failed container {name} in pod {pod_ref(pod)}")
             actions._wake(bo.not_before)
             continue
         want_start(latest.attempt + 1)
@@ -330,7 +437,16 @@ def compute_pod_actions(pod: Mapping | None, view: PodRuntimeView, *,
         actions.create_sandbox = bool(containers) and not all(
             (l := view.latest(c["name"])) is not None and not l.live and not should_restart(policy, l.exit_code)
             for c in containers)
+    if actions.create_sandbox and sandbox_held:
+        actions.create_sandbox = False
+        actions._wake(sandbox_retry_at)
     return actions
+
+
+def _event_once(actions: PodActions, evented: Collection[str], key: str, type_: str, reason: str,
+                message: str) -> None:
+    if key not in evented:
+        actions.events.append(PodEvent(type_, reason, message, key))
 
 
 def _failed(r: ProbeResult | None) -> bool:

@@ -1,8 +1,8 @@
 """compute_pod_actions (agent.plan): one row per rule."""
 import pytest
 
-from shoal.agent.plan import (ObservedContainer, PodRuntimeView, PullFailure, StartContainer, compute_pod_actions,
-                              spec_hash)
+from shoal.agent.plan import (ObservedContainer, PodEvent, PodRuntimeView, PullFailure, StartContainer,
+                              compute_pod_actions, counted_exits, next_attempts, spec_hash)
 from shoal.agent.probes import FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, ProbeResult
 from shoal.agent.restarts import Backoff
 
@@ -36,8 +36,8 @@ def c(name="web", attempt=0, status="running", p=None, **kw):
     return ObservedContainer(name=name, attempt=attempt, status=status, **kw)
 
 
-def view(*containers, ip="10.244.0.5", terminating=None):
-    return PodRuntimeView("u1", tuple(containers), ip, terminating or {})
+def view(*containers, ip="10.244.0.5", terminating=None, leftovers=()):
+    return PodRuntimeView("u1", tuple(containers), ip, terminating or {}, tuple(leftovers))
 
 
 def plan(p, v, **kw):
@@ -250,6 +250,141 @@ def test_finished_pod_does_not_recreate_sandbox():
     p = pod(policy="Never")
     a = plan(p, view(c(status="stopped", exit_code=0, p=p), ip=None))
     assert not a.create_sandbox and not a.has_work
+
+
+# ---------------------------------------------------------------------------- what the worker gathers
+STOPPED0 = c(status="stopped", attempt=0)
+SYNTH1 = c(status="stopped", attempt=1, id="u1-web-1", synthetic=True, exit_code=128, reason="StartError")
+
+
+@pytest.mark.parametrize("p,containers,attempts", [
+    (pod("web", "side"), (), {"web": 0, "side": 0}),                        # nothing yet: attempt 0
+    (pod(), (c(),), {}),                                                    # running: nothing new
+    (pod(), (c(status="created"),), {}),                                    # created: started, not replaced
+    (pod(), (c(status="unknown"),), {}),
+    (pod(), (c(attempt=3, status="stopped"), c(attempt=2, status="stopped")), {"web": 4}),  # latest + 1
+    (pod(), (STOPPED0, SYNTH1), {"web": 2}),                                # a failed start is an attempt
+    (pod(policy="Never"), (c(status="stopped"),), {"web": 1}),              # looked up even if never started
+    (pod(deleting=True), (), {}),                                           # deleting: nothing starts
+    (None, (c(status="stopped"),), {}),                                     # gone
+])
+def test_next_attempts_are_the_ids_looked_up_for_leftovers(p, containers, attempts):
+    assert next_attempts(p, view(*containers)) == attempts
+
+
+@pytest.mark.parametrize("containers", [
+    (), (c(status="stopped", attempt=3), c(status="stopped", attempt=2)), (STOPPED0, SYNTH1),
+    (c(status="stopped", exit_code=143, spec_hash="old"),),
+])
+def test_new_containers_start_as_the_next_attempts(containers):
+    p, v = pod(), view(*containers)
+    assert {s.name: s.attempt for s in plan(p, v).start} == next_attempts(p, v)
+
+
+@pytest.mark.parametrize("p,containers,counted", [
+    (pod(), (c(status="stopped", attempt=2), c(status="stopped", attempt=1)), {"web": "u1-web-2"}),  # latest only
+    (pod(), (c(attempt=1), c(status="stopped", attempt=0)), {}),           # latest live (an older attempt exited)
+    (pod(), (c(status="stopped", finished_at=None),), {}),                  # no finish time yet
+    (pod(), (STOPPED0, SYNTH1), {"web": "u1-web-1"}),                       # a failed start counts
+    (pod(policy="Never"), (c(status="stopped"),), {"web": "u1-web-0"}),     # the policy is the plan's business
+    (pod(deleting=True), (c(status="stopped"),), {}),                       # deleting: no restart to delay
+    (None, (c(status="stopped"),), {}),
+])
+def test_counted_exits_are_what_the_back_off_counts(p, containers, counted):
+    assert {n: x.id for n, x in counted_exits(p, view(*containers)).items()} == counted
+
+
+# ---------------------------------------------------------------------------- adopt or clear leftovers
+@pytest.mark.parametrize("containers,leftover,adopt,start", [
+    # the view lost a running attempt 0: adopted, never started again, and nothing else this pass
+    ((), c(attempt=0), ["u1-web-0"], []),
+    ((c(status="stopped", attempt=0),), c(attempt=1, id="u1-web-1"), ["u1-web-1"], []),
+    # a create that crashed before its start: the start replaces it
+    ((), c(status="created", attempt=0), [], [StartContainer("web", 0, replace_leftover=True)]),
+    ((c(status="stopped", attempt=0),), c(status="stopped", attempt=1, id="u1-web-1"), [],
+     [StartContainer("web", 1, replace_leftover=True)]),
+    ((), c(status="unknown", attempt=0), [], [StartContainer("web", 0, replace_leftover=True)]),
+    # no leftover: a plain start
+    ((), None, [], [StartContainer("web", 0)]),
+])
+def test_leftover_at_a_next_attempt_is_adopted_or_replaced(containers, leftover, adopt, start):
+    a = plan(pod(), view(*containers, leftovers=[leftover] if leftover else []))
+    assert a.adopt == adopt and a.start == start
+    assert a.has_work
+
+
+def test_adoption_plans_nothing_else_for_the_pass():
+    a = plan(pod("web", "side"), view(ip=None, leftovers=[c(attempt=0)]))
+    assert a.adopt == ["u1-web-0"]
+    assert not a.create_sandbox and not a.start and not a.kill and not a.remove and not a.waiting
+
+
+def test_leftover_stays_until_a_start_needs_its_id():
+    bo = Backoff(not_before=NOW + 20, delay=20, exits=3)
+    a = plan(pod(), view(c(status="stopped", attempt=0), leftovers=[c(status="created", attempt=1, id="u1-web-1")]),
+             backoff={"web": bo})
+    assert not a.start and not a.adopt and not a.remove and a.waiting["web"].reason == "CrashLoopBackOff"
+
+
+# ---------------------------------------------------------------------------- sandbox retry
+@pytest.mark.parametrize("containers,network_ready,retry_at,sandbox,start,wake", [
+    ((), True, NOW + 5, False, [], NOW + 5),                                # held: nothing starts, wake at the retry
+    ((), True, NOW, True, [StartContainer("web", 0)], None),                # retry time reached
+    ((), True, 0.0, True, [StartContainer("web", 0)], None),                # never failed
+    ((c(status="created", attempt=1),), True, NOW + 5, False, [], NOW + 5),  # a created container waits too
+    ((c(),), True, NOW + 5, False, [], NOW + 5),                            # adopted running pod: recovery waits
+    ((), False, NOW + 5, False, [], None),                                  # no podCIDR: that wait comes first
+    ((c(status="stopped", exit_code=0),), True, NOW + 5, False, [], None),  # finished under Never: no sandbox
+])
+def test_failed_sandbox_is_retried_after_its_retry_time(containers, network_ready, retry_at, sandbox, start, wake):
+    p = pod(policy="Never" if any(x.exit_code == 0 for x in containers) else "Always")
+    a = plan(p, view(*containers, ip=None), network_ready=network_ready, sandbox_retry_at=retry_at)
+    assert (a.create_sandbox, a.start, a.wake_at) == (sandbox, start, wake)
+
+
+def test_sandbox_retry_time_does_not_matter_with_a_sandbox():
+    a = plan(pod(), view(), sandbox_retry_at=NOW + 5)
+    assert a.start == [StartContainer("web", 0)] and a.wake_at is None
+
+
+# ---------------------------------------------------------------------------- back-off events, wake-ups
+CRASH_BO = Backoff(not_before=NOW + 20, delay=20, exits=3)
+PULL_BO = PullFailure("reg/missing:v1", "ErrImagePull", "not found", at=NOW - 5, retry_at=NOW + 5)
+
+
+@pytest.mark.parametrize("containers,kw,evented,events", [
+    ((c(status="stopped", attempt=2),), {"backoff": {"web": CRASH_BO}}, (),
+     [PodEvent("Warning", "BackOff", "Back-off restarting failed container web in pod web-1_default(u1)",
+               "backoff/u1-web-2")]),
+    ((c(status="stopped", attempt=2),), {"backoff": {"web": CRASH_BO}}, ("backoff/u1-web-2",), []),   # once per exit
+    ((), {"pull_failures": {"web": PULL_BO}}, (),
+     [PodEvent("Normal", "BackOff", 'Back-off pulling image "reg/missing:v1"', f"pullbackoff/web/{NOW - 5}")]),
+    ((), {"pull_failures": {"web": PULL_BO}}, (f"pullbackoff/web/{NOW - 5}",), []),                    # once per failure
+    ((), {"pull_failures": {"web": PullFailure(**{**PULL_BO.__dict__, "fresh": True})}}, (), []),  # ErrImagePull: none
+    ((c(status="stopped", attempt=2),), {"backoff": {"web": Backoff(NOW - 1, 10, 2)}}, (), []),   # expired: restart
+])
+def test_back_off_events_once(containers, kw, evented, events):
+    a = plan(pod(), view(*containers), evented=evented, **kw)
+    assert a.events == events
+
+
+def test_no_events_for_a_deleting_pod():
+    a = plan(pod(deleting=True), view(c(status="stopped")), backoff={"web": CRASH_BO})
+    assert a.events == []
+
+
+@pytest.mark.parametrize("p,containers,terminating,kw,wake", [
+    (pod(), (c(),), {}, {}, None),                                           # steady: no timer
+    (pod(), (c(status="stopped"),), {}, {"backoff": {"web": CRASH_BO}}, NOW + 20),            # back-off expiry
+    (pod(), (), {}, {"pull_failures": {"web": PULL_BO}}, NOW + 5),           # pull retry
+    (pod(), (c(),), {"u1-web-0": NOW + 7}, {}, NOW + 7),                     # SIGKILL deadline
+    # any terminating container bounds the wake-up, even one the rules do not look at this pass
+    (pod(), (c(attempt=1), c(attempt=0, id="old")), {"old": NOW + 3}, {}, NOW + 3),
+    (pod(deleting=True), (c(),), {"u1-web-0": NOW + 9}, {}, NOW + 9),
+    (pod(), (c(status="stopped"),), {"x": NOW + 30}, {"backoff": {"web": CRASH_BO}}, NOW + 20),  # the earliest
+])
+def test_wake_at_is_the_earliest_timer(p, containers, terminating, kw, wake):
+    assert plan(p, view(*containers, terminating=terminating), **kw).wake_at == wake
 
 
 @pytest.mark.parametrize("delay,text", [(0.25, "250ms"), (1.5, "1.5s"), (10, "10s"), (80, "1m20s"),
