@@ -7,18 +7,28 @@ and never needs to know which. Each call
 
 1. observes: the runtime's state of the containers labelled with the pod's uid,
    plus what the worker remembers (pod IP, pull failures, start failures,
-   SIGKILL deadlines);
-2. feeds exits into the crash-loop `RestartTracker`;
-3. plans with the pure `agent.plan.compute_pod_actions`;
-4. acts — sandbox (network, volumes, /etc/hosts), kills (SIGTERM, SIGKILL after
-   the grace period), starts (pull with Pulling/Pulled events, resolve the
-   process from image config + spec, create, start with Created/Started
-   events), removals, teardown, deletion confirmation — then re-observes and
-   re-plans until the plan is empty (a fixed point);
+   SIGKILL deadlines), plus any leftover at the id of a next attempt
+   (`agent.plan.next_attempts`; each id is looked up once, so a start costs the
+   one `Runtime.state` it always did);
+2. gathers the planner's other inputs: the crash-loop back-off of each exit
+   (`agent.plan.counted_exits` fed to the `RestartTracker`), probe results,
+   whether the node's network is ready, the sandbox retry time, the events
+   already emitted, the clock;
+3. plans, once per pass, with the pure `agent.plan.compute_pod_actions`, which
+   decides everything: adopt, start (attempt numbers), kill (signal, grace),
+   remove, tear down, waiting reasons, BackOff events, the next wake-up;
+4. executes that plan as it comes, in its order — BackOff events, adoption,
+   sandbox (network, volumes, /etc/hosts), kills (SIGTERM, SIGKILL after the
+   grace period), starts (pull with Pulling/Pulled events, resolve the process
+   from image config + spec, create, start with Created/Started events),
+   removals, teardown, deletion confirmation — then re-observes and re-plans
+   until the plan is empty (a fixed point). A step that fails is reported and
+   remembered (a pull failure, a start failure, a sandbox retry time), never
+   patched into the plan: the next plan sees it;
 5. renders the status with the pure `agent.status.build_pod_status` and writes
    it only when it changed.
 
-It returns when it next wants to run (back-off expiry, SIGKILL deadline).
+It returns when the last plan wants it to run next (`PodActions.wake_at`).
 `PodDispatcher` guarantees one `sync` per pod uid at a time on a small thread
 pool (controller-runtime's work queue: de-duplicated keys, a key re-queued
 while it runs is run again after).
@@ -48,8 +58,8 @@ from shoal.machinery.api.quantity import cpu_millis, memory_bytes
 from shoal.agent.interfaces import ContainerConfig, ContainerState, ImagePullError, Mount, PodNet, PulledImage
 from shoal.agent.plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_POD_NAME,
                               LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ObservedContainer, PodActions,
-                              PodRuntimeView, PullFailure, StartContainer, compute_pod_actions, is_deleting,
-                              pod_grace_seconds, pod_ref, spec_hash)
+                              PodEvent, PodRuntimeView, PullFailure, StartContainer, compute_pod_actions,
+                              counted_exits, next_attempts, pod_grace_seconds, spec_hash)
 from shoal.agent.probes import RunningContainer
 from shoal.agent.restarts import RestartTracker
 from shoal.agent.status import build_pod_status
@@ -174,6 +184,7 @@ class _Memory:
     evented: set[str] = field(default_factory=set)
     writing_status: dict | None = None    # the last status written (its echo may come before the answer)
     sandbox_retry_at: float = 0.0
+    vacant: set[str] = field(default_factory=set)  # next attempts' ids looked up and free, until the worker uses them
 
 
 class SandboxError(RuntimeError):
@@ -234,38 +245,35 @@ class PodWorker:
         return self.ctx.data_dir / "pods" / self.uid
 
     # -- the loop -------------------------------------------------------------------------
+    _MAX_ACTS = 8       # passes that act in one sync; a plan still busy after them waits for the next sync
+
     def sync(self) -> float | None:
+        """Observe, plan, execute the plan — again until the plan has nothing to do — then
+        report the last view with the last plan. Returns when to run next (`wake_at`)."""
         if self.done:
             return None
-        actions = PodActions()
-        view = self._observe()
-        for _ in range(8):
-            actions = self._plan(view)
-            if not actions.has_work:
+        acts = 0
+        while True:
+            pod = self.pod      # the pod this pass plans for, confirms and reports (set_pod may run meanwhile)
+            view = self._observe(pod)
+            actions = self._plan(pod, view)
+            self._emit(pod, actions.events)
+            if not actions.has_work or acts == self._MAX_ACTS:
                 break
-            self._act(actions, view)
-            view = self._observe()
+            self._act(pod, actions)
+            acts += 1
             if self.done:
                 return None
-        pod = self.pod
         if pod is not None:
-            self.ctx.probes.sync_pod(pod, [RunningContainer(c.name, c.id, c.started_at or 0)
-                                           for c in view.containers if c.status == "running" and not c.synthetic],
+            self.ctx.probes.sync_pod(pod, [RunningContainer(c.name, c.id, c.started_at or 0) for c in view.running()],
                                      view.pod_ip)
             self._report(pod, view, actions)
         for pf_name, pf in list(self.mem.pull_failures.items()):
             if pf.fresh:
                 self.mem.pull_failures[pf_name] = replace(pf, fresh=False)
-        wake = actions.wake_at
-        if self.mem.terminating:
-            # the relist also wakes us on the exit; this only bounds how late a SIGKILL can be
-            soonest = min(self.mem.terminating.values())
-            wake = soonest if wake is None else min(wake, soonest)
-        if self.mem.sandbox_retry_at > self.ctx.clock.now():
-            wake = self.mem.sandbox_retry_at if wake is None else min(wake, self.mem.sandbox_retry_at)
-        return wake
+        return actions.wake_at
 
-    def _observe(self) -> PodRuntimeView:
+    def _observe(self, pod: Mapping | None) -> PodRuntimeView:
         rt = self.ctx.runtime
         containers: list[ObservedContainer] = []
         for cid in sorted(self.mem.ids):
@@ -290,62 +298,64 @@ class PodWorker:
             else:
                 containers.append(syn)
         ip = self.mem.pod_net.ip if self.mem.pod_net else None
-        return PodRuntimeView(self.uid, tuple(containers), ip, dict(self.mem.terminating))
+        view = PodRuntimeView(self.uid, tuple(containers), ip, dict(self.mem.terminating))
+        leftovers = self._leftovers(pod, view)
+        return replace(view, leftovers=leftovers) if leftovers else view
 
-    def _plan(self, view: PodRuntimeView) -> PodActions:
-        backoff = {}
-        if self.pod is not None and not is_deleting(self.pod):
-            for c in (self.pod.get("spec") or {}).get("containers") or []:
-                latest = view.latest(c["name"])
-                if latest is not None and not latest.live and latest.finished_at is not None:
-                    backoff[c["name"]] = self.ctx.tracker.record_exit(
-                        (self.uid, c["name"]), exit_id=latest.id, started_at=latest.started_at,
-                        finished_at=latest.finished_at)
-        now = self.ctx.clock.now()
-        actions = compute_pod_actions(self.pod, view, probes=self.ctx.probes.pod_results(self.uid), backoff=backoff,
-                                      pull_failures=self.mem.pull_failures,
-                                      network_ready=self.ctx.network_ready(), now=now)
-        if actions.create_sandbox and now < self.mem.sandbox_retry_at:
-            actions.create_sandbox = False
-            actions.start = []
-            actions._wake(self.mem.sandbox_retry_at)
-        self._event_waiting(actions, view)
-        return actions
+    def _leftovers(self, pod: Mapping | None, view: PodRuntimeView) -> tuple[ObservedContainer, ...]:
+        """Containers at the id a next attempt would take that the view does not show: a
+        create that crashed before its start, or a container whose id the view lost. An id
+        found free stays free until this worker uses it (only it creates this pod's ids), so
+        it is looked up once — where a start used to look it up right before its create."""
+        found = []
+        for name, attempt in next_attempts(pod, view).items():
+            cid = container_id_for(self.uid, name, attempt)
+            if cid in self.mem.vacant:
+                continue
+            st = self.ctx.runtime.state(cid)
+            if st is None:
+                self.mem.vacant.add(cid)
+                continue
+            found.append(ObservedContainer(name=name, attempt=attempt, id=cid, status=st.status,
+                                           exit_code=st.exit_code, pid=st.pid))
+        return tuple(found)
 
-    def _event_waiting(self, actions: PodActions, view: PodRuntimeView) -> None:
-        pod = self.pod
-        if pod is None:
-            return
-        for name, w in actions.waiting.items():
-            latest = view.latest(name)
-            if w.reason == "CrashLoopBackOff" and latest is not None:
-                key = f"backoff/{latest.id}"
-                if key not in self.mem.evented:
-                    self.mem.evented.add(key)
-                    self.ctx.events.emit(pod, "Warning", "BackOff",
-                                         f"Back-off restarting failed container {name} in pod {pod_ref(pod)}")
-            elif w.reason == "ImagePullBackOff":
-                pf = self.mem.pull_failures.get(name)
-                key = f"pullbackoff/{name}/{pf.at if pf else ''}"
-                if key not in self.mem.evented:
-                    self.mem.evented.add(key)
-                    self.ctx.events.emit(pod, "Normal", "BackOff",
-                                         f'Back-off pulling image "{pf.image}"' if pf else w.message)
+    def _plan(self, pod: Mapping | None, view: PodRuntimeView) -> PodActions:
+        """Gather the planner's inputs and plan. Feeding an exit to the tracker is bookkeeping
+        (it counts each exit once, by id); its answer is the back-off the plan obeys."""
+        ctx = self.ctx
+        backoff = {name: ctx.tracker.record_exit((self.uid, name), exit_id=c.id, started_at=c.started_at,
+                                                 finished_at=c.finished_at)
+                   for name, c in counted_exits(pod, view).items()}
+        return compute_pod_actions(pod, view, probes=ctx.probes.pod_results(self.uid), backoff=backoff,
+                                   pull_failures=self.mem.pull_failures, network_ready=ctx.network_ready(),
+                                   sandbox_retry_at=self.mem.sandbox_retry_at, evented=self.mem.evented,
+                                   now=ctx.clock.now())
+
+    def _emit(self, pod: Mapping | None, events: list[PodEvent]) -> None:
+        for e in events:
+            self.mem.evented.add(e.key)
+            self.ctx.events.emit(pod, e.type, e.reason, e.message)
         if len(self.mem.evented) > 256:      # only ever needs the recent keys
             self.mem.evented = set(list(self.mem.evented)[-64:])
 
     # -- acting ----------------------------------------------------------------------------
-    def _act(self, actions: PodActions, view: PodRuntimeView) -> None:
+    def _act(self, pod: dict | None, actions: PodActions) -> None:
+        """Execute one plan, step by step in its order. A step that fails is reported and
+        remembered for the next plan, not worked around here."""
         ctx = self.ctx
-        sandbox = None
-        if actions.create_sandbox:
-            sandbox = self._begin_sandbox()
-            if sandbox is None:
-                actions.start = []
+        if actions.adopt:
+            log.warning("containers %s of pod %s run unknown to the view: adopting them",
+                        ", ".join(actions.adopt), self._name())
+            self.mem.ids.update(actions.adopt)
+        sandbox = self._begin_sandbox() if actions.create_sandbox else None
         for k in actions.kill:
             self._kill(k.id, k.name, k.signal, k.grace, k.message)
-        for s in actions.start:
-            self._start(s, sandbox)
+        # the starts run in the sandbox: one that could not even be begun (reported, its retry
+        # time remembered) takes them along, and the next plan holds them until the retry
+        if sandbox is not None or not actions.create_sandbox:
+            for s in actions.start:
+                self._start(s, sandbox)
         if sandbox is not None:
             self._finish_sandbox(sandbox)
         for cid in actions.remove:
@@ -358,11 +368,10 @@ class PodWorker:
             self.mem.terminating.pop(cid, None)
         if actions.teardown:
             self._teardown()
-        if actions.confirm_deletion and self.pod is not None:
-            ctx.api.confirm_deletion(self.pod)
-            self.done = True
-        elif actions.teardown and self.pod is None:
-            self.done = True
+        if actions.confirm_deletion:
+            ctx.api.confirm_deletion(pod)
+        if actions.teardown:
+            self.done = True            # nothing of the pod is left here: the agent drops this worker
 
     def _name(self) -> str:
         p = self.pod or self.last_pod
@@ -526,16 +535,10 @@ class PodWorker:
         cid = container_id_for(self.uid, s.name, s.attempt)
         try:
             cfg = self._config(pod, cspec, img, s.attempt, cid)
-            leftover = ctx.runtime.state(cid)
-            if leftover is not None and leftover.status == "running":
-                # The plan saw a stale view (this attempt already runs): never kill a live
-                # container to start it again; the next relist observes and adopts it.
-                log.warning("container %s of pod %s already runs: adopting it", cid, self._name())
-                self.mem.ids.add(cid)
-                return
-            if leftover is not None:    # left over by a crash between create and start
+            if s.replace_leftover:      # left over by a crash between create and start
                 ctx.runtime.kill(cid, signal.SIGKILL)
                 ctx.runtime.remove(cid)
+            self.mem.vacant.discard(cid)
             # one step: the container's process runs once its monitor is ready and the
             # pod's network is (sandbox.wait), never before
             ctx.runtime.run(cfg, ready=sandbox.wait if sandbox is not None else None)

@@ -65,3 +65,109 @@ def test_observed_from_state_reads_labels_and_ignores_foreign_containers():
 ])
 def test_decode_line(raw, out):
     assert decode_line(raw) == out
+
+
+# ---------------------------------------------------------------------------- the worker executes the plan
+# A PodWorker on the scripted fakes: what it does is what compute_pod_actions planned
+# (the decisions have their rows in test_agent_plan.py); these check the execution.
+class _Probes:
+    def sync_pod(self, pod, running, ip):
+        pass
+
+    def pod_results(self, uid):
+        return {}
+
+    def remove_pod(self, uid):
+        pass
+
+
+class _Api:
+    def __init__(self):
+        self.statuses, self.confirmed = [], []
+
+    def write_status(self, pod, status):
+        self.statuses.append(status)
+        return {**pod, "status": status}
+
+    def confirm_deletion(self, pod):
+        self.confirmed.append(pod["metadata"]["uid"])
+
+
+class _Events:
+    def __init__(self):
+        self.seen = []
+
+    def event(self, obj, type_, reason, message):
+        self.seen.append((reason, message))
+
+    emit = event        # the sink's method by its older name
+
+
+def _worker(tmp_path, runtime=None, network=None, clock=None):
+    from shoal.agent.fakes import FakeImageStore, FakeNetwork, FakeRuntime
+    from shoal.agent.restarts import RestartTracker
+    from shoal.agent.worker import PodWorker, WorkerContext
+    from shoal.machinery.control.clock import FakeClock
+    clock = clock or FakeClock()
+    if network is None:
+        network = FakeNetwork()
+        network.ensure_node("10.244.1.0/24")
+    ctx = WorkerContext(node_name="n1", host_ip="192.168.5.2", data_dir=tmp_path, images=FakeImageStore(),
+                        runtime=runtime or FakeRuntime(clock), network=network, probes=_Probes(),
+                        tracker=RestartTracker(), api=_Api(), events=_Events(), clock=clock,
+                        sleep=lambda s: None)
+    w = PodWorker("u1-0123456789ab", ctx)
+    w.set_pod({"metadata": {"name": "web-1", "namespace": "default", "uid": "u1-0123456789ab"},
+               "spec": {"nodeName": "n1", "containers": [{"name": "web", "image": "reg/web:v1"}]}})
+    return w
+
+
+def _creates(runtime):
+    return [c for c in runtime.calls if c[0] in ("create", "kill", "remove")]
+
+
+def test_worker_starts_a_new_pod_in_one_sync(tmp_path):
+    w = _worker(tmp_path)
+    assert w.sync() is None
+    assert [s.status for s in w.ctx.runtime.list()] == ["running"]
+    assert w.ctx.api.statuses[-1]["phase"] == "Running"
+
+
+def test_worker_adopts_a_running_container_its_view_lost(tmp_path):
+    w1 = _worker(tmp_path)
+    w1.sync()
+    rt = w1.ctx.runtime
+    before = _creates(rt)
+    w2 = _worker(tmp_path, runtime=rt, network=w1.ctx.network, clock=w1.ctx.clock)   # knows no container ids
+    w2.sync()
+    assert _creates(rt) == before                       # not started a second time
+    assert w2.mem.ids == {"u1-012345678-web-0"}
+    assert w2.ctx.api.statuses[-1]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_worker_replaces_a_created_leftover_at_the_id_it_starts(tmp_path):
+    w1 = _worker(tmp_path)
+    w1.sync()
+    rt, cid = w1.ctx.runtime, "u1-012345678-web-0"
+    cfg = rt.config(cid)
+    rt.kill(cid, 9)
+    rt.remove(cid)
+    rt.create(cfg)                                      # a create that crashed before its start
+    rt.calls.clear()
+    w2 = _worker(tmp_path, runtime=rt, network=w1.ctx.network, clock=w1.ctx.clock)
+    w2.sync()
+    assert _creates(rt) == [("kill", cid, 9), ("remove", cid), ("create", cid)]
+    assert rt.state(cid).status == "running"
+
+
+def test_worker_holds_starts_until_the_sandbox_retry(tmp_path):
+    from shoal.agent.fakes import FakeNetwork
+    w = _worker(tmp_path, network=FakeNetwork())        # no pod CIDR: reserve_pod fails
+    wake = w.sync()
+    assert wake == w.ctx.clock.now() + w.ctx.sandbox_retry
+    assert ("FailedCreatePodSandBox" in {r for r, _ in w.ctx.events.seen}) and not w.ctx.runtime.list()
+    w.ctx.network.ensure_node("10.244.1.0/24")
+    assert w.sync() == wake and not w.ctx.runtime.list()  # held until the retry time
+    w.ctx.clock.advance(w.ctx.sandbox_retry)
+    assert w.sync() is None
+    assert [s.status for s in w.ctx.runtime.list()] == ["running"]
