@@ -2,11 +2,18 @@
 
 A tour, in the order a pod goes through it:
 
-- `agent.agent.Agent` — the process: registers the Node, renews its Lease,
-  watches its pods and all Nodes (pod CIDR, overlay peers), relists the
-  runtime (exits, adoption, orphans) and hands every pod uid to its worker.
+- `agent.agent.Agent` — the process, a thin composition that starts the parts
+  below in order (its docstring is the start order).
+- `agent.registration` — the Node object, its status and its Lease (pure
+  `node_meta`/`build_node_status`, host capacity).
+- `agent.nodenet` — the Node informer: own pod CIDR → `Network.ensure_node`,
+  overlay peers (pure `overlay_peers`) and host ports (pure `host_ports`).
+- `agent.dispatch` — the pod informer's handlers and the worker map
+  (`PodWorkers`): what wakes a worker, adoption order, runtime relist (PLEG),
+  orphans, housekeeping; `PodDispatcher` serializes syncs per uid on the
+  floor's `WorkQueue`. Both informers are the floor's `Informer`.
 - `agent.worker` — `PodWorker.sync()`: observe → plan → act → report, one
-  pod at a time (`PodDispatcher` serializes per uid on a thread pool); also
+  pod at a time; also
   the pure `resolve_process` (command/args/env/workingDir/user as Kubernetes
   derives them from the image config).
 - `agent.plan` — the pure `compute_pod_actions` (kubelet's computePodActions)
@@ -15,9 +22,14 @@ A tour, in the order a pod goes through it:
 - `agent.probes` — liveness/readiness/startup workers, results cache,
   httpGet/tcpSocket/exec executors.
 - `agent.status` — the pure `build_pod_status` (phase, conditions, container states).
-- `agent.events` — aggregated core/v1 Events (Pulled, Created, Started, Killing, BackOff, Unhealthy...).
-- `agent.logserver` — `GET /containerLogs/{ns}/{pod}/{container}`, what the API server proxies `pods/log` to.
-- `agent.clock` — injectable clock and timer scheduler (fake ones for tests).
+- Events (Pulled, Created, Started, Killing, BackOff, Unhealthy...) go through the floor's
+  `EventRecorder` (`shoal.machinery.control.events`), built with the agent's options.
+- `agent.logserver` — `GET /containerLogs/{ns}/{pod}/{container}`, what the API server proxies `pods/log` to;
+  `agent.logs` picks the file that answers.
+- `agent.podapi` — the workers' status writes (CAS) and deletion confirmations.
+- `agent.imagegc` — removes images no container uses.
+- Time: the floor's `Clock` and timer `Scheduler` (`shoal.machinery.control.clock`,
+  `.timers`), fake ones for tests.
 - `agent.join` — join token → saved node credential.
 - The seams (`agent.interfaces`): `ImageStore` (`agent.images`), `Runtime`
   (`agent.runtime`, runc under conmon), `Network` (`agent.network`); and

@@ -29,8 +29,8 @@ and never needs to know which. Each call
    it only when it changed.
 
 It returns when the last plan wants it to run next (`PodActions.wake_at`).
-`PodDispatcher` guarantees one `sync` per pod uid at a time on a small thread
-pool (controller-runtime's work queue: de-duplicated keys, a key re-queued
+`agent.dispatch.PodDispatcher` guarantees one `sync` per pod uid at a time on a
+small thread pool (the floor's work queue: de-duplicated keys, a key re-queued
 while it runs is run again after).
 
 On disk, per pod: `<data-dir>/pods/<uid>/volumes/<name>` (emptyDir: kept across
@@ -41,11 +41,9 @@ container restarts, removed with the pod), `.../logs/<container>/<attempt>.log`
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import shutil
 import signal
-import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -53,6 +51,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
 from shoal.machinery.control.clock import Clock
+from shoal.machinery.control.events import EventSink
 from shoal.machinery.api.quantity import cpu_millis, memory_bytes
 
 from shoal.agent.interfaces import ContainerConfig, ContainerState, ImagePullError, Mount, PodNet, PulledImage
@@ -145,10 +144,6 @@ class PodApi(Protocol):
         """Write `status` (CAS, re-read on conflict); return the stored pod, None if it is gone."""
 
     def confirm_deletion(self, pod: dict) -> None: ...
-
-
-class EventSink(Protocol):
-    def emit(self, obj: Mapping, type_: str, reason: str, message: str) -> None: ...
 
 
 @dataclass
@@ -335,7 +330,7 @@ class PodWorker:
     def _emit(self, pod: Mapping | None, events: list[PodEvent]) -> None:
         for e in events:
             self.mem.evented.add(e.key)
-            self.ctx.events.emit(pod, e.type, e.reason, e.message)
+            self.ctx.events.event(pod, e.type, e.reason, e.message)
         if len(self.mem.evented) > 256:      # only ever needs the recent keys
             self.mem.evented = set(list(self.mem.evented)[-64:])
 
@@ -415,8 +410,8 @@ class PodWorker:
         e = e.cause if isinstance(e, SandboxError) else e
         self.mem.pod_net = None
         self.mem.sandbox_retry_at = self.ctx.clock.now() + self.ctx.sandbox_retry
-        self.ctx.events.emit(self.pod, "Warning", "FailedCreatePodSandBox",
-                             f"Failed to create pod sandbox for pod {self._name()}: {e}")
+        self.ctx.events.event(self.pod, "Warning", "FailedCreatePodSandBox",
+                              f"Failed to create pod sandbox for pod {self._name()}: {e}")
         log.warning("sandbox of pod %s failed: %s", self._name(), e)
 
     def _prepare_volumes(self, pod: Mapping) -> None:
@@ -474,7 +469,7 @@ class PodWorker:
         pod = self.pod or self.last_pod
         if sig == "TERM":
             if pod is not None:
-                ctx.events.emit(pod, "Normal", "Killing", message)
+                ctx.events.event(pod, "Normal", "Killing", message)
             try:
                 ctx.runtime.kill(cid, signal.SIGTERM)
             except Exception as e:
@@ -522,7 +517,7 @@ class PodWorker:
                 if sandbox is not None:
                     sandbox.wait()
                 ctx.runtime.start(s.existing_id)
-                ctx.events.emit(pod, "Normal", "Started", f"Started container {s.name}")
+                ctx.events.event(pod, "Normal", "Started", f"Started container {s.name}")
             except Exception as e:
                 if sandbox is not None and not sandbox.ok():
                     return              # not the container's fault: _finish_sandbox reports it
@@ -543,8 +538,8 @@ class PodWorker:
             # pod's network is (sandbox.wait), never before
             ctx.runtime.run(cfg, ready=sandbox.wait if sandbox is not None else None)
             self.mem.ids.add(cid)
-            ctx.events.emit(pod, "Normal", "Created", f"Created container {s.name}")
-            ctx.events.emit(pod, "Normal", "Started", f"Started container {s.name}")
+            ctx.events.event(pod, "Normal", "Created", f"Created container {s.name}")
+            ctx.events.event(pod, "Normal", "Started", f"Started container {s.name}")
         except Exception as e:
             if sandbox is not None and not sandbox.ok():
                 return                  # not the container's fault: _finish_sandbox reports it
@@ -555,7 +550,7 @@ class PodWorker:
     def _start_failed(self, s: StartContainer, cspec: Mapping, cid: str, e: Exception) -> None:
         ctx = self.ctx
         msg = str(e) or type(e).__name__
-        ctx.events.emit(self.pod, "Warning", "Failed", f"Error: {msg}")
+        ctx.events.event(self.pod, "Warning", "Failed", f"Error: {msg}")
         log.warning("starting container %s of pod %s failed: %s", s.name, self._name(), msg)
         try:
             if ctx.runtime.state(cid) is not None:
@@ -581,7 +576,7 @@ class PodWorker:
         def progress(msg: str) -> None:
             if not told:
                 told.append(True)
-                ctx.events.emit(pod, "Normal", "Pulling", f'Pulling image "{image}"')
+                ctx.events.event(pod, "Normal", "Pulling", f'Pulling image "{image}"')
 
         try:
             img = ctx.images.pull(image, policy=policy, progress=progress)
@@ -590,8 +585,8 @@ class PodWorker:
             bo = ctx.tracker.record_exit((self.uid, name, "pull"), exit_id=f"pull@{now}", started_at=None,
                                          finished_at=now, first_immediate=False)
             self.mem.pull_failures[name] = PullFailure(image, e.reason, e.message, now, bo.not_before, fresh=True)
-            ctx.events.emit(pod, "Warning", "Failed", f'Failed to pull image "{image}": {e.message}')
-            ctx.events.emit(pod, "Warning", "Failed", f"Error: {e.reason}")
+            ctx.events.event(pod, "Warning", "Failed", f'Failed to pull image "{image}": {e.message}')
+            ctx.events.event(pod, "Warning", "Failed", f"Error: {e.reason}")
             return None
         except Exception as e:      # a store bug must not kill the worker: report like a pull failure
             now = ctx.clock.now()
@@ -599,15 +594,15 @@ class PodWorker:
                                          finished_at=now, first_immediate=False)
             msg = f'failed to pull image "{image}": {e}'
             self.mem.pull_failures[name] = PullFailure(image, "ErrImagePull", msg, now, bo.not_before, fresh=True)
-            ctx.events.emit(pod, "Warning", "Failed", msg)
+            ctx.events.event(pod, "Warning", "Failed", msg)
             return None
         self.mem.pull_failures.pop(name, None)
         ctx.tracker.reset((self.uid, name, "pull"))
         if told:
-            ctx.events.emit(pod, "Normal", "Pulled", f'Successfully pulled image "{image}" in '
-                                                     f'{time.monotonic() - t0:.3f}s')
+            ctx.events.event(pod, "Normal", "Pulled", f'Successfully pulled image "{image}" in '
+                                                      f'{time.monotonic() - t0:.3f}s')
         else:
-            ctx.events.emit(pod, "Normal", "Pulled", f'Container image "{image}" already present on machine')
+            ctx.events.event(pod, "Normal", "Pulled", f'Container image "{image}" already present on machine')
         return img
 
     def _config(self, pod: Mapping, cspec: Mapping, img: PulledImage, attempt: int, cid: str) -> ContainerConfig:
@@ -675,84 +670,3 @@ def _desired(pod: Mapping) -> tuple:
     md = pod.get("metadata") or {}
     return {k: v for k, v in md.items() if k not in ("resourceVersion", "managedFields")}, pod.get("spec")
 
-
-# ------------------------------------------------------------------------------ dispatch
-class PodDispatcher:
-    """One sync per pod uid at a time, on `threads` threads; timers via the scheduler."""
-
-    def __init__(self, sync: Callable[[str], float | None], *, scheduler, threads: int = 8,
-                 name: str = "shoal-pod"):
-        self._sync = sync
-        self._scheduler = scheduler
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._queued: set[str] = set()
-        self._running: set[str] = set()
-        self._dirty: set[str] = set()
-        self._timers: dict[str, object] = {}
-        self._stopped = False
-        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(threads)]
-        for t in self._threads:
-            t.start()
-
-    def wake(self, uid: str) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            if uid in self._running:
-                self._dirty.add(uid)
-            elif uid not in self._queued:
-                self._queued.add(uid)
-                self._queue.put(uid)
-
-    def wake_at(self, uid: str, at: float) -> None:
-        with self._lock:
-            t = self._timers.get(uid)
-            if t is not None and not t.cancelled and t.at <= at:
-                return
-            if t is not None:
-                t.cancel()
-            self._timers[uid] = self._scheduler.call_at(at, lambda: self._fire(uid))
-
-    def _fire(self, uid: str) -> None:
-        with self._lock:
-            self._timers.pop(uid, None)
-        self.wake(uid)
-
-    def idle(self) -> bool:
-        with self._lock:
-            return not (self._queued or self._running or self._dirty)
-
-    def _loop(self) -> None:
-        while True:
-            uid = self._queue.get()
-            if uid is None:
-                return
-            with self._lock:
-                self._queued.discard(uid)
-                self._running.add(uid)
-            nxt = None
-            try:
-                nxt = self._sync(uid)
-            except Exception:
-                log.exception("sync of pod %s failed; retrying in 1s", uid)
-                nxt = self._scheduler.clock.now() + 1.0
-            finally:
-                with self._lock:
-                    self._running.discard(uid)
-                    again = uid in self._dirty
-                    self._dirty.discard(uid)
-            if nxt is not None:
-                self.wake_at(uid, nxt)
-            if again:
-                self.wake(uid)
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            for t in self._timers.values():
-                t.cancel()
-        for _ in self._threads:
-            self._queue.put(None)
-        for t in self._threads:
-            t.join(timeout=10)

@@ -5,11 +5,16 @@ Contract:
   from exactly that revision; when the stream ends it watches again from the last revision
   seen; on 410 Gone it lists again and reconciles the cache with the list (objects missing
   from it are reported as deleted). Connection errors back off and retry.
+- `field_selector` (say `spec.nodeName=node-1`, the agent's own pods) narrows both the list
+  and the watch; the server reports an object that stops matching as DELETED.
 - `has_synced()` is True once the first list has been applied.
 - The cache is keyed `namespace/name` (or `name`); cached objects are shared — never mutate
   them (`objects.thaw()` first).
 - Handlers (`on_add(obj)`, `on_update(old, new)`, `on_delete(obj)`) run on the informer's
   thread, serialized, and must be quick (enqueue a key, adjust a counter).
+- `on_list()` handlers run after every LIST has been applied (the first one and each one
+  after 410 Gone), on the informer's thread, before the watch resumes: the point where the
+  cache is a whole, consistent picture (the agent adopts its containers there).
 - `resync()` replays `on_update(obj, obj)` for every cached object (level-based safety net);
   the Manager calls it on a timer.
 - Read-your-writes: a controller that just wrote an object hands the server's answer to
@@ -46,14 +51,18 @@ class Handler:
     on_add: Callable[[dict], None] | None = None
     on_update: Callable[[dict, dict], None] | None = None
     on_delete: Callable[[dict], None] | None = None
+    on_list: Callable[[], None] | None = None
 
 
 class Informer:
     def __init__(self, client: Client, kind: str, *, namespace: str | None = None, watch_timeout: float = 30.0,
-                 retry_base: float = 0.2, retry_cap: float = 5.0):
+                 retry_base: float = 0.2, retry_cap: float = 5.0, field_selector: str | None = None,
+                 name: str | None = None):
         self.client = client
         self.kind = kind
         self.namespace = namespace
+        self.field_selector = field_selector
+        self.name = name or f"informer-{kind}"
         self.watch_timeout = watch_timeout
         self._retry_base, self._retry_cap = retry_base, retry_cap
         self._items: dict[str, dict] = {}
@@ -71,9 +80,9 @@ class Informer:
         self._rv: str | None = None
 
     # -- configuration ------------------------------------------------------------------------
-    def add_handler(self, *, on_add=None, on_update=None, on_delete=None) -> None:
+    def add_handler(self, *, on_add=None, on_update=None, on_delete=None, on_list=None) -> None:
         with self._dispatch:
-            self._handlers.append(Handler(on_add, on_update, on_delete))
+            self._handlers.append(Handler(on_add, on_update, on_delete, on_list))
 
     def add_index(self, name: str, fn: IndexFunc) -> None:
         with self._dispatch, self._lock:
@@ -188,9 +197,10 @@ class Informer:
 
     # -- the list/watch loop --------------------------------------------------------------------
     def _list_kwargs(self) -> dict:
-        if self.namespace:
-            return {"namespace": self.namespace}
-        return {"all_namespaces": True}
+        kw: dict = {"namespace": self.namespace} if self.namespace else {"all_namespaces": True}
+        if self.field_selector:
+            kw["field_selector"] = self.field_selector
+        return kw
 
     def _relist(self) -> None:
         lst = self.client.list(self.kind, **self._list_kwargs())
@@ -212,6 +222,10 @@ class Informer:
                 self._remove(k, o)
         self._rv = (lst.get("metadata") or {}).get("resourceVersion")
         self._synced.set()
+        with self._dispatch:
+            for h in list(self._handlers):
+                if h.on_list:
+                    self._call(h.on_list)
 
     def _kind_name(self) -> str:
         from shoal.machinery.api.resources import resolve
@@ -264,7 +278,7 @@ class Informer:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"informer-{self.kind}", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from shoal.agent.fakes import FakeNetwork, FakeRuntime
 from shoal.agent.plan import LABEL_POD_UID
-from shoal.agent.status import parse_time
+from shoal.machinery.api.times import parse_time
 
 from agent_harness import AgentHarness, wait
 
@@ -214,9 +214,8 @@ def test_own_status_writes_do_not_wake_the_pod_worker(h):
     wait("Running", lambda: h.cstatus("quiet").get("ready"))
     uid = h.pod("quiet")["metadata"]["uid"]
     synced = []
-    real = n.agent._sync_pod
-    n.agent._sync_pod = lambda u: (synced.append((time.monotonic(), u)), real(u))[1]
-    n.agent.dispatcher._sync = n.agent._sync_pod
+    real = n.agent.dispatcher._sync
+    n.agent.dispatcher._sync = lambda u: (synced.append((time.monotonic(), u)), real(u))[1]
 
     def passes():
         return [u for _, u in synced].count(uid)

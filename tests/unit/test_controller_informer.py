@@ -60,3 +60,43 @@ def test_indexes_follow_updates():
     assert [p["metadata"]["name"] for p in inf.by_index("node", "n1")] == ["a"]
     inf._handle({"type": "DELETED", "object": bound})
     assert inf.by_index("node", "n1") == []
+
+
+class ListWatchClient:
+    """Answers LISTs from `lists` in turn, then a watch that ends (or raises `watch_error`)."""
+
+    def __init__(self, lists, watch_error=None):
+        self.lists, self.watch_error = list(lists), watch_error
+        self.calls = []
+
+    def list(self, kind, **kw):
+        self.calls.append(("list", kw))
+        return self.lists.pop(0)
+
+    def watch(self, kind, **kw):
+        self.calls.append(("watch", kw))
+        if self.watch_error is not None:
+            raise self.watch_error
+        return iter(())
+
+
+def test_field_selector_narrows_list_and_watch():
+    client = ListWatchClient([{"items": [], "metadata": {"resourceVersion": "3"}}])
+    inf = Informer(client=client, kind="pods", field_selector="spec.nodeName=n1")
+    inf._relist()
+    for ev in client.watch("pods", resource_version=inf._rv, **inf._list_kwargs()):
+        pass
+    assert [(c, kw.get("field_selector"), kw.get("all_namespaces")) for c, kw in client.calls] == [
+        ("list", "spec.nodeName=n1", True), ("watch", "spec.nodeName=n1", True)]
+
+
+def test_on_list_runs_after_each_list_is_applied():
+    client = ListWatchClient([{"items": [pod("a", 5), pod("b", 6, uid="u2")], "metadata": {"resourceVersion": "6"}},
+                              {"items": [pod("a", 5)], "metadata": {"resourceVersion": "9"}}])
+    inf, seen = make()
+    inf.client = client
+    inf.add_handler(on_list=lambda: seen.append(("listed", sorted(inf.keys()), inf.has_synced())))
+    inf._relist()
+    inf._relist()      # after 410 Gone: b is gone, a unchanged (no handler call)
+    assert seen == [("add", "5"), ("add", "6"), ("listed", ["default/a", "default/b"], True),
+                    ("delete", "6"), ("listed", ["default/a"], True)]
