@@ -22,32 +22,15 @@ Rules (kubelet's getPhase / generateAPIPodStatus, without init containers):
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 from typing import Mapping
+
+from shoal.machinery.api.times import format_time
 
 from shoal.agent.plan import ObservedContainer, PodActions, PodRuntimeView, Waiting, ready_from_probes
 from shoal.agent.probes import ProbeResult
 from shoal.agent.restarts import should_restart
 
 TERMINAL = ("Succeeded", "Failed")
-
-
-def rfc3339(t: float | None) -> str | None:
-    """Seconds precision, as Kubernetes writes status times: 2026-11-22T10:00:00Z."""
-    if t is None:
-        return None
-    return _dt.datetime.fromtimestamp(int(t), _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def rfc3339_micro(t: float) -> str:
-    """Microsecond precision, as Leases use: 2026-11-22T10:00:00.123456Z."""
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(s: str | None) -> float | None:
-    if not s:
-        return None
-    return _dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
 def terminated_reason(c: ObservedContainer) -> str:
@@ -61,7 +44,7 @@ def terminated_reason(c: ObservedContainer) -> str:
 def terminated_state(c: ObservedContainer) -> dict:
     t = {"exitCode": c.exit_code if c.exit_code is not None else 128 if c.synthetic else 0,
          "reason": terminated_reason(c),
-         "startedAt": rfc3339(c.started_at), "finishedAt": rfc3339(c.finished_at)}
+         "startedAt": format_time(c.started_at), "finishedAt": format_time(c.finished_at)}
     if c.message:
         t["message"] = c.message
     if c.container_id:
@@ -86,7 +69,7 @@ def _container_status(cspec: Mapping, view: PodRuntimeView, actions: PodActions,
     if latest.container_id:
         st["containerID"] = latest.container_id
     if latest.status == "running":
-        st["state"] = {"running": {"startedAt": rfc3339(latest.started_at)}}
+        st["state"] = {"running": {"startedAt": format_time(latest.started_at)}}
         started, ready = ready_from_probes(cspec, latest, probes.get(latest.id) or {})
         st["started"], st["ready"] = started, ready
         if prev is not None:
@@ -155,7 +138,7 @@ def _condition(prev: Mapping[str, dict], ctype: str, ok: bool, now: float, reaso
     status = "True" if ok else "False"
     old = prev.get(ctype)
     ltt = old.get("lastTransitionTime") if old and old.get("status") == status else None
-    c = {"type": ctype, "status": status, "lastProbeTime": None, "lastTransitionTime": ltt or rfc3339(now)}
+    c = {"type": ctype, "status": status, "lastProbeTime": None, "lastTransitionTime": ltt or format_time(now)}
     if reason:
         c["reason"] = reason
     if message:
@@ -205,7 +188,7 @@ def build_pod_status(pod: Mapping, view: PodRuntimeView, actions: PodActions, *,
     if pod_ip:
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]
-    status["startTime"] = old.get("startTime") or rfc3339(now)
+    status["startTime"] = old.get("startTime") or format_time(now)
     status["containerStatuses"] = statuses
     status["qosClass"] = qos_class(spec)
     return _without_nulls(status)

@@ -30,13 +30,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from shoal.machinery.api import errors, selectors
 from shoal.apiserver import patch as patches
 from shoal.machinery.api.names import is_dns1123_subdomain
 from shoal.machinery.api.resources import RESOURCES, Resource, resolve
+from shoal.machinery.api.times import format_time, parse_time
 from shoal.apiserver.settings import Settings
 from shoal.apiserver.store import Store
 
@@ -50,7 +50,7 @@ GENERATE_NAME_ATTEMPTS = 8
 
 
 def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
-    return datetime.fromtimestamp(clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(clock())
 
 
 def _generated_name(prefix: str) -> str:
@@ -540,8 +540,8 @@ class Registry:
         existing = md.get("deletionTimestamp")
         if existing:
             # A shorter grace period may shorten a pending deletion, never lengthen it.
-            cur_deadline = datetime.strptime(existing, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
-            if deadline >= cur_deadline:
+            cur_deadline = parse_time(existing)
+            if cur_deadline is not None and deadline >= cur_deadline:
                 return cur
         new = dict(cur)
         new["metadata"] = dict(md, deletionTimestamp=now_rfc3339(lambda: deadline),

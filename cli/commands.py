@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timezone
 
-from shoal.machinery.api import errors
+from shoal.machinery.api import errors, podtemplate
 from shoal.machinery.api.resources import RESOURCES, Resource, resolve
+from shoal.machinery.api.times import format_time
 
 from shoal.cli import describe as describers
 from shoal.cli import printers
@@ -456,7 +456,7 @@ def cmd_rollout_history(args) -> int:
                 ctx.line(f"deployment.apps/{name} with revision #{r.number}")
                 w = describers.Lines()
                 w(0, "Pod Template:")
-                describers.describe_pod_template(w, 1, ro.clean_template(
+                describers.describe_pod_template(w, 1, podtemplate.without_hash_label(
                     (r.replicaset.get("spec") or {}).get("template") or {}))
                 ctx.write(w.text())
                 return 0
@@ -496,11 +496,11 @@ def cmd_rollout_undo(args) -> int:
     except ro.RollbackError as e:
         ctx.error(str(e))
         return 1
-    template = ro.clean_template((target.replicaset.get("spec") or {}).get("template") or {})
+    template = podtemplate.without_hash_label((target.replicaset.get("spec") or {}).get("template") or {})
     skipped = {}
 
     def mutate(obj: dict):
-        if ro.templates_equal((obj.get("spec") or {}).get("template") or {}, template):
+        if podtemplate.templates_equal((obj.get("spec") or {}).get("template") or {}, template):
             skipped["yes"] = True
             return False
         obj.setdefault("spec", {})["template"] = template
@@ -534,7 +534,7 @@ def cmd_rollout_restart(args) -> int:
     if (deploy.get("spec") or {}).get("paused"):
         ctx.error(f'deployments.apps "{name}" can\'t restart paused deployment (run rollout resume first)')
         return 1
-    stamp = ctx.now().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = format_time(ctx.now().timestamp())
     ctx.client().patch("deployments", name, {"spec": {"template": {"metadata": {"annotations": {
         ro.RESTARTED_AT: stamp}}}}}, ctx.namespace())
     ctx.line(f"deployment.apps/{name} restarted")

@@ -12,9 +12,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shoal.cli.printers import (NONE, event_sort_key, format_labels, format_selector, node_status, parse_time,
-                                pod_summary, since)
-from shoal.cli.rollout import REVISION, controlled_by, templates_equal
+from shoal.machinery.api.defaults import (DEFAULT_DEPLOYMENT_STRATEGY, DEFAULT_HTTP_GET_SCHEME, DEFAULT_MAX_SURGE,
+                                          DEFAULT_MAX_UNAVAILABLE, DEFAULT_MIN_READY_SECONDS,
+                                          DEFAULT_PROBE_FAILURE_THRESHOLD, DEFAULT_PROBE_PERIOD_SECONDS,
+                                          DEFAULT_PROBE_SUCCESS_THRESHOLD, DEFAULT_PROBE_TIMEOUT_SECONDS,
+                                          DEFAULT_REPLICAS, DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS)
+from shoal.machinery.api.objects import controller_ref, meta
+from shoal.machinery.api.podtemplate import find_new_replicaset
+from shoal.machinery.api.times import parse_datetime
+
+from shoal.cli.printers import NONE, event_sort_key, format_labels, format_selector, node_status, pod_summary, since
+from shoal.cli.rollout import controlled_by
 from shoal.cli.tabwriter import describe_text
 
 
@@ -41,27 +49,21 @@ class Lines:
 
 
 def rfc1123(ts: str | None) -> str:
-    t = parse_time(ts)
+    t = parse_datetime(ts)
     return t.strftime("%a, %d %b %Y %H:%M:%S %z") if t else "<unknown>"
 
 
-def _md(o: dict) -> dict:
-    return o.get("metadata") or {}
-
-
 def _labels(o: dict) -> list[str]:
-    return [f"{k}={v}" for k, v in sorted((_md(o).get("labels") or {}).items())]
+    return [f"{k}={v}" for k, v in sorted((meta(o).get("labels") or {}).items())]
 
 
 def _annotations(o: dict, skip: tuple[str, ...] = ("kubectl.kubernetes.io/last-applied-configuration",)) -> list[str]:
-    return [f"{k}: {v}" for k, v in sorted((_md(o).get("annotations") or {}).items()) if k not in skip]
+    return [f"{k}: {v}" for k, v in sorted((meta(o).get("annotations") or {}).items()) if k not in skip]
 
 
 def _controller(o: dict) -> str | None:
-    for ref in _md(o).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return f"{ref.get('kind')}/{ref.get('name')}"
-    return None
+    ref = controller_ref(o)
+    return f"{ref.get('kind')}/{ref.get('name')}" if ref is not None else None
 
 
 def describe_events(w: Lines, events: list[dict], now: datetime) -> None:
@@ -72,7 +74,7 @@ def describe_events(w: Lines, events: list[dict], now: datetime) -> None:
     w(1, "Type", "Reason", "Age", "From", "Message")
     w(1, "----", "------", "----", "----", "-------")
     for e in sorted(events, key=event_sort_key):
-        first = since(e.get("firstTimestamp") or e.get("eventTime") or _md(e).get("creationTimestamp"), now)
+        first = since(e.get("firstTimestamp") or e.get("eventTime") or meta(e).get("creationTimestamp"), now)
         count = int(e.get("count") or 0)
         interval = f"{since(e.get('lastTimestamp'), now)} (x{count} over {first})" if count > 1 else first
         source = (e.get("source") or {}).get("component") or e.get("reportingComponent") or ""
@@ -85,16 +87,20 @@ def format_probe(p: dict) -> str:
     """`http-get http://:8080/healthz delay=0s timeout=1s period=10s #success=1 #failure=3`."""
     if "httpGet" in p:
         h = p["httpGet"]
-        what = f"http-get {(h.get('scheme') or 'HTTP').lower()}://{h.get('host', '')}:{h.get('port', '')}{h.get('path', '')}"
+        scheme = (h.get("scheme") or DEFAULT_HTTP_GET_SCHEME).lower()
+        what = f"http-get {scheme}://{h.get('host', '')}:{h.get('port', '')}{h.get('path', '')}"
     elif "tcpSocket" in p:
         what = f"tcp-socket {p['tcpSocket'].get('host', '')}:{p['tcpSocket'].get('port', '')}"
     elif "exec" in p:
         what = f"exec [{' '.join((p['exec'] or {}).get('command') or [])}]"
     else:
         what = "unknown"
-    return (f"{what} delay={int(p.get('initialDelaySeconds') or 0)}s timeout={int(p.get('timeoutSeconds') or 1)}s "
-            f"period={int(p.get('periodSeconds') or 10)}s #success={int(p.get('successThreshold') or 1)} "
-            f"#failure={int(p.get('failureThreshold') or 3)}")
+    timeout = int(p.get("timeoutSeconds") or DEFAULT_PROBE_TIMEOUT_SECONDS)
+    period = int(p.get("periodSeconds") or DEFAULT_PROBE_PERIOD_SECONDS)
+    success = int(p.get("successThreshold") or DEFAULT_PROBE_SUCCESS_THRESHOLD)
+    failure = int(p.get("failureThreshold") or DEFAULT_PROBE_FAILURE_THRESHOLD)
+    return (f"{what} delay={int(p.get('initialDelaySeconds') or 0)}s timeout={timeout}s period={period}s "
+            f"#success={success} #failure={failure}")
 
 
 def _state_lines(w: Lines, level: int, title: str, state: dict) -> None:
@@ -226,7 +232,7 @@ def _conditions(w: Lines, conds: list[dict], *, with_reason: bool) -> None:
 # --- kinds --------------------------------------------------------------------------------------
 
 def describe_pod(pod: dict, events: list[dict], now: datetime) -> str:
-    md, spec, st = _md(pod), pod.get("spec") or {}, pod.get("status") or {}
+    md, spec, st = meta(pod), pod.get("spec") or {}, pod.get("status") or {}
     w = Lines()
     w(0, "Name:", md.get("name", ""))
     w(0, "Namespace:", md.get("namespace", ""))
@@ -239,7 +245,8 @@ def describe_pod(pod: dict, events: list[dict], now: datetime) -> str:
     w.multiline(0, "Annotations:", _annotations(pod))
     if md.get("deletionTimestamp"):
         w(0, "Status:", f"Terminating (lasts {since(md['deletionTimestamp'], now)})")
-        w(0, "Termination Grace Period:", f"{spec.get('terminationGracePeriodSeconds', 30)}s")
+        grace = spec.get("terminationGracePeriodSeconds", DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS)
+        w(0, "Termination Grace Period:", f"{grace}s")
     else:
         w(0, "Status:", st.get("phase") or "Pending")
     if st.get("reason"):
@@ -280,7 +287,7 @@ def describe_pod(pod: dict, events: list[dict], now: datetime) -> str:
 
 
 def describe_deployment(deploy: dict, replicasets: list[dict], events: list[dict], now: datetime) -> str:
-    md, spec, st = _md(deploy), deploy.get("spec") or {}, deploy.get("status") or {}
+    md, spec, st = meta(deploy), deploy.get("spec") or {}, deploy.get("status") or {}
     w = Lines()
     w(0, "Name:", md.get("name", ""))
     w(0, "Namespace:", md.get("namespace", ""))
@@ -288,31 +295,29 @@ def describe_deployment(deploy: dict, replicasets: list[dict], events: list[dict
     w.multiline(0, "Labels:", _labels(deploy))
     w.multiline(0, "Annotations:", _annotations(deploy))
     w(0, "Selector:", format_selector(spec.get("selector")))
-    replicas = 1 if spec.get("replicas") is None else int(spec["replicas"])
+    replicas = DEFAULT_REPLICAS if spec.get("replicas") is None else int(spec["replicas"])
     w(0, "Replicas:", f"{replicas} desired | {int(st.get('updatedReplicas') or 0)} updated | "
                       f"{int(st.get('replicas') or 0)} total | {int(st.get('availableReplicas') or 0)} available | "
                       f"{int(st.get('unavailableReplicas') or 0)} unavailable")
     strategy = spec.get("strategy") or {}
-    stype = strategy.get("type") or "RollingUpdate"
+    stype = strategy.get("type") or DEFAULT_DEPLOYMENT_STRATEGY
     w(0, "StrategyType:", stype)
-    w(0, "MinReadySeconds:", int(spec.get("minReadySeconds") or 0))
+    w(0, "MinReadySeconds:", int(spec.get("minReadySeconds") or DEFAULT_MIN_READY_SECONDS))
     if stype == "RollingUpdate":
         ru = strategy.get("rollingUpdate") or {}
-        w(0, "RollingUpdateStrategy:", f"{ru.get('maxUnavailable', '25%')} max unavailable, "
-                                       f"{ru.get('maxSurge', '25%')} max surge")
+        w(0, "RollingUpdateStrategy:", f"{ru.get('maxUnavailable', DEFAULT_MAX_UNAVAILABLE)} max unavailable, "
+                                       f"{ru.get('maxSurge', DEFAULT_MAX_SURGE)} max surge")
     if spec.get("paused"):
         w(0, "Paused:", "true")
     w(0, "Pod Template:")
     describe_pod_template(w, 1, spec.get("template") or {})
     _conditions(w, st.get("conditions") or [], with_reason=True)
     owned = [rs for rs in replicasets if controlled_by(rs, deploy)]
-    new = [rs for rs in owned if templates_equal((rs.get("spec") or {}).get("template") or {},
-                                                 spec.get("template") or {})]
-    new_rs = max(new, key=lambda r: int((_md(r).get("annotations") or {}).get(REVISION) or 0), default=None)
+    new_rs = find_new_replicaset(spec.get("template"), owned)      # the one the controller scales
     old = [rs for rs in owned if rs is not new_rs and int((rs.get("spec") or {}).get("replicas") or 0) > 0]
 
     def rs_line(rs: dict) -> str:
-        return (f"{_md(rs).get('name')} ({int((rs.get('status') or {}).get('replicas') or 0)}/"
+        return (f"{meta(rs).get('name')} ({int((rs.get('status') or {}).get('replicas') or 0)}/"
                 f"{int((rs.get('spec') or {}).get('replicas') or 0)} replicas created)")
     w(0, "OldReplicaSets:", ", ".join(rs_line(r) for r in old) if old else NONE)
     w(0, "NewReplicaSet:", rs_line(new_rs) if new_rs else NONE)
@@ -321,7 +326,7 @@ def describe_deployment(deploy: dict, replicasets: list[dict], events: list[dict
 
 
 def describe_replicaset(rs: dict, pods: list[dict], events: list[dict], now: datetime) -> str:
-    md, spec, st = _md(rs), rs.get("spec") or {}, rs.get("status") or {}
+    md, spec, st = meta(rs), rs.get("spec") or {}, rs.get("status") or {}
     w = Lines()
     w(0, "Name:", md.get("name", ""))
     w(0, "Namespace:", md.get("namespace", ""))
@@ -331,7 +336,7 @@ def describe_replicaset(rs: dict, pods: list[dict], events: list[dict], now: dat
     ctrl = _controller(rs)
     if ctrl:
         w(0, "Controlled By:", ctrl)
-    replicas = 1 if spec.get("replicas") is None else int(spec["replicas"])
+    replicas = DEFAULT_REPLICAS if spec.get("replicas") is None else int(spec["replicas"])
     w(0, "Replicas:", f"{int(st.get('replicas') or 0)} current / {replicas} desired")
     phases = {"Running": 0, "Pending": 0, "Succeeded": 0, "Failed": 0}
     for p in pods:
@@ -347,7 +352,7 @@ def describe_replicaset(rs: dict, pods: list[dict], events: list[dict], now: dat
 
 
 def describe_node(node: dict, pods: list[dict], events: list[dict], now: datetime) -> str:
-    md, spec, st = _md(node), node.get("spec") or {}, node.get("status") or {}
+    md, spec, st = meta(node), node.get("spec") or {}, node.get("status") or {}
     w = Lines()
     w(0, "Name:", md.get("name", ""))
     w(0, "Status:", node_status(node))
@@ -390,20 +395,20 @@ def describe_node(node: dict, pods: list[dict], events: list[dict], now: datetim
     if live:
         w(1, "Namespace", "Name", "CPU Requests", "Memory Requests", "Status", "Age")
         w(1, "---------", "----", "------------", "---------------", "------", "---")
-        for p in sorted(live, key=lambda p: (_md(p).get("namespace", ""), _md(p).get("name", ""))):
+        for p in sorted(live, key=lambda p: (meta(p).get("namespace", ""), meta(p).get("name", ""))):
             req: dict[str, str] = {}
             for c in (p.get("spec") or {}).get("containers") or []:
                 for k, v in ((c.get("resources") or {}).get("requests") or {}).items():
                     req[k] = v if k not in req else f"{req[k]}+{v}"
-            w(1, _md(p).get("namespace", ""), _md(p).get("name", ""), req.get("cpu", "0"),
-              req.get("memory", "0"), pod_summary(p, now).status, since(_md(p).get("creationTimestamp"), now))
+            w(1, meta(p).get("namespace", ""), meta(p).get("name", ""), req.get("cpu", "0"),
+              req.get("memory", "0"), pod_summary(p, now).status, since(meta(p).get("creationTimestamp"), now))
     describe_events(w, events, now)
     return w.text()
 
 
 def describe_generic(obj: dict, events: list[dict], now: datetime) -> str:
     """Namespaces, leases, events: metadata, then spec/status fields flattened."""
-    md = _md(obj)
+    md = meta(obj)
     w = Lines()
     w(0, "Name:", md.get("name", ""))
     if md.get("namespace"):

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Iterable
 
 import yaml
 
+from shoal.machinery.api.objects import meta
 from shoal.machinery.api.resources import Resource, resolve
+from shoal.machinery.api.selectors import format_label_selector as format_selector
+from shoal.machinery.api.times import parse_datetime
 
 from shoal.cli.tabwriter import TabWriter
 
@@ -32,19 +35,6 @@ NONE = "<none>"
 
 
 # --- time ---------------------------------------------------------------------------
-
-def parse_time(value: str | None) -> datetime | None:
-    """Parse an RFC 3339 timestamp (`...Z` or `...+00:00`, optional fraction)."""
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t
-
 
 def human_duration(seconds: float) -> str:
     """apimachinery's duration.HumanDuration: `45s`, `5m12s`, `12m`, `3h`, `5h10m`, `2d`, `3d4h`, `1y20d`."""
@@ -80,21 +70,17 @@ def human_duration(seconds: float) -> str:
 
 def since(value: str | None, now: datetime) -> str:
     """kubectl's translateTimestampSince: `<unknown>` for a missing timestamp."""
-    t = parse_time(value)
+    t = parse_datetime(value)
     if t is None:
         return "<unknown>"
     return human_duration((now - t).total_seconds())
 
 
 def age(obj: dict, now: datetime) -> str:
-    return since(_md(obj).get("creationTimestamp"), now)
+    return since(meta(obj).get("creationTimestamp"), now)
 
 
 # --- small helpers --------------------------------------------------------------------
-
-def _md(obj: dict) -> dict:
-    return obj.get("metadata") or {}
-
 
 def _spec(obj: dict) -> dict:
     return obj.get("spec") or {}
@@ -108,26 +94,6 @@ def format_labels(labels: dict | None) -> str:
     if not labels:
         return NONE
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
-def format_selector(selector: dict | None) -> str:
-    """metav1.FormatLabelSelector: `app=web,tier in (a,b),!legacy`; `<none>` when empty."""
-    if not selector:
-        return NONE
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
-        if op == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif op == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif op == "Exists":
-            parts.append(key)
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-        else:
-            parts.append(f"{key} {op} ({','.join(values)})")
-    return ",".join(parts) if parts else NONE
 
 
 def _int(v: Any) -> int:
@@ -148,7 +114,7 @@ class PodSummary:
 
 def pod_summary(pod: dict, now: datetime) -> PodSummary:
     """kubectl's printPod: READY, STATUS (reason) and RESTARTS of one pod."""
-    spec, status, md = _spec(pod), _status(pod), _md(pod)
+    spec, status, md = _spec(pod), _status(pod), meta(pod)
     containers = spec.get("containers") or []
     init_containers = spec.get("initContainers") or []
     total = len(containers)
@@ -165,7 +131,7 @@ def pod_summary(pod: dict, now: datetime) -> PodSummary:
         nonlocal last_restart
         term = (cs.get("lastState") or {}).get("terminated")
         if term:
-            t = parse_time(term.get("finishedAt"))
+            t = parse_datetime(term.get("finishedAt"))
             if t and (last_restart is None or t > last_restart):
                 last_restart = t
 
@@ -253,7 +219,7 @@ def node_status(node: dict) -> str:
 
 def node_roles(node: dict) -> str:
     roles = set()
-    for k, v in (_md(node).get("labels") or {}).items():
+    for k, v in (meta(node).get("labels") or {}).items():
         if k.startswith("node-role.kubernetes.io/"):
             role = k[len("node-role.kubernetes.io/"):]
             if role:
@@ -326,7 +292,7 @@ def event_object(ev: dict) -> str:
 
 def event_sort_key(ev: dict) -> str:
     return ev.get("lastTimestamp") or ev.get("eventTime") or ev.get("firstTimestamp") or \
-        _md(ev).get("creationTimestamp") or ""
+        meta(ev).get("creationTimestamp") or ""
 
 
 # --- column tables ----------------------------------------------------------------------
@@ -349,7 +315,7 @@ def _c(fn: Callable[[dict], Any]) -> Callable[[dict, RenderContext], str]:
 
 
 def _name(obj: dict, ctx: RenderContext) -> str:
-    return _md(obj).get("name", "")
+    return meta(obj).get("name", "")
 
 
 def _age(obj: dict, ctx: RenderContext) -> str:
@@ -404,7 +370,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("CONTAINER-RUNTIME", _c(lambda o: _node_info(o, "containerRuntimeVersion")), wide=True),
         # shoal extras: what issue 5 asks `get nodes -o wide` to show
         Column("POD-CIDR", _c(lambda o: _spec(o).get("podCIDR") or NONE), wide=True),
-        Column("PODS", lambda o, c: str((c.pods_by_node or {}).get(_md(o).get("name", ""), 0))
+        Column("PODS", lambda o, c: str((c.pods_by_node or {}).get(meta(o).get("name", ""), 0))
                if c.pods_by_node is not None else "<unknown>", wide=True),
     ),
     "Namespace": (
@@ -469,9 +435,9 @@ def table_lines(kind: str, objs: Iterable[dict], ctx: RenderContext, *, wide: bo
                 v = prefix + v
             cells.append(v)
         if all_namespaces:
-            cells.insert(0, _md(obj).get("namespace", ""))
+            cells.insert(0, meta(obj).get("namespace", ""))
         if show_labels:
-            cells.append(format_labels(_md(obj).get("labels")))
+            cells.append(format_labels(meta(obj).get("labels")))
         lines.append("\t".join(cells))
     return lines
 
@@ -523,4 +489,4 @@ def render_json(obj: dict) -> str:
 
 def object_ref(obj: dict, res: Resource) -> str:
     """`deployment.apps/web` — the form `-o name` and apply print."""
-    return f"{res.kind_lower_group}/{_md(obj).get('name', '')}"
+    return f"{res.kind_lower_group}/{meta(obj).get('name', '')}"

@@ -9,8 +9,9 @@ Pure parts (table-tested):
   Deployment controls (ownerReference with controller=true and its uid),
   with `kubernetes.io/change-cause`.
 - `rollback_target(deploy, replicasets, to_revision)`: which ReplicaSet's
-  template undo restores (the previous revision when to_revision is 0),
-  and `clean_template` strips the pod-template-hash label from it.
+  template undo restores (the previous revision when to_revision is 0);
+  `machinery.api.podtemplate` strips its pod-template-hash label and says
+  whether it already is the Deployment's template, by the controller's rule.
 
 The executor `watch_rollout` lists the Deployment, evaluates the rule, then
 watches from the list's resourceVersion and prints a line only when the
@@ -18,17 +19,17 @@ message changes; the deadline comes from an injected monotonic clock.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 from shoal.machinery.api import errors
+from shoal.machinery.api.defaults import DEFAULT_REPLICAS
+from shoal.machinery.api.objects import annotations_of, controller_ref, uid_of
+# The rule for "same template" and the names on ReplicaSets are the controller's, in the floor.
+from shoal.machinery.api.podtemplate import CHANGE_CAUSE_ANNOTATION, revision_of
 
-REVISION = "deployment.kubernetes.io/revision"
-CHANGE_CAUSE = "kubernetes.io/change-cause"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-HASH_LABEL = "pod-template-hash"
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def rollout_status_message(deploy: dict) -> RolloutStatus:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return RolloutStatus("", False, f'deployment "{name}" exceeded its progress deadline')
     replicas = spec.get("replicas")
-    replicas = 1 if replicas is None else int(replicas)
+    replicas = DEFAULT_REPLICAS if replicas is None else int(replicas)
     updated = int(st.get("updatedReplicas") or 0)
     total = int(st.get("replicas") or 0)
     available = int(st.get("availableReplicas") or 0)
@@ -67,17 +68,8 @@ def rollout_status_message(deploy: dict) -> RolloutStatus:
 # --- history and undo --------------------------------------------------------------------
 
 def controlled_by(obj: dict, owner: dict) -> bool:
-    uid = (owner.get("metadata") or {}).get("uid")
-    return any(ref.get("controller") and ref.get("uid") == uid
-               for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
-
-
-def revision_of(obj: dict) -> int | None:
-    v = ((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION)
-    try:
-        return int(v) if v is not None else None
-    except ValueError:
-        return None
+    ref = controller_ref(obj)
+    return ref is not None and ref.get("uid") == uid_of(owner)
 
 
 @dataclass(frozen=True)
@@ -96,7 +88,7 @@ def history(deploy: dict, replicasets: list[dict]) -> list[Revision]:
         n = revision_of(rs)
         if n is None:
             continue
-        cause = ((rs.get("metadata") or {}).get("annotations") or {}).get(CHANGE_CAUSE) or ""
+        cause = annotations_of(rs).get(CHANGE_CAUSE_ANNOTATION) or ""
         out[n] = Revision(n, cause, rs)
     return [out[k] for k in sorted(out)]
 
@@ -119,29 +111,6 @@ def rollback_target(deploy: dict, replicasets: list[dict], to_revision: int = 0)
     if len(revs) < 2:
         raise RollbackError(f'no previous revision to roll back to for deployment "{name}"')
     return revs[-2]
-
-
-def clean_template(template: dict) -> dict:
-    """The RS's pod template as it goes back into the Deployment: without pod-template-hash."""
-    t = copy.deepcopy(template or {})
-    labels = (t.get("metadata") or {}).get("labels")
-    if labels and HASH_LABEL in labels:
-        del labels[HASH_LABEL]
-    return t
-
-
-def _strip_empty(v):
-    """Drop None and empty containers so defaulted/empty fields don't make templates differ."""
-    if isinstance(v, dict):
-        out = {k: _strip_empty(x) for k, x in v.items()}
-        return {k: x for k, x in out.items() if x not in (None, {}, [])}
-    if isinstance(v, list):
-        return [_strip_empty(x) for x in v]
-    return v
-
-
-def templates_equal(a: dict, b: dict) -> bool:
-    return _strip_empty(clean_template(a)) == _strip_empty(clean_template(b))
 
 
 # --- the watch loop ------------------------------------------------------------------------

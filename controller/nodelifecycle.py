@@ -35,8 +35,9 @@ from shoal.machinery.client.rest import Client
 
 from shoal.controller import indexes
 from shoal.machinery.control.events import NORMAL, WARNING, EventSink
-from shoal.machinery.api.objects import (CONDITION_UNKNOWN, annotations_of, format_time, get_condition, key_of,
-                                         name_of, namespace_of, parse_time, thaw, uid_of)
+from shoal.machinery.api.objects import (CONDITION_UNKNOWN, annotations_of, get_condition, key_of, name_of,
+                                         namespace_of, thaw, uid_of)
+from shoal.machinery.api.times import format_time, parse_time
 from shoal.machinery.control import Clock, Controller, Informer, Manager, RealClock, Result
 from shoal.controller.scheduler.framework import tolerates
 

@@ -31,7 +31,7 @@ from shoal.machinery.api.objects import (controller_ref, creation_time, is_delet
                                          is_pod_ready, key_of, labels_of, meta, name_of, namespace_of, node_name_of,
                                          owner_ref_to, pod_phase, pod_ready_since, restart_count, thaw, uid_of)
 from shoal.machinery.control import Clock, Controller, Informer, Manager, RealClock, Result
-from shoal.machinery.api.labels import matches
+from shoal.machinery.api.selectors import selector_from_label_selector
 
 log = logging.getLogger("shoal.controller.replicaset")
 
@@ -137,7 +137,7 @@ class ReplicaSetController:
             return [f"{namespace_of(pod)}/{ref['name']}"] if ref.get("kind") == "ReplicaSet" else []
         labels = labels_of(pod)
         return [key_of(rs) for rs in self.rs_inf.by_index(indexes.NAMESPACE, namespace_of(pod))
-                if matches((rs.get("spec") or {}).get("selector"), labels)]
+                if selector_from_label_selector((rs.get("spec") or {}).get("selector")).matches(labels)]
 
     # -- reconcile ------------------------------------------------------------------------------
     def reconcile(self, key: str) -> Result:
@@ -170,18 +170,18 @@ class ReplicaSetController:
         return Result(requeue_after=wake)
 
     def _claim_pods(self, rs: dict) -> list[dict]:
-        selector = (rs.get("spec") or {}).get("selector")
+        selector = selector_from_label_selector((rs.get("spec") or {}).get("selector"))
         uid = uid_of(rs)
         claimed = []
         for p in self.pod_inf.by_index(indexes.CONTROLLER, uid):
-            if matches(selector, labels_of(p)):
+            if selector.matches(labels_of(p)):
                 claimed.append(p)
             elif not is_deleting(p):
                 self._release(rs, p)
         if is_deleting(rs):
             return claimed
         for p in self.pod_inf.by_index(indexes.ORPHANS, namespace_of(rs)):
-            if is_pod_active(p) and matches(selector, labels_of(p)):
+            if is_pod_active(p) and selector.matches(labels_of(p)):
                 new = thaw(p)
                 new["metadata"].setdefault("ownerReferences", []).append(owner_ref_to(rs))
                 try:

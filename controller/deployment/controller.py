@@ -23,7 +23,7 @@ from shoal.machinery.control.events import WARNING, EventSink
 from shoal.machinery.api.objects import (CONDITION_UNKNOWN, controller_ref, get_condition, is_deleting, key_of,
                                          labels_of, meta, namespace_of, set_condition, thaw)
 from shoal.machinery.control import Clock, Controller, Informer, Manager, RealClock, Result
-from shoal.machinery.api.labels import is_empty, matches
+from shoal.machinery.api.selectors import selector_from_label_selector
 from shoal.controller.deployment import util as u
 from shoal.controller.deployment.progress import ProgressMixin, new_condition
 from shoal.controller.deployment.recreate import RecreateMixin
@@ -62,7 +62,7 @@ class DeploymentController(SyncMixin, RollingMixin, RecreateMixin, ProgressMixin
         if ref is not None:
             return [f"{namespace_of(rs)}/{ref['name']}"] if ref.get("kind") == "Deployment" else []
         return [key_of(d) for d in self.dep_inf.by_index(indexes.NAMESPACE, namespace_of(rs))
-                if matches((d.get("spec") or {}).get("selector"), labels_of(rs))]
+                if selector_from_label_selector((d.get("spec") or {}).get("selector")).matches(labels_of(rs))]
 
     # -- reconcile ------------------------------------------------------------------------------
     def reconcile(self, key: str) -> Result:
@@ -70,7 +70,10 @@ class DeploymentController(SyncMixin, RollingMixin, RecreateMixin, ProgressMixin
         if cached is None:
             return Result()
         d = thaw(cached)
-        if is_empty((d.get("spec") or {}).get("selector")):
+        selector = (d.get("spec") or {}).get("selector")
+        # Validation requires a non-empty selector; one stored without (or before that rule) would
+        # select everything (empty) or nothing (missing): refuse both, as before.
+        if selector is None or selector_from_label_selector(selector).empty:
             self.events.event(d, WARNING, "SelectingAll",
                               "This deployment is selecting all pods. A non-empty selector is required.")
             if int((d.get("status") or {}).get("observedGeneration") or 0) < int(meta(d).get("generation") or 0):

@@ -15,8 +15,9 @@ waiting for a resync.
 """
 from __future__ import annotations
 
-from shoal.machinery.api.objects import (CONDITION_FALSE, CONDITION_TRUE, format_time, get_condition, meta, name_of,
+from shoal.machinery.api.objects import (CONDITION_FALSE, CONDITION_TRUE, get_condition, meta, name_of,
                                          remove_condition, set_condition, thaw)
+from shoal.machinery.api.times import format_time, parse_time
 from shoal.machinery.control import Result
 from shoal.controller.deployment import util as u
 
@@ -56,7 +57,6 @@ def timed_out(d: dict, status: dict, now: float) -> bool:
         return False
     if cond.get("reason") == u.TIMED_OUT_REASON:
         return True
-    from shoal.machinery.api.objects import parse_time
     since = parse_time(cond.get("lastUpdateTime")) or now
     return since + deadline < now
 
@@ -96,7 +96,6 @@ def requeue_for_deadline(d: dict, status: dict, now: float) -> float | None:
         return None
     if u.deployment_complete(d, status) or cur.get("reason") == u.TIMED_OUT_REASON:
         return None
-    from shoal.machinery.api.objects import parse_time
     after = (parse_time(cur.get("lastUpdateTime")) or now) + deadline - now
     return max(after, 0.0) + 1.0
 

@@ -16,7 +16,7 @@ from shoal.machinery.control.events import NORMAL
 from shoal.machinery.api.objects import (CONDITION_TRUE, controller_ref, get_condition, is_deleting, key_of, labels_of,
                                          meta, name_of, namespace_of, owner_ref_to, set_condition, thaw, uid_of)
 from shoal.machinery.control import Result
-from shoal.machinery.api.labels import matches
+from shoal.machinery.api.selectors import selector_from_label_selector
 from shoal.controller.deployment import util as u
 from shoal.controller.deployment.progress import new_condition
 
@@ -30,19 +30,19 @@ class SyncMixin:
     def replicasets_for(self, d: dict) -> list[dict]:
         """ReplicaSets this Deployment controls, adopting matching orphans and releasing owned
         ones whose labels no longer match (ClaimReplicaSets)."""
-        selector = (d.get("spec") or {}).get("selector")
+        selector = selector_from_label_selector((d.get("spec") or {}).get("selector"))
         out = []
         for rs in self.rs_inf.by_index(indexes.NAMESPACE, namespace_of(d)):
             ref = controller_ref(rs)
             if ref is not None and ref.get("uid") == uid_of(d):
-                if matches(selector, labels_of(rs)):
+                if selector.matches(labels_of(rs)):
                     out.append(rs)
                 elif not is_deleting(d):
                     new = thaw(rs)
                     new["metadata"]["ownerReferences"] = [r for r in new["metadata"]["ownerReferences"]
                                                           if r.get("uid") != uid_of(d)]
                     self.rs_inf.observe(self.client.update("replicasets", new))
-            elif ref is None and not is_deleting(d) and not is_deleting(rs) and matches(selector, labels_of(rs)):
+            elif ref is None and not is_deleting(d) and not is_deleting(rs) and selector.matches(labels_of(rs)):
                 new = thaw(rs)
                 new["metadata"].setdefault("ownerReferences", []).append(owner_ref_to(d))
                 adopted = self.client.update("replicasets", new)

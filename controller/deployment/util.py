@@ -21,13 +21,17 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from shoal.machinery.api import podtemplate
+from shoal.machinery.api.defaults import (DEFAULT_DEPLOYMENT_STRATEGY, DEFAULT_MAX_SURGE, DEFAULT_MAX_UNAVAILABLE,
+                                          DEFAULT_MIN_READY_SECONDS, DEFAULT_PROGRESS_DEADLINE_SECONDS,
+                                          DEFAULT_REPLICAS, DEFAULT_REVISION_HISTORY_LIMIT)
 from shoal.machinery.api.objects import annotations_of, creation_time, meta, name_of
+# The template rule and the names the CLI reads too live in the floor (machinery/api/podtemplate.py).
+from shoal.machinery.api.podtemplate import (POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, REVISION_HISTORY_ANNOTATION,
+                                             normalize_template, templates_equal)
 
-REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-REVISION_HISTORY_ANNOTATION = "deployment.kubernetes.io/revision-history"
 DESIRED_REPLICAS_ANNOTATION = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS_ANNOTATION = "deployment.kubernetes.io/max-replicas"
-POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
 # Annotations of the Deployment that are not copied onto its ReplicaSets.
 _NOT_COPIED = {"kubectl.kubernetes.io/last-applied-configuration", REVISION_ANNOTATION,
                REVISION_HISTORY_ANNOTATION, DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION,
@@ -46,13 +50,15 @@ MIN_AVAILABLE_REASON = "MinimumReplicasAvailable"
 MIN_UNAVAILABLE_REASON = "MinimumReplicasUnavailable"
 
 
-# -- spec accessors with Kubernetes' defaults --------------------------------------------------
+# -- spec accessors with Kubernetes' defaults (machinery/api/defaults.py) ------------------------
+# The API server stores these fields defaulted; the accessors still read an unset one as its
+# default (test fixtures, objects stored before a default existed).
 def replicas_of(obj: dict | None) -> int:
     """spec.replicas (default 1) of a Deployment or ReplicaSet; 0 for None."""
     if obj is None:
         return 0
     r = (obj.get("spec") or {}).get("replicas")
-    return 1 if r is None else int(r)
+    return DEFAULT_REPLICAS if r is None else int(r)
 
 
 def status_int(obj: dict | None, field: str) -> int:
@@ -62,7 +68,7 @@ def status_int(obj: dict | None, field: str) -> int:
 
 
 def strategy_type(d: dict) -> str:
-    return ((d.get("spec") or {}).get("strategy") or {}).get("type") or "RollingUpdate"
+    return ((d.get("spec") or {}).get("strategy") or {}).get("type") or DEFAULT_DEPLOYMENT_STRATEGY
 
 
 def is_rolling_update(d: dict) -> bool:
@@ -70,28 +76,26 @@ def is_rolling_update(d: dict) -> bool:
 
 
 def min_ready_seconds(obj: dict) -> int:
-    return int((obj.get("spec") or {}).get("minReadySeconds") or 0)
+    return int((obj.get("spec") or {}).get("minReadySeconds") or DEFAULT_MIN_READY_SECONDS)
 
 
 def progress_deadline(d: dict) -> int | None:
     """progressDeadlineSeconds (default 600); None when it is unset to 'max int' (no deadline)."""
-    v = (d.get("spec") or {}).get("progressDeadlineSeconds", 600)
+    v = (d.get("spec") or {}).get("progressDeadlineSeconds")
     if v is None:
-        v = 600
+        v = DEFAULT_PROGRESS_DEADLINE_SECONDS
     return None if int(v) >= 2**31 - 1 else int(v)
 
 
 def revision_history_limit(d: dict) -> int:
     v = (d.get("spec") or {}).get("revisionHistoryLimit")
-    return 10 if v is None else int(v)
+    return DEFAULT_REVISION_HISTORY_LIMIT if v is None else int(v)
 
 
 # -- surge / unavailable arithmetic ------------------------------------------------------------
-def scaled_value(value: int | str | None, total: int, *, round_up: bool, field: str = "value") -> int:
+def scaled_value(value: int | str, total: int, *, round_up: bool, field: str = "value") -> int:
     """Resolve an IntOrString (`3`, `"25%"`) against `total` (intstr.GetScaledValueFromIntOrPercent)."""
-    if value is None:
-        value = "25%"
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):
         raise ValueError(f"{field}: {value!r} is neither an integer nor a percentage")
     if isinstance(value, int):
         return value
@@ -108,7 +112,9 @@ def scaled_value(value: int | str | None, total: int, *, round_up: bool, field: 
 
 def resolve_fenceposts(max_surge: int | str | None, max_unavailable: int | str | None,
                        desired: int) -> tuple[int, int]:
-    """(surge, unavailable) for `desired` replicas; both 0 resolves to (0, 1)."""
+    """(surge, unavailable) for `desired` replicas (None: the default, 25%); both 0 resolves to (0, 1)."""
+    max_surge = DEFAULT_MAX_SURGE if max_surge is None else max_surge
+    max_unavailable = DEFAULT_MAX_UNAVAILABLE if max_unavailable is None else max_unavailable
     surge = scaled_value(max_surge, desired, round_up=True, field="spec.strategy.rollingUpdate.maxSurge")
     unavailable = scaled_value(max_unavailable, desired, round_up=False,
                                field="spec.strategy.rollingUpdate.maxUnavailable")
@@ -119,7 +125,7 @@ def resolve_fenceposts(max_surge: int | str | None, max_unavailable: int | str |
 
 def _rolling_params(d: dict) -> tuple[Any, Any]:
     ru = ((d.get("spec") or {}).get("strategy") or {}).get("rollingUpdate") or {}
-    return ru.get("maxSurge", "25%"), ru.get("maxUnavailable", "25%")
+    return ru.get("maxSurge"), ru.get("maxUnavailable")      # None: resolve_fenceposts defaults them
 
 
 def max_surge(d: dict) -> int:
@@ -137,71 +143,6 @@ def max_unavailable(d: dict) -> int:
 
 
 # -- template hashing --------------------------------------------------------------------------
-# Fields the API server (or kubectl) fills in with a default; a template that spells the default
-# out and one that leaves it out describe the same pods and must hash the same.
-_POD_SPEC_DEFAULTS = {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "terminationGracePeriodSeconds": 30,
-                      "schedulerName": "default-scheduler", "enableServiceLinks": True}
-_CONTAINER_DEFAULTS = {"terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}
-_PROBE_DEFAULTS = {"timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3,
-                   "initialDelaySeconds": 0}
-_PORT_DEFAULTS = {"protocol": "TCP"}
-_HTTP_GET_DEFAULTS = {"scheme": "HTTP"}
-
-
-def _default_pull_policy(image: str) -> str:
-    last = image.rsplit("/", 1)[-1]
-    if "@" in last:
-        return "IfNotPresent"
-    tag = last.split(":", 1)[1] if ":" in last else ""
-    return "Always" if tag in ("", "latest") else "IfNotPresent"
-
-
-def _prune(value: Any) -> Any:
-    """Drop None, empty dicts and empty lists, recursively (they mean 'unset')."""
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            v = _prune(v)
-            if v is None or v == {} or v == []:
-                continue
-            out[k] = v
-        return out
-    if isinstance(value, list):
-        return [_prune(v) for v in value]
-    return value
-
-
-def _drop_defaults(d: dict, defaults: dict) -> None:
-    for k, v in defaults.items():
-        if k in d and d[k] == v:
-            del d[k]
-
-
-def normalize_template(template: dict | None) -> dict:
-    """A canonical form of a pod template: no pod-template-hash label, no creationTimestamp,
-    no empty or None values, no fields equal to their server-side default."""
-    t = copy.deepcopy(template or {})
-    md = t.get("metadata") or {}
-    md.pop("creationTimestamp", None)
-    (md.get("labels") or {}).pop(POD_TEMPLATE_HASH_LABEL, None)
-    spec = t.get("spec") or {}
-    _drop_defaults(spec, _POD_SPEC_DEFAULTS)
-    for group in ("containers", "initContainers"):
-        for c in spec.get(group) or []:
-            _drop_defaults(c, _CONTAINER_DEFAULTS)
-            if c.get("imagePullPolicy") and c.get("image") and c["imagePullPolicy"] == _default_pull_policy(c["image"]):
-                del c["imagePullPolicy"]
-            for p in c.get("ports") or []:
-                _drop_defaults(p, _PORT_DEFAULTS)
-            for probe_name in ("livenessProbe", "readinessProbe", "startupProbe"):
-                probe = c.get(probe_name)
-                if isinstance(probe, dict):
-                    _drop_defaults(probe, _PROBE_DEFAULTS)
-                    if isinstance(probe.get("httpGet"), dict):
-                        _drop_defaults(probe["httpGet"], _HTTP_GET_DEFAULTS)
-    return _prune(t)
-
-
 _SAFE_ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -227,16 +168,10 @@ def compute_hash(template: dict | None, collision_count: int | None = None) -> s
     return _safe_encode(str(_fnv32a(data)))
 
 
-def templates_equal(a: dict | None, b: dict | None) -> bool:
-    return normalize_template(a) == normalize_template(b)
-
-
 # -- revisions ---------------------------------------------------------------------------------
 def revision_of(obj: dict) -> int:
-    try:
-        return int(annotations_of(obj).get(REVISION_ANNOTATION) or 0)
-    except ValueError:
-        return 0
+    """The revision annotation; 0 when absent or not a number."""
+    return podtemplate.revision_of(obj) or 0
 
 
 def max_revision(rss: Iterable[dict]) -> int:
@@ -316,11 +251,7 @@ def status_sum(rss: Iterable[dict | None], field: str) -> int:
 
 def find_new_rs(d: dict, rss: Iterable[dict]) -> dict | None:
     """The oldest ReplicaSet whose template equals the Deployment's (FindNewReplicaSet)."""
-    want = normalize_template((d.get("spec") or {}).get("template"))
-    for rs in by_creation(rss):
-        if normalize_template((rs.get("spec") or {}).get("template")) == want:
-            return rs
-    return None
+    return podtemplate.find_new_replicaset((d.get("spec") or {}).get("template"), rss)
 
 
 # -- the numbers of a rollout ------------------------------------------------------------------

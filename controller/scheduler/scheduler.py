@@ -28,8 +28,9 @@ from shoal.machinery.api import errors
 from shoal.machinery.client.rest import Client
 
 from shoal.machinery.control.events import NORMAL, WARNING, EventSink
-from shoal.machinery.api.objects import (CONDITION_FALSE, format_time, get_condition, is_deleting, key_of, name_of,
-                                         namespace_of, node_name_of, pod_phase, set_condition, thaw, uid_of)
+from shoal.machinery.api.objects import (CONDITION_FALSE, get_condition, is_deleting, key_of, name_of, namespace_of,
+                                         node_name_of, pod_phase, set_condition, thaw, uid_of)
+from shoal.machinery.api.times import format_time
 from shoal.machinery.control import Clock, Controller, Informer, Manager, RealClock, Result
 from shoal.controller.scheduler.framework import Decision, NodeInfo, PodRequest, node_info, pod_request, schedule_one
 

@@ -14,6 +14,8 @@ A tour, in the order a reader needs it:
   them again from one (`from_status`), so both sides catch the same classes.
 - `models` — decode, default and validate a wire object (`validate(kind, obj, old=...)`,
   `validate_status`); its own `__init__` is the tour of the model.
+- `defaults` — Kubernetes' default values as plain constants (and the imagePullPolicy
+  rule): what `models` fills in, and what the controllers and the CLI read for unset fields.
 - `names` — name, label and identifier syntax checks with Kubernetes' wording.
 - `quantity` — `100m`, `128Mi`: exact `Decimal`s, rounded up to millicores and bytes.
 - `selectors` — label and field selectors with Kubernetes' semantics: the string form
@@ -24,4 +26,7 @@ A tour, in the order a reader needs it:
   and availability); cached objects are shared, `thaw()` gives a copy to edit.
 - `times` — RFC 3339 on the wire, float epoch seconds in code: the one place that formats
   and parses them.
+- `podtemplate` — when two pod templates are the same (Kubernetes' EqualIgnoreHash), the
+  new ReplicaSet of a template, and the pod-template-hash / revision names: the Deployment
+  controller and the CLI decide by this one rule.
 """

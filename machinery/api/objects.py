@@ -4,15 +4,15 @@ Contract:
 - Every function takes and returns plain dicts; nothing here talks to the API.
 - Objects read from an informer cache are shared and must never be mutated:
   `thaw()` gives a private deep copy to edit before an update.
-- Times on the wire are RFC 3339 strings in UTC (`2024-05-01T10:00:00Z`, or
-  with microseconds for MicroTime fields such as `Lease.spec.renewTime`);
-  the controllers compute with float epoch seconds from the injected clock.
+- Times on the wire are RFC 3339 strings in UTC; the controllers compute with float
+  epoch seconds from the injected clock. `times` formats and parses them.
 """
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
 from typing import Any, Iterable
+
+from shoal.machinery.api.times import parse_time
 
 CONDITION_TRUE, CONDITION_FALSE, CONDITION_UNKNOWN = "True", "False", "Unknown"
 
@@ -87,29 +87,6 @@ def owner_ref_to(owner: dict, *, controller: bool = True) -> dict:
 
 
 # -- time -------------------------------------------------------------------------------------
-def parse_time(value: str | None) -> float | None:
-    """RFC 3339 (with or without fractional seconds, `Z` or an offset) -> epoch seconds."""
-    if not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-def format_time(epoch: float) -> str:
-    """Epoch seconds -> `2024-05-01T10:00:00Z` (metav1.Time: whole seconds)."""
-    return datetime.fromtimestamp(int(epoch), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def format_micro_time(epoch: float) -> str:
-    """Epoch seconds -> `2024-05-01T10:00:00.123456Z` (metav1.MicroTime, used by Leases)."""
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def creation_time(obj: dict) -> float:
     return parse_time(meta(obj).get("creationTimestamp")) or 0.0
 

@@ -6,7 +6,9 @@ Label selectors (`?labelSelector=`, `spec.selector`):
   and `k>n` / `k<n` (integer comparisons, as Kubernetes allows).
 - `selector_from_label_selector({"matchLabels": ..., "matchExpressions": ...})`
   converts the structured form (operators In, NotIn, Exists, DoesNotExist).
-  As in Kubernetes, `{}` selects everything and `None` selects nothing.
+  As in Kubernetes, `{}` selects everything and `None` selects nothing; an
+  unknown operator is a ValueError. `format_label_selector` renders it as
+  kubectl prints it (metav1.FormatLabelSelector).
 - `Selector.matches(labels)`; `str(selector)` is the canonical string (sorted
   by key, `==` written `=`, `in` values sorted) so it can be stored in
   `Scale.status.selector` and compared.
@@ -28,6 +30,7 @@ Every parse error is a ValueError naming the fragment it could not read.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 from shoal.machinery.api.names import is_label_value, is_qualified_name
@@ -207,10 +210,36 @@ def parse_selector(s: str | None) -> Selector:
 _EXPR_OPS = {"In": IN, "NotIn": NOT_IN, "Exists": EXISTS, "DoesNotExist": DOES_NOT_EXIST}
 
 
+_LabelSelectorKey = tuple[tuple[tuple[Any, Any], ...], tuple[tuple[Any, Any, tuple[Any, ...]], ...]]
+
+
 def selector_from_label_selector(ls: Mapping[str, Any] | None) -> Selector:
-    """Convert a structured LabelSelector (wire dict) into a Selector."""
+    """Convert a structured LabelSelector (wire dict) into a Selector.
+
+    Controllers match every pod event against the selectors of a namespace's ReplicaSets and
+    Deployments, so conversions are cached by the selector's content (a Selector is immutable);
+    an invalid selector raises every time."""
     if ls is None:
         return nothing()
+    try:
+        exprs = ls.get("matchExpressions") or ()
+        key: _LabelSelectorKey = (tuple((ls.get("matchLabels") or {}).items()),
+                                  tuple((e.get("key"), e.get("operator"), tuple(e.get("values") or ())) for e in exprs))
+        hash(key)
+    except (AttributeError, TypeError):     # not the shape of a LabelSelector: let the conversion say what is wrong
+        return _convert_label_selector(ls)
+    return _converted(key)
+
+
+@lru_cache(maxsize=1024)
+def _converted(key: _LabelSelectorKey) -> Selector:
+    match_labels, exprs = key
+    return _convert_label_selector({"matchLabels": dict(match_labels),
+                                    "matchExpressions": [{"key": k, "operator": op, "values": list(values)}
+                                                         for k, op, values in exprs]})
+
+
+def _convert_label_selector(ls: Mapping[str, Any]) -> Selector:
     reqs: list[Requirement] = []
     for k, v in (ls.get("matchLabels") or {}).items():
         reqs.append(_make(k, EQUALS, (v,), f"matchLabels {k}: {v}"))
@@ -225,6 +254,16 @@ def selector_from_label_selector(ls: Mapping[str, Any] | None) -> Selector:
             raise ValueError(f"{where}: values set must be empty for exists and does not exist")
         reqs.append(_make(expr.get("key") or "", op, values, where))
     return Selector(tuple(sorted(reqs, key=lambda r: (r.key, r.operator, r.values))))
+
+
+def format_label_selector(ls: Mapping[str, Any] | None) -> str:
+    """metav1.FormatLabelSelector: the canonical string (`app=web,tier in (a,b),!legacy`), `<none>`
+    for a selector that selects nothing or everything, `<error>` for an invalid one."""
+    try:
+        text = str(selector_from_label_selector(ls))
+    except ValueError:
+        return "<error>"
+    return text or "<none>"
 
 
 # --- field selectors --------------------------------------------------------------

@@ -1,25 +1,38 @@
-"""EventRecorder: core/v1 Events about the objects controllers act on (`Scheduled`,
-`ScalingReplicaSet`, `SuccessfulCreate`, `Killing`, `FailedScheduling`, ...).
+"""EventRecorder: core/v1 Events about the objects a component acts on — the controllers'
+`Scheduled`, `ScalingReplicaSet`, `SuccessfulCreate`, `FailedScheduling`, the agent's `Pulled`,
+`Created`, `Started`, `Killing`, `BackOff`, `Unhealthy`. One recorder for both; its options
+say who records (component, host) and how (hold, spam filter, aggregation window).
 
 Contract:
-- `event(obj, type_, reason, message)` never blocks and never raises: events are written
-  by one background thread from a bounded queue; when the queue is full they are dropped
-  (as client-go's broadcaster does) — events are advice, not state.
-- While the cluster is busy they wait: the writer holds what it has until neither an event
-  nor a `touch()` (the manager touches on every watch event its informers receive) came for
-  `quiet` seconds (0.5: the controllers see a node's work only as the pod updates it
-  writes, the first of them a few hundred ms after the bindings), at most `max_delay` (3 s)
-  after the first it holds (apiserver/holdback.py). In a burst of pod starts the bindings
-  and statuses are written first, the Scheduled and SuccessfulCreate events just after.
-  `stop()` writes what is held.
-- Repeats (same object uid, type, reason, message, component) are aggregated: the first
-  creates an Event named `<object>.<hex nanoseconds>`; later ones bump `count` and
-  `lastTimestamp` with a merge patch (a new Event is created if the old one is gone).
+- `event(obj, type_, reason, message)` never blocks and never raises: events are written by
+  one background thread (`start()`; it returns the recorder) from a bounded queue; when the
+  queue is full they are dropped with a log line (as client-go's broadcaster does) — events
+  are advice, not state.
+- While the component is busy they wait: the writer holds what it has until neither an
+  event nor a `touch()` came for `quiet` seconds, at most `max_delay` after the first it
+  holds (holdback.py). The controllers touch on every watch event their informers receive
+  (quiet 0.5 s: they see a node's work only as the pod updates it writes, the first a few
+  hundred ms after the bindings); the agent on every pod sync (quiet 0.1 s). In a burst of
+  pod starts the bindings and statuses are written first, the events just after.
+  `flush()` writes what is held and waits for it; `stop()` writes what is held and stops.
+- Repeats (same involved object uid, kind and name, type, reason, message) are aggregated:
+  the first creates an Event named `<object>.<hex nanoseconds>`; later ones bump `count` and
+  `lastTimestamp` with a merge patch (a new Event is created if the old one is gone, or
+  when the last one is older than `aggregate_window` seconds; None: no such limit). The
+  last `remember` series are kept.
+- The Event: `involvedObject` (kind, apiVersion, name, namespace, uid, resourceVersion —
+  those the object has), `source.component` and `reportingComponent` = `component`;
+  with `host` (the agent's node name) also `source.host` and `reportingInstance`; with
+  `event_time` also `eventTime` (MicroTime). first/lastTimestamp at whole seconds.
 - Events of cluster-scoped objects (nodes) go to namespace `default`, as Kubernetes does.
 - Spam filter, as client-go's EventSourceObjectSpamFilter: per involved object a token
-  bucket of 25 events refilled at one per 5 minutes; beyond it events are dropped. A
-  ReplicaSet creating 100 pods records 25 `SuccessfulCreate` events, not 100 — under load
-  the API server's write budget goes to pods, not to their paperwork.
+  bucket of `burst` events (25) refilled at one per `refill_seconds` (300); beyond it events
+  are dropped. A ReplicaSet creating 100 pods records 25 `SuccessfulCreate` events, not 100
+  — under load the API server's write budget goes to pods, not to their paperwork.
+  `burst=None` turns it off (the agent: one pod's events are few, and each one counts).
+
+`EventSink` is the seam the controllers and the pod workers take; `RecordingEvents` is its
+test double.
 """
 from __future__ import annotations
 
@@ -28,22 +41,23 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol
 
 from shoal.machinery.api import errors
-from shoal.machinery.client.rest import Client
+from shoal.machinery.api.objects import key_of
+from shoal.machinery.api.times import format_micro_time, format_time
+from shoal.machinery.control.clock import Clock, RealClock
 from shoal.machinery.control.holdback import HoldBack
 
-from shoal.machinery.api.objects import format_time, meta
-from shoal.machinery.control.clock import Clock, RealClock
-
-log = logging.getLogger("shoal.controller.events")
+log = logging.getLogger(__name__)
 
 NORMAL, WARNING = "Normal", "Warning"
+_REF_FIELDS = ("apiVersion", "kind", "name", "namespace", "uid", "resourceVersion")
 
 
 class EventSink(Protocol):
-    def event(self, obj: dict, type_: str, reason: str, message: str) -> None: ...
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
 class RecordingEvents:
@@ -52,33 +66,77 @@ class RecordingEvents:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str, str]] = []
 
-    def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
-        m = meta(obj)
-        key = f"{m.get('namespace')}/{m.get('name')}" if m.get("namespace") else m.get("name", "")
-        self.events.append((key, type_, reason, message))
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((key_of(dict(obj)), type_, reason, message))
 
     def reasons(self) -> list[str]:
         return [e[2] for e in self.events]
 
 
+@dataclass(frozen=True)
+class _Pending:
+    ref: dict[str, Any]           # the involvedObject, taken when the event was recorded
+    type_: str
+    reason: str
+    message: str
+    at: float                     # the injected clock's now()
+
+
+@dataclass
+class _Series:
+    name: str                     # the Event written for the first of the series
+    namespace: str
+    count: int
+    last: float                   # when the latest of the series happened
+
+
 class EventRecorder:
-    def __init__(self, client: Client, component: str, *, clock: Clock | None = None, max_pending: int = 5000,
-                 remember: int = 4096, burst: int = 25, refill_seconds: float = 300.0, quiet: float = 0.5,
-                 max_delay: float = 3.0):
+    def __init__(self, client: Any, component: str, *, host: str | None = None, event_time: bool = False,
+                 clock: Clock | None = None, quiet: float = 0.5, max_delay: float = 3.0,
+                 burst: int | None = 25, refill_seconds: float = 300.0, aggregate_window: float | None = None,
+                 max_pending: int = 5000, remember: int = 4096):
         self.client = client
-        self.component = component
+        self.component, self.host, self.event_time = component, host, event_time
         self.clock = clock or RealClock()
-        self._q = HoldBack(maxsize=max_pending, quiet=quiet, max_delay=max_delay, ends=lambda item: item is None)
-        self._seen: OrderedDict[tuple, tuple[str, str, int]] = OrderedDict()
-        self._remember = remember
-        self._thread: threading.Thread | None = None
-        self.dropped = 0
         self.burst, self.refill_seconds = burst, refill_seconds
+        self.aggregate_window = aggregate_window
+        self._q = HoldBack(maxsize=max_pending, quiet=quiet, max_delay=max_delay,
+                           ends=lambda item: not isinstance(item, _Pending))
+        self._series: OrderedDict[tuple, _Series] = OrderedDict()
+        self._remember = remember
         self._buckets: OrderedDict[tuple, tuple[float, float]] = OrderedDict()
         self._bucket_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._last_ns = 0
+        self._full = False
+        self.sent = 0                 # Events created or patched
+        self.dropped = 0              # by the spam filter or a full queue
+
+    # -- recording (any thread) ---------------------------------------------------------------
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        m = obj.get("metadata") or {}
+        ref = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": m.get("name"),
+               "namespace": m.get("namespace"), "uid": m.get("uid"), "resourceVersion": m.get("resourceVersion")}
+        ref = {k: ref[k] for k in _REF_FIELDS if ref[k]}
+        if self.burst is not None and not self.allow((ref.get("kind"), ref.get("namespace"), ref.get("name"),
+                                                      ref.get("uid"))):
+            self.dropped += 1
+            return
+        try:
+            self._q.put_nowait(_Pending(ref, type_, reason, message, self.clock.now()))
+            self._full = False
+        except queue.Full:
+            self.dropped += 1
+            if not self._full:        # one line per overflow, not one per dropped event
+                self._full = True
+                log.warning("%s: event queue full, dropping events (first: %s %s: %s)", self.component, reason,
+                            ref.get("name"), message)
 
     def allow(self, obj_key: tuple) -> bool:
-        """Token bucket per involved object (see module docstring)."""
+        """Token bucket per involved object (see module docstring); True without a spam filter."""
+        if self.burst is None:
+            return True
         now = self.clock.now()
         with self._bucket_lock:
             tokens, at = self._buckets.get(obj_key, (float(self.burst), now))
@@ -90,70 +148,89 @@ class EventRecorder:
                 self._buckets.popitem(last=False)
             return ok
 
-    def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
-        m = meta(obj)
-        if not self.allow((obj.get("kind", ""), m.get("namespace", ""), m.get("name", ""), m.get("uid", ""))):
-            self.dropped += 1
-            return
-        ref = {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", ""), "name": m.get("name", ""),
-               "namespace": m.get("namespace", ""), "uid": m.get("uid", ""),
-               "resourceVersion": m.get("resourceVersion", "")}
-        try:
-            self._q.put_nowait((ref, type_, reason, message, self.clock.now()))
-        except queue.Full:
-            self.dropped += 1
-
     def touch(self) -> None:
-        """The cluster is busy (a watch event came): keep holding the events gathered so far."""
+        """The component is busy (a watch event came, a pod sync ran): keep holding what is held."""
         self._q.touch()
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"events-{self.component}", daemon=True)
-            self._thread.start()
+    # -- the writer's life ----------------------------------------------------------------------
+    def start(self) -> "EventRecorder":
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"events-{self.component}", daemon=True)
+                self._thread.start()
+        return self
 
-    def stop(self, flush_timeout: float = 2.0) -> None:
-        """Write what is queued and held (for up to `flush_timeout` s), then stop."""
+    def flush(self, timeout: float = 5.0) -> None:
+        """Write what is queued and held now; wait for it (up to `timeout` s). Needs `start()`."""
+        done = threading.Event()
+        try:
+            self._q.put(done, timeout=timeout)
+        except queue.Full:
+            return
+        done.wait(timeout)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Write what is queued and held (for up to `timeout` s), then stop."""
         if self._thread is None:
             return
         try:
-            self._q.put(None, timeout=flush_timeout)    # ends the held batch: written, then the thread ends
+            self._q.put(None, timeout=timeout)    # ends the held batch: written, then the thread ends
         except queue.Full:
             pass
-        self._thread.join(flush_timeout)
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
             for item in self._q.next_batch():
                 if item is None:
                     return
+                if isinstance(item, threading.Event):
+                    item.set()
+                    continue
                 try:
-                    self._write(*item)
-                except Exception as e:
-                    log.debug("event %s on %s/%s not recorded: %s", item[2], item[0]["kind"], item[0]["name"], e)
+                    self._write(item)
+                except Exception as e:   # best-effort: never let an event break the component
+                    log.warning("%s: event %s on %s %s not recorded: %s", self.component, item.reason,
+                                item.ref.get("kind", "object"), item.ref.get("name"), e)
 
-    def _write(self, ref: dict, type_: str, reason: str, message: str, at: float) -> None:
-        ns = ref["namespace"] or "default"
-        agg = (ref["uid"], ref["kind"], ref["name"], type_, reason, message)
-        ts = format_time(at)
-        seen = self._seen.get(agg)
-        if seen is not None:
-            name, ens, count = seen
+    # -- writing (the writer thread) ------------------------------------------------------------
+    def _write(self, ev: _Pending) -> None:
+        ref = ev.ref
+        ns = ref.get("namespace") or "default"
+        key = (ref.get("uid"), ref.get("kind"), ref.get("name"), ev.type_, ev.reason, ev.message)
+        ts = format_time(ev.at)
+        series = self._series.get(key)
+        if series is not None and (self.aggregate_window is None or ev.at - series.last <= self.aggregate_window):
             try:
-                self.client.patch("events", name, {"count": count + 1, "lastTimestamp": ts}, namespace=ens)
-                self._seen[agg] = (name, ens, count + 1)
-                self._seen.move_to_end(agg)
+                self.client.patch("events", series.name, {"count": series.count + 1, "lastTimestamp": ts},
+                                  namespace=series.namespace)
+                series.count += 1
+                series.last = ev.at
+                self._series.move_to_end(key)
+                self.sent += 1
                 return
             except errors.NotFound:
-                pass
-        name = f"{ref['name']}.{time.time_ns():x}"
-        body = {"apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": name, "namespace": ns},
-                "involvedObject": {k: v for k, v in ref.items() if v},
-                "reason": reason, "message": message, "type": type_,
-                "source": {"component": self.component}, "reportingComponent": self.component,
-                "count": 1, "firstTimestamp": ts, "lastTimestamp": ts}
+                pass            # compacted or deleted: record a new one
+        name = f"{ref.get('name', 'unknown')}.{self._unique_ns():x}"
+        body: dict[str, Any] = {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": ns},
+            "involvedObject": dict(ref), "reason": ev.reason, "message": ev.message, "type": ev.type_,
+            "source": {"component": self.component}, "reportingComponent": self.component,
+            "count": 1, "firstTimestamp": ts, "lastTimestamp": ts}
+        if self.host:
+            body["source"]["host"] = self.host
+            body["reportingInstance"] = self.host
+        if self.event_time:
+            body["eventTime"] = format_micro_time(ev.at)
         self.client.create("events", body, namespace=ns)
-        self._seen[agg] = (name, ns, 1)
-        if len(self._seen) > self._remember:
-            self._seen.popitem(last=False)
+        self.sent += 1
+        self._series[key] = _Series(name, ns, 1, ev.at)
+        self._series.move_to_end(key)
+        while len(self._series) > self._remember:
+            self._series.popitem(last=False)
+
+    def _unique_ns(self) -> int:
+        """Wall-clock nanoseconds, as Kubernetes names Events, never repeated by this recorder
+        (two events of one object within a clock tick would otherwise share a name)."""
+        self._last_ns = max(time.time_ns(), self._last_ns + 1)
+        return self._last_ns

@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from shoal.machinery.api import errors
 from shoal.testkit import apiserver as testing
 from shoal.machinery.client.rest import Client
-from shoal.machinery.api.objects import (format_micro_time, format_time, key_of, name_of, namespace_of, node_name_of,
-                                         thaw)
+from shoal.machinery.api.objects import key_of, name_of, namespace_of, node_name_of, thaw
+from shoal.machinery.api.times import format_micro_time, format_time
 from shoal.machinery.control import Informer, WorkQueue
 
 log = logging.getLogger("hollow")

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from shoal.machinery.api import errors
+from shoal.machinery.api import errors, podtemplate
 from shoal.testkit.apiserver import start_test_server
 from shoal.cli import rollout as ro
 from shoal.controller.deployment import util as u
@@ -139,7 +139,7 @@ def test_undo_restores_the_previous_replicaset(cluster):
     d = client.get("deployments", "web", "default")
     target = ro.rollback_target(d, owned_rss(client, d), 0)
     assert target.replicaset["metadata"]["name"] == rs1["metadata"]["name"]
-    d["spec"]["template"] = ro.clean_template(target.replicaset["spec"]["template"])
+    d["spec"]["template"] = podtemplate.without_hash_label(target.replicaset["spec"]["template"])
     client.update("deployments", d)
     wait_for(lambda: deployment_done(client, "web") and len(app_pods(client)) == 3 and
              all(p["spec"]["containers"][0]["image"].endswith(":1") for p in app_pods(client)), 60, what="undo")

@@ -3,7 +3,8 @@ import pytest
 
 from shoal.agent.plan import ObservedContainer, PodActions, PodRuntimeView, StartContainer, Waiting
 from shoal.agent.probes import READINESS, STARTUP, SUCCESS, FAILURE, ProbeResult
-from shoal.agent.status import build_pod_status, compute_phase, parse_time, qos_class, rfc3339, rfc3339_micro
+from shoal.agent.status import build_pod_status, compute_phase, qos_class
+from shoal.machinery.api.times import format_time
 
 pytestmark = pytest.mark.unit
 NOW = 1_800_000_000.0     # 2027-01-15T08:00:00Z
@@ -35,12 +36,6 @@ def cond(st, t):
     return next(c for c in st["conditions"] if c["type"] == t)
 
 
-def test_times():
-    assert rfc3339(NOW) == "2027-01-15T08:00:00Z"
-    assert rfc3339_micro(NOW + 0.123456) == "2027-01-15T08:00:00.123456Z"
-    assert parse_time("2027-01-15T08:00:00Z") == NOW
-
-
 def test_new_pod_is_pending_container_creating():
     st = build(pod(), ip=None)
     assert st["phase"] == "Pending"
@@ -50,14 +45,14 @@ def test_new_pod_is_pending_container_creating():
     assert "podIP" not in st and st["hostIP"] == "192.168.5.2"
     assert cond(st, "Ready")["status"] == "False" and cond(st, "Ready")["reason"] == "ContainersNotReady"
     assert cond(st, "PodScheduled")["status"] == "True"
-    assert st["startTime"] == rfc3339(NOW) and st["qosClass"] == "BestEffort"
+    assert st["startTime"] == format_time(NOW) and st["qosClass"] == "BestEffort"
 
 
 def test_running_pod_without_probes_is_ready():
     st = build(pod(), oc())
     assert st["phase"] == "Running"
     cs = st["containerStatuses"][0]
-    assert cs["state"] == {"running": {"startedAt": rfc3339(NOW - 100)}}
+    assert cs["state"] == {"running": {"startedAt": format_time(NOW - 100)}}
     assert cs["ready"] and cs["started"] and cs["containerID"] == "runc://u1-web-0"
     assert cs["imageID"] == "reg/web@sha256:" + "a" * 64
     assert st["podIP"] == "10.244.1.7" and st["podIPs"] == [{"ip": "10.244.1.7"}]
@@ -87,7 +82,7 @@ def test_restarted_container_has_last_state_and_restart_count():
     assert cs["restartCount"] == 2
     t = cs["lastState"]["terminated"]
     assert t["exitCode"] == 3 and t["reason"] == "Error" and t["containerID"] == "runc://u1-web-1"
-    assert t["startedAt"] == rfc3339(NOW - 100) and t["finishedAt"] == rfc3339(NOW - 50)
+    assert t["startedAt"] == format_time(NOW - 100) and t["finishedAt"] == format_time(NOW - 50)
 
 
 def test_crash_loop_back_off_state():
@@ -166,7 +161,7 @@ def test_condition_transition_time_kept_while_unchanged_and_foreign_fields_kept(
     assert cond(st, "example.com/gate")["status"] == "True"
     assert st["startTime"] == "2019-01-01T00:00:00Z" and st["nominatedNodeName"] == "x"
     st2 = build(pod(status=old), oc(status="stopped"), actions=PodActions(waiting={"web": Waiting("CrashLoopBackOff")}))
-    assert cond(st2, "Ready")["lastTransitionTime"] == rfc3339(NOW)
+    assert cond(st2, "Ready")["lastTransitionTime"] == format_time(NOW)
 
 
 def test_same_inputs_same_status():

@@ -196,6 +196,24 @@ def test_scale_and_set_image(api):
     assert rc == 1 and err == 'error: unable to find container named "sidecar" in deployment.apps/web\n'
 
 
+def test_undo_and_describe_use_the_controllers_template_rule(api):
+    """The bug the shared rule fixed (machinery/api/podtemplate.py): the Deployment's template
+    spells a default (initialDelaySeconds: 0) its ReplicaSet's leaves out. The controller keeps
+    that ReplicaSet as the new one; so must describe, and undo to it is a skipped rollback."""
+    d = api.objects[("Deployment", "default", "web")]
+    api.add(replicaset(d, 1, "web:v2", "bbb"))
+    api.add(replicaset(d, 2, "web:v1", "aaa"))
+    probe = {"tcpSocket": {"port": 80}}
+    api.objects[("ReplicaSet", "default", "web-aaa")]["spec"]["template"]["spec"]["containers"][0][
+        "readinessProbe"] = dict(probe)
+    d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = dict(probe, initialDelaySeconds=0)
+    rc, out, _ = run(["describe", "deployment/web"], api)
+    assert re.search(r"\nNewReplicaSet: +web-aaa ", out)
+    rc, out, _ = run(["rollout", "undo", "deployment/web", "--to-revision", "2"], api)
+    assert out == "deployment.apps/web skipped rollback (current template already matches revision 2)\n"
+    assert d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["initialDelaySeconds"] == 0
+
+
 def test_rollout_history_undo_pause_resume_restart(api):
     d = api.objects[("Deployment", "default", "web")]
     api.add(replicaset(d, 1, "web:v1", "aaa"))

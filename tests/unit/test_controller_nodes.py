@@ -4,7 +4,7 @@ import pytest
 from shoal.controller.nodeipam import next_free_subnet, node_cidrs
 from shoal.controller.nodelifecycle import (UNREACHABLE_TAINT, HeartbeatTracker, eviction_delay, evictions_allowed,
                                             plan_node)
-from shoal.machinery.api.objects import format_time
+from shoal.machinery.api.times import format_time
 from shoal.machinery.control import FakeClock
 
 pytestmark = pytest.mark.unit

@@ -136,13 +136,3 @@ def test_one_key_never_in_two_workers():
         c.stop()
     assert rec.max_active == 1 and len(rec.calls) > 5
 
-
-def test_event_spam_filter_per_object_with_fake_clock():
-    from shoal.machinery.control.events import EventRecorder
-    clock = FakeClock()
-    rec = EventRecorder(client=None, component="t", clock=clock, burst=3, refill_seconds=10)
-    a, b = ("ReplicaSet", "default", "web-1", "u1"), ("ReplicaSet", "default", "web-2", "u2")
-    assert [rec.allow(a) for _ in range(4)] == [True, True, True, False]
-    assert rec.allow(b)  # another object has its own bucket
-    clock.advance(10)
-    assert rec.allow(a) and not rec.allow(a)

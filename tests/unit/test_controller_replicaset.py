@@ -3,7 +3,8 @@ import pytest
 
 from shoal.controller.deployment import util as u
 from shoal.controller.deployment.progress import calculate_status, requeue_for_deadline, rollout_status
-from shoal.machinery.api.objects import format_time, get_condition
+from shoal.machinery.api.objects import get_condition
+from shoal.machinery.api.times import format_time
 from shoal.controller.replicaset import calculate_status as rs_status, pod_from_template, rank_for_deletion
 
 pytestmark = pytest.mark.unit

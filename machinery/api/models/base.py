@@ -30,6 +30,8 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from shoal.machinery.api.times import MICRO_TIME_FORMAT, TIME_FORMAT
+
 
 class WireModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True,
@@ -63,13 +65,13 @@ def _parse_time(v: Any) -> datetime:
 def _time(v: Any) -> Any:
     if v is None:
         return None
-    return _parse_time(v).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _parse_time(v).strftime(TIME_FORMAT)
 
 
 def _micro_time(v: Any) -> Any:
     if v is None:
         return None
-    return _parse_time(v).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _parse_time(v).strftime(MICRO_TIME_FORMAT)
 
 
 def _quantity(v: Any) -> Any:
@@ -90,13 +92,3 @@ MicroTime = Annotated[str, BeforeValidator(_micro_time)]
 Quantity = Annotated[str, BeforeValidator(_quantity)]
 IntOrString = Union[int, str]
 ResourceList = dict[str, Quantity]
-
-
-def format_time(dt: datetime) -> str:
-    """Render a datetime as a Kubernetes `Time` (second precision, `Z`)."""
-    return _time(dt)
-
-
-def format_micro_time(dt: datetime) -> str:
-    """Render a datetime as a Kubernetes `MicroTime` (microseconds, `Z`)."""
-    return _micro_time(dt)

@@ -24,9 +24,17 @@ from shoal.machinery.api.models.apps import Deployment, DeploymentStrategy, Repl
 from shoal.machinery.api.models.core import (Container, EmptyDirVolumeSource, Namespace, NamespaceStatus, Node, Pod,
                                              PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements)
 from shoal.machinery.api.models.imageref import parse_image_reference
+# The values themselves live in one model-free module (the CLI and the controllers read them too).
+from shoal.machinery.api.defaults import (DEFAULT_DEPLOYMENT_STRATEGY, DEFAULT_DNS_POLICY, DEFAULT_HTTP_GET_PATH,
+                                          DEFAULT_HTTP_GET_SCHEME, DEFAULT_MAX_SURGE, DEFAULT_MAX_UNAVAILABLE,
+                                          DEFAULT_PROBE_FAILURE_THRESHOLD, DEFAULT_PROBE_PERIOD_SECONDS,
+                                          DEFAULT_PROBE_SUCCESS_THRESHOLD, DEFAULT_PROBE_TIMEOUT_SECONDS,
+                                          DEFAULT_PROGRESS_DEADLINE_SECONDS, DEFAULT_PROTOCOL, DEFAULT_REPLICAS,
+                                          DEFAULT_RESTART_POLICY, DEFAULT_REVISION_HISTORY_LIMIT,
+                                          DEFAULT_SCHEDULER_NAME, DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS,
+                                          DEFAULT_TERMINATION_MESSAGE_PATH, DEFAULT_TERMINATION_MESSAGE_POLICY,
+                                          default_pull_policy)
 
-DEFAULT_MAX_SURGE = "25%"
-DEFAULT_MAX_UNAVAILABLE = "25%"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
@@ -35,39 +43,37 @@ def default_image_pull_policy(image: str | None) -> str | None:
     if not image:
         return None
     try:
-        ref = parse_image_reference(image.strip())
+        parse_image_reference(image.strip())
     except ValueError:
         return None
-    if ref.tag == "latest" or (ref.tag is None and ref.digest is None):
-        return "Always"
-    return "IfNotPresent"
+    return default_pull_policy(image.strip())
 
 
 def default_probe(p: Probe | None) -> None:
     if p is None:
         return
     if not p.timeout_seconds:
-        p.timeout_seconds = 1
+        p.timeout_seconds = DEFAULT_PROBE_TIMEOUT_SECONDS
     if not p.period_seconds:
-        p.period_seconds = 10
+        p.period_seconds = DEFAULT_PROBE_PERIOD_SECONDS
     if not p.success_threshold:
-        p.success_threshold = 1
+        p.success_threshold = DEFAULT_PROBE_SUCCESS_THRESHOLD
     if not p.failure_threshold:
-        p.failure_threshold = 3
+        p.failure_threshold = DEFAULT_PROBE_FAILURE_THRESHOLD
     if p.http_get is not None:
         if not p.http_get.path:
-            p.http_get.path = "/"
+            p.http_get.path = DEFAULT_HTTP_GET_PATH
         if not p.http_get.scheme:
-            p.http_get.scheme = "HTTP"
+            p.http_get.scheme = DEFAULT_HTTP_GET_SCHEME
 
 
 def default_container(c: Container, *, pod: bool) -> None:
     if c.image_pull_policy is None:
         c.image_pull_policy = default_image_pull_policy(c.image)
     if c.termination_message_path is None:
-        c.termination_message_path = "/dev/termination-log"
+        c.termination_message_path = DEFAULT_TERMINATION_MESSAGE_PATH
     if c.termination_message_policy is None:
-        c.termination_message_policy = "File"
+        c.termination_message_policy = DEFAULT_TERMINATION_MESSAGE_POLICY
     if c.resources is None:
         c.resources = ResourceRequirements()
     if pod and c.resources.limits:
@@ -77,20 +83,20 @@ def default_container(c: Container, *, pod: bool) -> None:
         c.resources.requests = requests
     for port in c.ports or []:
         if port.protocol is None:
-            port.protocol = "TCP"
+            port.protocol = DEFAULT_PROTOCOL
     for probe in (c.liveness_probe, c.readiness_probe, c.startup_probe):
         default_probe(probe)
 
 
 def default_pod_spec(spec: PodSpec, *, pod: bool) -> None:
     if spec.restart_policy is None:
-        spec.restart_policy = "Always"
+        spec.restart_policy = DEFAULT_RESTART_POLICY
     if spec.termination_grace_period_seconds is None:
-        spec.termination_grace_period_seconds = 30
+        spec.termination_grace_period_seconds = DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS
     if spec.dns_policy is None:
-        spec.dns_policy = "ClusterFirst"
+        spec.dns_policy = DEFAULT_DNS_POLICY
     if spec.scheduler_name is None:
-        spec.scheduler_name = "default-scheduler"
+        spec.scheduler_name = DEFAULT_SCHEDULER_NAME
     if spec.security_context is None:
         spec.security_context = PodSecurityContext()
     for vol in spec.volumes or []:
@@ -118,11 +124,11 @@ def default_deployment(d: Deployment) -> None:
     if spec is None:
         return
     if spec.replicas is None:
-        spec.replicas = 1
+        spec.replicas = DEFAULT_REPLICAS
     if spec.strategy is None:
         spec.strategy = DeploymentStrategy()
     if not spec.strategy.type:
-        spec.strategy.type = "RollingUpdate"
+        spec.strategy.type = DEFAULT_DEPLOYMENT_STRATEGY
     if spec.strategy.type == "RollingUpdate":
         ru = spec.strategy.rolling_update
         if ru is None:
@@ -132,9 +138,9 @@ def default_deployment(d: Deployment) -> None:
         if ru.max_surge is None:
             ru.max_surge = DEFAULT_MAX_SURGE
     if spec.revision_history_limit is None:
-        spec.revision_history_limit = 10
+        spec.revision_history_limit = DEFAULT_REVISION_HISTORY_LIMIT
     if spec.progress_deadline_seconds is None:
-        spec.progress_deadline_seconds = 600
+        spec.progress_deadline_seconds = DEFAULT_PROGRESS_DEADLINE_SECONDS
     default_pod_template(spec.template)
 
 
@@ -143,7 +149,7 @@ def default_replicaset(rs: ReplicaSet) -> None:
     if spec is None:
         return
     if spec.replicas is None:
-        spec.replicas = 1
+        spec.replicas = DEFAULT_REPLICAS
     default_pod_template(spec.template)
 
 
