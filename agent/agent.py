@@ -50,7 +50,7 @@ from shoal.agent.dispatch import PodDispatcher, PodWorkers
 from shoal.agent.imagegc import collect_images
 from shoal.agent.logs import PodLogs
 from shoal.agent.logserver import LogServer
-from shoal.agent.nodenet import ANN_UNDERLAY_IP, ANN_VTEP_MAC, NodeNetwork
+from shoal.agent.nodenet import ANN_UNDERLAY_IP, ANN_VTEP_MAC, NodeNetworkSync
 from shoal.agent.podapi import ClientPodApi
 from shoal.agent.probes import ProbeManager, RealProbeExecutor
 from shoal.agent.registration import (LEASE_NAMESPACE, VERSION, NodeRegistration, host_capacity,
@@ -128,7 +128,7 @@ class Agent:
                                threads=o.sync_threads,
                                on_synced=self.events.touch)   # busy: the events wait (machinery/control/events.py)
         self.dispatcher: PodDispatcher = self.pods.dispatcher
-        self.nodenet = NodeNetwork(self.client, node_name=node, address=self.address, network=self.network,
+        self.nodenet = NodeNetworkSync(self.client, node_name=node, address=self.address, network=self.network,
                                    sandboxed_pods=self.pods.sandboxed, on_ready=self.pods.wake_all)
         # pod networks made beside their first container's create (one per sync thread at most)
         self._sandbox_pool = ThreadPoolExecutor(max_workers=o.sync_threads, thread_name_prefix=f"shoal-net-{node}")

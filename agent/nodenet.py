@@ -1,6 +1,6 @@
 """The node's side of the pod network: its pod CIDR, its overlay peers, its host ports.
 
-`NodeNetwork` follows the Node informer (`attach(informer)`: the floor's `Informer` on all
+`NodeNetworkSync` follows the Node informer (`attach(informer)`: the floor's `Informer` on all
 Nodes) and keeps the `Network` seam (agent/network) level-based:
 
 - own pod CIDR: once the node lifecycle controller has set `spec.podCIDR` on this node,
@@ -69,7 +69,7 @@ class NodeApi(Protocol):
     def patch(self, kind: str, name: str, body: dict, *args, **kwargs) -> dict: ...
 
 
-class NodeNetwork:
+class NodeNetworkSync:
     def __init__(self, client: NodeApi, *, node_name: str, address: str, network,
                  sandboxed_pods: Callable[[], list[tuple[str, dict]]], on_ready: Callable[[], None]):
         self.client = client

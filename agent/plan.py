@@ -64,6 +64,7 @@ from typing import Collection, Mapping
 
 from shoal.agent.probes import FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, ProbeResult
 from shoal.agent.restarts import Backoff, should_restart
+from shoal.machinery.api.defaults import DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS
 
 LABEL_POD_UID = "shoal.io/pod-uid"
 LABEL_POD_NAME = "shoal.io/pod-name"
@@ -78,7 +79,7 @@ __doc__ += "".join(f"  {k}\n" for k in (LABEL_POD_UID, LABEL_POD_NAME, LABEL_POD
                                          LABEL_ATTEMPT, LABEL_SPEC_HASH, LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_GRACE))
 
 LIVE = ("running", "created", "unknown")
-DEFAULT_GRACE = 30
+DEFAULT_GRACE = DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS
 
 
 def spec_hash(container: Mapping) -> str:

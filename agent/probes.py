@@ -35,6 +35,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
+from shoal.machinery.api.defaults import (DEFAULT_PROBE_FAILURE_THRESHOLD, DEFAULT_PROBE_PERIOD_SECONDS,
+                                         DEFAULT_PROBE_SUCCESS_THRESHOLD, DEFAULT_PROBE_TIMEOUT_SECONDS)
 from shoal.machinery.control.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -56,10 +58,10 @@ class ProbeResult:
 @dataclass(frozen=True)
 class ProbeSettings:
     initial_delay: float = 0
-    period: float = 10
-    timeout: float = 1
-    success_threshold: int = 1
-    failure_threshold: int = 3
+    period: float = DEFAULT_PROBE_PERIOD_SECONDS
+    timeout: float = DEFAULT_PROBE_TIMEOUT_SECONDS
+    success_threshold: int = DEFAULT_PROBE_SUCCESS_THRESHOLD
+    failure_threshold: int = DEFAULT_PROBE_FAILURE_THRESHOLD
 
     @classmethod
     def from_spec(cls, probe: Mapping) -> "ProbeSettings":
@@ -67,9 +69,10 @@ class ProbeSettings:
             v = probe.get(key)
             return default if not v else max(1, int(v))
         return cls(initial_delay=max(0, int(probe.get("initialDelaySeconds") or 0)),
-                   period=num("periodSeconds", 10), timeout=num("timeoutSeconds", 1),
-                   success_threshold=num("successThreshold", 1),
-                   failure_threshold=num("failureThreshold", 3))
+                   period=num("periodSeconds", DEFAULT_PROBE_PERIOD_SECONDS),
+                   timeout=num("timeoutSeconds", DEFAULT_PROBE_TIMEOUT_SECONDS),
+                   success_threshold=num("successThreshold", DEFAULT_PROBE_SUCCESS_THRESHOLD),
+                   failure_threshold=num("failureThreshold", DEFAULT_PROBE_FAILURE_THRESHOLD))
 
 
 class ProbeWorker:

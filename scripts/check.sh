@@ -18,6 +18,7 @@ echo "==> type check (mypy)"
 MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CACHE_DIR:-.mypy_cache}" \
   -p shoal.machinery \
   -m shoal.agent.plan -m shoal.agent.restarts -m shoal.agent.status -m shoal.agent.runtime.spec \
+  -m shoal.agent.registration -m shoal.agent.nodenet -m shoal.agent.logs -m shoal.agent.imagegc \
   -m shoal.agent.network.overlay -m shoal.agent.network.hostports -m shoal.agent.interfaces \
   -m shoal.controller.deployment.util -m shoal.controller.scheduler.framework \
   -m shoal.cli.rollout -m shoal.cli.printers

@@ -41,7 +41,7 @@ from shoal.machinery.client.rest import Client
 
 from shoal.machinery.api.objects import key_of, resource_version, uid_of
 
-log = logging.getLogger("shoal.controller.informer")
+log = logging.getLogger(__name__)
 
 IndexFunc = Callable[[dict], list[str]]
 

@@ -32,7 +32,7 @@ from shoal.machinery.control.clock import Clock, RealClock
 from shoal.machinery.control.informer import Informer
 from shoal.machinery.control.queue import RateLimiter, WorkQueue
 
-log = logging.getLogger("shoal.controller")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

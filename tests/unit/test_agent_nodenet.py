@@ -3,7 +3,7 @@ network is ready only after ensure_node, and peers are synced only from a whole 
 import pytest
 
 from shoal.agent.interfaces import HostPort, Peer
-from shoal.agent.nodenet import ANN_UNDERLAY_IP, ANN_VTEP_MAC, NodeNetwork, host_ports, overlay_peers
+from shoal.agent.nodenet import ANN_UNDERLAY_IP, ANN_VTEP_MAC, NodeNetworkSync, host_ports, overlay_peers
 from shoal.machinery.control import Informer
 
 pytestmark = pytest.mark.unit
@@ -78,7 +78,7 @@ class Api:
 
 def make(net=None):
     ready = []
-    nn = NodeNetwork(Api(), node_name="self", address="10.0.0.9", network=net or Net(),
+    nn = NodeNetworkSync(Api(), node_name="self", address="10.0.0.9", network=net or Net(),
                      sandboxed_pods=lambda: [], on_ready=lambda: ready.append(True))
     inf = Informer(client=None, kind="nodes")
     nn.attach(inf)
