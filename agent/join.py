@@ -24,7 +24,7 @@ Contract:
 Design notes: every network step goes through one small `JoinTransport`
 Protocol (fetch the CA, post the join, probe a credential), so the decision
 logic — reuse, re-join, refuse — is tested with a scripted fake. The real
-transport is httpx plus `apiserver.client.Client`.
+transport is httpx plus `shoal.machinery.client.Client`.
 """
 from __future__ import annotations
 

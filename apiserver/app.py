@@ -1,7 +1,7 @@
 """The HTTP API: Kubernetes' paths and semantics over the revision-log store.
 
 `create_app(settings, store)` builds a FastAPI app with no module-level
-state. Every resource in `apiserver.resources` gets Kubernetes' routes
+state. Every resource in `shoal.machinery.api.resources` gets Kubernetes' routes
 (collection, item, `/status`, `/scale`, `pods/{name}/log`); handlers are
 thin: parse → authorize → `Registry` (the semantics: defaulting, CAS,
 generation, graceful deletion, cascading) → JSON. Requests for resource paths

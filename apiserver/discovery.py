@@ -1,6 +1,6 @@
 """Discovery (`/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`) and the small
 OpenAPI v3 documents kubectl needs for `apply` with server-side field
-validation. Built from `apiserver.resources`, so a new resource appears
+validation. Built from `shoal.machinery.api.resources`, so a new resource appears
 everywhere at once.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Contract of every verb: validate first, then one compare-and-swap write; a
 request that fails validation changes nothing.
 
-- create: defaults + validation (`apiserver.models.validate`), namespace must
+- create: defaults + validation (`shoal.machinery.api.models.validate`), namespace must
   exist, `generateName`, server fields (uid, creationTimestamp, generation 1),
   status dropped for kinds whose status is written by controllers/agents.
 - update (PUT): compare-and-swap on `metadata.resourceVersion` (unconditional

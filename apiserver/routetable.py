@@ -21,7 +21,7 @@ Key = tuple[str, str, str, bool, bool, str]
 
 class RouteTable:
     def __init__(self, resources) -> None:
-        """`resources`: the `apiserver.resources.Resource`s served (for which plurals are
+        """`resources`: the `shoal.machinery.api.resources.Resource`s served (for which plurals are
         namespaced under which API root)."""
         self._namespaced = {(self._root(r), r.plural) for r in resources if r.namespaced}
         self._routes: dict[Key, Callable[..., Any]] = {}

@@ -1,4 +1,4 @@
-"""`shoal lab`: try a multi-host cluster on one machine (see `cli.lab` for the layout).
+"""`shoal lab`: try a multi-host cluster on one machine (see `shoal.testkit.lab` for the layout).
 
     eval "$(shoal lab up --nodes 3)"      # prints export KUBECONFIG=… and export SHOAL_REGISTRY=…
     shoal lab stop-host h2 / start-host h2 / cut h3 / heal h3

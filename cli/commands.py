@@ -1,10 +1,10 @@
 """Handlers of the kubectl-familiar verbs: get, describe, delete, rollout, scale, set image, logs, version.
 
 Each handler is `cmd_x(args) -> int` with `args.ctx` a `cli.context.Context`;
-they fetch with the client (`apiserver.client.Client`, which builds every
-URL from `apiserver.resources`), hand objects to the pure formatters in
+they fetch with the client (`shoal.machinery.client.Client`, which builds every
+URL from `shoal.machinery.api.resources`), hand objects to the pure formatters in
 `cli.printers`, `cli.describe` and `cli.rollout`, and print. Errors from the
-server propagate as `apiserver.errors.ApiError` to `cli.main`, which prints
+server propagate as `shoal.machinery.api.errors.ApiError` to `shoal.cli.main`, which prints
 them kubectl-style; errors about one object among several are printed here
 and turn the exit code to 1 without stopping the others.
 """

@@ -2,9 +2,9 @@
 
 Contract:
 - Objects are plain dicts in Kubernetes' wire form (camelCase), never models.
-- `kind` arguments accept anything `apiserver.resources.resolve` does:
+- `kind` arguments accept anything `shoal.machinery.api.resources.resolve` does:
   `"Deployment"`, `"deployments"`, `"deploy"`.
-- Errors are raised as `apiserver.errors.ApiError` subclasses rebuilt from
+- Errors are raised as `shoal.machinery.api.errors.ApiError` subclasses rebuilt from
   the server's Status (`NotFound`, `Conflict`, `AlreadyExists`, `Gone`, ...);
   a server that cannot be reached raises `ConnectionFailed`.
 - `watch()` yields event dicts `{"type": ..., "object": ...}` until the server

@@ -1,4 +1,4 @@
-"""Test images and a loopback registry: re-exported from `agent.images.testimages`,
+"""Test images and a loopback registry: re-exported from `shoal.testkit.images`,
 which the demo (`scripts/demo.sh`) uses too."""
 from shoal.testkit.images import *  # noqa: F401,F403
 from shoal.testkit.images import (BUSYBOX, DOCKER_REGISTRY, RegistryHandle, TestImage, TokenAuthServer,

@@ -164,7 +164,7 @@ def test_history_and_undo_with_the_real_controllers(api_with_controllers, tmp_pa
     assert len(c.list("rs")["items"]) == 2
     r = shoal(srv, "rollout", "history", "deploy/web")
     assert [ln.split()[0] for ln in r.out.splitlines()[2:4]] == ["2", "3"]
-    # Events are advice, written once the cluster has settled (controller/events.py): wait for them.
+    # Events are advice, written once the cluster has settled (machinery/control/events.py): wait for them.
     wait_until(lambda: "ScalingReplicaSet" in shoal(srv, "describe", "deploy/web").out,
                what="the ScalingReplicaSet events")
     r = shoal(srv, "describe", "deploy/web")

@@ -72,7 +72,7 @@ def test_apply_binds_pods_evenly_with_kubernetes_naming(cluster):
     conds = {c["type"]: c for c in done["status"]["conditions"]}
     assert conds["Available"]["reason"] == "MinimumReplicasAvailable"
     assert conds["Progressing"]["reason"] == "NewReplicaSetAvailable"
-    # events are written once the cluster has settled (controller/events.py)
+    # events are written once the cluster has settled (machinery/control/events.py)
     wanted = {("ScalingReplicaSet", "Deployment"), ("SuccessfulCreate", "ReplicaSet"), ("Scheduled", "Pod")}
     wait_for(lambda: wanted <= {(e["reason"], e["involvedObject"]["kind"])
                                 for e in client.list("events", "default")["items"]}, 30, what="the rollout's events")

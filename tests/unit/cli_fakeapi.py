@@ -1,4 +1,4 @@
-"""An in-memory stand-in for `apiserver.client.Client` used by the CLI unit tests.
+"""An in-memory stand-in for `shoal.machinery.client.Client` used by the CLI unit tests.
 
 It keeps objects per (kind, namespace, name), assigns uid/resourceVersion/
 generation, enforces compare-and-swap on update, applies merge patches

@@ -1,4 +1,4 @@
-"""apiserver.httpconn against a scripted HTTP server on loopback: bodies by length, by
+"""shoal.machinery.client.httpconn against a scripted HTTP server on loopback: bodies by length, by
 chunks and by close; interim answers; a stale keep-alive connection (the pool retries it
 once); malformed answers."""
 import socket

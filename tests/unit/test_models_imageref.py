@@ -1,4 +1,4 @@
-"""apiserver.models.imageref: splitting image references the way registries read them."""
+"""shoal.machinery.api.models.imageref: splitting image references the way registries read them."""
 import pytest
 
 from shoal.machinery.api.models.imageref import ImageRef, parse_image_reference

@@ -1,4 +1,4 @@
-"""apiserver.models.validate: every rejection names its field path, reason and Kubernetes' message."""
+"""shoal.machinery.api.models.validate: every rejection names its field path, reason and Kubernetes' message."""
 import copy
 
 import pytest

@@ -1,4 +1,4 @@
-"""apiserver.models.validate with `old`: immutability rules on update."""
+"""shoal.machinery.api.models.validate with `old`: immutability rules on update."""
 import copy
 
 import pytest

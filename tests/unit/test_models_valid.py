@@ -1,4 +1,4 @@
-"""apiserver.models.validate: valid manifests pass and come back defaulted and normalized."""
+"""shoal.machinery.api.models.validate: valid manifests pass and come back defaulted and normalized."""
 import copy
 import datetime
 

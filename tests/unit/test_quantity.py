@@ -1,4 +1,4 @@
-"""apiserver.quantity: parsing, rounding and formatting of Kubernetes quantities."""
+"""shoal.machinery.api.quantity: parsing, rounding and formatting of Kubernetes quantities."""
 from decimal import Decimal
 
 import pytest

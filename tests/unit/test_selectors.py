@@ -1,4 +1,4 @@
-"""apiserver.selectors: label selector parsing/matching and field selectors."""
+"""shoal.machinery.api.selectors: label selector parsing/matching and field selectors."""
 import pytest
 
 from shoal.machinery.api.selectors import (check_field_selector, field_matches, field_value, parse_field_selector,

@@ -19,7 +19,7 @@ Scalar types:
   client sends `+00:00`; both decode). `MicroTime`: the same with microseconds
   (Event.eventTime, Lease times).
 - `Quantity`: kept as the user wrote it (a JSON number becomes its string);
-  `apiserver.quantity` parses it during validation.
+  `shoal.machinery.api.quantity` parses it during validation.
 - `IntOrString`: ports and rolling-update bounds (`80` or `"http"`, `1` or `"25%"`).
 """
 from __future__ import annotations
