@@ -44,10 +44,12 @@ from typing import Any, Callable
 
 from shoal.machinery.control.clock import Clock, RealClock
 from shoal.machinery.control.informer import Informer
-from shoal.machinery.control.timers import ThreadScheduler
+from shoal.machinery.client.rest import Client
+from shoal.machinery.control.timers import Scheduler, ThreadScheduler
 from shoal.machinery.control.events import EventRecorder
 from shoal.agent.dispatch import PodDispatcher, PodWorkers
 from shoal.agent.imagegc import collect_images
+from shoal.agent.interfaces import ExitWatcher, ImageStore, Network, Runtime
 from shoal.agent.logs import PodLogs
 from shoal.agent.logserver import LogServer
 from shoal.agent.nodenet import ANN_UNDERLAY_IP, ANN_VTEP_MAC, NodeNetworkSync
@@ -93,8 +95,9 @@ class AgentOptions:
 
 
 class Agent:
-    def __init__(self, client, *, node_name: str, address: str, data_dir: str | os.PathLike, images, runtime,
-                 network, options: AgentOptions | None = None, scheduler=None):
+    def __init__(self, client: Client, *, node_name: str, address: str, data_dir: str | os.PathLike,
+                 images: ImageStore, runtime: Runtime, network: Network, options: AgentOptions | None = None,
+                 scheduler: Scheduler | None = None):
         self.client = client
         self.node_name = node_name
         self.address = address
@@ -102,8 +105,8 @@ class Agent:
         self.images, self.runtime, self.network = images, runtime, network
         self.opts = options or AgentOptions()
         self.clock: Clock = self.opts.clock or RealClock()
-        self._own_scheduler = scheduler is None
-        self.scheduler = scheduler
+        self._given_scheduler = scheduler
+        self._own_scheduler: ThreadScheduler | None = None     # made by start() when none was given
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._timers: list = []
@@ -116,8 +119,11 @@ class Agent:
         o, node = self.opts, self.node_name
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "pods").mkdir(exist_ok=True)
-        if self.scheduler is None:
-            self.scheduler = ThreadScheduler(clock=self.clock, workers=o.timer_threads, name=f"shoal-{self.node_name}")
+        sched = self._given_scheduler
+        if sched is None:
+            sched = self._own_scheduler = ThreadScheduler(clock=self.clock, workers=o.timer_threads,
+                                                          name=f"shoal-{self.node_name}")
+        self.scheduler: Scheduler = sched
         # kubelet-style: the node as source host, eventTime, no spam filter, a short hold (quiet 0.1 s)
         self.events = EventRecorder(self.client, "shoal-agent", host=self.node_name, event_time=True, clock=self.clock,
                                     quiet=0.1, burst=None, aggregate_window=600.0).start()
@@ -172,7 +178,7 @@ class Agent:
         self._every(o.lease_renew_interval, self.registration.renew_lease, now)
         self._every(o.node_status_interval, self.registration.post_status, now)
         self._every(o.relist_interval, self.pods.relist, now)
-        if callable(getattr(self.runtime, "wait_exit", None)):
+        if isinstance(self.runtime, ExitWatcher):
             # Event-driven relist on top of the periodic one: a crash is seen in milliseconds.
             t = threading.Thread(target=self.pods.watch_exits, args=(self._stop,), name=f"exits-{node}", daemon=True)
             t.start()
@@ -197,8 +203,8 @@ class Agent:
             self.logserver.stop()
         if hasattr(self, "events"):
             self.events.stop(timeout=2)
-        if self._own_scheduler and self.scheduler is not None:
-            self.scheduler.stop(wait=False)
+        if self._own_scheduler is not None:
+            self._own_scheduler.stop(wait=False)
         for inf in self._informers:
             inf.stop(timeout=0.5)    # watches end at their server timeout; they are daemon threads
         for t in self._threads:

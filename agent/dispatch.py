@@ -8,7 +8,7 @@
   worker's own status write coming back through the watch is no reason to sync
   (`PodWorker.is_own_status_echo`).
 - the runtime relist (`relist()`, kubelet's PLEG, every `relist_interval` and at once on
-  an exit reported by `Runtime.wait_exit`): a pod whose containers' ids, states or exit
+  an exit reported by `ExitWatcher.wait_exit`, where the runtime has it): a pod whose containers' ids, states or exit
   codes changed is woken. Containers labelled with a uid that has no pod here get an
   *orphan* worker that stops and removes them.
 - housekeeping (`housekeeping()`): network state and pod directories without a pod get
@@ -42,6 +42,7 @@ from typing import Callable, Iterable, Protocol
 from shoal.machinery.control.clock import Clock
 from shoal.machinery.control.informer import Informer
 from shoal.machinery.control.queue import WorkQueue
+from shoal.agent.interfaces import ExitWatcher, Runtime
 from shoal.agent.plan import LABEL_POD_UID
 from shoal.agent.worker import PodWorker
 
@@ -93,12 +94,6 @@ class PodDispatcher:
         self._queue.shut_down()
         for t in self._threads:
             t.join(timeout=10)
-
-
-class Runtime(Protocol):
-    def list(self) -> list: ...
-
-    def wait_exit(self, timeout: float) -> bool: ...
 
 
 class PodNetworks(Protocol):
@@ -238,9 +233,12 @@ class PodWorkers:
     def watch_exits(self, stop: threading.Event) -> None:
         """Event-driven relist on top of the periodic one (a crash is seen in milliseconds);
         runs until `stop` is set, on a thread of its own."""
+        runtime = self._runtime
+        if not isinstance(runtime, ExitWatcher):
+            return
         while not stop.is_set():
             try:
-                if self._runtime.wait_exit(1.0) and not stop.is_set():
+                if runtime.wait_exit(1.0) and not stop.is_set():
                     self.relist()
             except Exception as e:  # noqa: BLE001 — the periodic relist still covers exits
                 log.warning("node %s: exit-triggered relist failed: %s", self.node_name, e)

@@ -145,7 +145,7 @@ class FakeRuntime:
             p.state = replace(p.state, status="running", pid=self._next_pid, started_at=self.clock.now())
         self._log(p, f"started {p.cfg.container_name} attempt {p.cfg.attempt}: {' '.join(p.cfg.argv)}")
 
-    def run(self, cfg: ContainerConfig, *, ready: Callable[[], None] | None = None) -> None:
+    def run(self, cfg: ContainerConfig, *, ready: Callable[[], object] | None = None) -> None:
         if ready is not None:
             ready()
         self.create(cfg)

@@ -101,7 +101,7 @@ class Runtime(Protocol):
 
     def start(self, container_id: str) -> None: ...
 
-    def run(self, cfg: ContainerConfig, *, ready: Callable[[], None] | None = None) -> None:
+    def run(self, cfg: ContainerConfig, *, ready: Callable[[], object] | None = None) -> None:
         """create + start as one step (state 'running'). `ready()`, if given, is called after
         the monitor exists and before any process of the container runs — the pod worker
         finishes the pod's network there meanwhile; if it raises, nothing of the container
@@ -120,6 +120,16 @@ class Runtime(Protocol):
 
     def exec(self, container_id: str, argv: builtins.list[str], timeout: float) -> tuple[int, bytes]:
         """Run argv inside the running container; return (exit code, combined output)."""
+
+
+@runtime_checkable
+class ExitWatcher(Protocol):
+    """An optional capability of a `Runtime`: block until some container exits. The agent
+    relists at once when it returns True (a crash seen in milliseconds); a runtime without it
+    is relisted on the agent's timer only."""
+
+    def wait_exit(self, timeout: float) -> bool:
+        """True when a container exited within `timeout` seconds, False on a time-out."""
 
 
 # ---------------------------------------------------------------------------- network

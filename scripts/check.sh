@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Static checks, run by scripts/test.sh before the tests (and on their own: bash scripts/check.sh):
 #   1. import-linter: the layer contracts in pyproject.toml ([tool.importlinter]);
-#   2. mypy: the ground floor (shoal.machinery) and the pure planning modules, with the
-#      Protocol seams as real types ([tool.mypy] in pyproject.toml).
+#   2. mypy: the ground floor (shoal.machinery), the pure planning modules, the pod worker and
+#      the agent that wire the Protocol seams as real types, and tests/typecheck/seams.py (every
+#      real seam and its fake against its Protocol) ([tool.mypy] in pyproject.toml).
 # Exits non-zero on the first broken contract or type error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +22,8 @@ MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CA
   -m shoal.agent.registration -m shoal.agent.nodenet -m shoal.agent.logs -m shoal.agent.imagegc \
   -m shoal.agent.network.overlay -m shoal.agent.network.hostports -m shoal.agent.interfaces \
   -m shoal.controller.deployment.util -m shoal.controller.scheduler.framework \
-  -m shoal.cli.rollout -m shoal.cli.printers
+  -m shoal.cli.rollout -m shoal.cli.printers \
+  -m shoal.agent.agent -m shoal.agent.dispatch
+# every real seam and its fake against its Protocol (a file, so a run of its own)
+MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CACHE_DIR:-.mypy_cache}" \
+  tests/typecheck/seams.py

@@ -251,7 +251,7 @@ class RuncRuntime:
     def create(self, cfg: ContainerConfig) -> None:
         self._make(cfg, run=False, ready=None)
 
-    def run(self, cfg: ContainerConfig, *, ready: Callable[[], None] | None = None) -> None:
+    def run(self, cfg: ContainerConfig, *, ready: Callable[[], object] | None = None) -> None:
         """create + start in one runc process (conmon runs the run shim). `ready()` is
         called once conmon runs (its move into its cgroup under way) and before runc runs:
         a pod's network can be finished meanwhile. If it raises, everything is undone and
