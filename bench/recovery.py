@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from lab_fixtures import LabHandle, is_ready, wait, web_deployment  # noqa: E402
+from shoal.machinery.api.times import parse_time  # noqa: E402
 
 
 def emit(**kw) -> None:
@@ -76,10 +76,6 @@ def restarts(p: dict) -> int:
     return sum(cs.get("restartCount", 0) for cs in p["status"].get("containerStatuses") or [])
 
 
-def parse_time(s: str) -> float:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-
-
 def bench_container_crash(lab: LabHandle) -> None:
     lab.client.create("deployments", deployment("crashy", lab.images["web:v1"], 3), "default")
     pods = wait_ready(lab, "crashy", 3)
@@ -113,7 +109,8 @@ def bench_liveness(lab: LabHandle, fail_after: int = 5) -> None:
             seen[name] = time.time()
             cs = p["status"]["containerStatuses"][0]
             started = (cs.get("lastState") or {}).get("terminated", {}).get("startedAt")
-            fail_at = parse_time(started) + fail_after if started else None
+            t_started = parse_time(started)
+            fail_at = t_started + fail_after if t_started is not None else None
             emit(bench="recovery", case="liveness_restart", pod=name, node=p["spec"]["nodeName"],
                  seconds_after_health_lost=round(seen[name] - fail_at, 2) if fail_at else None,
                  probe_period=1, failure_threshold=2)
