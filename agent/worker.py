@@ -54,12 +54,13 @@ from shoal.machinery.control.clock import Clock
 from shoal.machinery.control.events import EventSink
 from shoal.machinery.api.quantity import cpu_millis, memory_bytes
 
-from shoal.agent.interfaces import ContainerConfig, ContainerState, ImagePullError, Mount, PodNet, PulledImage
+from shoal.agent.interfaces import (ContainerConfig, ContainerState, ImagePullError, ImageStore, Mount, Network,
+                                    PodNet, PulledImage, Runtime)
 from shoal.agent.plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_POD_NAME,
                               LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ObservedContainer, PodActions,
                               PodEvent, PodRuntimeView, PullFailure, StartContainer, compute_pod_actions,
                               counted_exits, next_attempts, pod_grace_seconds, spec_hash)
-from shoal.agent.probes import RunningContainer
+from shoal.agent.probes import ProbeManager, RunningContainer
 from shoal.agent.restarts import RestartTracker
 from shoal.agent.status import build_pod_status
 
@@ -152,10 +153,10 @@ class WorkerContext:
     node_name: str
     host_ip: str
     data_dir: Path
-    images: object
-    runtime: object
-    network: object
-    probes: object                      # agent.probes.ProbeManager
+    images: ImageStore
+    runtime: Runtime
+    network: Network
+    probes: ProbeManager
     tracker: RestartTracker
     api: PodApi
     events: EventSink
@@ -252,7 +253,8 @@ class PodWorker:
             pod = self.pod      # the pod this pass plans for, confirms and reports (set_pod may run meanwhile)
             view = self._observe(pod)
             actions = self._plan(pod, view)
-            self._emit(pod, actions.events)
+            if pod is not None:     # the plan has events only for a pod that is there
+                self._emit(pod, actions.events)
             if not actions.has_work or acts == self._MAX_ACTS:
                 break
             self._act(pod, actions)
@@ -284,7 +286,7 @@ class PodWorker:
             if not oc.live:
                 self.mem.terminating.pop(cid, None)
         real = {(c.name, c.attempt) for c in containers}
-        newest = {}
+        newest: dict[str, int] = {}
         for c in containers:
             newest[c.name] = max(newest.get(c.name, -1), c.attempt)
         for name, syn in list(self.mem.synthetic.items()):
@@ -319,15 +321,16 @@ class PodWorker:
         """Gather the planner's inputs and plan. Feeding an exit to the tracker is bookkeeping
         (it counts each exit once, by id); its answer is the back-off the plan obeys."""
         ctx = self.ctx
+        # counted_exits gives only finished attempts: the test holds for each, and narrows the type
         backoff = {name: ctx.tracker.record_exit((self.uid, name), exit_id=c.id, started_at=c.started_at,
                                                  finished_at=c.finished_at)
-                   for name, c in counted_exits(pod, view).items()}
+                   for name, c in counted_exits(pod, view).items() if c.finished_at is not None}
         return compute_pod_actions(pod, view, probes=ctx.probes.pod_results(self.uid), backoff=backoff,
                                    pull_failures=self.mem.pull_failures, network_ready=ctx.network_ready(),
                                    sandbox_retry_at=self.mem.sandbox_retry_at, evented=self.mem.evented,
                                    now=ctx.clock.now())
 
-    def _emit(self, pod: Mapping | None, events: list[PodEvent]) -> None:
+    def _emit(self, pod: Mapping, events: list[PodEvent]) -> None:
         for e in events:
             self.mem.evented.add(e.key)
             self.ctx.events.event(pod, e.type, e.reason, e.message)
@@ -336,23 +339,29 @@ class PodWorker:
 
     # -- acting ----------------------------------------------------------------------------
     def _act(self, pod: dict | None, actions: PodActions) -> None:
-        """Execute one plan, step by step in its order. A step that fails is reported and
-        remembered for the next plan, not worked around here."""
+        """Execute one plan, step by step in its order, on the pod it was planned for (`pod`,
+        not `self.pod`, which a watch event may replace or clear meanwhile). A step that fails
+        is reported and remembered for the next plan, not worked around here.
+
+        `pod` is None for a pod gone from the API server (or never seen: an orphan's
+        containers): the plan then only kills, removes and tears down — it creates, starts
+        and confirms nothing — and the Killing events name the last pod seen, if any."""
         ctx = self.ctx
         if actions.adopt:
             log.warning("containers %s of pod %s run unknown to the view: adopting them",
                         ", ".join(actions.adopt), self._name())
             self.mem.ids.update(actions.adopt)
-        sandbox = self._begin_sandbox() if actions.create_sandbox else None
+        sandbox = self._begin_sandbox(pod) if pod is not None and actions.create_sandbox else None
+        about = pod if pod is not None else self.last_pod
         for k in actions.kill:
-            self._kill(k.id, k.name, k.signal, k.grace, k.message)
+            self._kill(about, k.id, k.name, k.signal, k.grace, k.message)
         # the starts run in the sandbox: one that could not even be begun (reported, its retry
         # time remembered) takes them along, and the next plan holds them until the retry
-        if sandbox is not None or not actions.create_sandbox:
+        if pod is not None and (sandbox is not None or not actions.create_sandbox):
             for s in actions.start:
-                self._start(s, sandbox)
-        if sandbox is not None:
-            self._finish_sandbox(sandbox)
+                self._start(pod, s, sandbox)
+        if pod is not None and sandbox is not None:
+            self._finish_sandbox(pod, sandbox)
         for cid in actions.remove:
             try:
                 ctx.runtime.remove(cid)
@@ -363,7 +372,7 @@ class PodWorker:
             self.mem.terminating.pop(cid, None)
         if actions.teardown:
             self._teardown()
-        if actions.confirm_deletion:
+        if actions.confirm_deletion and pod is not None:
             ctx.api.confirm_deletion(pod)
         if actions.teardown:
             self.done = True            # nothing of the pod is left here: the agent drops this worker
@@ -374,13 +383,13 @@ class PodWorker:
             return f"{p['metadata'].get('namespace', 'default')}/{p['metadata']['name']}"
         return f"uid {self.uid}"
 
-    def _begin_sandbox(self) -> "_Sandbox | None":
+    def _begin_sandbox(self, pod: Mapping) -> "_Sandbox | None":
         """Reserve the pod's address, prepare its volumes and /etc/hosts, and start making
         its network (netns, veth, address, routes) on `ctx.background`: the first container's
         image check, rootfs and monitor are prepared meanwhile, and its runtime waits for the
         network (`_Sandbox.wait`) before any of its processes runs. None on a failure
         (reported; retried after `sandbox_retry`)."""
-        ctx, pod = self.ctx, self.pod
+        ctx = self.ctx
         name = pod["metadata"]["name"]
         try:
             self.mem.pod_net = ctx.network.reserve_pod(self.uid, name)
@@ -393,24 +402,24 @@ class PodWorker:
                 fut = ctx.background(lambda: ctx.network.setup_pod(self.uid, name))
             self._write_hosts(pod)
         except Exception as e:
-            self._sandbox_failed(e)
+            self._sandbox_failed(pod, e)
             return None
         return _Sandbox(fut)
 
-    def _finish_sandbox(self, sandbox: "_Sandbox") -> None:
+    def _finish_sandbox(self, pod: Mapping, sandbox: "_Sandbox") -> None:
         try:
             self.mem.pod_net = sandbox.wait()
         except Exception as e:
-            self._sandbox_failed(e)
+            self._sandbox_failed(pod, e)
             return
         self.mem.sandbox_retry_at = 0.0
         self.ctx.on_sandbox_change()
 
-    def _sandbox_failed(self, e: Exception) -> None:
+    def _sandbox_failed(self, pod: Mapping, e: Exception) -> None:
         e = e.cause if isinstance(e, SandboxError) else e
         self.mem.pod_net = None
         self.mem.sandbox_retry_at = self.ctx.clock.now() + self.ctx.sandbox_retry
-        self.ctx.events.event(self.pod, "Warning", "FailedCreatePodSandBox",
+        self.ctx.events.event(pod, "Warning", "FailedCreatePodSandBox",
                               f"Failed to create pod sandbox for pod {self._name()}: {e}")
         log.warning("sandbox of pod %s failed: %s", self._name(), e)
 
@@ -464,12 +473,12 @@ class PodWorker:
             out.append(Mount(str(src), vm["mountPath"], options=["rbind", "ro" if vm.get("readOnly") else "rw"]))
         return out
 
-    def _kill(self, cid: str, name: str, sig: str, grace: int, message: str) -> None:
+    def _kill(self, about: Mapping | None, cid: str, name: str, sig: str, grace: int, message: str) -> None:
+        """`about`: the pod the Killing event is about (None: an orphan's container, no event)."""
         ctx = self.ctx
-        pod = self.pod or self.last_pod
         if sig == "TERM":
-            if pod is not None:
-                ctx.events.event(pod, "Normal", "Killing", message)
+            if about is not None:
+                ctx.events.event(about, "Normal", "Killing", message)
             try:
                 ctx.runtime.kill(cid, signal.SIGTERM)
             except Exception as e:
@@ -506,9 +515,8 @@ class PodWorker:
                 return
             self.ctx.sleep(0.01)
 
-    def _start(self, s: StartContainer, sandbox: "_Sandbox | None" = None) -> None:
+    def _start(self, pod: Mapping, s: StartContainer, sandbox: "_Sandbox | None" = None) -> None:
         ctx = self.ctx
-        pod = self.pod
         cspec = next(c for c in pod["spec"]["containers"] if c["name"] == s.name)
         if sandbox is not None and not sandbox.ok():
             return                      # the pod's network failed: _finish_sandbox reports it
@@ -521,10 +529,10 @@ class PodWorker:
             except Exception as e:
                 if sandbox is not None and not sandbox.ok():
                     return              # not the container's fault: _finish_sandbox reports it
-                self._start_failed(s, cspec, s.existing_id, e)
+                self._start_failed(pod, s, cspec, s.existing_id, e)
             return
         image = cspec.get("image", "")
-        img = self._pull(cspec)
+        img = self._pull(pod, cspec)
         if img is None:
             return
         cid = container_id_for(self.uid, s.name, s.attempt)
@@ -543,14 +551,14 @@ class PodWorker:
         except Exception as e:
             if sandbox is not None and not sandbox.ok():
                 return                  # not the container's fault: _finish_sandbox reports it
-            self._start_failed(s, cspec, cid, e)
+            self._start_failed(pod, s, cspec, cid, e)
             return
         log.debug("started container %s (%s) of pod %s from %s", s.name, cid, self._name(), image)
 
-    def _start_failed(self, s: StartContainer, cspec: Mapping, cid: str, e: Exception) -> None:
+    def _start_failed(self, pod: Mapping, s: StartContainer, cspec: Mapping, cid: str, e: Exception) -> None:
         ctx = self.ctx
         msg = str(e) or type(e).__name__
-        ctx.events.event(self.pod, "Warning", "Failed", f"Error: {msg}")
+        ctx.events.event(pod, "Warning", "Failed", f"Error: {msg}")
         log.warning("starting container %s of pod %s failed: %s", s.name, self._name(), msg)
         try:
             if ctx.runtime.state(cid) is not None:
@@ -565,13 +573,13 @@ class PodWorker:
             finished_at=now, spec_hash=spec_hash(cspec), image=cspec.get("image", ""), reason="StartError",
             message=msg, synthetic=True)
 
-    def _pull(self, cspec: Mapping) -> PulledImage | None:
-        ctx, pod = self.ctx, self.pod
+    def _pull(self, pod: Mapping, cspec: Mapping) -> PulledImage | None:
+        ctx = self.ctx
         image = cspec.get("image", "")
         name = cspec["name"]
         policy = cspec.get("imagePullPolicy") or "IfNotPresent"
         t0 = time.monotonic()
-        told = []
+        told: list[bool] = []
 
         def progress(msg: str) -> None:
             if not told:

@@ -171,3 +171,23 @@ def test_worker_holds_starts_until_the_sandbox_retry(tmp_path):
     w.ctx.clock.advance(w.ctx.sandbox_retry)
     assert w.sync() is None
     assert [s.status for s in w.ctx.runtime.list()] == ["running"]
+
+
+def test_worker_acts_on_the_pod_it_planned_for_when_it_goes_away_mid_pass(tmp_path):
+    # the watch's DELETE lands while the pass makes the sandbox: the pass still starts the
+    # container it planned, for the pod it planned with; the next pass stops what is left
+    w = _worker(tmp_path)
+    planned = w.pod
+    about = []
+    w.ctx.events.event = lambda obj, type_, reason, message: about.append((reason, obj))
+    setup = w.ctx.network.setup_pod
+
+    def setup_and_gone(uid, name):
+        w.set_pod(None)
+        return setup(uid, name)
+    w.ctx.network.setup_pod = setup_and_gone
+    assert w.sync() is None
+    assert [r for r, _ in about] == ["Pulling", "Pulled", "Created", "Started", "Killing"]
+    assert all(obj is planned for _, obj in about)      # the gone pod's Killing names the last pod seen
+    assert not w.ctx.runtime.list() and w.done
+    assert w.ctx.api.confirmed == []                    # nothing left to confirm: it is gone already
