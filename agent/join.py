@@ -13,6 +13,14 @@ Contract:
   rotated or the database replaced), or when they were issued for another
   server URL or node name. A server that cannot be reached is not a reason to
   join again: the saved credential is returned and the agent retries.
+- Node identity, k3s' node-password scheme: before its first join the agent
+  generates a random node password (32 bytes) into `<data_dir>/node-password`
+  (mode 600) and sends it with every join. The server binds the node name to
+  it at the first join and refuses (403) a later join under that name with
+  another password, so the join token alone cannot take over a node that has
+  joined; an agent that keeps its data dir (restart, reinstall) rejoins. The
+  password is written before it is sent, so a join whose answer was lost can
+  be repeated.
 - Trust, as k3s does it: the join token `K10<sha256 of the CA PEM>::server:<secret>`
   pins the CA. The CA is fetched without verification from `GET /cacerts`
   (unauthenticated), its SHA-256 compared with the pin — a mismatch is refused
@@ -34,6 +42,7 @@ import json
 import logging
 import os
 import re
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +53,7 @@ from shoal.machinery.client.rest import Client
 log = logging.getLogger(__name__)
 
 CREDENTIALS_FILE = "credentials.json"
+NODE_PASSWORD_FILE = "node-password"
 # the format apiserver.auth writes; parsed here too so the agent does not import the server's auth module
 _FULL_TOKEN = re.compile(r"^K10([0-9a-f]{64})::([^:]+):(.+)$")
 
@@ -77,7 +87,7 @@ class JoinTransport(Protocol):
     def fetch_ca(self, server: str) -> bytes:
         """GET <server>/cacerts without verifying the server (the pin does that)."""
 
-    def join(self, server: str, join_token: str, node_name: str, ca_pem: str) -> dict:
+    def join(self, server: str, join_token: str, node_name: str, ca_pem: str, node_password: str) -> dict:
         """POST /shoal/v1/join; returns {"nodeName", "token", "apiserverToken"}."""
 
     def probe(self, creds: NodeCredentials) -> int:
@@ -98,11 +108,11 @@ class HttpJoinTransport:
             raise JoinError(f"{server}/cacerts answered HTTP {r.status_code}: {r.text[:200]}")
         return r.content
 
-    def join(self, server: str, join_token: str, node_name: str, ca_pem: str) -> dict:
+    def join(self, server: str, join_token: str, node_name: str, ca_pem: str, node_password: str) -> dict:
         ca = base64.b64encode(ca_pem.encode()).decode() if ca_pem else None
         c = Client(server, join_token, ca_data=ca, timeout=self.timeout, user_agent=f"shoal-agent/{node_name}")
         try:
-            return c.request("POST", "/shoal/v1/join", body={"nodeName": node_name})
+            return c.request("POST", "/shoal/v1/join", body={"nodeName": node_name, "nodePassword": node_password})
         except errors.Unauthorized as e:
             raise JoinError(f"the API server {server} rejected the join token: {e} "
                             f"(use the current token from <server data-dir>/join-token)") from None
@@ -152,6 +162,29 @@ def save_credentials(data_dir: str | os.PathLike, creds: NodeCredentials) -> Pat
     return p
 
 
+def node_password(data_dir: str | os.PathLike) -> str:
+    """The node password in `<data_dir>/node-password`, generated (mode 600) when missing."""
+    p = Path(data_dir) / NODE_PASSWORD_FILE
+    try:
+        pw = p.read_text().strip()
+    except FileNotFoundError:
+        pw = ""
+    if pw:
+        return pw
+    pw = secrets.token_urlsafe(32)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(pw + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, p)
+    log.info("node password generated in %s", p)
+    return pw
+
+
 def verified_ca(server: str, join_token: str, transport: JoinTransport) -> str:
     """The server's CA PEM, checked against the token's pin ("" for plain HTTP)."""
     pin, _secret = split_join_token(join_token)
@@ -194,7 +227,7 @@ def ensure_credentials(server_url: str, join_token: str, node_name: str, data_di
         raise JoinError(f"node {node_name} has no usable credential in {Path(data_dir) / CREDENTIALS_FILE} "
                         f"and no join token was given (--token)")
     ca = verified_ca(server, join_token, t)
-    out = t.join(server, join_token, node_name, ca)
+    out = t.join(server, join_token, node_name, ca, node_password(data_dir))
     if out.get("nodeName") != node_name or not out.get("token"):
         raise JoinError(f"the API server answered the join of {node_name} with {sorted(out)}: no node credential")
     creds = NodeCredentials(server=server, nodeName=node_name, token=out["token"],

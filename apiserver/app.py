@@ -264,7 +264,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.post("/shoal/v1/join", tags=["shoal"], openapi_extra=OBJECT_BODY)
     async def join(request: Request):
-        """Exchange the join token for a node credential (k3s-style agent join)."""
+        """Exchange the join token and the node password for a node credential (k3s-style
+        agent join; `auth.join_node` says when a name already taken is refused)."""
         p = principal(request)
         if p.role not in ("join", "admin"):
             raise errors.Forbidden("only the join token may join nodes")
@@ -274,7 +275,12 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         if not isinstance(node, str) or not node or is_dns1123_subdomain(node):
             raise errors.Invalid("nodeName: a valid DNS-1123 subdomain is required",
                                  causes=[errors.Cause("nodeName", "a valid DNS-1123 subdomain is required")])
-        tok = await anyio.to_thread.run_sync(auth.issue_node_credential, store, node)
+        password = body.get("nodePassword")
+        if password is not None and (not isinstance(password, str) or len(password) > 1024):
+            raise errors.Invalid("nodePassword: a string of at most 1024 characters is required",
+                                 causes=[errors.Cause("nodePassword", "a string of at most 1024 characters")])
+        tok = await anyio.to_thread.run_sync(
+            lambda: auth.join_node(store, node, password, admin=p.role == "admin"))
         authn_cache.clear()
         return {"nodeName": node, "token": tok, "apiserverToken": registry.tokens.get("apiserver", "")}
 
@@ -361,6 +367,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         p = principal(request)
         body = await _body(request)
         auth.authorize(p, "create", res, namespace=namespace, obj=body if isinstance(body, dict) else None)
+        auth.admit(p, res, body if isinstance(body, dict) else None, None)
         q = request.query_params
         out = await store_call(
             lambda: registry.create(res, namespace, body, dry_run=q.get("dryRun") == "All"))
@@ -376,6 +383,8 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         old = await store_call(registry.get, res, namespace, name)
         auth.authorize(p, "update", res, namespace=namespace, name=name, subresource=subresource,
                        obj=body if isinstance(body, dict) else None, old=old)
+        if subresource != "status":     # /status keeps the stored spec
+            auth.admit(p, res, body if isinstance(body, dict) else None, old)
         return _json(await store_call(
             lambda: registry.update(res, namespace, name, body, subresource=subresource, current=old)))
 
@@ -394,8 +403,9 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         if ct == "application/apply-patch+yaml" and not request.query_params.get("fieldManager"):
             raise errors.Invalid("fieldManager is required for apply requests",
                                  causes=[errors.Cause("fieldManager", "Required value")])
+        admit = None if subresource == "status" else (lambda cur, new: auth.admit(p, res, new, cur))
         return _json(await store_call(
-            lambda: registry.patch(res, namespace, name, body, ct, subresource=subresource)))
+            lambda: registry.patch(res, namespace, name, body, ct, subresource=subresource, admit=admit)))
 
     async def do_delete(request: Request, name: str, namespace: str | None = None):
         p = principal(request)
@@ -411,7 +421,10 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
             opts["propagationPolicy"] = q["propagationPolicy"]
         old = await store_call(registry.get, res, namespace, name)
         auth.authorize(p, "delete", res, namespace=namespace, name=name, old=old)
-        return _json(await store_call(lambda: registry.delete(res, namespace, name, opts)))
+        out = await store_call(lambda: registry.delete(res, namespace, name, opts))
+        if res.kind == "Node":      # the name is free: a new machine may join under it
+            await anyio.to_thread.run_sync(auth.release_node_name, registry.store, name)
+        return _json(out)
 
     async def do_scale_get(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "get", res, namespace=namespace, name=name, subresource="scale")

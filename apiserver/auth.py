@@ -6,9 +6,21 @@ SHA-256. Roles:
 - `join`: may only exchange itself for a node credential (`POST /shoal/v1/join`).
 - `node` (subject = node name): reads everything; writes only its own Node and
   Lease, the status of pods bound to it, deletion confirmations of those pods,
-  and Events — as Kubernetes' node authorizer allows a kubelet.
+  and Events — as Kubernetes' node authorizer allows a kubelet. `admit` then
+  looks at the object a write would store, as Kubernetes' NodeRestriction
+  admission does: a node may not set or change its Node's `spec.podCIDR(s)`,
+  which are the server's to assign (the node IPAM controller).
 - `apiserver`: the token the API server presents to agents when it proxies
   logs; agents receive it when they join.
+
+Node identity is k3s' node-password scheme (`join_node`): the join token admits
+a node name once. The first join under a name stores the hash of the node
+password the agent generated (kept in its data dir); a later join under that
+name must present the same password — it then gets a fresh credential and the
+old one is revoked (a reinstalled agent that kept its data dir) — else it is
+refused with 403 and nothing changes. Deleting the Node frees the name. The
+admin token may take a name over (a join without a password revokes the node's
+credential and frees the name).
 
 Join tokens carry the CA pin when the server has a CA, as k3s's do:
 `K10<sha256 of the CA PEM>::server:<secret>`. Only the secret is a credential
@@ -132,6 +144,29 @@ def authorize(p: Principal, verb: str, res: Resource | None, *, namespace: str |
                            f'{"/" + subresource if subresource else ""} in API group "{group}"{where}')
 
 
+NODE_ASSIGNED_BY_SERVER = ("podCIDR", "podCIDRs")
+
+
+def admit(p: Principal, res: Resource | None, new: dict | None, old: dict | None) -> None:
+    """Raise Forbidden when a node's write would set or change a field of its Node that only
+    the server assigns. `new` is the object the write stores (the body of a create or
+    update, the patched object of a patch), `old` the stored one (None on create); the
+    status subresource never changes spec, so it needs no call."""
+    if p.role != "node" or res is None or res.kind != "Node" or not isinstance(new, dict):
+        return
+    new_spec, old_spec = new.get("spec"), (old or {}).get("spec")
+    new_spec = new_spec if isinstance(new_spec, dict) else {}
+    old_spec = old_spec if isinstance(old_spec, dict) else {}
+    for field in NODE_ASSIGNED_BY_SERVER:
+        if (new_spec.get(field) or None) != (old_spec.get(field) or None):
+            name = (new.get("metadata") or {}).get("name") if isinstance(new.get("metadata"), dict) else None
+            raise errors.Forbidden(
+                f'nodes "{name or p.subject}" is forbidden: User "{p.username}" may not set spec.{field}: '
+                f'the pod CIDR of a node is assigned by the server',
+                causes=[errors.Cause(f"spec.{field}", "a node may not set the pod CIDR of its Node",
+                                     "FieldValueForbidden")])
+
+
 def _node_allows(node: str, verb: str, res: Resource | None, ns: str | None, name: str | None,
                  sub: str | None, obj: dict | None, old: dict | None) -> bool:
     if res is None:
@@ -200,6 +235,26 @@ def rotate_token(store: Store, data_dir: Path, role: str) -> str:
         tok = format_join_token(tok, pin)
     write_secret(Path(data_dir) / f"{role}-token", tok)
     return tok
+
+
+def join_node(store: Store, node: str, password: str | None, *, admin: bool = False) -> str:
+    """A fresh credential for `node` if `password` is the one its name is bound to (the
+    first join binds it); else Forbidden and nothing changes. `admin`: take the name over —
+    bind it to `password`, or free it when None — whatever it was bound to."""
+    if admin:
+        store.put_node_password(node, token_hash(password) if password else None)
+    elif not password and store.node_password_hash(node) is None:
+        raise errors.Invalid("nodePassword: required: the agent's node password (see agent.join)",
+                             causes=[errors.Cause("nodePassword", "Required value", "FieldValueRequired")])
+    elif not password or not store.claim_node_password(node, token_hash(password)):
+        raise errors.Forbidden(f"node {node} is already registered and the node password does not match; "
+                               f"delete the Node (shoal delete node {node}) to let a new machine take the name")
+    return issue_node_credential(store, node)
+
+
+def release_node_name(store: Store, node: str) -> None:
+    """The Node is gone: a new machine may join under its name."""
+    store.put_node_password(node, None)
 
 
 def issue_node_credential(store: Store, node: str) -> str:

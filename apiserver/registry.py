@@ -411,17 +411,23 @@ class Registry:
 
     # ------------------------------------------------------------------ patch
     def patch(self, res: Resource, namespace: str | None, name: str, body: Any, content_type: str, *,
-              subresource: str | None = None) -> dict:
+              subresource: str | None = None, admit: Callable[[dict | None, dict], None] | None = None) -> dict:
+        """`admit(stored, patched)` may refuse (raise) what the patch would store, seen against
+        the object it is applied to (None when an apply creates it), before the write."""
         for attempt in range(10):
             try:
                 cur = self.get(res, namespace, name)
             except errors.NotFound:
                 if content_type == "application/apply-patch+yaml" and subresource is None:
+                    if admit is not None and isinstance(body, dict):
+                        admit(None, body)
                     return self.create(res, namespace, body)
                 raise
             new = self._apply_patch(cur, body, content_type)
             if not isinstance(new, dict):
                 raise errors.BadRequest("the patch does not produce an object")
+            if admit is not None:
+                admit(cur, new)
             pinned = isinstance(body, dict) and (body.get("metadata") or {}).get("resourceVersion")
             if not pinned:
                 new.setdefault("metadata", {})["resourceVersion"] = cur["metadata"]["resourceVersion"]

@@ -32,6 +32,7 @@ Next: `apiserver.watch` (fan-out of the log to watchers), `apiserver.app`.
 """
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import sqlite3
@@ -101,6 +102,15 @@ credentials_t = Table(
     Column("token_hash", String(128), primary_key=True),
     Column("role", String(32), nullable=False),      # admin | join | node
     Column("subject", String(253), nullable=False, default=""),   # node name for role=node
+    Column("created", Float, nullable=False),
+)
+
+# The node password a node sent at its first join (k3s' scheme): a later join under the
+# same name must present it again (apiserver.auth.join_node).
+node_passwords_t = Table(
+    "node_passwords", metadata,
+    Column("node", String(253), primary_key=True),
+    Column("password_hash", String(128), nullable=False),
     Column("created", Float, nullable=False),
 )
 
@@ -708,6 +718,40 @@ class Store:
                     q = q.where(credentials_t.c.subject == subject)
                 return conn.execute(q).rowcount
         return self._retrying(tx)
+
+    def claim_node_password(self, node: str, password_hash: str) -> bool:
+        """Bind `node` to `password_hash` unless it is bound already. True when the name is
+        (now) bound to this hash; False, with nothing written, when it is bound to another."""
+        def tx() -> bool:
+            with self._write_conn() as conn, conn.begin():
+                row = conn.execute(select(node_passwords_t.c.password_hash)
+                                   .where(node_passwords_t.c.node == node)).first()
+                if row is None:
+                    conn.execute(insert(node_passwords_t).values(node=node, password_hash=password_hash,
+                                                                 created=self.clock()))
+                    return True
+                return hmac.compare_digest(row.password_hash, password_hash)
+        for _ in range(3):
+            try:
+                return self._retrying(tx)
+            except IntegrityError:      # another server bound the name meanwhile: compare with it
+                continue
+        return self._retrying(tx)
+
+    def node_password_hash(self, node: str) -> str | None:
+        with self._read_conn() as conn, conn.begin():
+            return conn.execute(select(node_passwords_t.c.password_hash)
+                                .where(node_passwords_t.c.node == node)).scalar()
+
+    def put_node_password(self, node: str, password_hash: str | None) -> None:
+        """Bind `node` to `password_hash` whatever it was bound to; None frees the name."""
+        def tx() -> None:
+            with self._write_conn() as conn, conn.begin():
+                conn.execute(delete(node_passwords_t).where(node_passwords_t.c.node == node))
+                if password_hash is not None:
+                    conn.execute(insert(node_passwords_t).values(node=node, password_hash=password_hash,
+                                                                 created=self.clock()))
+        self._retrying(tx)
 
     def lookup_credential(self, token_hash: str) -> tuple[str, str] | None:
         with self._read_conn() as conn, conn.begin():

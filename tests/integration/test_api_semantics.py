@@ -181,7 +181,7 @@ def test_join_token_only_joins_and_node_credential_is_scoped(api):
     join = Client(api.url, api.join_token)
     with pytest.raises(errors.Forbidden):
         join.list("pods")
-    cred = join.request("POST", "/shoal/v1/join", body={"nodeName": "node-a"})
+    cred = join.request("POST", "/shoal/v1/join", body={"nodeName": "node-a", "nodePassword": "pw-a" * 8})
     node = Client(api.url, cred["token"])
     node.create("nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}})
     with pytest.raises(errors.Forbidden):
@@ -334,7 +334,8 @@ def test_binding_subresource_binds_once_and_marks_the_pod_scheduled(api):
     assert again["spec"]["nodeName"] == "n2" and again["metadata"]["annotations"]["example.com/why"] == "test"
     # A node may not bind pods (not even to itself); a pod being deleted is not bound.
     from shoal.machinery.client.rest import Client
-    cred = Client(api.url, api.join_token).request("POST", "/shoal/v1/join", body={"nodeName": "n1"})
+    cred = Client(api.url, api.join_token).request("POST", "/shoal/v1/join",
+                                                   body={"nodeName": "n1", "nodePassword": "pw-n1" * 8})
     with pytest.raises(errors.Forbidden):
         Client(api.url, cred["token"]).bind("again", "default", "n1")
     c.create("pods", dict(pod("held"), metadata={"name": "held", "finalizers": ["example.com/hold"]}))

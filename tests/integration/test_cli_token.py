@@ -16,8 +16,9 @@ def test_rotate_join_and_admin(api, tmp_path, capsys):
     new_join = capsys.readouterr().out.strip().splitlines()[-1]
     assert new_join and new_join != old_join
     with pytest.raises(errors.Unauthorized):
-        Client(api.url, old_join).request("POST", "/shoal/v1/join", body={"nodeName": "n1"})
-    assert Client(api.url, new_join).request("POST", "/shoal/v1/join", body={"nodeName": "n1"})["token"]
+        Client(api.url, old_join).request("POST", "/shoal/v1/join", body={"nodeName": "n1", "nodePassword": "p" * 43})
+    assert Client(api.url, new_join).request("POST", "/shoal/v1/join",
+                                             body={"nodeName": "n1", "nodePassword": "p" * 43})["token"]
 
     old_admin = api.admin_token
     assert main(["token", "rotate", "admin", "--kubeconfig", str(kc)]) == 0

@@ -39,7 +39,7 @@ def test_agent_joins_reuses_and_rejoins_after_rotation(tls_api, tmp_path):
     c.create("nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "h1"}})
     first = ensure_credentials(tls_api.url, tls_api.join_token, "h1", d)
     assert ensure_credentials(tls_api.url, tls_api.join_token, "h1", d) == first   # reused, not reissued
-    # an admin issues h1 a new credential (as a second join would): the saved one is now 401
+    # an admin issues h1 a new credential (revoking it): the saved one is now 401, the agent rejoins
     tls_api.client().request("POST", "/shoal/v1/join", body={"nodeName": "h1"})
     with pytest.raises(errors.Unauthorized):
         first.client().get("nodes", "h1")

@@ -111,8 +111,8 @@ class FakeTransport:
         self.calls.append(("fetch_ca", server))
         return self.ca
 
-    def join(self, server, join_token, node_name, ca_pem):
-        self.calls.append(("join", server, join_token, node_name, ca_pem))
+    def join(self, server, join_token, node_name, ca_pem, node_password):
+        self.calls.append(("join", server, join_token, node_name, ca_pem, node_password))
         self.n += 1
         return {"nodeName": node_name, "token": f"node-tok-{self.n}", "apiserverToken": "apisrv"}
 
@@ -150,6 +150,22 @@ def test_restart_reuses_credentials_and_rejoins_only_on_401(tmp_path):
     assert J.ensure_credentials("https://s:6443", tok, "h1", tmp_path, transport=t).token == "node-tok-2"
     assert [c[0] for c in t.calls] == ["probe", "fetch_ca", "join"]
     assert J.load_credentials(tmp_path).token == "node-tok-2"
+
+
+def test_every_join_sends_the_node_password_kept_mode_600_in_the_data_dir(tmp_path):
+    t = FakeTransport()
+    tok = f"K10{_pin(t)}::server:sec"
+    J.ensure_credentials("https://s:6443", tok, "h1", tmp_path, transport=t)
+    f = tmp_path / "node-password"
+    pw = f.read_text().strip()
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600 and len(pw) >= 43     # 32 random bytes, base64
+    assert t.calls[-1][5] == pw
+    t.probe_status = 401                        # the credential was revoked: the rejoin proves the same node
+    J.ensure_credentials("https://s:6443", tok, "h1", tmp_path, transport=t)
+    assert t.calls[-1][5] == pw and f.read_text().strip() == pw
+    other = tmp_path / "other"
+    J.ensure_credentials("https://s:6443", tok, "h2", other, transport=t)
+    assert t.calls[-1][5] == (other / "node-password").read_text().strip() != pw
 
 
 def test_credentials_for_another_server_or_node_are_not_reused(tmp_path):
