@@ -36,7 +36,8 @@ while it runs is run again after).
 On disk, per pod: `<data-dir>/pods/<uid>/volumes/<name>` (emptyDir: kept across
 container restarts, removed with the pod), `.../logs/<container>/<attempt>.log`
 (the current and the previous attempt are kept, for `logs --previous`),
-`.../etc-hosts` (mounted at /etc/hosts).
+`.../etc-hosts` (mounted at /etc/hosts), `.../volume-subpaths/<container>/<volume>/<i>`
+(a subPath checked by `agent.subpath` and bound there only while its container is made).
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ from shoal.agent.plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL
 from shoal.agent.probes import ProbeManager, RunningContainer
 from shoal.agent.restarts import RestartTracker
 from shoal.agent.status import build_pod_status
+from shoal.agent.subpath import SUBPATHS_DIR, HostSubPaths, SubPathError, SubPaths
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,8 @@ class WorkerContext:
     sandbox_retry: float = 5.0
     # runs a pod's network setup beside its first container's create (None: inline)
     background: Callable[[Callable[[], object]], Future] | None = None
+    # subPath mounts: checked without following links, bound under the pod dir (agent.subpath)
+    subpaths: SubPaths = field(default_factory=HostSubPaths)
 
 
 @dataclass
@@ -454,7 +458,7 @@ class PodWorker:
         hosts = self.pod_dir / "etc-hosts"
         if hosts.exists() and not any(vm.get("mountPath") == "/etc/hosts" for vm in cspec.get("volumeMounts") or []):
             out.append(Mount(str(hosts), "/etc/hosts", options=["rbind", "rw"]))
-        for vm in cspec.get("volumeMounts") or []:
+        for i, vm in enumerate(cspec.get("volumeMounts") or []):
             v = vols.get(vm["name"])
             if v is None:
                 raise ValueError(f"volumeMount {vm['name']!r} of container {cspec['name']} names no volume of "
@@ -468,10 +472,27 @@ class PodWorker:
                 raise ValueError(f"volume {v['name']!r} of pod {self._name()} has no supported source "
                                  f"(emptyDir, hostPath)")
             if vm.get("subPath"):
-                src = src / vm["subPath"]
-                src.mkdir(parents=True, exist_ok=True)
+                # never `src / subPath` handed to runc, which follows links: a container may have
+                # made it one (`ln -s / vol/x`). The checked inode is bound under the pod dir.
+                target = self._subpaths_dir(cspec["name"]) / v["name"] / str(i)
+                try:
+                    self.ctx.subpaths.mount(root=src, sub_path=vm["subPath"], target=target, volume=v["name"])
+                except SubPathError as e:
+                    raise SubPathError(f"pod {self._name()}, container {cspec['name']}: {e}") from e
+                src = target
             out.append(Mount(str(src), vm["mountPath"], options=["rbind", "ro" if vm.get("readOnly") else "rw"]))
         return out
+
+    def _subpaths_dir(self, container: str | None = None) -> Path:
+        d = self.pod_dir / SUBPATHS_DIR
+        return d / container if container else d
+
+    def _release_subpaths(self, container: str | None = None) -> list[str]:
+        try:
+            return self.ctx.subpaths.release(self._subpaths_dir(container))
+        except OSError as e:
+            log.error("releasing the subPath mounts of pod %s: %s", self._name(), e)
+            return [str(self._subpaths_dir(container))]
 
     def _kill(self, about: Mapping | None, cid: str, name: str, sig: str, grace: int, message: str) -> None:
         """`about`: the pod the Killing event is about (None: an orphan's container, no event)."""
@@ -537,6 +558,17 @@ class PodWorker:
             return
         cid = container_id_for(self.uid, s.name, s.attempt)
         try:
+            self._create(pod, s, cspec, img, cid, sandbox)
+        finally:
+            # runc copied the subPath binds into the container's mount namespace while
+            # making it (or made nothing): the host side is needed no more
+            self._release_subpaths(s.name)
+
+    def _create(self, pod: Mapping, s: StartContainer, cspec: Mapping, img: PulledImage, cid: str,
+                sandbox: "_Sandbox | None") -> None:
+        ctx = self.ctx
+        image = cspec.get("image", "")
+        try:
             cfg = self._config(pod, cspec, img, s.attempt, cid)
             if s.replace_leftover:      # left over by a crash between create and start
                 ctx.runtime.kill(cid, signal.SIGKILL)
@@ -558,6 +590,8 @@ class PodWorker:
     def _start_failed(self, pod: Mapping, s: StartContainer, cspec: Mapping, cid: str, e: Exception) -> None:
         ctx = self.ctx
         msg = str(e) or type(e).__name__
+        # a spec the node cannot honour (Kubernetes' CreateContainerConfigError), not a runtime failure
+        reason = "CreateContainerConfigError" if isinstance(e, SubPathError) else "StartError"
         ctx.events.event(pod, "Warning", "Failed", f"Error: {msg}")
         log.warning("starting container %s of pod %s failed: %s", s.name, self._name(), msg)
         try:
@@ -570,7 +604,7 @@ class PodWorker:
         now = ctx.clock.now()
         self.mem.synthetic[s.name] = ObservedContainer(
             name=s.name, attempt=s.attempt, id=cid, status="stopped", exit_code=128, started_at=now,
-            finished_at=now, spec_hash=spec_hash(cspec), image=cspec.get("image", ""), reason="StartError",
+            finished_at=now, spec_hash=spec_hash(cspec), image=cspec.get("image", ""), reason=reason,
             message=msg, synthetic=True)
 
     def _pull(self, pod: Mapping, cspec: Mapping) -> PulledImage | None:
@@ -654,7 +688,12 @@ class PodWorker:
         except Exception as e:
             log.warning("network teardown of pod %s failed: %s", self._name(), e)
         self.mem.pod_net = None
-        shutil.rmtree(self.pod_dir, ignore_errors=True)
+        left = self._release_subpaths()
+        if left:    # removing the pod dir would descend into the bound volume: keep it
+            log.error("pod %s: subPath binds %s are still mounted; its directory %s is kept",
+                      self._name(), ", ".join(left), self.pod_dir)
+        else:
+            shutil.rmtree(self.pod_dir, ignore_errors=True)
         ctx.probes.remove_pod(self.uid)
         ctx.tracker.forget(self.uid)
         ctx.on_sandbox_change()

@@ -55,6 +55,19 @@ def mount_overlay(target: str, *, layers: list[str], upper: str, work: str) -> N
         raise MountError(e, f"mount overlay on {target} (lower {layers}) failed: {os.strerror(e)}")
 
 
+MS_BIND = 0x1000
+MS_REC = 0x4000
+
+
+def bind_mount(source: str, target: str) -> None:
+    """A recursive bind mount of `source` (which may be a `/proc/self/fd/N` of an O_PATH
+    fd: the kernel then binds exactly that file or directory) onto an existing `target`."""
+    log.debug("bind mount %s on %s", source, target)
+    if _libc().mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None) != 0:
+        e = ctypes.get_errno()
+        raise MountError(e, f"bind mount {source} on {target} failed: {os.strerror(e)}")
+
+
 def unmount(target: str) -> bool:
     """Unmount; False if nothing was mounted there. Lazy (MNT_DETACH) only as
     a fallback when busy, so a normal remove leaves no detached mount behind."""
