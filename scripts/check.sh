@@ -23,7 +23,7 @@ MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CA
   -m shoal.agent.network.overlay -m shoal.agent.network.hostports -m shoal.agent.interfaces \
   -m shoal.controller.deployment.util -m shoal.controller.scheduler.framework \
   -m shoal.cli.rollout -m shoal.cli.printers \
-  -m shoal.agent.agent -m shoal.agent.dispatch -m shoal.agent.worker
+  -m shoal.agent.agent -m shoal.agent.dispatch -m shoal.agent.subpath -m shoal.agent.worker
 # every real seam and its fake against its Protocol (a file, so a run of its own)
 MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CACHE_DIR:-.mypy_cache}" \
   tests/typecheck/seams.py
