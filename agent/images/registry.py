@@ -20,10 +20,14 @@ Design notes:
   https for the rest; `docker.io` is served by `registry-1.docker.io`.
 - Auth follows the registry's 401 challenge. `Basic` → retry with the configured
   credentials for that registry. `Bearer realm=…,service=…,scope=…` → GET the realm
-  (with basic credentials if configured, anonymously otherwise), take `token` or
+  (with basic credentials if configured and the realm may have them — `may_send_credentials`:
+  over https, or on the registry's own endpoint; a registry cannot name a plain-http host of
+  its choosing and collect them — anonymously otherwise), take `token` or
   `access_token`, cache it per (registry, scope) until `expires_in` (default 60 s, by the
   injected clock) and retry once. The cached scheme is sent up-front on later requests
   so a pull costs one challenge, not one per blob.
+- A manifest is read only up to `MAX_MANIFEST_BYTES`: a larger Content-Length is refused
+  before the body is read, and a body without one is cut off at the cap.
 - The httpx client is shared and thread-safe; the token cache is guarded by a lock.
 """
 from __future__ import annotations
@@ -117,6 +121,19 @@ def endpoint_for(registry: str, *, mirrors: Mapping[str, str], insecure: Iterabl
 
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
+
+
+def may_send_credentials(realm: str, endpoint: str) -> bool:
+    """Whether a registry's configured credentials may go to the token `realm` it names:
+    over https (any host: Docker Hub's realm is auth.docker.io), or over plain http only to
+    the registry's own endpoint (scheme, host and port) — never to another plain-http host."""
+    try:
+        r, e = httpx.URL(realm), httpx.URL(endpoint)
+    except (httpx.InvalidURL, TypeError):
+        return False
+    if r.scheme == "https":
+        return True
+    return (r.scheme, r.host, r.port) == (e.scheme, e.host, e.port)
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -216,10 +233,14 @@ class RegistryClient:
             query["service"] = params["service"]
         query["scope"] = params.get("scope") or scope
         headers = {}
-        basic = self._basic(registry)
-        if basic:
-            headers["Authorization"] = basic
         realm = params["realm"]
+        basic = self._basic(registry)
+        withheld = ""
+        if basic and may_send_credentials(realm, self.endpoint(registry)):
+            headers["Authorization"] = basic
+        elif basic:
+            withheld = (f" (the credentials configured for {registry} were not sent: the token server is "
+                        f"neither https nor the registry's own endpoint {self.endpoint(registry)})")
         try:
             resp = self._http.get(realm, params=query, headers=headers)
         except httpx.HTTPError as exc:
@@ -227,7 +248,7 @@ class RegistryClient:
         if resp.status_code != 200:
             raise RegistryError(f"token server {realm} for {registry} refused "
                                 f"scope {query['scope']!r}: HTTP {resp.status_code} "
-                                f"{_registry_error_text(resp)}")
+                                f"{_registry_error_text(resp)}{withheld}")
         try:
             body = resp.json()
             token = body.get("token") or body.get("access_token")
@@ -271,18 +292,30 @@ class RegistryClient:
 
     # -- manifests
     def _get_manifest(self, ref: Reference, key: str) -> tuple[bytes, str, str | None]:
-        resp = self._send(ref, "GET", f"/manifests/{key}", headers={"Accept": ACCEPT})
-        url = str(resp.request.url)
-        if resp.status_code == 404:
-            what = f"{ref.name}@{key}" if key.startswith("sha256:") else f"{ref.name}:{key}"
-            raise RegistryError(f"{what} not found (GET {url}: HTTP 404 {_registry_error_text(resp)})")
-        if resp.status_code != 200:
-            raise RegistryError(f"GET {url}: HTTP {resp.status_code} {_registry_error_text(resp)}")
-        raw = resp.content
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise RegistryError(f"GET {url}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
-        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        return raw, ctype, resp.headers.get("Docker-Content-Digest")
+        resp = self._send(ref, "GET", f"/manifests/{key}", headers={"Accept": ACCEPT}, stream=True)
+        try:
+            url = str(resp.request.url)
+            if resp.status_code == 404:
+                resp.read()
+                what = f"{ref.name}@{key}" if key.startswith("sha256:") else f"{ref.name}:{key}"
+                raise RegistryError(f"{what} not found (GET {url}: HTTP 404 {_registry_error_text(resp)})")
+            if resp.status_code != 200:
+                resp.read()
+                raise RegistryError(f"GET {url}: HTTP {resp.status_code} {_registry_error_text(resp)}")
+            too_big = RegistryError(f"GET {url}: manifest larger than {MAX_MANIFEST_BYTES} bytes (refused)")
+            length = resp.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
+                raise too_big                     # before reading a byte of it
+            buf = bytearray()
+            for chunk in resp.iter_bytes():
+                buf += chunk
+                if len(buf) > MAX_MANIFEST_BYTES:
+                    raise too_big
+            raw = bytes(buf)
+            ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            return raw, ctype, resp.headers.get("Docker-Content-Digest")
+        finally:
+            resp.close()
 
     def resolve(self, ref: Reference) -> ResolvedManifest:
         where = f"{self.endpoint(ref.registry)}/v2/{ref.repository}/manifests/{ref.pull_key}"

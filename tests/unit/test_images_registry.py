@@ -107,6 +107,8 @@ class FakeRegistry:
         self.tokens_issued: list[tuple[str | None, str]] = []
         self.requests: list[tuple[str, str | None]] = []
         self.valid_tokens: set[str] = set()
+        self.realm: str | None = None          # the token realm the challenge names (default: this server)
+        self.raw_manifest: bytes | None = None  # answer every manifest GET with these bytes as they are
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -164,7 +166,7 @@ class FakeRegistry:
             self.valid_tokens.add(token)
             return self.reply(req, 200, json.dumps({"token": token, "expires_in": 60}).encode())
         if self.auth == "bearer" and auth.removeprefix("Bearer ") not in self.valid_tokens:
-            realm = f"http://{self.host}/token"
+            realm = self.realm or f"http://{self.host}/token"
             m = _PATH.match(url.path)
             scope = f"repository:{m.group(1) if m else ''}:pull"
             return self.reply(req, 401, b"", {"WWW-Authenticate":
@@ -175,6 +177,9 @@ class FakeRegistry:
         if m is None:
             return self.reply(req, 404)
         repo, kind, key = m.groups()
+        if kind == "manifests" and self.raw_manifest is not None:
+            req.wfile.write(self.raw_manifest)       # head and body as given, then the connection closes
+            return
         if kind == "manifests":
             hit = self.manifests.get((repo, key))
             if hit is None:
@@ -336,3 +341,57 @@ def test_mirror_endpoint_is_used_instead_of_the_registry(fake_factory):
     digest = fake.add_manifest("library/web", image_manifest(fake), tag="v1")
     with RegistryClient(mirrors={"docker.io": f"http://{fake.host}"}) as client:
         assert client.resolve(parse_reference("web:v1")).digest == digest
+
+
+# ------------------------------------------------------------------ issue 17: registry hardening
+def test_basic_credentials_never_go_to_a_plain_http_realm_on_another_host(fake_factory):
+    token_server = fake_factory(users={"alice": "s3cret"}, token_users_required=True)
+    fake = fake_factory(auth="bearer", users={"alice": "s3cret"})
+    fake.realm = f"http://{token_server.host}/token"      # the registry names a foreign plain-http realm
+    fake.add_manifest("web", image_manifest(fake), tag="v1")
+    ref = parse_reference(f"{fake.host}/web:v1")
+    with RegistryClient(credentials={fake.host: ("alice", "s3cret")}) as client:
+        with pytest.raises(RegistryError, match=r"were not sent: the token server is neither https nor the "
+                                                r"registry's own endpoint"):
+            client.resolve(ref)
+    assert [a for p, a in token_server.requests if p == "/token"] == [None], "asked anonymously, no credentials"
+
+
+@pytest.mark.parametrize("realm, endpoint, ok", [
+    ("https://auth.example.com/token", "https://registry.example.com", True),
+    ("https://auth.example.com/token", "http://127.0.0.1:5000", True),
+    ("http://127.0.0.1:5000/token", "http://127.0.0.1:5000", True),
+    ("http://127.0.0.1:5001/token", "http://127.0.0.1:5000", False),
+    ("http://evil.example.com/token", "http://127.0.0.1:5000", False),
+    ("http://registry.example.com/token", "https://registry.example.com", False),
+    ("ftp://x/y", "http://127.0.0.1:5000", False),
+])
+def test_may_send_credentials(realm, endpoint, ok):
+    from shoal.agent.images.registry import may_send_credentials
+    assert may_send_credentials(realm, endpoint) is ok
+
+
+def test_a_manifest_over_the_cap_is_refused_before_it_is_read(fake_factory):
+    import time as _time
+    from shoal.agent.images.registry import MAX_MANIFEST_BYTES
+    fake = fake_factory()
+    # claims 100 MiB and sends 10 bytes, then holds the connection: reading it whole would hang
+    fake.raw_manifest = (b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n"
+                         b"Content-Length: %d\r\n\r\n0123456789" % (100 << 20))
+    ref = parse_reference(f"{fake.host}/web:v1")
+    t0 = _time.monotonic()
+    with RegistryClient(timeout=5.0) as client:
+        with pytest.raises(RegistryError, match=f"manifest larger than {MAX_MANIFEST_BYTES} bytes"):
+            client.resolve(ref)
+    assert _time.monotonic() - t0 < 2.0
+
+
+def test_a_manifest_without_length_is_cut_off_at_the_cap(fake_factory):
+    from shoal.agent.images.registry import MAX_MANIFEST_BYTES
+    fake = fake_factory()
+    fake.raw_manifest = (b"HTTP/1.0 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\r\n"
+                         + b" " * (MAX_MANIFEST_BYTES + 1))
+    ref = parse_reference(f"{fake.host}/web:v1")
+    with RegistryClient() as client:
+        with pytest.raises(RegistryError, match="manifest larger than"):
+            client.resolve(ref)
