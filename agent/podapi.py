@@ -24,8 +24,8 @@ class ClientPodApi:
             except errors.Conflict:
                 try:
                     fresh = self.client.get("pods", md["name"], md.get("namespace"))
-                except errors.NotFound:
-                    return None
+                except (errors.NotFound, errors.Forbidden):
+                    return None     # gone, or the name now belongs to a pod bound elsewhere (not ours to read)
                 if fresh["metadata"].get("uid") != md.get("uid"):
                     return None
                 body = dict(fresh, status=status)

@@ -315,7 +315,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         q = request.query_params
         p = principal(request)
         verb = "watch" if _bool(q.get("watch")) else "list"
-        auth.authorize(p, verb, res, namespace=namespace)
+        auth.authorize(p, verb, res, namespace=namespace, field_selector=q.get("fieldSelector"))
         sel = Selectors.parse(q.get("labelSelector"), q.get("fieldSelector"))
         if verb == "watch":
             return await _watch(request, res, namespace, sel)
@@ -374,7 +374,12 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         return _json(out, 201)
 
     async def do_get(request: Request, name: str, namespace: str | None = None):
-        auth.authorize(principal(request), "get", res, namespace=namespace, name=name)
+        p = principal(request)
+        if auth.needs_stored_for_get(p, res):      # a node may read only the pods bound to it
+            obj = await store_call(registry.get, res, namespace, name)
+            auth.authorize(p, "get", res, namespace=namespace, name=name, old=obj)
+            return _json(obj)
+        auth.authorize(p, "get", res, namespace=namespace, name=name)
         return _json(await store_call(registry.get, res, namespace, name))
 
     async def do_update(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):

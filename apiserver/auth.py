@@ -4,9 +4,12 @@ Tokens are random 32-byte URL-safe strings; the database keeps only their
 SHA-256. Roles:
 - `admin`: everything (the kubeconfig `shoal server` writes).
 - `join`: may only exchange itself for a node credential (`POST /shoal/v1/join`).
-- `node` (subject = node name): reads everything; writes only its own Node and
-  Lease, the status of pods bound to it, deletion confirmations of those pods,
-  and Events — as Kubernetes' node authorizer allows a kubelet. `admit` then
+- `node` (subject = node name): reads only what a kubelet needs — every Node (its
+  overlay peers), its own Lease, and the pods bound to it (a get of a pod bound
+  there; a list or watch only with `fieldSelector=spec.nodeName=<node>`), never
+  pod logs, Events or any other kind; writes only its own Node and Lease, the
+  status of pods bound to it, deletion confirmations of those pods, and Events —
+  as Kubernetes' Node authorizer graph allows a kubelet. `admit` then
   looks at the object a write would store, as Kubernetes' NodeRestriction
   admission does: a node may not set or change its Node's `spec.podCIDR(s)`,
   which are the server's to assign (the node IPAM controller).
@@ -41,6 +44,7 @@ from pathlib import Path
 
 from shoal.machinery.api import errors
 from shoal.machinery.api.resources import Resource
+from shoal.machinery.api.selectors import parse_field_selector
 from shoal.apiserver.store import Store
 
 
@@ -130,11 +134,14 @@ class TokenCache:
 
 def authorize(p: Principal, verb: str, res: Resource | None, *, namespace: str | None = None,
               name: str | None = None, subresource: str | None = None, obj: dict | None = None,
-              old: dict | None = None) -> None:
-    """Raise Forbidden unless `p` may do `verb` on the object. `obj`/`old` are the new and stored values."""
+              old: dict | None = None, field_selector: str | None = None) -> None:
+    """Raise Forbidden unless `p` may do `verb` on the object. `obj`/`old` are the new and stored
+    values (`old` is the stored object on a get too, where the rule depends on it: a node's
+    pods); `field_selector` is a list's or watch's."""
     if p.role == "admin":
         return
-    if p.role == "node" and _node_allows(p.subject, verb, res, namespace, name, subresource, obj, old):
+    if p.role == "node" and _node_allows(p.subject, verb, res, namespace, name, subresource, obj, old,
+                                         field_selector):
         return
     what = res.plural if res else "this path"
     group = res.group if res else ""
@@ -167,12 +174,39 @@ def admit(p: Principal, res: Resource | None, new: dict | None, old: dict | None
                                      "FieldValueForbidden")])
 
 
+def needs_stored_for_get(p: Principal, res: Resource | None) -> bool:
+    """Whether `authorize(p, "get", res, ...)` decides on the stored object (`old`)."""
+    return p.role == "node" and res is not None and res.kind == "Pod"
+
+
+def _selects_node(field_selector: str | None, node: str) -> bool:
+    """Whether a field selector requires `spec.nodeName=<node>` (whatever else it requires)."""
+    try:
+        reqs = parse_field_selector(field_selector)
+    except ValueError:
+        return False
+    return any(f == "spec.nodeName" and op in ("=", "==") and v == node for f, op, v in reqs)
+
+
+def _node_reads(node: str, verb: str, kind: str, ns: str | None, name: str | None, sub: str | None,
+                old: dict | None, field_selector: str | None) -> bool:
+    if kind == "Node":
+        return sub is None                            # every Node: the overlay's peers
+    if kind == "Lease":
+        return verb == "get" and ns == "kube-node-lease" and name == node
+    if kind == "Pod" and sub is None:
+        if verb == "get":
+            return ((old or {}).get("spec") or {}).get("nodeName") == node
+        return _selects_node(field_selector, node)    # list / watch of its own pods only
+    return False                                      # logs, Events, workloads, namespaces: not a node's
+
+
 def _node_allows(node: str, verb: str, res: Resource | None, ns: str | None, name: str | None,
-                 sub: str | None, obj: dict | None, old: dict | None) -> bool:
+                 sub: str | None, obj: dict | None, old: dict | None, field_selector: str | None = None) -> bool:
     if res is None:
         return False
     if verb in ("get", "list", "watch"):
-        return True
+        return _node_reads(node, verb, res.kind, ns, name, sub, old, field_selector)
     kind = res.kind
     if kind == "Node":
         return name == node or (verb == "create" and (obj or {}).get("metadata", {}).get("name") == node)

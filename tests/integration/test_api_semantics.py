@@ -194,7 +194,9 @@ def test_join_token_only_joins_and_node_credential_is_scoped(api):
     p = node.get("pods", "mine")
     p["status"] = {"phase": "Running"}
     assert node.update_status("pods", p)["status"]["phase"] == "Running"
-    t = node.get("pods", "theirs")
+    with pytest.raises(errors.Forbidden):
+        node.get("pods", "theirs")         # a node reads only the pods bound to it (issue 17)
+    t = admin.get("pods", "theirs")
     t["status"] = {"phase": "Running"}
     with pytest.raises(errors.Forbidden):
         node.update_status("pods", t)
@@ -409,3 +411,37 @@ def test_paths_outside_the_route_table_answer_as_before(api):
     assert r.status_code == 404 and r.json()["details"]["name"] == "nope"
     r = httpx.put(api.url + "/api/v1/namespaces/default/pods/p1/status", headers=hdr, content=b"{not json")
     assert r.status_code == 400 and r.json()["kind"] == "Status"
+
+
+def test_a_node_reads_only_its_own_pods_and_what_a_kubelet_needs(api):
+    """Issue 17, "Nodes read everything": a node credential read every pod (an env DB_PASSWORD
+    of another namespace), every pod's log and every Event. Now: Kubernetes' Node authorizer."""
+    from shoal.machinery.client.rest import Client
+    join = Client(api.url, api.join_token)
+    cred = join.request("POST", "/shoal/v1/join", body={"nodeName": "node-a", "nodePassword": "pw-a" * 8})
+    node = Client(api.url, cred["token"])
+    node.create("nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}})
+    admin = api.client()
+    admin.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payroll"}})
+    secret_pod = pod("db", node="node-b")
+    secret_pod["spec"]["containers"][0]["env"] = [{"name": "DB_PASSWORD", "value": "hunter2"}]
+    admin.create("pods", secret_pod, "payroll")
+    admin.create("pods", pod("mine", node="node-a"))
+    for call in (lambda: node.get("pods", "db", "payroll"),
+                 lambda: node.list("pods", "payroll"),
+                 lambda: node.list("pods", all_namespaces=True),
+                 lambda: node.list("pods", all_namespaces=True, field_selector="spec.nodeName=node-b"),
+                 lambda: node.list("pods", all_namespaces=True, label_selector="app=web"),
+                 lambda: node.list("events", "default"),
+                 lambda: node.list("deployments", "default"),
+                 lambda: node.get("namespaces", "payroll")):
+        with pytest.raises(errors.Forbidden):
+            call()
+    with pytest.raises(errors.Forbidden):
+        node.request("GET", "/api/v1/namespaces/payroll/pods/db/log")
+    own = node.list("pods", all_namespaces=True, field_selector="spec.nodeName=node-a")
+    assert [o["metadata"]["name"] for o in own["items"]] == ["mine"]
+    assert node.get("pods", "mine")["metadata"]["name"] == "mine"
+    assert {n["metadata"]["name"] for n in node.list("nodes")["items"]} == {"node-a"}   # its peers: every Node
+    with pytest.raises(errors.NotFound):
+        node.get("pods", "gone")           # a pod that is not there is NotFound, as the agent expects
