@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from shoal.machinery.control.clock import Clock, RealClock
 from shoal.machinery.control.informer import Informer
@@ -48,6 +49,7 @@ from shoal.machinery.client.rest import Client
 from shoal.machinery.control.timers import Scheduler, ThreadScheduler
 from shoal.machinery.control.events import EventRecorder
 from shoal.agent.dispatch import PodDispatcher, PodWorkers
+from shoal.agent.hostfiles import private_dir
 from shoal.agent.imagegc import collect_images
 from shoal.agent.interfaces import ExitWatcher, ImageStore, Network, Runtime
 from shoal.agent.logs import PodLogs
@@ -64,6 +66,19 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Agent", "AgentOptions", "ANN_UNDERLAY_IP", "ANN_VTEP_MAC", "LEASE_NAMESPACE", "VERSION",
            "host_memory_kib"]
+
+
+def reserved_host_ports(server: str, kubelet_port: int | None) -> dict[int, str]:
+    """The hostPorts no pod may publish on this node (port -> who listens there): the API
+    server's port (its URL's, 6443 by default — on the server's own node a pod holding it
+    would receive the node's and the controllers' tokens), and the log endpoint's."""
+    out: dict[int, str] = {}
+    if server:
+        u = urlsplit(server)
+        out[u.port or (443 if u.scheme == "https" else 80)] = "the shoal API server"
+    if kubelet_port:
+        out[kubelet_port] = "the shoal agent's log endpoint"
+    return out
 
 
 @dataclass
@@ -117,8 +132,8 @@ class Agent:
     # ------------------------------------------------------------------------ lifecycle
     def start(self) -> "Agent":
         o, node = self.opts, self.node_name
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "pods").mkdir(exist_ok=True)
+        private_dir(self.data_dir)            # 0700: pod dirs, logs and volumes are root's (agent/hostfiles.py)
+        private_dir(self.data_dir / "pods")
         sched = self._given_scheduler
         if sched is None:
             sched = self._own_scheduler = ThreadScheduler(clock=self.clock, workers=o.timer_threads,
@@ -134,8 +149,11 @@ class Agent:
                                threads=o.sync_threads,
                                on_synced=self.events.touch)   # busy: the events wait (machinery/control/events.py)
         self.dispatcher: PodDispatcher = self.pods.dispatcher
+        # hostPorts no pod may take here: the ports of shoal's own components (issue 17)
+        self.reserved_host_ports = reserved_host_ports(getattr(self.client, "server", ""), o.kubelet_port)
         self.nodenet = NodeNetworkSync(self.client, node_name=node, address=self.address, network=self.network,
-                                   sandboxed_pods=self.pods.sandboxed, on_ready=self.pods.wake_all)
+                                   sandboxed_pods=self.pods.sandboxed, on_ready=self.pods.wake_all,
+                                   reserved_ports=self.reserved_host_ports)
         # pod networks made beside their first container's create (one per sync thread at most)
         self._sandbox_pool = ThreadPoolExecutor(max_workers=o.sync_threads, thread_name_prefix=f"shoal-net-{node}")
         self.probes = ProbeManager(executor=o.probe_executor or RealProbeExecutor(self.runtime),
@@ -146,12 +164,14 @@ class Agent:
                                  tracker=self.tracker, api=ClientPodApi(self.client), events=self.events,
                                  clock=self.clock, network_ready=lambda: self.nodenet.ready,
                                  on_sandbox_change=self.nodenet.sync_host_ports, kill_wait_inline=o.kill_wait_inline,
-                                 sandbox_retry=o.sandbox_retry, background=self._sandbox_pool.submit)
+                                 sandbox_retry=o.sandbox_retry, background=self._sandbox_pool.submit,
+                                 reserved_host_ports=self.reserved_host_ports)
         if o.kubelet_port is not None:
             logs = PodLogs(node_name=node, data_dir=self.data_dir, runtime=self.runtime, find=self.pods.find,
                            stopped=self._stop.is_set)
             self.logserver = LogServer(host=self.address, port=o.kubelet_port, token=o.kubelet_token,
                                        resolve=logs.resolve).start()
+            self.reserved_host_ports[self.logserver.port] = "the shoal agent's log endpoint"   # 0: known now
         self.nodenet.prepare()
         self.registration = NodeRegistration(
             self.client, node_name=node, address=self.address, clock=self.clock,

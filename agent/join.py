@@ -49,6 +49,7 @@ from typing import Protocol
 
 from shoal.machinery.api import errors
 from shoal.machinery.client.rest import Client
+from shoal.agent.hostfiles import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,7 @@ def load_credentials(data_dir: str | os.PathLike) -> NodeCredentials | None:
 
 
 def save_credentials(data_dir: str | os.PathLike, creds: NodeCredentials) -> Path:
-    d = Path(data_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    d = private_dir(data_dir)
     p = d / CREDENTIALS_FILE
     tmp = p.with_name(p.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -172,7 +172,7 @@ def node_password(data_dir: str | os.PathLike) -> str:
     if pw:
         return pw
     pw = secrets.token_urlsafe(32)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(p.parent)
     tmp = p.with_name(p.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

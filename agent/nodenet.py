@@ -16,7 +16,9 @@ Nodes) and keeps the `Network` seam (agent/network) level-based:
   list, so a restarted agent never syncs a half-listed set (which would drop live routes).
 - host ports: `sync_host_ports()` (called by a pod worker after its sandbox changed) hands
   the hostPorts of every pod that has its network (`host_ports`, pure) to
-  `Network.sync_host_ports`.
+  `Network.sync_host_ports`. A port one of shoal's own components listens on here (the
+  API server's, the agent's log endpoint's: `reserved`) is never among them — the
+  worker refuses to start its container (`refused_host_ports`, pure; issue 17).
 """
 from __future__ import annotations
 
@@ -52,13 +54,29 @@ def overlay_peers(nodes: Iterable[Mapping], own: str) -> list[Peer]:
     return sorted(peers, key=lambda p: p.node)
 
 
-def host_ports(pods: Iterable[tuple[str, Mapping]]) -> list[HostPort]:
-    """The published ports (`containers[].ports[].hostPort`) of `(uid, pod)` pairs."""
+def refused_host_ports(container: Mapping, reserved: Mapping[int, str]) -> list[str]:
+    """Why `container`'s hostPorts may not be published here: one message per port that a
+    component of shoal on this node listens on (`reserved`: port -> who). A pod holding
+    that port would receive what the host sends its own component — the API server's
+    6443 carries the admin and node tokens. Any protocol and hostIP: the component binds
+    the port, and a UDP twin is no use to a pod either."""
+    out = []
+    for p in container.get("ports") or []:
+        port = p.get("hostPort")
+        if port and int(port) in reserved:
+            out.append(f"hostPort {int(port)} of container {container.get('name', '?')} is reserved for "
+                       f"{reserved[int(port)]} on this node")
+    return out
+
+
+def host_ports(pods: Iterable[tuple[str, Mapping]], reserved: Mapping[int, str] | None = None) -> list[HostPort]:
+    """The published ports (`containers[].ports[].hostPort`) of `(uid, pod)` pairs, never
+    one in `reserved` (see `refused_host_ports`)."""
     out = []
     for uid, pod in pods:
         for c in (pod.get("spec") or {}).get("containers") or []:
             for p in c.get("ports") or []:
-                if p.get("hostPort"):
+                if p.get("hostPort") and int(p["hostPort"]) not in (reserved or {}):
                     out.append(HostPort(uid, int(p["hostPort"]), int(p["containerPort"]),
                                         p.get("protocol") or "TCP", p.get("hostIP") or ""))
     return out
@@ -71,8 +89,11 @@ class NodeApi(Protocol):
 
 class NodeNetworkSync:
     def __init__(self, client: NodeApi, *, node_name: str, address: str, network,
-                 sandboxed_pods: Callable[[], list[tuple[str, dict]]], on_ready: Callable[[], None]):
+                 sandboxed_pods: Callable[[], list[tuple[str, dict]]], on_ready: Callable[[], None],
+                 reserved_ports: Mapping[int, str] | None = None):
         self.client = client
+        # port -> shoal component; the agent's own dict, completed once its log endpoint listens
+        self.reserved_ports: Mapping[int, str] = reserved_ports if reserved_ports is not None else {}
         self.node_name = node_name
         self.address = address
         self.network = network
@@ -158,7 +179,7 @@ class NodeNetworkSync:
 
     # ------------------------------------------------------------------ host ports
     def sync_host_ports(self) -> None:
-        ports = host_ports(self._sandboxed_pods())
+        ports = host_ports(self._sandboxed_pods(), self.reserved_ports)
         try:
             self.network.sync_host_ports(ports)
         except Exception as e:

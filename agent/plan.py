@@ -44,11 +44,18 @@ Rules (no init containers, no ephemeral containers — like kubelet otherwise)
   (state waiting CrashLoopBackOff meanwhile, and one BackOff event per exit),
   as attempt+1;
   a failed image pull → ErrImagePull, then ImagePullBackOff (one BackOff event
-  per failure) until the retry.
+  per failure) until the retry;
+  a config that could not be built (`ConfigFailure`: a subPath that is a
+  symbolic link, a volumeMount naming no volume) → CreateContainerConfigError
+  with its message and one Warning Failed event per message; like a failed
+  pull it is no exit: nothing was created, no attempt is counted (restartCount,
+  lastState and the phase stay as they were: a pod that never ran stays
+  Pending, whatever its restartPolicy), and the same attempt is tried again at
+  `retry_at`, building the config afresh (a volume fixed meanwhile starts).
 - Attempts older than the previous one are removed (the previous one is kept
   for `lastState` and `logs --previous`).
 - Wake-up: the earliest of a back-off's expiry, a pull retry (and the switch to
-  ImagePullBackOff), a SIGKILL deadline of any terminating container and a
+  ImagePullBackOff), a config retry, a SIGKILL deadline of any terminating container and a
   sandbox retry.
 
 Container labels (written at create time, read back from `Runtime.list()`; they
@@ -163,6 +170,18 @@ class PullFailure:
         """When the status turns from ErrImagePull to ImagePullBackOff: half-way to the retry,
         at most a second after the failure (kubelet: its next pass over the pod)."""
         return self.at + min(1.0, max(0.0, self.retry_at - self.at) / 2)
+
+
+CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
+
+
+@dataclass(frozen=True)
+class ConfigFailure:
+    """A container whose config could not be built before anything was created (kubelet's
+    CreateContainerConfigError): it waits, with `message`, until `retry_at`."""
+    message: str
+    at: float
+    retry_at: float
 
 
 @dataclass(frozen=True)
@@ -300,17 +319,19 @@ def compute_pod_actions(pod: Mapping | None, view: PodRuntimeView, *,
                         probes: Mapping[str, Mapping[str, ProbeResult]] | None = None,
                         backoff: Mapping[str, Backoff] | None = None,
                         pull_failures: Mapping[str, PullFailure] | None = None,
+                        config_failures: Mapping[str, ConfigFailure] | None = None,
                         network_ready: bool = True,
                         sandbox_retry_at: float = 0.0,
                         evented: Collection[str] = (),
                         now: float) -> PodActions:
     """Plan the next step for one pod. `probes` is keyed by runtime container id,
-    `backoff` and `pull_failures` by container name; `sandbox_retry_at` is when a
+    `backoff`, `pull_failures` and `config_failures` by container name; `sandbox_retry_at` is when a
     sandbox that failed may be tried again; `evented` holds the keys of the events
     already emitted."""
     probes = probes or {}
     backoff = backoff or {}
     pull_failures = pull_failures or {}
+    config_failures = config_failures or {}
     actions = PodActions()
 
     # -- adoption first: a running container the view had lost is never started a second
@@ -390,6 +411,15 @@ def compute_pod_actions(pod: Mapping | None, view: PodRuntimeView, *,
                                 f'Back-off pulling image "{pf.image}"')
                 actions._wake(pf.retry_at)
                 return
+            cf = config_failures.get(name)
+            if cf is not None:
+                # shown until a config is built (kubelet keeps it through the retry too)
+                actions.waiting[name] = Waiting(CREATE_CONTAINER_CONFIG_ERROR, cf.message)
+                _event_once(actions, evented, f"configerror/{name}/{cf.message}", "Warning", "Failed",
+                            f"Error: {cf.message}")
+                if now < cf.retry_at:
+                    actions._wake(cf.retry_at)
+                    return
             if not sandbox_ok and (not network_ready or sandbox_held):
                 return
             actions.start.append(StartContainer(name, attempt, existing_id,

@@ -6,8 +6,8 @@ container exit seen by the agent's relist, a probe result, a back-off timer)
 and never needs to know which. Each call
 
 1. observes: the runtime's state of the containers labelled with the pod's uid,
-   plus what the worker remembers (pod IP, pull failures, start failures,
-   SIGKILL deadlines), plus any leftover at the id of a next attempt
+   plus what the worker remembers (pod IP, pull failures, config failures,
+   start failures, SIGKILL deadlines), plus any leftover at the id of a next attempt
    (`agent.plan.next_attempts`; each id is looked up once, so a start costs the
    one `Runtime.state` it always did);
 2. gathers the planner's other inputs: the crash-loop back-off of each exit
@@ -23,8 +23,12 @@ and never needs to know which. Each call
    from image config + spec, create, start with Created/Started events),
    removals, teardown, deletion confirmation — then re-observes and re-plans
    until the plan is empty (a fixed point). A step that fails is reported and
-   remembered (a pull failure, a start failure, a sandbox retry time), never
-   patched into the plan: the next plan sees it;
+   remembered (a pull failure, a config failure, a start failure, a sandbox
+   retry time), never patched into the plan: the next plan sees it. A config
+   failure (`ContainerConfigError`: the container's config could not be built,
+   nothing was created) is no exit — the container waits in
+   CreateContainerConfigError and is retried with the pull back-off — while a
+   start failure is a synthetic exit (StartError) under the crash-loop back-off;
 5. renders the status with the pure `agent.status.build_pod_status` and writes
    it only when it changed.
 
@@ -58,12 +62,14 @@ from shoal.machinery.api.quantity import cpu_millis, memory_bytes
 from shoal.agent.interfaces import (ContainerConfig, ContainerState, ImagePullError, ImageStore, Mount, Network,
                                     PodNet, PulledImage, Runtime)
 from shoal.agent.plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_POD_NAME,
-                              LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ObservedContainer, PodActions,
+                              LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ConfigFailure,
+                              ObservedContainer, PodActions,
                               PodEvent, PodRuntimeView, PullFailure, StartContainer, compute_pod_actions,
                               counted_exits, next_attempts, pod_grace_seconds, spec_hash)
 from shoal.agent.probes import ProbeManager, RunningContainer
 from shoal.agent.restarts import RestartTracker
 from shoal.agent.status import build_pod_status
+from shoal.agent.nodenet import refused_host_ports
 from shoal.agent.subpath import SUBPATHS_DIR, HostSubPaths, SubPathError, SubPaths
 
 log = logging.getLogger(__name__)
@@ -172,12 +178,15 @@ class WorkerContext:
     background: Callable[[Callable[[], object]], Future] | None = None
     # subPath mounts: checked without following links, bound under the pod dir (agent.subpath)
     subpaths: SubPaths = field(default_factory=HostSubPaths)
+    # hostPorts shoal's own components listen on here (port -> who): refused (agent.nodenet)
+    reserved_host_ports: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass
 class _Memory:
     pod_net: PodNet | None = None
     pull_failures: dict[str, PullFailure] = field(default_factory=dict)
+    config_failures: dict[str, ConfigFailure] = field(default_factory=dict)
     synthetic: dict[str, ObservedContainer] = field(default_factory=dict)
     terminating: dict[str, float] = field(default_factory=dict)
     ids: set[str] = field(default_factory=set)
@@ -185,6 +194,13 @@ class _Memory:
     writing_status: dict | None = None    # the last status written (its echo may come before the answer)
     sandbox_retry_at: float = 0.0
     vacant: set[str] = field(default_factory=set)  # next attempts' ids looked up and free, until the worker uses them
+
+
+class ContainerConfigError(ValueError):
+    """The container's config cannot be built from the pod as it is (kubelet's
+    CreateContainerConfigError): a subPath that is a symbolic link, a volumeMount naming
+    no volume, a volume of no supported kind. Raised before anything is created; the
+    container waits and is tried again, not counted as an exit."""
 
 
 class SandboxError(RuntimeError):
@@ -330,7 +346,8 @@ class PodWorker:
                                                  finished_at=c.finished_at)
                    for name, c in counted_exits(pod, view).items() if c.finished_at is not None}
         return compute_pod_actions(pod, view, probes=ctx.probes.pod_results(self.uid), backoff=backoff,
-                                   pull_failures=self.mem.pull_failures, network_ready=ctx.network_ready(),
+                                   pull_failures=self.mem.pull_failures,
+                                   config_failures=self.mem.config_failures, network_ready=ctx.network_ready(),
                                    sandbox_retry_at=self.mem.sandbox_retry_at, evented=self.mem.evented,
                                    now=ctx.clock.now())
 
@@ -461,16 +478,16 @@ class PodWorker:
         for i, vm in enumerate(cspec.get("volumeMounts") or []):
             v = vols.get(vm["name"])
             if v is None:
-                raise ValueError(f"volumeMount {vm['name']!r} of container {cspec['name']} names no volume of "
-                                 f"pod {self._name()}")
+                raise ContainerConfigError(f"volumeMount {vm['name']!r} of container {cspec['name']} names no "
+                                           f"volume of pod {self._name()}")
             if v.get("emptyDir") is not None:
                 src = self.pod_dir / "volumes" / v["name"]
                 src.mkdir(parents=True, exist_ok=True)
             elif v.get("hostPath") is not None:
                 src = Path(v["hostPath"]["path"])
             else:
-                raise ValueError(f"volume {v['name']!r} of pod {self._name()} has no supported source "
-                                 f"(emptyDir, hostPath)")
+                raise ContainerConfigError(f"volume {v['name']!r} of pod {self._name()} has no supported source "
+                                           f"(emptyDir, hostPath)")
             if vm.get("subPath"):
                 # never `src / subPath` handed to runc, which follows links: a container may have
                 # made it one (`ln -s / vol/x`). The checked inode is bound under the pod dir.
@@ -478,7 +495,7 @@ class PodWorker:
                 try:
                     self.ctx.subpaths.mount(root=src, sub_path=vm["subPath"], target=target, volume=v["name"])
                 except SubPathError as e:
-                    raise SubPathError(f"pod {self._name()}, container {cspec['name']}: {e}") from e
+                    raise ContainerConfigError(f"pod {self._name()}, container {cspec['name']}: {e}") from e
                 src = target
             out.append(Mount(str(src), vm["mountPath"], options=["rbind", "ro" if vm.get("readOnly") else "rw"]))
         return out
@@ -541,6 +558,10 @@ class PodWorker:
         cspec = next(c for c in pod["spec"]["containers"] if c["name"] == s.name)
         if sandbox is not None and not sandbox.ok():
             return                      # the pod's network failed: _finish_sandbox reports it
+        refused = refused_host_ports(cspec, ctx.reserved_host_ports)
+        if refused:                     # never run it half-published (issue 17, "Host exposure")
+            self._config_failed(s.name, ContainerConfigError(f"pod {self._name()}: {'; '.join(refused)}"))
+            return
         if s.existing_id:
             try:
                 if sandbox is not None:
@@ -570,6 +591,7 @@ class PodWorker:
         image = cspec.get("image", "")
         try:
             cfg = self._config(pod, cspec, img, s.attempt, cid)
+            self._config_built(s.name)
             if s.replace_leftover:      # left over by a crash between create and start
                 ctx.runtime.kill(cid, signal.SIGKILL)
                 ctx.runtime.remove(cid)
@@ -580,6 +602,9 @@ class PodWorker:
             self.mem.ids.add(cid)
             ctx.events.event(pod, "Normal", "Created", f"Created container {s.name}")
             ctx.events.event(pod, "Normal", "Started", f"Started container {s.name}")
+        except ContainerConfigError as e:
+            self._config_failed(s.name, e)      # nothing was made: no exit, no cleanup
+            return
         except Exception as e:
             if sandbox is not None and not sandbox.ok():
                 return                  # not the container's fault: _finish_sandbox reports it
@@ -587,11 +612,23 @@ class PodWorker:
             return
         log.debug("started container %s (%s) of pod %s from %s", s.name, cid, self._name(), image)
 
+    def _config_failed(self, name: str, e: ContainerConfigError) -> None:
+        """Remember it for the plan (which shows it and emits its Failed event); the retry
+        follows the pull back-off arithmetic, on its own key."""
+        ctx = self.ctx
+        now = ctx.clock.now()
+        bo = ctx.tracker.record_exit((self.uid, name, "config"), exit_id=f"config@{now}", started_at=None,
+                                     finished_at=now, first_immediate=False)
+        self.mem.config_failures[name] = ConfigFailure(str(e), now, bo.not_before)
+        log.warning("the config of container %s of pod %s cannot be built: %s", name, self._name(), e)
+
+    def _config_built(self, name: str) -> None:
+        if self.mem.config_failures.pop(name, None) is not None:
+            self.ctx.tracker.reset((self.uid, name, "config"))
+
     def _start_failed(self, pod: Mapping, s: StartContainer, cspec: Mapping, cid: str, e: Exception) -> None:
         ctx = self.ctx
         msg = str(e) or type(e).__name__
-        # a spec the node cannot honour (Kubernetes' CreateContainerConfigError), not a runtime failure
-        reason = "CreateContainerConfigError" if isinstance(e, SubPathError) else "StartError"
         ctx.events.event(pod, "Warning", "Failed", f"Error: {msg}")
         log.warning("starting container %s of pod %s failed: %s", s.name, self._name(), msg)
         try:
@@ -604,7 +641,7 @@ class PodWorker:
         now = ctx.clock.now()
         self.mem.synthetic[s.name] = ObservedContainer(
             name=s.name, attempt=s.attempt, id=cid, status="stopped", exit_code=128, started_at=now,
-            finished_at=now, spec_hash=spec_hash(cspec), image=cspec.get("image", ""), reason=reason,
+            finished_at=now, spec_hash=spec_hash(cspec), image=cspec.get("image", ""), reason="StartError",
             message=msg, synthetic=True)
 
     def _pull(self, pod: Mapping, cspec: Mapping) -> PulledImage | None:

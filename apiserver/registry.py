@@ -38,7 +38,7 @@ from shoal.machinery.api.names import is_dns1123_subdomain
 from shoal.machinery.api.resources import RESOURCES, Resource, resolve
 from shoal.machinery.api.times import format_time, parse_time
 from shoal.apiserver.settings import Settings
-from shoal.apiserver.store import Store
+from shoal.apiserver.store import Store, object_key
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,21 @@ GENERATE_NAME_ATTEMPTS = 8
 
 def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
     return format_time(clock())
+
+
+def event_last_seen(ev: dict) -> float | None:
+    """When an Event last happened, in epoch seconds: the first time it carries of
+    `series.lastObservedTime`, `lastTimestamp` (both moved forward by recorders that count
+    repeats), `eventTime` and `metadata.creationTimestamp` (every stored object has one).
+    None if it has no parseable time at all. The Event's own account of its last occurrence
+    wins over when it was stored, so an Event posted late about an old occurrence ages from
+    that occurrence (Kubernetes ages from the last write instead: its TTL is an etcd lease)."""
+    for t in ((ev.get("series") or {}).get("lastObservedTime"), ev.get("lastTimestamp"), ev.get("eventTime"),
+              (ev.get("metadata") or {}).get("creationTimestamp")):
+        seen = parse_time(t) if isinstance(t, str) else None
+        if seen is not None:
+            return seen
+    return None
 
 
 def _generated_name(prefix: str) -> str:
@@ -126,6 +141,9 @@ class Registry:
         self._scheduler = BackgroundScheduler(daemon=True)
         self._scheduler.add_job(self._compact, "interval", seconds=self.settings.compaction_interval,
                                 id="compaction", max_instances=1, coalesce=True)
+        if self.settings.event_ttl > 0:
+            self._scheduler.add_job(self._expire_events, "interval", seconds=self.settings.event_ttl_interval,
+                                    id="event-ttl", max_instances=1, coalesce=True)
         self._scheduler.start()
         # A cascade cut short by a crash is finished once at start-up; from then on the
         # controllers' garbage collector (controller/gc.py) covers orphans.
@@ -145,6 +163,38 @@ class Registry:
             self.store.compact(keep_seconds=self.settings.compaction_keep)
         except Exception:
             log.exception("compaction failed")
+
+    def _expire_events(self) -> None:
+        try:
+            self.expire_events()
+        except Exception:
+            log.exception("expiring events failed")
+
+    EVENT_TTL_BATCH = 500     # Events read and deleted per transaction
+
+    def expire_events(self) -> int:
+        """Delete the Events that last happened more than `settings.event_ttl` ago, as
+        Kubernetes' --event-ttl does (there an etcd lease; here this sweep on a timer). Scans in
+        key order EVENT_TTL_BATCH at a time and deletes each batch in one transaction (each
+        delete a DELETED watch event), so memory stays bounded and writers get the lock
+        between batches. An Event updated after it was read is left for the next sweep.
+        Returns how many were deleted."""
+        cutoff = self.clock() - self.settings.event_ttl
+        deleted, after = 0, ""
+        while not self._stopping.is_set():
+            page = self.store.page("events", after_key=after, limit=self.EVENT_TTL_BATCH)
+            if not page:
+                break
+            last = page[-1]["metadata"]
+            after = object_key("events", last.get("namespace"), last["name"])
+            old = [((ev["metadata"].get("namespace")), ev["metadata"]["name"], int(ev["metadata"]["resourceVersion"]))
+                   for ev in page if (seen := event_last_seen(ev)) is not None and seen < cutoff]
+            deleted += len(self.store.delete_batch("events", old))
+            if len(page) < self.EVENT_TTL_BATCH:
+                break
+        if deleted:
+            log.info("deleted %d events older than %gs", deleted, self.settings.event_ttl)
+        return deleted
 
     # ------------------------------------------------------------------ reads
     def get(self, res: Resource, namespace: str | None, name: str) -> dict:

@@ -58,7 +58,7 @@ class ServerProcess:
         self.settings = settings
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)
-        self.store = Store(settings.datastore_url())
+        self.store = Store(settings.datastore_url(), sqlite_synchronous=settings.sqlite_synchronous)
         self.app = create_app(settings, self.store)
         self.sock = bind_socket(settings.listen_host, settings.listen_port)
         self.port = self.sock.getsockname()[1]

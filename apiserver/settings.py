@@ -13,6 +13,9 @@ class Settings:
     listen_port: int = 6443
     compaction_interval: float = 60.0   # seconds between compactions
     compaction_keep: float = 300.0      # seconds of history kept for watchers to resume from
+    sqlite_synchronous: str = "full"    # PRAGMA synchronous; "normal" may lose acknowledged writes on power loss
+    event_ttl: float = 3600.0           # seconds an Event lives after its last occurrence (Kubernetes: 1 h); 0 keeps them
+    event_ttl_interval: float = 60.0    # seconds between sweeps of expired Events
     watch_poll_interval: float = 0.5    # how often the log is polled for other processes' writes
     bookmark_interval: float = 5.0      # idle time after which a bookmark is sent (allowWatchBookmarks)
     max_watch_seconds: float = 1800.0

@@ -21,6 +21,12 @@ Design notes (the kine idea, reshaped for a small Python server)
 * Values are stored without ``resourceVersion``; it is injected on read from
   the row's revision, so a value never has to be rewritten after its id is
   known.
+* Durability: on SQLite every commit is fsynced before it is answered
+  (``synchronous=FULL`` in WAL mode). With NORMAL a power cut may lose the
+  last commits, and since the log's ids are the revisions, the next writes
+  would reuse their numbers: an informer holding a lost revision would take
+  the reissued ones for already seen and miss them silently. NORMAL stays
+  available (``--sqlite-synchronous normal``) for those who accept that.
 * Compaction deletes log rows older than a time window (but never the newest
   row) and remembers the highest compacted revision; a watch from an older
   revision gets 410 Gone. SQLite reclaims the pages with incremental vacuum.
@@ -113,6 +119,10 @@ node_passwords_t = Table(
     Column("password_hash", String(128), nullable=False),
     Column("created", Float, nullable=False),
 )
+
+
+# `PRAGMA synchronous` values a Store accepts (the design notes say why FULL is the default).
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 
 class _NullLock:
@@ -268,7 +278,11 @@ class Store:
     """
 
     def __init__(self, url: str, *, busy_timeout_ms: int = 10000, echo: bool = False,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, sqlite_synchronous: str = "full"):
+        sync = sqlite_synchronous.upper()
+        if sync not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"sqlite synchronous {sqlite_synchronous!r}: expected one of "
+                             f"{', '.join(s.lower() for s in SQLITE_SYNCHRONOUS)}")
         self.url = url
         self.clock = clock
         self.on_commit: list[Callable[[int], None]] = []
@@ -297,9 +311,12 @@ class Store:
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 cur.execute("PRAGMA journal_mode=WAL")
-                # NORMAL in WAL mode: a committed transaction survives the death of this process
-                # (it is in the WAL file); only an OS crash can lose the last commits.
-                cur.execute("PRAGMA synchronous=NORMAL")
+                # FULL in WAL mode: the WAL is fsynced at every commit, so a write we answered
+                # survives a power cut or OS crash too. NORMAL (opt-in) survives only the death
+                # of this process: a power cut can roll the last commits back, and their ids,
+                # which ARE revisions, would be handed out again to different writes — a
+                # watcher holding the lost revision would skip the new ones without a 410.
+                cur.execute(f"PRAGMA synchronous={sync}")
                 cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
@@ -493,6 +510,15 @@ class Store:
             rows = conn.execute(q.order_by(objects_t.c.namespace, objects_t.c.name)).all()
         return [_with_rv(r.value, r.revision) for r in rows], rev
 
+    def page(self, resource: str, *, after_key: str = "", limit: int = 500) -> list[dict]:
+        """Up to `limit` live objects of a resource whose keys sort after `after_key`, in key
+        order: a scan in bounded memory (pass the last object's `object_key` to go on)."""
+        with self._read_conn() as conn, conn.begin():
+            rows = conn.execute(select(objects_t.c.value, objects_t.c.revision)
+                                .where(objects_t.c.resource == resource, objects_t.c.key > after_key)
+                                .order_by(objects_t.c.key).limit(limit)).all()
+        return [_with_rv(r.value, r.revision) for r in rows]
+
     def dependents(self, owner_uid: str) -> list[tuple[str, dict]]:
         """(resource, object) of every live object whose ownerReferences name owner_uid."""
         with self._read_conn() as conn, conn.begin():
@@ -632,6 +658,33 @@ class Store:
         rev, value = self._retrying(tx)
         self._notify(rev)
         return _with_rv(value, rev)
+
+    def delete_batch(self, resource: str, items: list[tuple[str | None, str, int]]) -> list[dict]:
+        """Remove several objects, given as (namespace, name, expected revision), in one
+        transaction, logging a DELETED event for each. An object that is gone or has moved on
+        since it was read is skipped, not an error (the caller decided on a value it no longer
+        has). Returns the deleted objects. One commit (one fsync) for the whole batch: the
+        Event TTL sweep deletes thousands of rows with it."""
+        def tx() -> list[tuple[int, str]]:
+            out = []
+            with self._write_ops() as ops:
+                for namespace, name, expected in items:
+                    ns = namespace or ""
+                    key = object_key(resource, ns, name)
+                    cur = ops.current(key)
+                    if cur is None or cur[1] != expected:
+                        continue
+                    rev = ops.append(key, resource, ns, "DELETED", cur[0], cur[0])
+                    if ops.delete_object(key, expected) != 1:     # cannot happen under the write lock
+                        raise RuntimeError(f"{key}: revision {expected} moved during its delete")
+                    ops.delete_owners(key)
+                    out.append((rev, cur[0]))
+            return out
+
+        done = self._retrying(tx) if items else []
+        if done:
+            self._notify(done[-1][0])
+        return [_with_rv(value, rev) for rev, value in done]
 
     # ------------------------------------------------------------------ compaction
     COMPACT_CHUNK = 1000    # log rows deleted per transaction

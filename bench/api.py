@@ -5,6 +5,10 @@ Starts `python -m shoal.cli server` on loopback with a temp SQLite file (no cont
      with a watcher measuring when each write's event arrives;
   2. unpaced writes for --seconds to find the peak rate.
 Prints one JSON line per figure.  Usage: python bench/api.py [--rate 200] [--concurrency 8]
+[--sqlite-synchronous full,normal]: with several values the whole run is repeated once per value,
+each on a fresh server and database (every line then names its `synchronous`), to compare them
+side by side in one session. The temp directory is under --tmp (default: the system's); keep it
+on a real disk, since fsync on tmpfs costs nothing.
 """
 from __future__ import annotations
 
@@ -31,16 +35,20 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
+TAGS: dict = {}      # added to every line (the synchronous mode of the current run)
+
+
 def emit(**kw) -> None:
-    print(json.dumps(kw), flush=True)
+    print(json.dumps({**kw, **TAGS}), flush=True)
 
 
-def start_server(data: Path) -> tuple[subprocess.Popen, str, str]:
+def start_server(data: Path, synchronous: str = "full") -> tuple[subprocess.Popen, str, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "shoal.cli", "server", "--data-dir", str(data), "--listen",
-                             f"127.0.0.1:{port}", "--no-controller", "--write-kubeconfig", str(data / "kc")],
+                             f"127.0.0.1:{port}", "--no-controller", "--write-kubeconfig", str(data / "kc"),
+                             "--sqlite-synchronous", synchronous],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -155,17 +163,24 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--sqlite-synchronous", default="full",
+                    help="comma-separated PRAGMA synchronous modes to run one after the other (full)")
+    ap.add_argument("--tmp", default=None, help="where the temp data directory goes (default: the system's)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        proc, url, token = start_server(Path(d) / "data")
-        try:
-            paced(url, token, args.rate, args.concurrency, args.seconds)
-            peak(url, token, args.concurrency, min(args.seconds, 5))
-            rss = int(open(f"/proc/{proc.pid}/status").read().split("VmRSS:")[1].split()[0]) // 1024
-            emit(bench="api", figure="server_rss_mb", value=rss)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
+    modes = [m.strip() for m in args.sqlite_synchronous.split(",") if m.strip()]
+    for mode in modes:
+        if len(modes) > 1:
+            TAGS["synchronous"] = mode
+        with tempfile.TemporaryDirectory(dir=args.tmp) as d:
+            proc, url, token = start_server(Path(d) / "data", mode)
+            try:
+                paced(url, token, args.rate, args.concurrency, args.seconds)
+                peak(url, token, args.concurrency, min(args.seconds, 5))
+                rss = int(open(f"/proc/{proc.pid}/status").read().split("VmRSS:")[1].split()[0]) // 1024
+                emit(bench="api", figure="server_rss_mb", value=rss)
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=20)
 
 
 if __name__ == "__main__":

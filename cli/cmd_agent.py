@@ -112,6 +112,7 @@ def build_seams(args, data_dir: Path):
         from shoal.agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime
         rt = FakeRuntime()
         return FakeImageStore(), rt, FakeNetwork(), FakeProbeExecutor(rt), "fake://0"
+    from shoal.agent.hostfiles import private_dir
     from shoal.agent.images import LocalImageStore, RegistryClient
     from shoal.agent.network import real_node_network
     from shoal.agent.probes import RealProbeExecutor
@@ -120,7 +121,7 @@ def build_seams(args, data_dir: Path):
     registry = RegistryClient(mirrors=dict(args.registry_mirror), insecure_registries=args.insecure_registry)
     images = LocalImageStore(data_dir / "images", registry_client=registry)
     run_dir = getattr(args, "run_dir", None)
-    state = Path(run_dir) if run_dir else data_dir
+    state = private_dir(run_dir) if run_dir else data_dir
     if run_dir and not is_tmpfs(state):
         log.warning("run dir %s is not on tmpfs: container state will outlive a reboot and every start "
                     "writes ≈ 20 files there to disk", state)
@@ -135,6 +136,7 @@ def build_seams(args, data_dir: Path):
 
 def run_agent(args) -> int:
     from shoal.agent.agent import Agent, AgentOptions
+    from shoal.agent.hostfiles import private_dir
     from shoal.agent.join import JoinError, ensure_credentials
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -143,8 +145,7 @@ def run_agent(args) -> int:
         logging.getLogger(noisy).setLevel(logging.INFO)
     node = (args.node_name or socket.gethostname()).lower()
     address = args.address or default_address()
-    data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_dir(args.data_dir)      # 0700: credentials, bundles, layers (agent/hostfiles.py)
     try:
         creds = ensure_credentials(args.server, args.token, node, data_dir)
     except JoinError as e:

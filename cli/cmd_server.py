@@ -100,6 +100,12 @@ def register(sub) -> None:
     p.add_argument("--compaction-interval", type=float, default=60.0, help="seconds between compactions (60)")
     p.add_argument("--history-window", type=float, default=300.0,
                    help="seconds of change history kept for watchers to resume from (300)")
+    p.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full",
+                   help="SQLite durability: full (default) fsyncs every write before answering it; normal is "
+                        "faster but a power cut can lose acknowledged writes and reissue their revisions")
+    p.add_argument("--event-ttl", type=float, default=3600.0,
+                   help="seconds an Event is kept after it last occurred, as Kubernetes' --event-ttl (3600; "
+                        "0 keeps them)")
     p.add_argument("--node-grace-period", type=float, default=None, help="seconds without a lease renewal before "
                    "a node is NotReady (8)")
     p.add_argument("--eviction-delay", type=float, default=None,
@@ -155,6 +161,7 @@ def run_server(args) -> int:
     tls = args.tls if args.tls is not None else not loopback
     settings = Settings(data_dir=args.data_dir, datastore=args.datastore, listen_host=host, listen_port=port,
                         compaction_interval=args.compaction_interval, compaction_keep=args.history_window,
+                        sqlite_synchronous=args.sqlite_synchronous, event_ttl=args.event_ttl,
                         tls=tls, tls_sans=list(args.tls_san))
     kubeconfigs = [Path(args.data_dir) / "admin.kubeconfig", args.write_kubeconfig or default_kubeconfig()]
     try:

@@ -227,7 +227,8 @@ def run_up(args) -> int:
 
 
 def _detach(args, data_dir: Path) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    from shoal.agent.hostfiles import private_dir
+    private_dir(data_dir)          # 0700: the server's SQLite and tokens, the agent's state
     argv = [a for a in sys.argv[1:] if a not in ("--detach", "-d")]
     if not argv or argv[0] != "up":
         argv = ["up", "--data-dir", str(data_dir), "--listen", args.listen, "--node-ip", args.node_ip,
@@ -289,6 +290,7 @@ def _foreground(args, data_dir: Path) -> int:
     from shoal.apiserver.server import ServerProcess
     from shoal.apiserver.settings import Settings
     from shoal.agent.agent import Agent, AgentOptions
+    from shoal.agent.hostfiles import private_dir
     from shoal.agent.join import JoinError, ensure_credentials
     from shoal.cli.cmd_agent import _mirror, _runc_version, build_seams
     from shoal.cli.cmd_server import controllers_as_child, parse_listen
@@ -299,7 +301,7 @@ def _foreground(args, data_dir: Path) -> int:
         # time) would bury what up.log is read for: errors, pulls, starts, probe failures.
         for noisy in ("httpx", "httpcore", "uvicorn.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)          # 0700: the server's SQLite and tokens, the agent's state
     (data_dir / "up.pid").write_text(f"{os.getpid()}\n")
     host, port = parse_listen(args.listen)
     loopback = host in ("127.0.0.1", "localhost", "::1")
@@ -319,7 +321,7 @@ def _foreground(args, data_dir: Path) -> int:
               flush=True)
         node = (args.node_name or _hostname()).lower()
         agent_dir = data_dir / "agent"
-        agent_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(agent_dir)
         join_token = (Path(settings.data_dir) / "join-token").read_text().strip()
         creds = ensure_credentials(srv.url, join_token, node, agent_dir)
         agent_args = Namespace(fake_runtime=False, registry_mirror=[_mirror(m) for m in args.registry_mirror],

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ContextManager, Protocol
 
+from shoal.agent.hostfiles import private_dir
 from shoal.agent.images.reference import Reference, parse_reference
 from shoal.agent.images.registry import (DOCKER_MANIFEST, INDEX_TYPES, RegistryClient, RegistryError, ResolvedManifest,
                                          check_image_manifest, select_platform, sha256_digest)
@@ -144,8 +145,10 @@ class LocalImageStore:
         self.images_dir = self.root / "images"
         self.tmp = self.root / "tmp"
         self.refs_path = self.root / "refs.json"
-        for d in (self.blobs, self.layers, self.images_dir, self.tmp):
-            d.mkdir(parents=True, exist_ok=True)
+        # 0700 all the way: a layer's setuid files stay unreachable from the host (agent/hostfiles.py)
+        for d in (self.root, self.root / "blobs", self.blobs, self.root / "layers", self.layers,
+                  self.images_dir, self.tmp):
+            private_dir(d)
         for leftover in self.tmp.iterdir():   # from a crash mid-pull: never complete, never used
             _remove_path(leftover)
         self._lock = threading.Lock()

@@ -15,19 +15,27 @@ The footprint is deliberately minimal (one table, nothing in anyone else's):
   one of this node's own addresses (`fib daddr type local`): traffic from other
   hosts to NODE_IP:P.
 * `output` (hook output, dstnat) does the same for connections the node makes
-  to itself — NODE_IP:P and 127.0.0.1:P from the host.
+  to one of its own addresses (NODE_IP:P from the host), but never to
+  127.0.0.0/8: the host's loopback traffic is its own (issue 17, "Host
+  exposure": with 127.0.0.1:P captured, a pod asking for hostPort 6443 got the
+  controllers' admin token). This is kube-proxy's nftables-mode choice for
+  NodePorts; portmap's loopback DNAT needs `route_localnet=1` on the bridge,
+  which shoal no longer sets. (Matching `oifname "lo"` would not do: every
+  packet to a local address, NODE_IP included, is routed via lo.)
 * `postrouting` (srcnat) masquerades only DNATed connections to pods that
-  would otherwise break: from 127.0.0.0/8 (a loopback source cannot leave on
-  the bridge; the bridge also has `route_localnet=1` so the kernel routes it at
-  all) and pod-to-own-node hairpin (a pod reaching NODE_IP:P that lands on a pod
-  of the same bridge would get the reply straight over L2, un-NATed, unless
-  br_netfilter happened to be loaded; masquerading makes it independent of
-  br_netfilter).
+  would otherwise break: pod-to-own-node hairpin (a pod reaching NODE_IP:P
+  that lands on a pod of the same bridge would get the reply straight over L2,
+  un-NATed, unless br_netfilter happened to be loaded; masquerading makes it
+  independent of br_netfilter).
 
 * `guard` (filter, prerouting, before DNAT) drops packets that arrive on the
-  bridge addressed to 127.0.0.0/8: `route_localnet=1` would otherwise let a
-  pod reach services the node binds to localhost (the hole kube-proxy had to
-  close as CVE-2020-8558).
+  bridge addressed to 127.0.0.0/8: should `route_localnet=1` be set on the
+  bridge (older shoal did, and so may an admin), a pod could otherwise reach
+  services the node binds to localhost (the hole kube-proxy had to close as
+  CVE-2020-8558).
+
+Ports of shoal's own components (API server, the agent's log endpoint) are
+refused before they get here (`agent.nodenet.refused_host_ports`).
 
 There is no outbound masquerade for pods and no filter chain: pods reach the
 cluster CIDR by routing, not the outside world. An nftables `accept` cannot
@@ -62,6 +70,9 @@ def _validate(p: HostPort) -> str | None:
             ipaddress.IPv4Address(p.host_ip)
         except ValueError:
             return f"hostIP {p.host_ip!r} of pod {p.pod_uid} is not an IPv4 address"
+        if ipaddress.IPv4Address(p.host_ip).is_loopback:
+            # never reachable (see `output`): say so instead of publishing a dead rule
+            return f"hostIP {p.host_ip} of pod {p.pod_uid}: the host's loopback is never published"
     return None
 
 
@@ -98,10 +109,7 @@ def render_ruleset(ports: list[HostPort], pod_ips: dict[str, str], *, pod_cidr: 
     post: list[str] = []
     if pod_cidr:
         net = str(ipaddress.ip_network(pod_cidr, strict=True))
-        post = [
-            f"\t\tct status dnat ip saddr 127.0.0.0/8 ip daddr {net} masquerade",
-            f'\t\tct status dnat ip saddr {net} ip daddr {net} oifname "{bridge}" masquerade',
-        ]
+        post = [f'\t\tct status dnat ip saddr {net} ip daddr {net} oifname "{bridge}" masquerade']
     lines = [
         # "create if missing, then delete" makes the delete legal on a fresh node;
         # all of it is one transaction.
@@ -118,6 +126,8 @@ def render_ruleset(ports: list[HostPort], pod_ips: dict[str, str], *, pod_cidr: 
         "\tchain output {",
         # -100 is dstnat's value; nft 1.0.6 rejects the name on the output hook
         "\t\ttype nat hook output priority -100; policy accept;",
+        # the host's loopback is never a hostPort (docstring: issue 17)
+        "\t\tip daddr 127.0.0.0/8 return",
         "\t\tfib daddr type local jump hostports",
         "\t}",
         "\tchain guard {",

@@ -26,6 +26,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
+from shoal.agent.hostfiles import private_dir
+
 STATE_FILE = "network.json"
 LOCK_FILE = "network.lock"
 
@@ -52,7 +54,7 @@ def gateway_of(cidr: str) -> str:
 class NodeState:
     def __init__(self, state_dir: str):
         self.dir = state_dir
-        os.makedirs(state_dir, exist_ok=True)
+        private_dir(state_dir)
         self.path = os.path.join(state_dir, STATE_FILE)
         self.lock_path = os.path.join(state_dir, LOCK_FILE)
         # The file as last read or written, with its identity (inode, mtime, size): every

@@ -29,7 +29,8 @@ packet always fits the overlay. The VXLAN device gets the MTU of the interface
 holding the underlay address minus 50.
 
 Forwarding/NAT footprint: `net.ipv4.ip_forward=1` (routing between bridge and
-overlay), `route_localnet=1` on the bridge only (hostPort via 127.0.0.1), and
+overlay), `route_localnet=0` on the bridge (hostPorts are never reached via
+127.0.0.1, issue 17; set explicitly to undo older shoal's 1), and
 the `ip shoal` nft table of `hostports` (installed by `ensure_node`, with a
 guard against pod packets to 127.0.0.0/8). No masquerade for pod egress: pod
 traffic is routed inside the cluster CIDR and goes nowhere else. br_netfilter
@@ -168,11 +169,11 @@ class NodeNetwork:
         if br is None or not br.up:
             self.netlink.link_set(self.bridge, up=True)
         self.netlink.sysctl_set("net.ipv4.ip_forward", "1")
-        # hostPort through 127.0.0.1: let the kernel route a loopback-sourced,
-        # DNATed packet out of the bridge (it is masqueraded on the way out).
-        self.netlink.sysctl_set(f"net.ipv4.conf.{self.bridge}.route_localnet", "1")
-        # The nft table carries the guard that makes route_localnet safe, so it
-        # is installed now, with whatever hostPorts are currently desired.
+        # No hostPort through 127.0.0.1 (agent.network.hostports): no loopback-sourced
+        # packet may be routed out of the bridge. Older shoal set 1 here; undo it.
+        self.netlink.sysctl_set(f"net.ipv4.conf.{self.bridge}.route_localnet", "0")
+        # The nft table carries the loopback guard, so it is installed now, with
+        # whatever hostPorts are currently desired.
         self._applied_ruleset = None
         self._apply_host_ports()
 

@@ -67,6 +67,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+from shoal.agent.hostfiles import private_dir, write_private
 from shoal.agent.interfaces import ContainerConfig, ContainerState
 
 from shoal.agent.runtime import logs as _logs
@@ -192,8 +193,10 @@ class RuncRuntime:
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         self.nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
         self._lock = threading.Lock()
-        for d in (self.containers_dir, self.exit_dir, self.socket_dir, self.runc_root, self.rw_root):
-            os.makedirs(d, exist_ok=True)
+        # 0700: bundles hold the pods' env, rootfs mounts their setuid files (agent/hostfiles.py)
+        for d in (self.root_dir, self.state_dir, self.containers_dir, self.exit_dir, self.socket_dir,
+                  self.runc_root, self.rw_root):
+            private_dir(d)
         self.run_shim = install_run_shim(os.path.join(self.root_dir, "runc-run"), self.runc.binary)
         self._remove_orphan_layers()
 
@@ -269,7 +272,7 @@ class RuncRuntime:
         if not cfg.log_path:
             raise ValueError(f"{what}: no log_path")
         t0 = time.monotonic()
-        os.makedirs(cdir)
+        os.mkdir(cdir, 0o700)
         try:
             self._create(cfg, cdir, run=run, ready=ready)
         except BaseException as e:
@@ -320,7 +323,8 @@ class RuncRuntime:
 
         spec = build_oci_spec(cfg, rootfs=rootfs, cgroups_path=self.cgroup_path(cid), user=user,
                               etc_files=etc_files, nofile=self.nofile)
-        _write_json(os.path.join(bundle, "config.json"), spec)
+        # 0600: the spec carries the pod's env (secrets); runc reads it as root
+        write_private(os.path.join(bundle, "config.json"), json.dumps(spec, separators=(",", ":")))
 
         log_path = os.path.abspath(cfg.log_path)
         os.makedirs(os.path.dirname(log_path), exist_ok=True)

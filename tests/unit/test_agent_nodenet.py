@@ -3,7 +3,8 @@ network is ready only after ensure_node, and peers are synced only from a whole 
 import pytest
 
 from shoal.agent.interfaces import HostPort, Peer
-from shoal.agent.nodenet import ANN_UNDERLAY_IP, ANN_VTEP_MAC, NodeNetworkSync, host_ports, overlay_peers
+from shoal.agent.nodenet import (ANN_UNDERLAY_IP, ANN_VTEP_MAC, NodeNetworkSync, host_ports, overlay_peers,
+                                 refused_host_ports)
 from shoal.machinery.control import Informer
 
 pytestmark = pytest.mark.unit
@@ -45,6 +46,41 @@ def test_host_ports():
                                            "hostIP": "10.0.0.1"}]}]}}),
             ("u2", {"spec": {}})]
     assert host_ports(pods) == [HostPort("u1", 8080, 80, "TCP", ""), HostPort("u1", 53, 53, "UDP", "10.0.0.1")]
+
+
+# Issue 17 ("Host exposure"): the ports of shoal's own components are never a pod's.
+RESERVED = {6443: "the shoal API server", 10250: "the shoal agent's log endpoint"}
+
+
+@pytest.mark.parametrize("ports,refused", [
+    ([], []),
+    ([{"containerPort": 80}], []),
+    ([{"containerPort": 80, "hostPort": 8080}], []),
+    ([{"containerPort": 8443, "hostPort": 6443}],
+     ["hostPort 6443 of container web is reserved for the shoal API server on this node"]),
+    # any protocol, any hostIP: the component holds the number
+    ([{"containerPort": 53, "hostPort": 10250, "protocol": "UDP", "hostIP": "10.0.0.1"}],
+     ["hostPort 10250 of container web is reserved for the shoal agent's log endpoint on this node"]),
+    ([{"containerPort": 1, "hostPort": 6443}, {"containerPort": 80, "hostPort": 8080},
+      {"containerPort": 2, "hostPort": 10250}],
+     ["hostPort 6443 of container web is reserved for the shoal API server on this node",
+      "hostPort 10250 of container web is reserved for the shoal agent's log endpoint on this node"]),
+    # a containerPort of 6443 without a hostPort publishes nothing on the host
+    ([{"containerPort": 6443}], []),
+])
+def test_refused_host_ports(ports, refused):
+    assert refused_host_ports({"name": "web", "ports": ports}, RESERVED) == refused
+
+
+def test_host_ports_never_include_a_reserved_port():
+    pods = [("u1", {"spec": {"containers": [{"name": "web", "ports": [
+        {"containerPort": 8443, "hostPort": 6443}, {"containerPort": 80, "hostPort": 8080}]}]}})]
+    assert host_ports(pods, RESERVED) == [HostPort("u1", 8080, 80, "TCP", "")]
+    net = Net()
+    nn = NodeNetworkSync(Api(), node_name="self", address="10.0.0.9", network=net,
+                         sandboxed_pods=lambda: pods, on_ready=lambda: None, reserved_ports=RESERVED)
+    nn.sync_host_ports()
+    assert net.calls == [("sync_host_ports", [HostPort("u1", 8080, 80, "TCP", "")])]
 
 
 class Net:

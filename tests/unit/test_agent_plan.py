@@ -1,7 +1,7 @@
 """compute_pod_actions (agent.plan): one row per rule."""
 import pytest
 
-from shoal.agent.plan import (ObservedContainer, PodEvent, PodRuntimeView, PullFailure, StartContainer,
+from shoal.agent.plan import (ConfigFailure, ObservedContainer, PodEvent, PodRuntimeView, PullFailure, StartContainer,
                               compute_pod_actions, counted_exits, next_attempts, spec_hash)
 from shoal.agent.probes import FAILURE, LIVENESS, READINESS, STARTUP, SUCCESS, ProbeResult
 from shoal.agent.restarts import Backoff
@@ -203,6 +203,59 @@ def test_never_pull_reason_kept():
     pf = PullFailure("reg/x", "ErrImageNeverPull", "image not present with pull policy of Never",
                      at=NOW, retry_at=NOW + 10)
     assert plan(pod(), view(), pull_failures={"web": pf}).waiting["web"].reason == "ErrImageNeverPull"
+
+
+# ---------------------------------------------------------------------------- config failures
+CFG_MSG = "pod default/web-1, container web: subPath x of volume data: a symbolic link"
+CFG = ConfigFailure(CFG_MSG, at=NOW - 5, retry_at=NOW + 5)
+CFG_DUE = ConfigFailure(CFG_MSG, at=NOW - 20, retry_at=NOW - 10)
+CFG_EVENT = PodEvent("Warning", "Failed", f"Error: {CFG_MSG}", f"configerror/web/{CFG_MSG}")
+
+
+@pytest.mark.parametrize("p,containers,kw,start,waiting,events,wake", [
+    # never ran: waits for the retry, whatever the policy (nothing was created, nothing counted)
+    (pod(), (), {"config_failures": {"web": CFG}}, [], "CreateContainerConfigError", [CFG_EVENT], NOW + 5),
+    (pod(policy="Never"), (), {"config_failures": {"web": CFG}}, [], "CreateContainerConfigError", [CFG_EVENT],
+     NOW + 5),
+    # the event once per message
+    (pod(), (), {"config_failures": {"web": CFG}, "evented": (CFG_EVENT.key,)}, [], "CreateContainerConfigError",
+     [], NOW + 5),
+    # retry due: the same attempt is tried again, still shown until a config is built
+    (pod(), (), {"config_failures": {"web": CFG_DUE}, "evented": (CFG_EVENT.key,)}, [StartContainer("web", 0)],
+     "CreateContainerConfigError", [], None),
+    (pod(policy="Never"), (), {"config_failures": {"web": CFG_DUE}, "evented": (CFG_EVENT.key,)},
+     [StartContainer("web", 0)], "CreateContainerConfigError", [], None),
+    # after an exit, the restart's config failed: the next attempt waits, the exit is not counted again
+    (pod(), (c(status="stopped", attempt=2),), {"config_failures": {"web": CFG}}, [], "CreateContainerConfigError",
+     [CFG_EVENT], NOW + 5),
+    (pod(), (c(status="stopped", attempt=2),), {"config_failures": {"web": CFG_DUE}, "evented": (CFG_EVENT.key,)},
+     [StartContainer("web", 3)], "CreateContainerConfigError", [], None),
+    # a crash-loop back-off that holds comes first: the config is only tried at the restart
+    (pod(), (c(status="stopped", attempt=2),),
+     {"config_failures": {"web": CFG}, "backoff": {"web": Backoff(NOW + 20, 20, 3)}, "evented": ("backoff/u1-web-2",)},
+     [], "CrashLoopBackOff", [], NOW + 20),
+    # a pull failure that holds comes first (the pull precedes the config)
+    (pod(), (), {"config_failures": {"web": CFG_DUE},
+                 "pull_failures": {"web": PullFailure("reg/web:v1", "ErrImageNeverPull", "absent", NOW, NOW + 10)}},
+     [], "ErrImageNeverPull", [], NOW + 10),
+    # a running container is not about its config any more
+    (pod(), (c(),), {"config_failures": {"web": CFG}}, [], None, [], None),
+    # no waiting for a deleting pod
+    (pod(deleting=True), (), {"config_failures": {"web": CFG}}, [], None, [], None),
+])
+def test_config_failure_waits_in_create_container_config_error(p, containers, kw, start, waiting, events, wake):
+    a = plan(p, view(*containers), **kw)
+    assert a.start == start
+    assert (a.waiting["web"].reason if "web" in a.waiting else None) == waiting
+    if waiting == "CreateContainerConfigError":
+        assert a.waiting["web"].message == CFG_MSG
+    assert a.events == events and a.wake_at == wake
+    assert not a.kill and not a.remove
+
+
+def test_config_failure_holds_only_its_container():
+    a = plan(pod("web", "side"), view(), config_failures={"web": CFG})
+    assert a.start == [StartContainer("side", 0)] and set(a.waiting) == {"web"}
 
 
 # ---------------------------------------------------------------------------- deletion

@@ -116,6 +116,29 @@ def test_image_pull_waiting_reason():
     assert cs["state"] == {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "reg/web:v1"'}}
 
 
+CFG_MSG = "pod default/web-1, container web: subPath x of volume data: a symbolic link"
+
+
+@pytest.mark.parametrize("policy,names,containers,restarts,last_exit,phase", [
+    ("Always", ("web",), (), 0, None, "Pending"),                    # never ran: Pending, not Failed
+    ("Never", ("web",), (), 0, None, "Pending"),
+    ("OnFailure", ("web",), (), 0, None, "Pending"),
+    ("Always", ("web",), (oc(status="stopped", attempt=1),), 1, 1, "Running"),     # the restart's config failed
+    ("Always", ("web", "side"), (oc(name="side"),), 0, None, "Pending"),           # one runs, one never did
+])
+def test_config_failure_is_waiting_not_an_exit(policy, names, containers, restarts, last_exit, phase):
+    from shoal.agent.plan import ConfigFailure, compute_pod_actions
+    p = pod(*names, policy=policy)
+    v = PodRuntimeView("u1", tuple(containers), "10.244.1.7")
+    a = compute_pod_actions(p, v, config_failures={"web": ConfigFailure(CFG_MSG, NOW - 1, NOW + 9)}, now=NOW)
+    st = build_pod_status(p, v, a, host_ip="192.168.5.2", now=NOW)
+    cs = next(c for c in st["containerStatuses"] if c["name"] == "web")
+    assert cs["state"] == {"waiting": {"reason": "CreateContainerConfigError", "message": CFG_MSG}}
+    assert cs["restartCount"] == restarts and not cs["ready"]
+    assert (cs["lastState"].get("terminated") or {}).get("exitCode") == last_exit
+    assert st["phase"] == phase
+
+
 def test_exited_container_about_to_restart_is_waiting():
     a = PodActions(start=[StartContainer("web", 1)])
     cs = build(pod(), oc(status="stopped"), actions=a)["containerStatuses"][0]

@@ -104,7 +104,7 @@ class _RecordingSubPaths:
         return []
 
 
-def _worker(tmp_path, sub_path):
+def _worker(tmp_path, sub_path, policy=None):
     from test_agent_worker import _worker as make
     w = make(tmp_path)
     w.ctx.subpaths = _RecordingSubPaths()
@@ -112,6 +112,8 @@ def _worker(tmp_path, sub_path):
     pod["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
     pod["spec"]["containers"][0]["volumeMounts"] = [
         {"name": "data", "mountPath": "/d", "subPath": sub_path}]
+    if policy:
+        pod["spec"]["restartPolicy"] = policy
     w.set_pod(pod)
     return w
 
@@ -127,18 +129,52 @@ def test_worker_gives_runc_the_bound_path_and_releases_it_after_the_create(tmp_p
     assert w.ctx.subpaths.released == [w.pod_dir / SUBPATHS_DIR / "web"]
 
 
-def test_worker_refuses_a_symlink_subpath_as_a_config_error(tmp_path):
-    w = _worker(tmp_path, "x")
+@pytest.mark.parametrize("policy", ["Always", "Never"])
+def test_worker_refuses_a_symlink_subpath_as_a_config_error(tmp_path, policy):
+    w = _worker(tmp_path, "x", policy)
     (w.pod_dir / "volumes" / "data").mkdir(parents=True)
     os.symlink("/", w.pod_dir / "volumes" / "data" / "x")
-    w.sync()
+    t0 = w.ctx.clock.now()
+    wake = w.sync()
     assert not w.ctx.runtime.list() and w.ctx.subpaths.bound == []
     msg = ("pod default/web-1, container web: subPath x of volume data: a symbolic link "
            "(refused: it could lead out of the volume)")
-    assert ("Failed", f"Error: {msg}") in w.ctx.events.seen
+    failed = [e for e in w.ctx.events.seen if e[0] == "Failed"]
+    assert failed == [("Failed", f"Error: {msg}")]
+    # kubelet's shape: waiting, no exit — no restart counted, no lastState, Pending even under Never
+    st = w.ctx.api.statuses[-1]
+    cs = st["containerStatuses"][0]
+    assert cs["state"] == {"waiting": {"reason": "CreateContainerConfigError", "message": msg}}
+    assert cs["restartCount"] == 0 and cs["lastState"] == {} and st["phase"] == "Pending"
+    assert w.ctx.subpaths.released == [w.pod_dir / SUBPATHS_DIR / "web"]
+    assert wake is not None and wake > t0            # retried later, with the pull back-off
+
+    # before the retry nothing is tried again; at it, the same message makes no second event
+    assert w.sync() == wake and len(w.ctx.subpaths.released) == 1
+    w.ctx.clock.advance(wake - w.ctx.clock.now())
+    wake2 = w.sync()
+    assert len(w.ctx.subpaths.released) == 2 and wake2 is not None and wake2 - wake > wake - t0   # backing off
+    assert [e for e in w.ctx.events.seen if e[0] == "Failed"] == failed
     cs = w.ctx.api.statuses[-1]["containerStatuses"][0]
-    last = cs["lastState"].get("terminated") or cs["state"].get("terminated")
-    assert last["reason"] == "CreateContainerConfigError" and last["message"] == msg
-    # each attempt (the first restart is immediate) is checked afresh, and released
-    assert set(w.ctx.subpaths.released) == {w.pod_dir / SUBPATHS_DIR / "web"}
-    assert len(w.ctx.subpaths.released) == cs["restartCount"] + 1
+    assert cs["state"]["waiting"]["reason"] == "CreateContainerConfigError" and cs["restartCount"] == 0
+
+    # the volume fixed: the next retry builds the config and the container starts as attempt 0
+    os.unlink(w.pod_dir / "volumes" / "data" / "x")
+    w.ctx.clock.advance(wake2 - w.ctx.clock.now())
+    w.sync()
+    assert [s.status for s in w.ctx.runtime.list()] == ["running"]
+    assert w.ctx.subpaths.bound == [("x", w.pod_dir / SUBPATHS_DIR / "web" / "data" / "0")]
+    st = w.ctx.api.statuses[-1]
+    cs = st["containerStatuses"][0]
+    assert "running" in cs["state"] and cs["restartCount"] == 0 and cs["lastState"] == {}
+    assert st["phase"] == "Running" and not w.mem.config_failures
+
+
+def test_worker_reports_a_volume_mount_naming_no_volume_as_a_config_error(tmp_path):
+    w = _worker(tmp_path, "ok")
+    w.pod["spec"]["volumes"] = []
+    w.sync()
+    assert not w.ctx.runtime.list()
+    cs = w.ctx.api.statuses[-1]["containerStatuses"][0]
+    assert cs["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    assert "names no volume" in cs["state"]["waiting"]["message"] and cs["restartCount"] == 0

@@ -31,12 +31,44 @@ def test_rules_for_tcp_udp_and_host_ip():
     assert '\t\tip daddr 192.168.213.11 udp dport 5353 dnat to 10.244.1.3:53 comment "pod pod-b"' in script.splitlines()
 
 
-def test_masquerade_only_for_loopback_and_hairpin():
+def test_masquerade_only_for_hairpin():
     script, _ = render([HostPort("pod-a", 18080, 8080)])
     post = script.split("chain postrouting {")[1]
-    assert "ct status dnat ip saddr 127.0.0.0/8 ip daddr 10.244.1.0/24 masquerade" in post
     assert 'ct status dnat ip saddr 10.244.1.0/24 ip daddr 10.244.1.0/24 oifname "shoal0" masquerade' in post
-    assert post.count("masquerade") == 2
+    assert post.count("masquerade") == 1 and "127.0.0.0/8" not in post   # no loopback source is ever DNATed
+
+
+def _chain(script, name):
+    return script.split(f"chain {name} {{")[1].split("}")[0].strip().splitlines()
+
+
+# Issue 17 ("Host exposure"): the host's own connections to 127.0.0.1:P are the host's.
+# What each hook sends to `hostports`, in order (nft stops at the first verdict).
+@pytest.mark.parametrize("chain,rules", [
+    # other hosts (and pods) reaching one of the node's addresses
+    ("prerouting", ["type nat hook prerouting priority dstnat; policy accept;",
+                    "fib daddr type local jump hostports"]),
+    # the host itself: its own addresses (NODE_IP:P), loopback returned first
+    ("output", ["type nat hook output priority -100; policy accept;",
+                "ip daddr 127.0.0.0/8 return",
+                "fib daddr type local jump hostports"]),
+])
+def test_hooks_never_send_loopback_destinations_to_hostports(chain, rules):
+    script, _ = render([HostPort("pod-a", 6444, 8080)])
+    assert [r.strip() for r in _chain(script, chain)] == rules
+
+
+def test_loopback_return_precedes_every_jump_of_the_output_hook():
+    out = [r.strip() for r in _chain(render([HostPort("pod-a", 18080, 8080)])[0], "output")]
+    jumps = [i for i, r in enumerate(out) if "jump" in r or "goto" in r or "dnat" in r]
+    assert jumps and out.index("ip daddr 127.0.0.0/8 return") < min(jumps)
+
+
+@pytest.mark.parametrize("host_ip", ["127.0.0.1", "127.1.2.3"])
+def test_a_loopback_host_ip_is_refused_not_published(host_ip):
+    script, problems = render([HostPort("pod-a", 18080, 8080, host_ip=host_ip)])
+    assert "dnat to" not in script
+    assert "loopback is never published" in problems[0].message and host_ip in problems[0].message
 
 
 def test_loopback_guard_on_the_bridge():
@@ -86,7 +118,8 @@ def test_nft_accepts_the_script_syntax():
     import subprocess
     if not shutil.which("nft"):
         pytest.skip("nft not installed")
-    script, _ = render([HostPort("pod-a", 18080, 8080), HostPort("pod-b", 53, 53, "UDP", "192.168.213.11")])
+    script, problems = render([HostPort("pod-a", 18080, 8080), HostPort("pod-b", 53, 53, "UDP", "192.168.213.11")])
+    assert problems == [] and "ip daddr 127.0.0.0/8 return" in script
     p = subprocess.run(["nft", "-c", "-f", "-"], input=script, capture_output=True, text=True)
     if p.returncode != 0 and ("Operation not permitted" in p.stderr or "EPERM" in p.stderr):
         pytest.skip("nft -c needs CAP_NET_ADMIN here")

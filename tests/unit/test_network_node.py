@@ -45,7 +45,7 @@ def test_ensure_node_builds_bridge_and_sysctls(net, nl):
     assert br.kind == "bridge" and br.up and br.mtu == 1450
     assert br.mac == "0a:58:0a:f4:01:01"           # fixed: never follows its ports
     assert nl.ns().addrs["shoal0"] == ["10.244.1.1/24"]
-    assert nl.ns().sysctls == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.shoal0.route_localnet": "1"}
+    assert nl.ns().sysctls == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.shoal0.route_localnet": "0"}
 
 
 def test_ensure_node_installs_the_nft_table_with_the_guard(net, runner):
