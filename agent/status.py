@@ -8,7 +8,9 @@ the worker can compare it with the last written status and skip no-op writes.
 Rules (kubelet's getPhase / generateAPIPodStatus, without init containers):
 - containerStatuses in spec order: `state` running/waiting/terminated from the
   latest attempt; `waiting.reason` from the plan (CrashLoopBackOff,
-  ErrImagePull, ImagePullBackOff, ...) else ContainerCreating; `lastState` is
+  ErrImagePull, ImagePullBackOff, CreateContainerConfigError — a config
+  failure is no attempt: it changes neither restartCount nor lastState, and
+  keeps a pod that never ran Pending — ...) else ContainerCreating; `lastState` is
   the previous exited attempt (or the latest one while it waits to restart);
   terminated reasons OOMKilled, Completed (exit 0), Error, or the synthetic
   StartError; `restartCount` = attempt number; `containerID` = `runc://<id>`.
