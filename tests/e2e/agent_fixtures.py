@@ -116,6 +116,16 @@ def is_ready(pod: dict) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
+def host_address() -> str | None:
+    """A global IPv4 address of this host (not a pod bridge's if another exists): where the
+    host itself reaches a hostPort — 127.0.0.1 never does (issue 17, docs/networking.md)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True,
+                         text=True).stdout
+    found = [(line.split()[1], line.split()[3].split("/")[0]) for line in out.splitlines() if len(line.split()) > 3]
+    plain = [a for dev, a in found if not dev.startswith(("shoal", "se2e", "sht", "veth"))]
+    return (plain or [a for _, a in found] or [None])[0]
+
+
 def waiting_reason(pod: dict, name: str | None = None) -> str | None:
     return ((cstatus(pod, name).get("state") or {}).get("waiting") or {}).get("reason")
 

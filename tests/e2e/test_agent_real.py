@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent_fixtures import (NAMESPACE, E2ECluster, container, cstatus, deployment_manifest, http_probe,
+from agent_fixtures import (NAMESPACE, E2ECluster, container, cstatus, deployment_manifest, host_address, http_probe,
                             is_ready, pod_manifest, wait_for, waiting_reason)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -259,11 +259,13 @@ def test_host_port_answers_on_the_node_address(cluster, http):
         ports=[{"containerPort": 8080, "hostPort": port, "protocol": "TCP"}])]))
     try:
         c.wait_pod("published", is_ready)
-        assert wait_for(lambda: http_text(http, f"http://127.0.0.1:{port}/"), timeout=20,
-                        what=f"an answer on 127.0.0.1:{port}") == "version v2\n"
+        addr = host_address() or pytest.skip("no non-loopback IPv4 address on this host")
+        assert wait_for(lambda: http_text(http, f"http://{addr}:{port}/"), timeout=20,
+                        what=f"an answer on {addr}:{port}") == "version v2\n"
+        assert http_text(http, f"http://127.0.0.1:{port}/") is None  # never the host's loopback (issue 17)
     finally:
         c.delete_pod_and_wait("published")
-    assert http_text(http, f"http://127.0.0.1:{port}/") is None      # unpublished with the pod
+    assert http_text(http, f"http://{addr}:{port}/") is None      # unpublished with the pod
 
 
 def test_memory_limit_oom_kill_is_reported(cluster):
