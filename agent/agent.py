@@ -132,7 +132,7 @@ class Agent:
     # ------------------------------------------------------------------------ lifecycle
     def start(self) -> "Agent":
         o, node = self.opts, self.node_name
-        private_dir(self.data_dir)            # 0700: pod dirs, logs and volumes are root's (agent/hostfiles.py)
+        private_dir(self.data_dir, tighten=False)   # 0700: pod dirs, logs and volumes are root's (agent/hostfiles.py)
         private_dir(self.data_dir / "pods")
         sched = self._given_scheduler
         if sched is None:

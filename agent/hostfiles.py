@@ -23,10 +23,16 @@ PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
 
-def private_dir(path: str | os.PathLike) -> Path:
+def private_dir(path: str | os.PathLike, *, tighten: bool = True) -> Path:
     """Make `path` (and its missing parents) 0700; tighten it if it exists and group or
-    others may use it. Existing parents are left alone: they are not ours (/var/lib)."""
+    others may use it. Existing parents are left alone: they are not ours (/var/lib).
+
+    `tighten=False` is for a directory the user named (`--data-dir`, `--run-dir`): made 0700
+    when missing, but an existing one keeps its mode — it may be shared (a home directory,
+    /srv) and everything secret below it is made private on its own. A directory with the
+    sticky bit (/tmp) is never changed."""
     p = Path(path)
+    existed = p.is_dir()
     try:
         os.mkdir(p, PRIVATE_DIR_MODE)
     except FileNotFoundError:
@@ -39,8 +45,9 @@ def private_dir(path: str | os.PathLike) -> Path:
         pass
     st = os.stat(p)
     # mkdir's mode is masked by the umask only to tighten it; a 0700 request stays 0700
-    # or less. An existing directory may be anything: drop group and other bits.
-    if st.st_mode & 0o077:
+    # or less. An existing directory may be anything: drop group and other bits — unless
+    # the user named it, or it is a shared sticky directory such as /tmp.
+    if st.st_mode & 0o077 and not st.st_mode & 0o1000 and (tighten or not existed):
         os.chmod(p, st.st_mode & 0o7700)
     return p
 

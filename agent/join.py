@@ -151,7 +151,7 @@ def load_credentials(data_dir: str | os.PathLike) -> NodeCredentials | None:
 
 
 def save_credentials(data_dir: str | os.PathLike, creds: NodeCredentials) -> Path:
-    d = private_dir(data_dir)
+    d = private_dir(data_dir, tighten=False)
     p = d / CREDENTIALS_FILE
     tmp = p.with_name(p.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -172,7 +172,7 @@ def node_password(data_dir: str | os.PathLike) -> str:
     if pw:
         return pw
     pw = secrets.token_urlsafe(32)
-    private_dir(p.parent)
+    private_dir(p.parent, tighten=False)     # the data dir: the file itself is 0600
     tmp = p.with_name(p.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -121,7 +121,7 @@ def build_seams(args, data_dir: Path):
     registry = RegistryClient(mirrors=dict(args.registry_mirror), insecure_registries=args.insecure_registry)
     images = LocalImageStore(data_dir / "images", registry_client=registry)
     run_dir = getattr(args, "run_dir", None)
-    state = private_dir(run_dir) if run_dir else data_dir
+    state = private_dir(run_dir, tighten=False) if run_dir else data_dir
     if run_dir and not is_tmpfs(state):
         log.warning("run dir %s is not on tmpfs: container state will outlive a reboot and every start "
                     "writes ≈ 20 files there to disk", state)
@@ -145,7 +145,7 @@ def run_agent(args) -> int:
         logging.getLogger(noisy).setLevel(logging.INFO)
     node = (args.node_name or socket.gethostname()).lower()
     address = args.address or default_address()
-    data_dir = private_dir(args.data_dir)      # 0700: credentials, bundles, layers (agent/hostfiles.py)
+    data_dir = private_dir(args.data_dir, tighten=False)      # 0700: credentials, bundles, layers (agent/hostfiles.py)
     try:
         creds = ensure_credentials(args.server, args.token, node, data_dir)
     except JoinError as e:

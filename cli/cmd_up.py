@@ -229,7 +229,7 @@ def run_up(args) -> int:
 
 def _detach(args, data_dir: Path) -> int:
     from shoal.agent.hostfiles import private_dir
-    private_dir(data_dir)          # 0700: the server's SQLite and tokens, the agent's state
+    private_dir(data_dir, tighten=False)   # 0700 when new: the server's SQLite and tokens, the agent's state
     argv = [a for a in sys.argv[1:] if a not in ("--detach", "-d")]
     if not argv or argv[0] != "up":
         argv = ["up", "--data-dir", str(data_dir), "--listen", args.listen, "--node-ip", args.node_ip,
@@ -302,7 +302,7 @@ def _foreground(args, data_dir: Path) -> int:
         # time) would bury what up.log is read for: errors, pulls, starts, probe failures.
         for noisy in ("httpx", "httpcore", "uvicorn.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    private_dir(data_dir)          # 0700: the server's SQLite and tokens, the agent's state
+    private_dir(data_dir, tighten=False)   # 0700 when new: the server's SQLite and tokens, the agent's state
     (data_dir / "up.pid").write_text(f"{os.getpid()}\n")
     host, port = parse_listen(args.listen)
     loopback = host in ("127.0.0.1", "localhost", "::1")

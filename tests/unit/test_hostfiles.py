@@ -133,3 +133,18 @@ def test_network_state_and_node_credentials_are_private(tmp_path):
     fields = {f: "x" for f in NodeCredentials.__dataclass_fields__}
     p = save_credentials(tmp_path / "agent3", NodeCredentials(**fields))
     assert mode(tmp_path / "agent3") == 0o700 and mode(p) == 0o600
+
+
+def test_a_directory_the_user_named_keeps_its_mode_and_sticky_ones_are_never_changed(tmp_path):
+    shared = tmp_path / "home"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    private_dir(shared, tighten=False)           # --data-dir pointing at a shared directory
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755
+    new = private_dir(tmp_path / "fresh", tighten=False)
+    assert stat.S_IMODE(os.stat(new).st_mode) == 0o700
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    private_dir(sticky)                           # /tmp-like: never tightened, even when asked
+    assert stat.S_IMODE(os.stat(sticky).st_mode) == 0o1777
