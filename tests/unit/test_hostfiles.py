@@ -42,7 +42,7 @@ def test_private_dir_creates_missing_parents_0700_and_leaves_existing_parents(tm
 
 
 @pytest.mark.parametrize("before, after", [(0o755, 0o700), (0o777, 0o700), (0o711, 0o700), (0o700, 0o700),
-                                           (0o500, 0o500), (0o1777, 0o1700)])
+                                           (0o500, 0o500), (0o1777, 0o1777)])   # sticky (/tmp): never changed
 def test_private_dir_tightens_an_existing_dir(tmp_path, before, after):
     d = tmp_path / "state"
     d.mkdir()
