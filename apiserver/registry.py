@@ -18,6 +18,9 @@ request that fails validation changes nothing.
   confirms with gracePeriodSeconds=0), held by finalizers, otherwise at once;
   dependents (ownerReferences) are deleted in the background (`Orphan` strips
   the references instead). Namespaces delete their contents first.
+- background jobs beside the requests: log compaction, and the Event TTL
+  (`expire_events`: Events whose last occurrence is older than
+  `settings.event_ttl` are deleted in batches, each with a DELETED watch event).
 
 Next: `apiserver.app` (HTTP), `apiserver.watch`.
 """
