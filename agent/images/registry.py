@@ -21,8 +21,8 @@ Design notes:
 - Auth follows the registry's 401 challenge. `Basic` → retry with the configured
   credentials for that registry. `Bearer realm=…,service=…,scope=…` → GET the realm
   (with basic credentials if configured and the realm may have them — `may_send_credentials`:
-  over https, or on the registry's own endpoint; a registry cannot name a plain-http host of
-  its choosing and collect them — anonymously otherwise), take `token` or
+  over https, or over plain http on the registry's own host; a registry cannot name a
+  plain-http host of its choosing and collect them — anonymously otherwise), take `token` or
   `access_token`, cache it per (registry, scope) until `expires_in` (default 60 s, by the
   injected clock) and retry once. The cached scheme is sent up-front on later requests
   so a pull costs one challenge, not one per blob.
@@ -126,14 +126,15 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 def may_send_credentials(realm: str, endpoint: str) -> bool:
     """Whether a registry's configured credentials may go to the token `realm` it names:
     over https (any host: Docker Hub's realm is auth.docker.io), or over plain http only to
-    the registry's own endpoint (scheme, host and port) — never to another plain-http host."""
+    the registry's own host (an insecure registry's token server may listen on another port
+    of it) — never to another plain-http host."""
     try:
         r, e = httpx.URL(realm), httpx.URL(endpoint)
     except (httpx.InvalidURL, TypeError):
         return False
     if r.scheme == "https":
         return True
-    return (r.scheme, r.host, r.port) == (e.scheme, e.host, e.port)
+    return r.scheme == "http" and e.scheme == "http" and r.host == e.host
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -240,7 +241,7 @@ class RegistryClient:
             headers["Authorization"] = basic
         elif basic:
             withheld = (f" (the credentials configured for {registry} were not sent: the token server is "
-                        f"neither https nor the registry's own endpoint {self.endpoint(registry)})")
+                        f"neither https nor on the registry's own host, {self.endpoint(registry)})")
         try:
             resp = self._http.get(realm, params=query, headers=headers)
         except httpx.HTTPError as exc:

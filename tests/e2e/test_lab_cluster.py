@@ -147,7 +147,9 @@ def test_node_credential_is_confined_to_its_node(lab):
     theirs = next(p for p in pods if p["spec"]["nodeName"] != "h1")
     mine = next(p for p in pods if p["spec"]["nodeName"] == "h1")
     try:
-        node.get("pods", theirs["metadata"]["name"], "default")                 # reading is allowed
+        with pytest.raises(errors.Forbidden):                                    # another node's pod: not its to read
+            node.get("pods", theirs["metadata"]["name"], "default")
+        assert node.get("pods", mine["metadata"]["name"], "default")["spec"]["nodeName"] == "h1"
         with pytest.raises(errors.Forbidden):
             node.update_status("pods", dict(theirs, status={**theirs["status"], "phase": "Failed"}))
         with pytest.raises(errors.Forbidden):

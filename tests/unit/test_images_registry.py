@@ -98,7 +98,7 @@ class FakeRegistry:
     """A loopback Distribution fake: manifests, blobs, and one auth mode at a time."""
 
     def __init__(self, *, auth: str = "anon", users: dict[str, str] | None = None,
-                 token_users_required: bool = False):
+                 token_users_required: bool = False, bind: str = "127.0.0.1"):
         self.auth = auth
         self.users = users or {}
         self.token_users_required = token_users_required
@@ -118,10 +118,10 @@ class FakeRegistry:
             def do_GET(self):
                 fake.handle(self)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((bind, 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
-        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        self.host = f"{bind}:{self.httpd.server_address[1]}"
 
     def close(self):
         self.httpd.shutdown()
@@ -345,14 +345,14 @@ def test_mirror_endpoint_is_used_instead_of_the_registry(fake_factory):
 
 # ------------------------------------------------------------------ issue 17: registry hardening
 def test_basic_credentials_never_go_to_a_plain_http_realm_on_another_host(fake_factory):
-    token_server = fake_factory(users={"alice": "s3cret"}, token_users_required=True)
+    token_server = fake_factory(users={"alice": "s3cret"}, token_users_required=True, bind="127.0.0.2")
     fake = fake_factory(auth="bearer", users={"alice": "s3cret"})
     fake.realm = f"http://{token_server.host}/token"      # the registry names a foreign plain-http realm
     fake.add_manifest("web", image_manifest(fake), tag="v1")
     ref = parse_reference(f"{fake.host}/web:v1")
     with RegistryClient(credentials={fake.host: ("alice", "s3cret")}) as client:
-        with pytest.raises(RegistryError, match=r"were not sent: the token server is neither https nor the "
-                                                r"registry's own endpoint"):
+        with pytest.raises(RegistryError, match=r"were not sent: the token server is neither https nor "
+                                                r"on the registry's own host"):
             client.resolve(ref)
     assert [a for p, a in token_server.requests if p == "/token"] == [None], "asked anonymously, no credentials"
 
@@ -361,7 +361,8 @@ def test_basic_credentials_never_go_to_a_plain_http_realm_on_another_host(fake_f
     ("https://auth.example.com/token", "https://registry.example.com", True),
     ("https://auth.example.com/token", "http://127.0.0.1:5000", True),
     ("http://127.0.0.1:5000/token", "http://127.0.0.1:5000", True),
-    ("http://127.0.0.1:5001/token", "http://127.0.0.1:5000", False),
+    ("http://127.0.0.1:5001/token", "http://127.0.0.1:5000", True),     # the registry's own host
+    ("http://127.0.0.2:5000/token", "http://127.0.0.1:5000", False),
     ("http://evil.example.com/token", "http://127.0.0.1:5000", False),
     ("http://registry.example.com/token", "https://registry.example.com", False),
     ("ftp://x/y", "http://127.0.0.1:5000", False),
