@@ -37,12 +37,12 @@ import logging
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Callable
 
 from shoal.machinery.control.clock import Clock
 from shoal.machinery.control.informer import Informer
 from shoal.machinery.control.queue import WorkQueue
-from shoal.agent.interfaces import ExitWatcher, Runtime
+from shoal.agent.interfaces import ExitWatcher, Network, Runtime
 from shoal.agent.plan import LABEL_POD_UID
 from shoal.agent.worker import PodWorker
 
@@ -96,15 +96,11 @@ class PodDispatcher:
             t.join(timeout=10)
 
 
-class PodNetworks(Protocol):
-    def pods(self) -> Iterable[str]: ...
-
-
 class PodWorkers:
     """The worker map of one node (see the module docstring)."""
 
     def __init__(self, *, node_name: str, make_worker: Callable[[str], PodWorker], runtime: Runtime,
-                 network: PodNetworks, data_dir: Path, clock: Clock, threads: int = 8,
+                 network: Network, data_dir: Path, clock: Clock, threads: int = 8,
                  on_synced: Callable[[], None] = lambda: None):
         self.node_name = node_name
         self._make_worker = make_worker

@@ -33,13 +33,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="nee
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = E2ECluster(tmp_path_factory.mktemp("agent-real"), backoff_initial=1.0, backoff_max=4.0)
-    try:
-        c.start()
-        yield c
-    finally:
-        problems = c.close()
-        assert not problems, f"left behind on the host: {problems}"
+    with E2ECluster(tmp_path_factory.mktemp("agent-real"), backoff_initial=1.0, backoff_max=4.0) as c:
+        yield c             # the cluster's exit asserts nothing is left behind on the host
 
 
 @pytest.fixture

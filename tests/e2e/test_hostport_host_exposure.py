@@ -29,13 +29,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="nee
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = E2ECluster(tmp_path_factory.mktemp("hostport-exposure"))
-    try:
-        c.start()
+    with E2ECluster(tmp_path_factory.mktemp("hostport-exposure")) as c:     # asserts nothing is left behind
         yield c
-    finally:
-        problems = c.close()
-        assert not problems, f"left behind on the host: {problems}"
 
 
 def node_address() -> str:
