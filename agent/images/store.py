@@ -61,7 +61,7 @@ from shoal.agent.hostfiles import private_dir
 from shoal.agent.images.reference import Reference, parse_reference
 from shoal.agent.images.registry import (DOCKER_MANIFEST, INDEX_TYPES, RegistryClient, RegistryError, ResolvedManifest,
                                          check_image_manifest, select_platform, sha256_digest)
-from shoal.agent.images.unpack import LayerError, detect_compression, unpack_layer
+from shoal.agent.images.unpack import DEFAULT_LIMITS, LayerError, Limits, detect_compression, unpack_layer
 from shoal.agent.interfaces import ImagePullError, PulledImage
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 POLICIES = ("Always", "IfNotPresent", "Never")
 _HEX = re.compile(r"[a-f0-9]{64}\Z")
 _MB = 1_000_000
+# An image config is a few KiB of JSON (the largest seen in the wild: ~100 KiB of history);
+# it is parsed whole in memory, so a registry may not hand the node an unbounded one.
+MAX_CONFIG_BYTES = 8 << 20
 
 
 class RegistryAPI(Protocol):
@@ -136,8 +139,9 @@ class _RegistrySource:
 
 class LocalImageStore:
     def __init__(self, root: Path, *, registry_client: RegistryAPI | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, layer_limits: Limits = DEFAULT_LIMITS):
         self.root = Path(root).absolute()
+        self.layer_limits = layer_limits
         self.registry: RegistryAPI = registry_client if registry_client is not None else RegistryClient()
         self._clock = clock
         self.blobs = self.root / "blobs" / "sha256"
@@ -322,6 +326,10 @@ class LocalImageStore:
         if not digest.startswith("sha256:") or not _HEX.match(digest[7:]):
             raise job.fail(f"image {job.reference}: {label} descriptor has invalid digest {digest!r}")
         size = desc.get("size")
+        cap = MAX_CONFIG_BYTES if label == "config" else None
+        if cap is not None and isinstance(size, int) and size > cap:
+            raise job.fail(f"image {job.reference}: {label} {digest} is {size} bytes, more than the "
+                           f"{cap} bytes a node accepts for an image config; refused before download")
         path = self.blobs / digest[7:]
         self._pin(job, f"blob:{digest}")
         with self._keyed.hold(f"blob:{digest}"):
@@ -341,6 +349,9 @@ class LocalImageStore:
                         if isinstance(size, int) and n > size:
                             raise job.fail(f"image {job.reference}: {label} {digest} is larger than "
                                            f"its descriptor's {size} bytes; download aborted")
+                        if cap is not None and n > cap:
+                            raise job.fail(f"image {job.reference}: {label} {digest} is larger than "
+                                           f"{cap} bytes; download aborted")
                         h.update(chunk)
                         out.write(chunk)
                         if n >= next_report:
@@ -367,7 +378,8 @@ class LocalImageStore:
             if dest.exists():
                 return dest
             job.say(f"unpacking layer {short(digest)}")
-            unpack_layer(blob, dest, layer=digest, expected_diff_id=diff_id, tmp_dir=self.tmp)
+            unpack_layer(blob, dest, layer=digest, expected_diff_id=diff_id, tmp_dir=self.tmp,
+                         limits=self.layer_limits)
             job.created.append(("layer", key))
             return dest
 

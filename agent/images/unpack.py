@@ -28,6 +28,13 @@ Rules (the threat is a hostile tar writing outside the layer dir on the host):
   does not disturb their mtimes. PAX xattrs are kept only for `user.*` and
   `security.capability`; an image may never set `trusted.*` (overlayfs' own namespace).
 - zstd, bzip2 and xz layers are rejected with their name (not in OCI's gzip/tar set).
+
+Bounds (the threat is a small blob that expands without end — a gzip bomb — or into
+millions of inodes): the uncompressed stream may not exceed `Limits.max_bytes`, the layer
+may not hold more than `Limits.max_entries` members, and extraction stops when the file
+system under the layer would keep less than `Limits.reserve_bytes` free (checked every
+`_FREE_CHECK_EVERY` bytes). Each stop is a `LayerError` naming the layer and the bound;
+nothing of the layer is kept.
 """
 from __future__ import annotations
 
@@ -49,6 +56,21 @@ OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 _KEPT_XATTRS = ("user.", "security.capability")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FREE_CHECK_EVERY = 64 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one layer's uncompressed content (module docstring, "Bounds").
+
+    The defaults admit any real image (the largest common layers — CUDA, TeX — stay well
+    below 16 GiB and 1M files) and refuse what can only be an attack or a mistake."""
+    max_bytes: int = 16 << 30
+    max_entries: int = 1_000_000
+    reserve_bytes: int = 512 << 20
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class LayerError(Exception):
@@ -73,15 +95,33 @@ class UnpackResult:
 
 
 class _HashingReader:
-    """A read()-only stream that hashes what passes through (the layer's diffID)."""
+    """A read()-only stream that hashes what passes through (the layer's diffID) and stops
+    the extraction when the stream outgrows `limits.max_bytes` or the file system under
+    `root_fd` gets too full."""
 
-    def __init__(self, inner: BinaryIO):
+    def __init__(self, inner: BinaryIO, *, layer: str = "", limits: Limits = DEFAULT_LIMITS,
+                 root_fd: int | None = None):
         self.inner = inner
         self.hash = hashlib.sha256()
+        self.layer, self.limits, self.root_fd = layer, limits, root_fd
+        self.count = 0
+        self._next_free_check = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self.inner.read(n)
         self.hash.update(data)
+        self.count += len(data)
+        if self.count > self.limits.max_bytes:
+            raise LayerError(self.layer, f"uncompressed content exceeds {self.limits.max_bytes} bytes "
+                                         "(the node's bound on one layer; a compression bomb?)")
+        if self.root_fd is not None and self.count >= self._next_free_check:
+            self._next_free_check = self.count + _FREE_CHECK_EVERY
+            st = os.fstatvfs(self.root_fd)
+            free = st.f_bavail * st.f_frsize
+            if free < self.limits.reserve_bytes:
+                raise LayerError(self.layer, f"the file system holding the image store has {free} bytes "
+                                             f"free, below the {self.limits.reserve_bytes} bytes kept in "
+                                             "reserve; unpacking stopped")
         return data
 
     def drain(self) -> None:
@@ -309,16 +349,19 @@ class _Extractor:
 
 
 def extract_layer(stream: BinaryIO, root: Path, *, layer: str,
-                  same_owner: bool | None = None) -> UnpackResult:
+                  same_owner: bool | None = None, limits: Limits = DEFAULT_LIMITS) -> UnpackResult:
     """Extract an already-decompressed tar stream into the existing empty dir `root`."""
     owner = (os.geteuid() == 0) if same_owner is None else same_owner
-    reader = _HashingReader(stream)
     root_fd = os.open(root, _DIR_FLAGS)
+    reader = _HashingReader(stream, layer=layer, limits=limits, root_fd=root_fd)
     try:
         ex = _Extractor(root_fd, layer=layer, same_owner=owner)
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tf:  # type: ignore[arg-type]
                 for m in tf:
+                    if ex.result_entries + len(ex.skipped) >= limits.max_entries:
+                        raise LayerError(layer, f"more than {limits.max_entries} entries (the node's "
+                                                "bound on one layer)", m.name)
                     ex.add(tf, m)
         except tarfile.TarError as exc:
             raise LayerError(layer, f"corrupt layer data (not a valid tar stream): {exc}") from exc
@@ -333,7 +376,8 @@ def extract_layer(stream: BinaryIO, root: Path, *, layer: str,
 
 
 def unpack_layer(blob: Path, dest: Path, *, layer: str, expected_diff_id: str | None = None,
-                 tmp_dir: Path | None = None, same_owner: bool | None = None) -> UnpackResult:
+                 tmp_dir: Path | None = None, same_owner: bool | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> UnpackResult:
     """Unpack the layer blob at `blob` into `dest` atomically (see the module docstring).
 
     If `dest` already exists (another pull finished it first) the work is discarded and
@@ -350,7 +394,7 @@ def unpack_layer(blob: Path, dest: Path, *, layer: str, expected_diff_id: str | 
                 raise LayerError(layer, f"{kind}-compressed layers are not supported "
                                         "(only gzip and plain tar)")
             stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if kind == "gzip" else raw  # type: ignore[assignment]
-            result = extract_layer(stream, tmp, layer=layer, same_owner=same_owner)
+            result = extract_layer(stream, tmp, layer=layer, same_owner=same_owner, limits=limits)
         if expected_diff_id is not None and result.diff_id != expected_diff_id:
             raise LayerError(layer, f"uncompressed content does not match diff_id: expected "
                                     f"{expected_diff_id}, got {result.diff_id}")

@@ -181,6 +181,32 @@ def test_oversized_blob_is_cut_off(store, reg):
     assert_empty(store)
 
 
+def test_oversized_config_is_refused_before_download(store, reg, monkeypatch):
+    import shoal.agent.images.store as store_mod
+    monkeypatch.setattr(store_mod, "MAX_CONFIG_BYTES", 64)
+    r = reg.add_image("web:v1", [BASE])
+    cfg = r.manifest["config"]["digest"]
+    with pytest.raises(ImagePullError, match=r"config .* more than the 64 bytes a node accepts"):
+        store.pull(f"{REG}/web:v1")
+    assert cfg not in reg.downloads
+    assert_empty(store)
+    # a descriptor that lies about the size is cut off while downloading
+    r.manifest["config"]["size"] = 10
+    reg.served[cfg] = reg.blobs[cfg]
+    with pytest.raises(ImagePullError, match="larger than"):
+        store.pull(f"{REG}/web:v1")
+    assert_empty(store)
+
+
+def test_layer_bomb_is_an_image_pull_error(tmp_path, reg):
+    from shoal.agent.images.unpack import Limits
+    small = LocalImageStore(tmp_path / "images", registry_client=reg, layer_limits=Limits(max_bytes=1 << 20))
+    reg.add_image("bomb:v1", [layer_tar({"zeros": b"\0" * (4 << 20)})])
+    with pytest.raises(ImagePullError, match="uncompressed content exceeds 1048576 bytes"):
+        small.pull(f"{REG}/bomb:v1")
+    assert_empty(small)
+
+
 def test_diff_id_mismatch_fails_and_cleans(store, reg):
     reg.add_image("web:v1", [BASE], diff_ids=["sha256:" + "0" * 64])
     with pytest.raises(ImagePullError, match="does not match diff_id"):

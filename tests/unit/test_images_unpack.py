@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.agent.images.unpack import LayerError, UnsafeLayerError, member_parts, symlink_escapes, unpack_layer
+from shoal.agent.images.unpack import (LayerError, Limits, UnsafeLayerError, member_parts, symlink_escapes,
+                                       unpack_layer)
 
 pytestmark = pytest.mark.unit
 
@@ -227,3 +228,29 @@ def test_member_parts(name, parts):
 ])
 def test_symlink_escapes(parts, target, escapes):
     assert symlink_escapes(parts, target) is escapes
+
+
+def test_gzip_bomb_stops_at_the_byte_bound_and_leaves_nothing(env):
+    # 64 MiB of zeros compress to ~64 KiB: the blob is small, its content is not.
+    bomb = [entry("file", "zeros", b"\0" * (64 << 20))]
+    with pytest.raises(LayerError, match=r"uncompressed content exceeds 8388608 bytes") as err:
+        env["unpack"](bomb, gz=True, limits=Limits(max_bytes=8 << 20))
+    assert LAYER in str(err.value)
+    assert list(env["layers"].iterdir()) == [] and list(env["tmp"].iterdir()) == []
+
+
+def test_entry_bound(env):
+    many = [entry("file", f"f{i}", "x") for i in range(20)]
+    with pytest.raises(LayerError, match="more than 10 entries"):
+        env["unpack"](many, limits=Limits(max_entries=10))
+    assert list(env["layers"].iterdir()) == [] and list(env["tmp"].iterdir()) == []
+    result, _, _ = env["unpack"](many, limits=Limits(max_entries=20))
+    assert result.entries == 20
+
+
+def test_disk_reserve_stops_unpacking(env):
+    st = os.statvfs(env["root"])
+    free = st.f_bavail * st.f_frsize
+    with pytest.raises(LayerError, match="kept in reserve"):
+        env["unpack"]([entry("file", "a", "x")], limits=Limits(reserve_bytes=free + (1 << 40)))
+    assert list(env["layers"].iterdir()) == [] and list(env["tmp"].iterdir()) == []
