@@ -54,6 +54,40 @@ class Mount:
     options: list[str] = field(default_factory=lambda: ["rbind", "rw"])
 
 
+class ConfigRefused(ValueError):
+    """The runtime will not create the container as configured (kubelet's
+    CreateContainerConfigError): e.g. `runAsNonRoot` with an image that runs as root, a
+    privileged container on a node that does not allow them, an unknown capability. The
+    message names the pod, the container and the field; nothing was created."""
+
+
+ALL_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+
+@dataclass(frozen=True)
+class ContainerSecurity:
+    """A container's securityContext as the runtime applies it (docs/security.md).
+
+    `caps_add`/`caps_drop` hold Kubernetes' names (`NET_ADMIN`, or `ALL`), not yet
+    checked: the runtime refuses an unknown one (`ConfigRefused`). `allow_privilege_escalation`
+    None means shoal's default: no new privileges (stricter than Kubernetes' default)."""
+    privileged: bool = False
+    caps_add: tuple[str, ...] = ()
+    caps_drop: tuple[str, ...] = ()
+    readonly_rootfs: bool = False
+    allow_privilege_escalation: bool | None = None
+    run_as_non_root: bool = False
+    seccomp: str = "RuntimeDefault"      # or "Unconfined"
+
+
 @dataclass
 class ContainerConfig:
     """Everything the runtime needs to create one container (one restart attempt)."""
@@ -76,6 +110,7 @@ class ContainerConfig:
     memory_bytes: int | None = None  # resources.limits.memory
     log_path: str = ""
     labels: dict[str, str] = field(default_factory=dict)   # kept with the container; read back by list()
+    security: ContainerSecurity = field(default_factory=ContainerSecurity)
 
 
 ContainerStatus = Literal["created", "running", "stopped", "unknown"]

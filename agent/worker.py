@@ -59,7 +59,8 @@ from shoal.machinery.control.clock import Clock
 from shoal.machinery.control.events import EventSink
 from shoal.machinery.api.quantity import cpu_millis, memory_bytes
 
-from shoal.agent.interfaces import (ContainerConfig, ContainerState, ImagePullError, ImageStore, Mount, Network,
+from shoal.agent.interfaces import (ConfigRefused, ContainerConfig, ContainerSecurity, ContainerState, ImagePullError,
+                                    ImageStore, Mount, Network,
                                     PodNet, PulledImage, Runtime)
 from shoal.agent.plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_POD_NAME,
                               LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ConfigFailure,
@@ -123,6 +124,21 @@ def resolve_process(cspec: Mapping, image_config: Mapping, pod_spec: Mapping | N
         if user and gid is not None:
             user = f"{user.split(':')[0]}:{gid}"
     return argv, [f"{k}={v}" for k, v in env.items()], wd, user
+
+
+def container_security(cspec: Mapping, pod_spec: Mapping) -> ContainerSecurity:
+    """The container's securityContext over the pod's (runAsNonRoot may be set on
+    either; the container's wins), as the runtime applies it (agent.runtime.spec)."""
+    csc = cspec.get("securityContext") or {}
+    psc = pod_spec.get("securityContext") or {}
+    caps = csc.get("capabilities") or {}
+    non_root = csc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+    return ContainerSecurity(
+        privileged=bool(csc.get("privileged")),
+        caps_add=tuple(caps.get("add") or ()), caps_drop=tuple(caps.get("drop") or ()),
+        readonly_rootfs=bool(csc.get("readOnlyRootFilesystem")),
+        allow_privilege_escalation=csc.get("allowPrivilegeEscalation"),
+        run_as_non_root=bool(non_root))
 
 
 def container_id_for(uid: str, name: str, attempt: int) -> str:
@@ -196,7 +212,7 @@ class _Memory:
     vacant: set[str] = field(default_factory=set)  # next attempts' ids looked up and free, until the worker uses them
 
 
-class ContainerConfigError(ValueError):
+class ContainerConfigError(ConfigRefused):
     """The container's config cannot be built from the pod as it is (kubelet's
     CreateContainerConfigError): a subPath that is a symbolic link, a volumeMount naming
     no volume, a volume of no supported kind. Raised before anything is created; the
@@ -602,7 +618,7 @@ class PodWorker:
             self.mem.ids.add(cid)
             ctx.events.event(pod, "Normal", "Created", f"Created container {s.name}")
             ctx.events.event(pod, "Normal", "Started", f"Started container {s.name}")
-        except ContainerConfigError as e:
+        except ConfigRefused as e:              # ours, or the runtime's (runAsNonRoot, privileged...)
             self._config_failed(s.name, e)      # nothing was made: no exit, no cleanup
             return
         except Exception as e:
@@ -612,7 +628,7 @@ class PodWorker:
             return
         log.debug("started container %s (%s) of pod %s from %s", s.name, cid, self._name(), image)
 
-    def _config_failed(self, name: str, e: ContainerConfigError) -> None:
+    def _config_failed(self, name: str, e: ConfigRefused) -> None:
         """Remember it for the plan (which shows it and emits its Failed event); the retry
         follows the pull back-off arithmetic, on its own key."""
         ctx = self.ctx
@@ -716,7 +732,8 @@ class PodWorker:
             mounts=self._mounts(pod, cspec),
             cpu_millis=cpu_millis(limits["cpu"]) if limits.get("cpu") else None,
             memory_bytes=memory_bytes(limits["memory"]) if limits.get("memory") else None,
-            log_path=str(log_dir / f"{attempt}.log"), labels=labels)
+            log_path=str(log_dir / f"{attempt}.log"), labels=labels,
+            security=container_security(cspec, spec))
 
     def _teardown(self) -> None:
         ctx = self.ctx

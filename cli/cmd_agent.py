@@ -1,7 +1,9 @@
 """`shoal agent`: run the node agent on this host (or a hollow one with --fake-runtime).
 
-The agent joins with the join token (`agent.join.ensure_credentials`: the node
-credential is saved in `<data-dir>/credentials.json` and reused), then runs
+The agent joins with the join token (`agent.join.ensure_credentials`: the token
+pins the server's CA, which is fetched from `/cacerts`, checked and trusted from
+then on; the node credential is saved in `<data-dir>/credentials.json` and
+reused), then runs
 `agent.agent.Agent` on the real seams — `agent.images.LocalImageStore`,
 `agent.runtime.RuncRuntime`, `agent.network.NodeNetwork` — or, with
 `--fake-runtime`, on the scripted fakes of `agent.fakes` (a hollow node: no
@@ -31,6 +33,29 @@ def _mirror(value: str) -> tuple[str, str]:
     return host, url
 
 
+def server_url(value: str) -> str:
+    """The API server URL of `--server`: `HOST:PORT` means https (every server serves it by
+    default); `http://` is refused unless the host is a loopback address, since the join
+    token and the node credential would then cross a network in the clear."""
+    from urllib.parse import urlsplit
+    from shoal.apiserver.settings import is_loopback_host
+    v = value.strip().rstrip("/")
+    if "://" not in v:
+        v = f"https://{v}"
+    u = urlsplit(v)
+    try:
+        u.port
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--server {value!r}: the port is not a number") from None
+    if u.scheme not in ("https", "http") or not u.hostname:
+        raise argparse.ArgumentTypeError(f"--server {value!r}: expected https://HOST:PORT, e.g. https://10.0.0.1:6443")
+    if u.scheme == "http" and not is_loopback_host(u.hostname):
+        raise argparse.ArgumentTypeError(
+            f"--server {value!r}: plain HTTP would send the join token and the node credential in the clear; "
+            f"shoal servers serve HTTPS: use https://{u.netloc}")
+    return v
+
+
 def default_address() -> str:
     try:
         addr = socket.gethostbyname(socket.gethostname())
@@ -48,11 +73,14 @@ def register(sub) -> None:
                                    "and run the pods bound to it with runc.",
                        epilog="examples:\n"
                               "  shoal agent --server https://10.0.0.1:6443 --token K10...::server:...\n"
-                              "  shoal agent --server http://127.0.0.1:6443 --token $(cat join-token) "
+                              "  shoal agent --server https://127.0.0.1:6443 --token $(cat join-token) "
                               "--node-name hollow-1 --fake-runtime --data-dir /tmp/hollow-1 --kubelet-port 0")
-    p.add_argument("--server", required=True, help="URL of the API server")
-    p.add_argument("--token", default="", help="join token (needed on the first start; the node credential is "
-                                               "saved in the data dir afterwards)")
+    p.add_argument("--server", required=True, type=server_url,
+                   help="URL of the API server, https://HOST:PORT (plain http:// only to a loopback address)")
+    p.add_argument("--token", default="", help="join token K10<CA sha256>::server:<secret> from the server's "
+                                               "<data-dir>/join-token: it pins the CA the agent trusts (needed on "
+                                               "the first start; the node credential is saved in the data dir "
+                                               "afterwards)")
     p.add_argument("--node-name", default=None, help="Node name (default: the host name)")
     p.add_argument("--address", default=None, help="this node's InternalIP: the log endpoint, hostPorts and the "
                                                    "overlay's underlay address (default: the host name's address)")
@@ -82,6 +110,12 @@ def register(sub) -> None:
     p.add_argument("--relist-interval", type=float, default=0.5,
                    help="seconds between runtime relists that detect container exits (0.5)")
     p.add_argument("--max-pods", type=int, default=110)
+    p.add_argument("--allow-privileged", action="store_true",
+                   help="run containers with securityContext.privileged (refused by default)")
+    p.add_argument("--pids-limit", type=int, default=4096, metavar="N",
+                   help="most processes one container may run (4096; 0: no limit)")
+    p.add_argument("--seccomp-profile", default="/usr/share/containers/seccomp.json", metavar="FILE",
+                   help="the RuntimeDefault seccomp profile, in Docker's format (podman's default profile)")
     p.add_argument("--sync-threads", type=_positive_int, default=8, metavar="N",
                    help="pods worked on at once: setup, starts, stops (8)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -126,7 +160,10 @@ def build_seams(args, data_dir: Path):
         log.warning("run dir %s is not on tmpfs: container state will outlive a reboot and every start "
                     "writes ≈ 20 files there to disk", state)
     runtime = RuncRuntime(str(data_dir / "runtime"), state_dir=str(state / "runtime") if run_dir else None,
-                          runc_root=args.runc_root or str(state / "runc"), cgroup_parent=args.cgroup_parent)
+                          runc_root=args.runc_root or str(state / "runc"), cgroup_parent=args.cgroup_parent,
+                          seccomp_profile_path=getattr(args, "seccomp_profile", "/usr/share/containers/seccomp.json"),
+                          pids_limit=getattr(args, "pids_limit", 4096) or None,
+                          allow_privileged=getattr(args, "allow_privileged", False))
     bridge = getattr(args, "bridge", "shoal0")
     network = real_node_network(str(data_dir / "network"), netns_prefix=args.pod_netns_prefix, bridge=bridge,
                                 vxlan_dev="shoal.1" if bridge == "shoal0" else f"{bridge[:13]}.1",

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from shoal.agent.hostfiles import private_dir, write_private
-from shoal.agent.interfaces import ContainerConfig, ContainerState
+from shoal.agent.interfaces import ConfigRefused, ContainerConfig, ContainerState
 
 from shoal.agent.runtime import logs as _logs
 from shoal.agent.runtime.cgroups import Cgroups
@@ -76,7 +76,8 @@ from shoal.agent.runtime.monitor import (DEFAULT_CONMON, MonitorPaths, conmon_ar
                                          spawn_monitor)
 from shoal.agent.runtime.mounts import is_mounted, mount_overlay, unmount
 from shoal.agent.runtime.runc import DEFAULT_RUNC, CommandRunner, Runc, SubprocessRunner
-from shoal.agent.runtime.spec import (NOFILE_LIMIT, EtcFiles, ResolvedUser, build_oci_spec, effective_hostname,
+from shoal.agent.runtime.seccomp import DEFAULT_PROFILE_PATH, load_profile
+from shoal.agent.runtime.spec import (NOFILE_LIMIT, PIDS_LIMIT, EtcFiles, ResolvedUser, build_oci_spec, effective_hostname,
                                       render_hosts, render_resolv_conf, resolve_user)
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,8 @@ class RuncRuntime:
                  conmon_binary: str = DEFAULT_CONMON, log_size_max: int = 10 * 1024 * 1024,
                  cgroups: Cgroups | None = None, clock: Callable[[], float] = time.time,
                  host_resolv_conf: str = "/etc/resolv.conf", create_timeout: float = 30.0,
-                 conmon_log_level: str | None = None):
+                 conmon_log_level: str | None = None, seccomp_profile_path: str = DEFAULT_PROFILE_PATH,
+                 pids_limit: int | None = PIDS_LIMIT, allow_privileged: bool = False):
         self.root_dir = os.path.abspath(root_dir)
         self.state_dir = os.path.abspath(state_dir or root_dir)
         self.runc_root = os.path.abspath(runc_root)
@@ -184,6 +186,10 @@ class RuncRuntime:
         self.host_resolv_conf = host_resolv_conf
         self.create_timeout = create_timeout
         self.conmon_log_level = conmon_log_level
+        self.seccomp_profile_path = seccomp_profile_path
+        self._seccomp_profile: dict | None = None     # loaded at the first container that needs it
+        self.pids_limit = pids_limit
+        self.allow_privileged = allow_privileged
         # conmon processes this object spawned: reaped when they exit. Those
         # of an earlier agent belong to init now.
         self._monitors: dict[str, subprocess.Popen] = {}
@@ -281,6 +287,8 @@ class RuncRuntime:
                 self._cleanup(cid, force=True)
             except Exception as ce:   # keep the original error; the leftovers show in list()
                 log.error("cleanup after failed create of %s: %s", cid, ce)
+            if isinstance(e, ConfigRefused):
+                raise               # the pod's config, not the node: already names pod and container
             if isinstance(e, Exception):
                 raise CreateError(f"create {what}: {e}") from e
             raise
@@ -321,8 +329,19 @@ class RuncRuntime:
             host_resolv = ""
         _write_text(etc_files.resolv_conf, render_resolv_conf(host_resolv))
 
+        sec = cfg.security
+        if sec.privileged and not self.allow_privileged:
+            raise ConfigRefused(f"pod {cfg.namespace}/{cfg.pod_name}, container {cfg.container_name}: "
+                                "securityContext.privileged: privileged containers are not allowed on this node "
+                                "(start its agent with --allow-privileged)")
+        profile = None
+        if not sec.privileged and sec.seccomp != "Unconfined":
+            if self._seccomp_profile is None:
+                self._seccomp_profile = load_profile(self.seccomp_profile_path)
+            profile = self._seccomp_profile
         spec = build_oci_spec(cfg, rootfs=rootfs, cgroups_path=self.cgroup_path(cid), user=user,
-                              etc_files=etc_files, nofile=self.nofile)
+                              etc_files=etc_files, nofile=self.nofile, seccomp_profile=profile,
+                              pids_limit=self.pids_limit)
         # 0600: the spec carries the pod's env (secrets); runc reads it as root
         write_private(os.path.join(bundle, "config.json"), json.dumps(spec, separators=(",", ":")))
 

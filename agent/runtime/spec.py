@@ -10,12 +10,25 @@ the table tests in `tests/unit/test_runtime_spec.py`.
 
 What a container gets is what `docker run` gives by default:
 
-- namespaces pid, mount, uts, ipc and network — the network one joined by path
-  when the pod has one (`cfg.netns_path`), else a fresh, empty one;
+- namespaces pid, mount, uts, ipc, cgroup and network — the network one joined
+  by path when the pod has one (`cfg.netns_path`), else a fresh, empty one;
 - Docker's 14 default capabilities in the bounding, effective and permitted
-  sets (none inheritable or ambient, as Docker), `noNewPrivileges`, and
-  RLIMIT_NOFILE 1048576 (what containerd/dockerd hand containers on a systemd
-  host; runc's own example uses 1024, which breaks many servers);
+  sets (none inheritable or ambient, as Docker), changed by the container's
+  `securityContext.capabilities` (drops first, then adds; `ALL` in either),
+  `noNewPrivileges` unless `allowPrivilegeEscalation: true` or `privileged`
+  (shoal's default is stricter than Kubernetes', whose unset field allows
+  escalation), and RLIMIT_NOFILE 1048576 (what containerd/dockerd hand
+  containers on a systemd host; runc's own example uses 1024, which breaks
+  many servers);
+- the default seccomp profile (`RuntimeDefault`: Docker's, see
+  `agent.runtime.seccomp`) unless the container is privileged or its
+  `seccomp` is `Unconfined`; a pids limit (`pids_limit`, default 4096 per
+  container) against fork bombs;
+- `readOnlyRootFilesystem` as a read-only root; `privileged` as Docker's
+  `--privileged`: every capability, no seccomp, no masked or read-only paths,
+  /sys and /sys/fs/cgroup writable, every device allowed and the host's /dev
+  bound in (the executor allows it only on nodes started with
+  `--allow-privileged`);
 - the standard mounts (/proc, a tmpfs /dev, /dev/pts, a 64 MiB /dev/shm,
   /dev/mqueue, /sys and /sys/fs/cgroup read-only), Docker's masked and
   read-only paths, and Docker's device cgroup allow list;
@@ -25,14 +38,16 @@ What a container gets is what `docker run` gives by default:
 - `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` bind-mounted from files
   the executor writes per container (`render_hosts`, `render_resolv_conf`).
 
-Not (yet) done: a seccomp profile, AppArmor/SELinux labels, user namespaces.
+Not done: AppArmor/SELinux labels, user namespaces (a container's root is the host's
+root, limited by the capabilities, seccomp and namespaces above).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from shoal.agent.interfaces import ContainerConfig
+from shoal.agent.interfaces import ALL_CAPABILITIES, ConfigRefused, ContainerConfig, ContainerSecurity
+from shoal.agent.runtime.seccomp import SeccompProfileError, oci_seccomp
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -55,6 +70,7 @@ READONLY_PATHS: tuple[str, ...] = (
 )
 
 NOFILE_LIMIT = 1048576
+PIDS_LIMIT = 4096              # per container; podman's default is 2048, the kubelet's none
 CPU_PERIOD_US = 100_000
 MIN_CPU_QUOTA_US = 1_000       # the kernel rejects a smaller cfs_quota_us
 
@@ -246,17 +262,56 @@ def annotations_for(cfg: ContainerConfig) -> dict[str, str]:
     return ann
 
 
+def _cap_name(name: str, *, field_path: str, where: str) -> str:
+    n = name.strip().upper()
+    if n == "ALL":
+        return n
+    full = n if n.startswith("CAP_") else "CAP_" + n
+    if full not in ALL_CAPABILITIES:
+        raise ConfigRefused(f"{where}: {field_path}: unknown capability {name!r}")
+    return full
+
+
+def capabilities(sec: ContainerSecurity, *, where: str = "container") -> list[str]:
+    """The bounding/effective/permitted set: Docker's defaults, minus `drop`, plus `add`
+    (either may say `ALL`); every capability when privileged. Refuses unknown names."""
+    if sec.privileged:
+        return list(ALL_CAPABILITIES)
+    drop = {_cap_name(c, field_path="securityContext.capabilities.drop", where=where) for c in sec.caps_drop}
+    add = [_cap_name(c, field_path="securityContext.capabilities.add", where=where) for c in sec.caps_add]
+    caps = [] if "ALL" in drop else [c for c in DOCKER_DEFAULT_CAPS if c not in drop]
+    if "ALL" in add:
+        return list(ALL_CAPABILITIES)
+    caps += [c for c in add if c not in caps]
+    return caps
+
+
+def check_run_as_non_root(sec: ContainerSecurity, user: "ResolvedUser", *, where: str) -> None:
+    """kubelet's runAsNonRoot check, on the identity actually resolved (a user *name* of
+    the image is resolved first, so it can be verified, unlike in the kubelet)."""
+    if sec.run_as_non_root and user.uid == 0:
+        raise ConfigRefused(f"{where}: securityContext.runAsNonRoot is set and the container would run as root "
+                            "(uid 0): set runAsUser to a non-zero uid or use an image whose USER is not root")
+
+
 def build_oci_spec(cfg: ContainerConfig, *, rootfs: str, cgroups_path: str,
                    user: ResolvedUser = ResolvedUser(), etc_files: EtcFiles | None = None,
-                   readonly_rootfs: bool = False, nofile: int = NOFILE_LIMIT) -> dict:
+                   readonly_rootfs: bool = False, nofile: int = NOFILE_LIMIT,
+                   seccomp_profile: dict | None = None, pids_limit: int | None = PIDS_LIMIT) -> dict:
     """The `config.json` for `cfg`. `rootfs` is the (mounted) root filesystem,
     `cgroups_path` runc's cgroupfs path (e.g. "/shoal/<id>"), `user` the
-    numeric identity the executor resolved from `cfg.user`."""
+    numeric identity the executor resolved from `cfg.user`, `seccomp_profile` the
+    node's default profile in Docker's format (required unless the container runs
+    unconfined: `SeccompProfileError` otherwise), `pids_limit` None for no limit.
+    Raises `ConfigRefused` for a securityContext the runtime will not apply."""
     if not cfg.argv:
         raise ValueError(f"container {cfg.container_name!r} of pod {cfg.namespace}/{cfg.pod_name}: "
                          f"no command (image {cfg.image.reference} has no Entrypoint/Cmd and the pod gives none)")
+    sec = cfg.security
+    where = f"pod {cfg.namespace}/{cfg.pod_name}, container {cfg.container_name}"
     hostname = effective_hostname(cfg)
-    caps = list(DOCKER_DEFAULT_CAPS)
+    caps = capabilities(sec, where=where)
+    check_run_as_non_root(sec, user, where=where)
     process = {
         "terminal": False,
         "user": {"uid": user.uid, "gid": user.gid,
@@ -266,12 +321,19 @@ def build_oci_spec(cfg: ContainerConfig, *, rootfs: str, cgroups_path: str,
         "cwd": cfg.working_dir or "/",
         "capabilities": {"bounding": caps, "effective": list(caps), "permitted": list(caps)},
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
-        "noNewPrivileges": True,
+        "noNewPrivileges": not (sec.privileged or sec.allow_privilege_escalation is True),
     }
     if not str(process["cwd"]).startswith("/"):
         raise ValueError(f"container {cfg.container_name!r}: workingDir {cfg.working_dir!r} is not absolute")
 
     mounts = standard_mounts()
+    if sec.privileged:
+        for m in mounts:
+            if m["destination"] in ("/sys", "/sys/fs/cgroup"):
+                m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
+        # the host's devices, as `docker run --privileged` gives (its own pts, shm, mqueue stay)
+        i = next(i for i, m in enumerate(mounts) if m["destination"] == "/dev")
+        mounts[i] = {"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind", "rw"]}
     if etc_files is not None:
         for dest, src in (("/etc/hosts", etc_files.hosts), ("/etc/hostname", etc_files.hostname),
                           ("/etc/resolv.conf", etc_files.resolv_conf)):
@@ -286,24 +348,34 @@ def build_oci_spec(cfg: ContainerConfig, *, rootfs: str, cgroups_path: str,
     netns: dict = {"type": "network"}
     if cfg.netns_path:
         netns["path"] = cfg.netns_path
-    resources: dict = {"devices": default_device_rules()}
+    resources: dict = {"devices": [{"allow": True, "access": "rwm"}] if sec.privileged
+                       else default_device_rules()}
+    if pids_limit is not None:
+        resources["pids"] = {"limit": pids_limit}
     if (cpu := cpu_limits(cfg.cpu_millis)) is not None:
         resources["cpu"] = cpu
     if (mem := memory_limits(cfg.memory_bytes)) is not None:
         resources["memory"] = mem
 
+    linux: dict = {
+        "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "cgroup"},
+                       netns],
+        "resources": resources,
+        "cgroupsPath": cgroups_path,
+    }
+    if not sec.privileged:
+        linux["maskedPaths"] = list(MASKED_PATHS)
+        linux["readonlyPaths"] = list(READONLY_PATHS)
+        if sec.seccomp != "Unconfined":
+            if seccomp_profile is None:
+                raise SeccompProfileError(f"{where}: the RuntimeDefault seccomp profile is not loaded on this node")
+            linux["seccomp"] = oci_seccomp(seccomp_profile, caps=caps)
     return {
         "ociVersion": OCI_VERSION,
         "process": process,
-        "root": {"path": rootfs, "readonly": readonly_rootfs},
+        "root": {"path": rootfs, "readonly": readonly_rootfs or sec.readonly_rootfs},
         "hostname": hostname,
         "mounts": mounts,
         "annotations": annotations_for(cfg),
-        "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, netns],
-            "resources": resources,
-            "cgroupsPath": cgroups_path,
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
+        "linux": linux,
     }

@@ -341,3 +341,59 @@ def test_containers_and_exit_codes_survive_agent_sigkill(env, image):
     for cid in (stay, leave):
         rt.remove(cid)
     assert rt.list() == []
+
+
+# ------------------------------------------------------------------ securityContext and defaults
+def _run_and_log(rt, cfg) -> tuple[int, str]:
+    rt.create(cfg)
+    rt.start(cfg.id)
+    st = wait_for(lambda: stopped(rt, cfg.id), what=f"{cfg.container_name} to finish")
+    return st.exit_code, log_text(cfg.log_path)
+
+
+def test_defaults_seccomp_pids_limit_and_cgroup_namespace(env, image):
+    rt = env["new"]()
+    cfg = config(image, env["tmp"], "defaults", ["sh", "-c",
+                 "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; cat /proc/self/cgroup | grep pids; "
+                 "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max"])
+    code, out = _run_and_log(rt, cfg)
+    assert code == 0, out
+    assert "Seccomp:\t2" in out          # filter mode: the RuntimeDefault profile is loaded
+    assert "NoNewPrivs:\t1" in out
+    assert ":pids:/\n" in out            # its own cgroup namespace: its cgroup is its root
+    assert out.rstrip().endswith("4096")
+
+
+def test_seccomp_unconfined_on_request(env, image):
+    from shoal.agent.interfaces import ContainerSecurity
+    rt = env["new"]()
+    cfg = config(image, env["tmp"], "unconfined", ["grep", "^Seccomp:", "/proc/self/status"],
+                 security=ContainerSecurity(seccomp="Unconfined"))
+    assert _run_and_log(rt, cfg) == (0, "Seccomp:\t0\n")
+
+
+def test_capabilities_drop_all_and_read_only_root(env, image):
+    from shoal.agent.interfaces import ContainerSecurity
+    rt = env["new"]()
+    cfg = config(image, env["tmp"], "locked", ["sh", "-c",
+                 "grep CapEff /proc/self/status; touch /x 2>&1; echo touch=$?"],
+                 security=ContainerSecurity(caps_drop=("ALL",), readonly_rootfs=True))
+    code, out = _run_and_log(rt, cfg)
+    assert "CapEff:\t0000000000000000" in out, out
+    assert "Read-only file system" in out and "touch=1" in out
+
+
+def test_run_as_non_root_and_privileged_are_refused_before_anything_runs(env, image):
+    from shoal.agent.interfaces import ConfigRefused, ContainerSecurity
+    rt = env["new"]()
+    root = config(image, env["tmp"], "root", ["true"], security=ContainerSecurity(run_as_non_root=True))
+    with pytest.raises(ConfigRefused, match="runAsNonRoot is set and the container would run as root"):
+        rt.create(root)
+    assert rt.state(root.id) is None
+    nobody = config(image, env["tmp"], "nobody2", ["id", "-u"], user="nobody",
+                    security=ContainerSecurity(run_as_non_root=True))
+    assert _run_and_log(rt, nobody) == (0, "65534\n")
+    priv = config(image, env["tmp"], "priv", ["true"], security=ContainerSecurity(privileged=True))
+    with pytest.raises(ConfigRefused, match="privileged containers are not allowed on this node"):
+        rt.create(priv)
+    assert rt.state(priv.id) is None

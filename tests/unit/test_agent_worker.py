@@ -3,7 +3,8 @@ import pytest
 
 from shoal.agent.interfaces import ContainerState
 from shoal.agent.logserver import decode_line
-from shoal.agent.worker import expand, observed_from_state, resolve_process
+from shoal.agent.interfaces import ContainerSecurity
+from shoal.agent.worker import container_security, expand, observed_from_state, resolve_process
 
 pytestmark = pytest.mark.unit
 IMG = {"Entrypoint": ["/entry"], "Cmd": ["serve", "--port", "80"], "Env": ["PATH=/bin", "MODE=prod"],
@@ -191,3 +192,16 @@ def test_worker_acts_on_the_pod_it_planned_for_when_it_goes_away_mid_pass(tmp_pa
     assert all(obj is planned for _, obj in about)      # the gone pod's Killing names the last pod seen
     assert not w.ctx.runtime.list() and w.done
     assert w.ctx.api.confirmed == []                    # nothing left to confirm: it is gone already
+
+
+@pytest.mark.parametrize("csc, psc, expected", [
+    ({}, {}, ContainerSecurity()),
+    ({"privileged": True, "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}, "readOnlyRootFilesystem": True,
+      "allowPrivilegeEscalation": False}, {},
+     ContainerSecurity(privileged=True, caps_add=("NET_ADMIN",), caps_drop=("ALL",), readonly_rootfs=True,
+                       allow_privilege_escalation=False)),
+    ({}, {"runAsNonRoot": True}, ContainerSecurity(run_as_non_root=True)),           # the pod's applies
+    ({"runAsNonRoot": False}, {"runAsNonRoot": True}, ContainerSecurity()),          # the container's wins
+])
+def test_container_security(csc, psc, expected):
+    assert container_security({"securityContext": csc}, {"securityContext": psc}) == expected

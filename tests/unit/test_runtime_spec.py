@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from shoal.agent.interfaces import ContainerConfig, Mount, PulledImage
+from shoal.agent.interfaces import ALL_CAPABILITIES, ConfigRefused, ContainerConfig, ContainerSecurity, Mount, PulledImage
+from shoal.agent.runtime.seccomp import SeccompProfileError
 from shoal.agent.runtime.spec import (DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, EtcFiles, ResolvedUser,
-                                      UserResolutionError, build_env, build_oci_spec, cpu_limits, memory_limits,
-                                      render_hosts, render_resolv_conf, resolve_user)
+                                      UserResolutionError, build_env, build_oci_spec, capabilities, cpu_limits,
+                                      memory_limits, render_hosts, render_resolv_conf, resolve_user)
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +25,24 @@ def cfg(**kw) -> ContainerConfig:
     return ContainerConfig(**base)
 
 
+# A profile in moby's format, small enough to read: one rule for everyone, one only with
+# CAP_SYS_ADMIN, one only without it.
+PROFILE = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+           "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]}],
+           "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW", "args": [], "includes": {},
+                         "excludes": {}},
+                        {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "args": [],
+                         "includes": {"caps": ["CAP_SYS_ADMIN"]}, "excludes": {}},
+                        {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "excludes": {"caps": ["CAP_SYS_ADMIN"]},
+                         "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}]}
+
+
+def sec(**kw) -> ContainerSecurity:
+    return ContainerSecurity(**kw)
+
+
 def spec(c=None, **kw):
+    kw.setdefault("seccomp_profile", PROFILE)
     kw.setdefault("rootfs", "/b/rootfs")
     kw.setdefault("cgroups_path", "/shoal/0123456789ab-web-0")
     return build_oci_spec(c or cfg(), **kw)
@@ -44,7 +62,7 @@ def test_serialisable_and_version():
 ])
 def test_namespaces(netns_path, expected):
     ns = spec(cfg(netns_path=netns_path))["linux"]["namespaces"]
-    assert [n["type"] for n in ns] == ["pid", "mount", "uts", "ipc", "network"]
+    assert [n["type"] for n in ns] == ["pid", "mount", "uts", "ipc", "cgroup", "network"]
     assert ns[-1] == expected
 
 
@@ -227,3 +245,84 @@ def test_hosts():
     assert render_hosts("web-1", "10.244.0.5").splitlines()[-1] == "10.244.0.5\tweb-1"
     assert "web-1" not in render_hosts("web-1", None)
     assert render_hosts("h", None).startswith("127.0.0.1\tlocalhost\n")
+
+
+# ------------------------------------------------------------------ securityContext
+@pytest.mark.parametrize("security, expected", [
+    (sec(), list(DOCKER_DEFAULT_CAPS)),
+    (sec(caps_drop=("NET_RAW", "chown")), [c for c in DOCKER_DEFAULT_CAPS if c not in ("CAP_NET_RAW", "CAP_CHOWN")]),
+    (sec(caps_drop=("ALL",)), []),
+    (sec(caps_drop=("ALL",), caps_add=("NET_BIND_SERVICE",)), ["CAP_NET_BIND_SERVICE"]),
+    (sec(caps_add=("NET_ADMIN", "CAP_SYS_TIME")), [*DOCKER_DEFAULT_CAPS, "CAP_NET_ADMIN", "CAP_SYS_TIME"]),
+    (sec(caps_add=("CHOWN",)), list(DOCKER_DEFAULT_CAPS)),          # already held: not twice
+    (sec(caps_add=("ALL",)), list(ALL_CAPABILITIES)),
+    (sec(privileged=True, caps_drop=("ALL",)), list(ALL_CAPABILITIES)),
+])
+def test_capabilities(security, expected):
+    assert capabilities(security) == expected
+    caps = spec(cfg(security=security))["process"]["capabilities"]
+    assert caps["bounding"] == caps["effective"] == caps["permitted"] == expected
+
+
+@pytest.mark.parametrize("field, name", [("caps_add", "NET_ADMINN"), ("caps_drop", "FLY")])
+def test_unknown_capability_is_refused_by_name(field, name):
+    with pytest.raises(ConfigRefused, match=rf"pod default/web-1, container web: securityContext.capabilities"
+                                            rf".{field[5:]}: unknown capability '{name}'"):
+        spec(cfg(security=sec(**{field: (name,)})))
+
+
+@pytest.mark.parametrize("security, nnp", [
+    (sec(), True), (sec(allow_privilege_escalation=False), True), (sec(allow_privilege_escalation=True), False),
+    (sec(privileged=True), False),
+])
+def test_no_new_privileges(security, nnp):
+    assert spec(cfg(security=security))["process"]["noNewPrivileges"] is nnp
+
+
+def test_read_only_root_filesystem():
+    assert spec(cfg(security=sec(readonly_rootfs=True)))["root"]["readonly"] is True
+    assert spec(cfg(security=sec()))["root"]["readonly"] is False
+
+
+@pytest.mark.parametrize("uid, refused", [(0, True), (1000, False)])
+def test_run_as_non_root_checks_the_resolved_user(uid, refused):
+    c = cfg(security=sec(run_as_non_root=True))
+    if refused:
+        with pytest.raises(ConfigRefused, match="runAsNonRoot is set and the container would run as root"):
+            spec(c, user=ResolvedUser(uid, 0))
+    else:
+        assert spec(c, user=ResolvedUser(uid, 0))["process"]["user"]["uid"] == uid
+
+
+def test_seccomp_default_follows_the_capabilities():
+    s = spec()["linux"]["seccomp"]
+    assert s["defaultAction"] == "SCMP_ACT_ERRNO" and s["defaultErrnoRet"] == 38
+    assert s["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+    assert [r["names"] for r in s["syscalls"]] == [["read", "write"], ["clone"]]
+    assert s["syscalls"][1]["args"] == [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]
+    admin = spec(cfg(security=sec(caps_add=("SYS_ADMIN",))))["linux"]["seccomp"]
+    assert [r["names"] for r in admin["syscalls"]] == [["read", "write"], ["mount"]]
+
+
+def test_seccomp_unconfined_and_missing_profile():
+    assert "seccomp" not in spec(cfg(security=sec(seccomp="Unconfined")))["linux"]
+    assert "seccomp" not in spec(cfg(security=sec(seccomp="Unconfined")), seccomp_profile=None)["linux"]
+    with pytest.raises(SeccompProfileError, match="container web: the RuntimeDefault seccomp profile is not loaded"):
+        spec(seccomp_profile=None)
+
+
+def test_pids_limit():
+    assert spec()["linux"]["resources"]["pids"] == {"limit": 4096}
+    assert spec(pids_limit=100)["linux"]["resources"]["pids"] == {"limit": 100}
+    assert "pids" not in spec(pids_limit=None)["linux"]["resources"]
+
+
+def test_privileged_is_dockers_privileged():
+    s = spec(cfg(security=sec(privileged=True)))
+    lx = s["linux"]
+    assert "seccomp" not in lx and "maskedPaths" not in lx and "readonlyPaths" not in lx
+    assert lx["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    by = {m["destination"]: m for m in s["mounts"]}
+    assert by["/dev"] == {"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind", "rw"]}
+    assert "ro" not in by["/sys"]["options"] and "rw" in by["/sys/fs/cgroup"]["options"]
+    assert by["/dev/pts"]["type"] == "devpts"       # its own ptys, not the host's
