@@ -71,6 +71,8 @@ class ServerProcess:
         host = settings.listen_host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"      # an IPv6 literal in a URL
         self.url = f"{scheme}://{host}:{self.port}"
         cfg_kw: dict[str, Any] = {}
         if self.tls_files:

@@ -15,11 +15,16 @@ Contract:
 - `ca_hash(pem)` is the hex SHA-256 of the CA certificate exactly as served at
   `GET /cacerts`: the pin carried in the join token (k3s's `K10<hash>::…`).
 
-Design notes: SANs are the listen host (unless it is a wildcard), 127.0.0.1,
-::1, localhost, the machine's hostname and every `--tls-san`; values that
-parse as IP addresses become IP SANs, the rest DNS SANs. `desired_sans` is
-pure so the "regenerate when SANs change" rule is table-tested without
-writing files. The clock is injected for the same reason.
+Design notes: SANs are 127.0.0.1, ::1, localhost, the machine's hostname,
+the listen address(es) and every `--tls-san`. A specific listen address is
+the only one clients can reach, so it is the one added; a wildcard listen
+(0.0.0.0, ::) adds the host's own addresses as k3s picks its node IP
+(`host_addresses`: the source address of the default route per family and
+what the hostname resolves to, never loopback or link-local). Other names
+(a VIP, a DNS name, a NAT address) come from `--tls-san`. Values that parse
+as IP addresses become IP SANs, the rest DNS SANs. `desired_sans` is pure
+(the addresses are passed in) so the "regenerate when SANs change" rule is
+table-tested without writing files. The clock is injected for the same reason.
 """
 from __future__ import annotations
 
@@ -61,13 +66,47 @@ def ca_hash(pem: bytes | str) -> str:
     return hashlib.sha256(pem).hexdigest()
 
 
-def desired_sans(listen_host: str, sans: Iterable[str], *, hostname: str | None = None) -> list[str]:
-    """The SANs the serving certificate must carry, sorted and de-duplicated (pure)."""
+def host_addresses() -> list[str]:
+    """This host's addresses other machines most likely use for it, as k3s picks its node IP:
+    the source address of the default route (IPv4 and IPv6) and the addresses the hostname
+    resolves to, without loopback, link-local or unspecified ones. A UDP `connect` only
+    chooses a route: no packet is sent. Empty when the host has no route and no name."""
+    found: list[str] = []
+    for fam, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        try:
+            with socket.socket(fam, socket.SOCK_DGRAM) as s:
+                s.connect((probe, 9))
+                found.append(s.getsockname()[0])
+        except OSError:
+            continue
+    try:
+        found += [str(ai[4][0]) for ai in socket.getaddrinfo(socket.gethostname(), None)]
+    except OSError:
+        pass
+    out: list[str] = []
+    for a in found:
+        try:
+            ip = ipaddress.ip_address(a.split("%", 1)[0])
+        except ValueError:
+            continue
+        if ip.is_loopback or ip.is_link_local or ip.is_unspecified:
+            continue
+        if str(ip) not in out:
+            out.append(str(ip))
+    return out
+
+
+def desired_sans(listen_host: str, sans: Iterable[str], *, hostname: str | None = None,
+                 addresses: Iterable[str] = ()) -> list[str]:
+    """The SANs the serving certificate must carry, sorted and de-duplicated (pure).
+    `addresses` (the host's own, see `host_addresses`) count only for a wildcard listen host."""
     out = {"127.0.0.1", "::1", "localhost"}
     if hostname:
-        out.add(hostname)
+        out.add(hostname.lower())
     if listen_host not in WILDCARD_HOSTS:
-        out.add(listen_host)
+        out.add(_normalize(listen_host.strip("[]")))
+    else:
+        out.update(_normalize(a) for a in addresses if a)
     for s in sans:
         s = s.strip().strip("[]")
         if s:
@@ -183,13 +222,19 @@ def server_cert_needs_renewal(cert: x509.Certificate | None, ca: x509.Certificat
 
 def ensure_server_certs(tls_dir: str | os.PathLike, listen_host: str, sans: Iterable[str], *,
                         clock: Callable[[], dt.datetime] = _utcnow,
-                        hostname: str | None = None) -> dict[str, str]:
-    """Create or reuse the CA and serving certificate under `tls_dir` (see the module docstring)."""
+                        hostname: str | None = None,
+                        addresses: Iterable[str] | None = None) -> dict[str, str]:
+    """Create or reuse the CA and serving certificate under `tls_dir` (see the module docstring).
+    `hostname` and `addresses` default to this machine's (`socket.gethostname()`,
+    `host_addresses()`, the latter only looked up for a wildcard listen host)."""
     d = Path(tls_dir)
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     now = clock()
-    wanted = desired_sans(listen_host, sans, hostname=hostname if hostname is not None else socket.gethostname())
+    if addresses is None:
+        addresses = host_addresses() if listen_host in WILDCARD_HOSTS else []
+    wanted = desired_sans(listen_host, sans, hostname=hostname if hostname is not None else socket.gethostname(),
+                          addresses=addresses)
     loaded = _load_ca(d)
     if loaded is None:
         ca, ca_key = new_ca(now=now)

@@ -1,6 +1,8 @@
 """API server benchmark: write latency at a fixed rate, watch delivery latency, peak writes/s.
 
-Starts `python -m shoal.cli server` on loopback with a temp SQLite file (no controllers), then:
+Starts `python -m shoal.cli server` on loopback with a temp SQLite file (no controllers), serving
+HTTPS with its generated CA as users run it (`--insecure-http` measures plain HTTP instead; every
+line names its `transport`), and talks to it through the kubeconfig it writes. Then:
   1. paced writes at --rate writes/s from --concurrency threads for --seconds,
      with a watcher measuring when each write's event arrives;
   2. unpaced writes for --seconds to find the peak rate.
@@ -42,21 +44,21 @@ def emit(**kw) -> None:
     print(json.dumps({**kw, **TAGS}), flush=True)
 
 
-def start_server(data: Path, synchronous: str = "full") -> tuple[subprocess.Popen, str, str]:
+def start_server(data: Path, synchronous: str = "full", *,
+                 insecure_http: bool = False) -> tuple[subprocess.Popen, Path]:
+    """The server process and the kubeconfig it wrote (server URL, CA, admin token)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "shoal.cli", "server", "--data-dir", str(data), "--listen",
                              f"127.0.0.1:{port}", "--no-controller", "--write-kubeconfig", str(data / "kc"),
-                             "--sqlite-synchronous", synchronous],
+                             "--sqlite-synchronous", synchronous, *(["--insecure-http"] if insecure_http else [])],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         if (data / "kc").exists():
             try:
-                token = (data / "admin-token").read_text().strip()
-                Client(url, token).get("ns", "default")
-                return proc, url, token
+                Client.from_kubeconfig(data / "kc").get("ns", "default")
+                return proc, data / "kc"
             except Exception:
                 pass
         time.sleep(0.1)
@@ -69,19 +71,19 @@ def pod(name: str) -> dict:
             "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}
 
 
-def paced(url: str, token: str, rate: float, conc: int, seconds: float) -> None:
+def paced(kc: Path, rate: float, conc: int, seconds: float) -> None:
     sent: dict[str, float] = {}
     acked: dict[str, float] = {}
     recv: dict[str, float] = {}
     lat: list[float] = []
     errors = [0]
     lock = threading.Lock()
-    c0 = Client(url, token)
+    c0 = Client.from_kubeconfig(kc)
     rv = c0.list("pods")["metadata"]["resourceVersion"]
     stop = threading.Event()
 
     def watcher():
-        wc = Client(url, token)
+        wc = Client.from_kubeconfig(kc)
         for ev in wc.watch("pods", resource_version=rv, timeout_seconds=seconds + 15):
             recv[ev["object"]["metadata"]["name"]] = time.perf_counter()
             if stop.is_set() and len(recv) >= len(acked):
@@ -94,7 +96,7 @@ def paced(url: str, token: str, rate: float, conc: int, seconds: float) -> None:
     t0 = time.perf_counter()
 
     def writer(k: int):
-        c = Client(url, token)
+        c = Client.from_kubeconfig(kc)
         for i in range(k, total, conc):
             due = t0 + i / rate
             now = time.perf_counter()
@@ -131,14 +133,14 @@ def paced(url: str, token: str, rate: float, conc: int, seconds: float) -> None:
          note="from sending the write to receiving its watch event")
 
 
-def peak(url: str, token: str, conc: int, seconds: float) -> None:
+def peak(kc: Path, conc: int, seconds: float) -> None:
     count = [0]
     lat: list[float] = []
     lock = threading.Lock()
     end = time.perf_counter() + seconds
 
     def writer(k: int):
-        c = Client(url, token)
+        c = Client.from_kubeconfig(kc)
         i = 0
         while time.perf_counter() < end:
             s = time.perf_counter()
@@ -166,16 +168,19 @@ def main() -> None:
     ap.add_argument("--sqlite-synchronous", default="full",
                     help="comma-separated PRAGMA synchronous modes to run one after the other (full)")
     ap.add_argument("--tmp", default=None, help="where the temp data directory goes (default: the system's)")
+    ap.add_argument("--insecure-http", action="store_true",
+                    help="measure the server started with --insecure-http (plain HTTP) instead of HTTPS")
     args = ap.parse_args()
+    TAGS["transport"] = "http" if args.insecure_http else "https"
     modes = [m.strip() for m in args.sqlite_synchronous.split(",") if m.strip()]
     for mode in modes:
         if len(modes) > 1:
             TAGS["synchronous"] = mode
         with tempfile.TemporaryDirectory(dir=args.tmp) as d:
-            proc, url, token = start_server(Path(d) / "data", mode)
+            proc, kc = start_server(Path(d) / "data", mode, insecure_http=args.insecure_http)
             try:
-                paced(url, token, args.rate, args.concurrency, args.seconds)
-                peak(url, token, args.concurrency, min(args.seconds, 5))
+                paced(kc, args.rate, args.concurrency, args.seconds)
+                peak(kc, args.concurrency, min(args.seconds, 5))
                 rss = int(open(f"/proc/{proc.pid}/status").read().split("VmRSS:")[1].split()[0]) // 1024
                 emit(bench="api", figure="server_rss_mb", value=rss)
             finally:

@@ -26,6 +26,46 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+INSECURE_HTTP_HELP = ("serve plain HTTP instead of HTTPS, only on a loopback --listen address (refused "
+                      "elsewhere). Only shoal's own CLI and agents use it: kubectl and the Python kubernetes "
+                      "client never send a token over plain HTTP")
+
+
+class _NoTls(argparse.Action):
+    """`--no-tls` used to turn TLS off; TLS is now always on unless `--insecure-http`, which
+    says what it does and is loopback-only. Refuse the old flag with the new one's name
+    rather than keep two spellings of one switch."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, help=argparse.SUPPRESS)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("--no-tls was replaced by --insecure-http (plain HTTP, on a loopback --listen address "
+                     "only): HTTPS with the cluster CA is the default")
+
+
+def add_tls_flags(p: argparse.ArgumentParser) -> None:
+    """`--insecure-http`, `--tls-san` (and the old `--tls` / `--no-tls`) for `shoal server` and `shoal up`."""
+    p.add_argument("--insecure-http", action="store_true", help=INSECURE_HTTP_HELP)
+    p.add_argument("--tls-san", action="append", default=[], metavar="NAME|IP",
+                   help="extra subject alternative name of the serving certificate (repeatable): the address "
+                        "or DNS name remote agents and kubectl use when it is not the listen address")
+    p.add_argument("--tls", action="store_true", help="HTTPS (the default; accepted for older scripts)")
+    p.add_argument("--no-tls", action=_NoTls)
+
+
+def tls_settings(args, host: str) -> tuple[bool, str | None]:
+    """(tls, error) for the flags given and the listen host (pure): HTTPS unless
+    `--insecure-http`, which is refused off loopback and together with `--tls`."""
+    from shoal.apiserver.settings import plain_http_refusal
+    if not getattr(args, "insecure_http", False):
+        return True, None
+    if getattr(args, "tls", False):
+        return False, "--tls and --insecure-http contradict each other: pick one"
+    why = plain_http_refusal(host)
+    return False, (f"--insecure-http: {why}" if why else None)
+
+
 class ControllerProcess:
     """`shoal controller` as a child of the server: started with the admin kubeconfig,
     restarted if it dies, stopped (SIGTERM, then SIGKILL) with the server."""
@@ -80,11 +120,15 @@ def controllers_as_child(argv: list[str]):
 def register(sub) -> None:
     p = sub.add_parser("server", help="run the API server (and the controllers)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Run the shoal API server with its controllers in one process (k3s style).",
+                       description="Run the shoal API server with its controllers (k3s style). It serves HTTPS "
+                                   "with a CA it generates in <data-dir>/tls and writes an admin kubeconfig "
+                                   "carrying that CA and a token, which shoal, kubectl and the Python kubernetes "
+                                   "client use as they are.",
                        epilog="examples:\n  shoal server\n"
                               "  shoal server --datastore sqlite:////var/lib/shoal/server/state.db "
                               "--listen 0.0.0.0:6443 --tls-san 192.168.1.10\n"
-                              "  shoal server --datastore postgresql://shoal:pw@db/shoal --no-controller")
+                              "  shoal server --datastore postgresql://shoal:pw@db/shoal --no-controller\n"
+                              "  shoal server --insecure-http   # plain HTTP on 127.0.0.1 (shoal's CLI only)")
     p.add_argument("--datastore", default="", help="SQLAlchemy URL (default sqlite:///<data-dir>/state.db)")
     p.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 6443), help="HOST:PORT (127.0.0.1:6443)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"state, tokens, certs ({DEFAULT_DATA_DIR})")
@@ -94,9 +138,7 @@ def register(sub) -> None:
     p.add_argument("--controllers-in-process", action="store_true",
                    help="run the controllers as threads of the server process instead of a child process "
                         "(one process, but both share one core: Python's GIL)")
-    p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
-                   help="serve HTTPS with a generated CA (default: on unless listening on loopback)")
-    p.add_argument("--tls-san", action="append", default=[], help="extra subject alternative name (repeatable)")
+    add_tls_flags(p)
     p.add_argument("--compaction-interval", type=float, default=60.0, help="seconds between compactions (60)")
     p.add_argument("--history-window", type=float, default=300.0,
                    help="seconds of change history kept for watchers to resume from (300)")
@@ -157,8 +199,10 @@ def run_server(args) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = args.listen
-    loopback = host in ("127.0.0.1", "localhost", "::1")
-    tls = args.tls if args.tls is not None else not loopback
+    tls, refused = tls_settings(args, host)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     settings = Settings(data_dir=args.data_dir, datastore=args.datastore, listen_host=host, listen_port=port,
                         compaction_interval=args.compaction_interval, compaction_keep=args.history_window,
                         sqlite_synchronous=args.sqlite_synchronous, event_ttl=args.event_ttl,
@@ -178,6 +222,11 @@ def run_server(args) -> int:
         return 1
     print(f"shoal server listening on {srv.url} (datastore {settings.datastore_url()})", flush=True)
     print(f"admin kubeconfig: {kubeconfigs[-1]}; join token: {Path(args.data_dir) / 'join-token'}", flush=True)
+    if srv.tls_files:
+        print(f"cluster CA: {srv.tls_files['ca']} (in the kubeconfig; the join token pins it)", flush=True)
+    else:
+        print("plain HTTP (--insecure-http): kubectl and the Python kubernetes client send no token over it; "
+              "only shoal's CLI and agents work", flush=True)
     srv.wait_for_signal()
     print("shoal server stopped", flush=True)
     return 0

@@ -1,8 +1,12 @@
 """`shoal up` and `shoal down`: the embedded default — API server and controllers on
 SQLite plus an agent for this host, in one command.
 
-The agent is embedded in the same process but still goes through HTTP with its own
-node credential (obtained with the join token, as a remote agent would). `--detach`
+The API server serves HTTPS with the cluster CA it generates (plain HTTP only with
+`--insecure-http`, on loopback); the kubeconfig it writes carries that CA and the admin
+token, so shoal's CLI, kubectl and the Python kubernetes client work as they are. The
+agent is embedded in the same process but still goes through the API with its own
+node credential, obtained as a remote agent would: the join token pins the CA, the
+agent fetches it from `/cacerts`, checks the pin, then joins over verified TLS. `--detach`
 re-runs `shoal up` in the background (its own session, log in <data-dir>/up.log,
 pid in <data-dir>/up.pid) and returns when the node is Ready; `shoal down` stops it
 and, like a host shutdown, stops this node's containers too (their pods stay in the
@@ -97,11 +101,12 @@ def register(sub) -> None:
                                    "uses. Foreground until Ctrl-C, or --detach.",
                        epilog="examples:\n  shoal up                  # foreground, Ctrl-C stops it\n"
                               "  shoal up --detach         # background; `shoal down` stops it\n"
-                              "  shoal up --listen 0.0.0.0:6443 --detach   # let agents on other hosts join")
+                              "  shoal up --listen 0.0.0.0:6443 --tls-san 192.168.1.10 --detach"
+                              "   # let agents on other hosts join")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
                    help=f"all state: database, images, containers, up.log ({DEFAULT_DATA_DIR})")
     p.add_argument("--listen", default="127.0.0.1:6443", metavar="HOST:PORT",
-                   help="API server address (127.0.0.1:6443; TLS is turned on off loopback)")
+                   help="API server address (127.0.0.1:6443), HTTPS with the cluster CA")
     p.add_argument("--datastore", default="", metavar="URL",
                    help="SQLAlchemy URL, e.g. postgresql://… (default: SQLite in the data dir)")
     p.add_argument("--node-name", default=None, metavar="NAME", help="this node's name (default: the host name)")
@@ -121,6 +126,8 @@ def register(sub) -> None:
     p.add_argument("--skip-checks", action="store_true",
                    help="do not check prerequisites (root, runc, conmon, overlayfs, cgroups, bridge, vxlan)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    from shoal.cli.cmd_server import add_tls_flags
+    add_tls_flags(p)
     net = p.add_argument_group("host network (change only to run a second cluster on the same host)")
     net.add_argument("--cluster-cidr", default=DEFAULT_NETWORK.cluster_cidr, metavar="CIDR",
                      help="pod network, one /24 per node (%(default)s)")
@@ -203,8 +210,17 @@ def _running_pid(data_dir: Path) -> int | None:
 
 
 def run_up(args) -> int:
+    from shoal.cli.cmd_server import parse_listen, tls_settings
     data_dir = Path(args.data_dir)
     bad = validate_host_network(HostNetwork.from_args(args))
+    try:
+        host, _port = parse_listen(args.listen)
+    except argparse.ArgumentTypeError as e:
+        bad.append(str(e))
+    else:
+        refused = tls_settings(args, host)[1]
+        if refused:
+            bad.append(refused)
     if bad:
         for b in bad:
             print(f"error: {b}", file=sys.stderr)
@@ -236,6 +252,9 @@ def _detach(args, data_dir: Path) -> int:
                 "--write-kubeconfig", str(_kubeconfig_path(args)), "--cluster-cidr", args.cluster_cidr,
                 "--bridge", args.bridge, "--vxlan-port", str(args.vxlan_port),
                 "--kubelet-port", str(args.kubelet_port), "--pod-netns-prefix", args.pod_netns_prefix]
+        argv += [f"--tls-san={san}" for san in args.tls_san]
+        if args.insecure_http:
+            argv.append("--insecure-http")
     elif "--write-kubeconfig" not in argv:
         argv += ["--write-kubeconfig", str(_kubeconfig_path(args))]
     log_path = data_dir / "up.log"
@@ -305,9 +324,8 @@ def _foreground(args, data_dir: Path) -> int:
     private_dir(data_dir, tighten=False)   # 0700 when new: the server's SQLite and tokens, the agent's state
     (data_dir / "up.pid").write_text(f"{os.getpid()}\n")
     host, port = parse_listen(args.listen)
-    loopback = host in ("127.0.0.1", "localhost", "::1")
     settings = Settings(data_dir=data_dir / "server", datastore=args.datastore, listen_host=host, listen_port=port,
-                        tls=not loopback)
+                        tls=not args.insecure_http, tls_sans=list(args.tls_san))
     hostnet = HostNetwork.from_args(args)
     hostnet.save(data_dir)
     kubeconfig = _kubeconfig_path(args)

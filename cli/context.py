@@ -7,16 +7,25 @@ here is module-level state: a fresh Context per invocation.
 Colour: errors are red and warnings yellow (rich) only when stderr is a TTY
 and NO_COLOR is unset; otherwise plain text, byte for byte what kubectl
 prints. Tables never carry colour, so they can be piped and parsed.
+
+Transport: the client trusts the kubeconfig's `certificate-authority-data` (or
+`certificate-authority`) — the cluster CA `shoal server` / `shoal up` put there —
+and nothing else. When the server cannot be reached, `unreachable_message` tells
+a server that is down from one whose certificate is not trusted or not valid for
+the address used, and from an http/https mismatch, each with what to do.
 """
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any, Callable
+from urllib.parse import urlsplit
 
+from shoal.machinery.client.httpconn import Disconnected
 from shoal.machinery.client.rest import Client, load_kubeconfig
 
 
@@ -31,6 +40,31 @@ def use_colour(stream: IO[str]) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def unreachable_message(server: str, cause: BaseException | None, kubeconfig: str | None) -> str:
+    """Why `server` could not be used, from the error under the client's ConnectionFailed (pure)."""
+    where = f"cannot reach the API server at {server}"
+    kc = kubeconfig or "the kubeconfig"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        detail = getattr(cause, "verify_message", "") or str(cause)
+        host = urlsplit(server).hostname or server
+        if "mismatch" in detail.lower():
+            return (f"{where}: its certificate is not valid for {host} ({detail}): restart the server with "
+                    f"--tls-san {host} (it issues a new certificate with the same CA), or use an address "
+                    f"the certificate names")
+        return (f"{where}: its certificate is not signed by the CA in {kc} ({detail}): use the kubeconfig the "
+                f"server wrote (shoal server and shoal up rewrite it at every start; the CA is "
+                f"<data-dir>/tls/ca.crt)")
+    if isinstance(cause, ssl.SSLError) and server.startswith("https://"):
+        reason = getattr(cause, "reason", None) or str(cause)
+        return (f"{where}: the TLS handshake failed ({reason}); a server started with --insecure-http "
+                f"speaks plain HTTP: use the kubeconfig it wrote")
+    if isinstance(cause, Disconnected) and server.startswith("http://"):
+        return (f"{where}: the server closed the connection without answering; shoal servers serve HTTPS "
+                f"unless started with --insecure-http: use the kubeconfig the server wrote (https:// and the "
+                f"cluster CA) instead of {kc}")
+    return f"{where}: is it running? (shoal up / shoal server)"
 
 
 @dataclass
@@ -71,6 +105,14 @@ class Context:
             return self.config().get("server") or "?"
         except Exception:  # the kubeconfig itself is the problem; reported elsewhere
             return "?"
+
+    def unreachable_message(self, e: BaseException) -> str:
+        """The message for a ConnectionFailed `e` (see `unreachable_message`)."""
+        try:
+            path = self.config().get("path")
+        except Exception:  # noqa: BLE001 — the kubeconfig itself is the problem; reported elsewhere
+            path = None
+        return unreachable_message(self.server_url(), e.__cause__, path)
 
     def namespace(self) -> str:
         """-n, else the kubeconfig context's namespace, else `default`."""

@@ -281,8 +281,7 @@ def describe_error(e: BaseException, ctx: Context) -> str:
     """The message for an exception that ends a command (without the `error: ` prefix)."""
     if isinstance(e, errors.ApiError):
         if e.reason == "ConnectionFailed":
-            return (f"cannot reach the API server at {ctx.server_url()}: is it running? "
-                    f"(shoal up / shoal server)")
+            return ctx.unreachable_message(e)       # down, untrusted certificate, http/https mismatch
         if e.code == 401:
             return (f"You must be logged in to the server (Unauthorized): the token in "
                     f"{ctx.config().get('path', 'the kubeconfig')} was refused")

@@ -6,8 +6,12 @@
 
 `start_test_server(tmp_path, controllers=False, **settings)`; the handle has
 `url`, `admin_token`, `join_token`, `kubeconfig` (a file for the admin),
-`client()`, `store`, `app`, `stop()`. `ServerSubprocess` runs `shoal server` as its own
-process (benchmarks); `wait_for` is the one polling helper the test fixtures build on.
+`client()`, `store`, `app`, `stop()`. It serves plain HTTP on loopback unless given
+`tls=True`: the explicit opt-in `shoal server --insecure-http` also is, kept for the
+speed of the many tests that are not about transport (a TLS handshake per connection).
+`ServerSubprocess` runs `shoal server` as its own process, as users run it: HTTPS with
+the cluster CA by default (benchmarks, e2e); `wait_for` is the one polling helper the
+test fixtures build on.
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ def start_test_server(tmp_path: Path, *, controllers: bool = False, controller_o
                       **settings: Any) -> ServerProcess:
     data = Path(tmp_path) / "server"
     kw = dict(data_dir=data, listen_host="127.0.0.1", listen_port=0, watch_poll_interval=0.2,
-              bookmark_interval=1.0)
+              bookmark_interval=1.0, tls=False)
     kw.update(settings)
     s = Settings(**kw)
     srv = ServerProcess(s, kubeconfig_paths=[data / "admin.kubeconfig"])
@@ -69,11 +73,12 @@ def start_test_server(tmp_path: Path, *, controllers: bool = False, controller_o
 
 class ServerSubprocess:
     """`shoal server` (`python -m shoal.cli server`) as its own process, as users run it: its own
-    GIL, and by default its controllers in a `shoal controller` child. On loopback, plain
-    HTTP (the server's default there); `args` are more `shoal server` flags. For benchmarks, whose
-    measuring threads must not share the server's interpreter. Same handle as the thread
-    server where it matters: `url`, `admin_token`, `join_token`, `kubeconfig`, `client()`,
-    `stop()`; and `proc`, `log`."""
+    GIL, and by default its controllers in a `shoal controller` child, on 127.0.0.1 with HTTPS
+    and the CA it generates (the server's default); `args` are more `shoal server` flags
+    (`--insecure-http` for plain HTTP). For benchmarks and e2e tests, whose measuring threads
+    must not share the server's interpreter. Same handle as the thread server where it
+    matters: `url` (from the kubeconfig it wrote), `admin_token`, `join_token`, `kubeconfig`,
+    `client()` (trusting the CA), `stop()`; and `proc`, `log`, `ca_file` (None over HTTP)."""
 
     def __init__(self, data_dir: Path, args: list[str] | None = None, *, timeout: float = 60.0):
         self.data_dir = Path(data_dir)
@@ -89,7 +94,7 @@ class ServerSubprocess:
                 [sys.executable, "-m", "shoal.cli", "server", "--data-dir", str(self.data_dir),
                  "--listen", f"127.0.0.1:{port}", "--write-kubeconfig", str(self.kubeconfig), *(args or [])],
                 cwd=repo, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = ""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -98,6 +103,7 @@ class ServerSubprocess:
                 try:
                     c = Client.from_kubeconfig(self.kubeconfig)
                     c.get("namespaces", "default")
+                    self.url = c.server
                     c.close()
                     break
                 except Exception:  # noqa: BLE001, S110 — not up yet
@@ -108,9 +114,11 @@ class ServerSubprocess:
             time.sleep(0.05)
         self.admin_token = (self.data_dir / "admin-token").read_text().strip()
         self.join_token = (self.data_dir / "join-token").read_text().strip()
+        ca = self.data_dir / "tls" / "ca.crt"
+        self.ca_file: str | None = str(ca) if self.url.startswith("https://") else None
 
     def client(self, token: str | None = None, **kw):
-        return Client(self.url, token or self.admin_token, **kw)
+        return Client(self.url, token or self.admin_token, ca_file=self.ca_file, **kw)
 
     def stop(self) -> None:
         """SIGTERM (the server stops its controller child), SIGKILL of the group after 15 s."""

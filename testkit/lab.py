@@ -5,7 +5,7 @@ address lives only inside the lab's own namespaces):
 
     netns L-lab: bridge br0 10.213.0.1/24 (no uplink, no forwarding)
       ├─ port cp ── eth0 10.213.0.2   netns L-cp: `shoal server --listen 0.0.0.0:6443`
-      │                                          (TLS, SAN 10.213.0.2) and docker-registry :5000
+      │                                          (HTTPS, SAN 10.213.0.2) and docker-registry :5000
       ├─ port h1 ── eth0 10.213.0.11  netns L-h1: `shoal agent --node-name h1 ...`
       └─ port hN ── eth0 10.213.0.(10+N)
     root netns: a forwarder publishing 127.0.0.1:<api> → 10.213.0.2:6443 and
@@ -162,7 +162,7 @@ def server_argv(plan: LabPlan, *, node_grace_period: float | None = None,
                 eviction_delay: float | None = None) -> list[str]:
     """Run in plan.cp_netns (see `spawn`)."""
     argv = [*shoal_argv(), "server",
-            "--listen", f"0.0.0.0:{API_PORT}", "--tls", "--tls-san", plan.cp_ip,
+            "--listen", f"0.0.0.0:{API_PORT}", "--tls-san", plan.cp_ip,      # HTTPS: the default
             "--data-dir", plan.server_dir, "--write-kubeconfig", f"{plan.server_dir}/admin.kubeconfig"]
     if node_grace_period is not None:
         argv += ["--node-grace-period", str(node_grace_period)]

@@ -30,9 +30,15 @@ def start_server(data: Path, port: int) -> subprocess.Popen:
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200 and (data / "kc").exists():
-                return proc
-        except httpx.HTTPError:
+            # HTTPS with the server's CA: what the kubeconfig it wrote carries
+            if (data / "kc").exists():
+                probe = Client.from_kubeconfig(data / "kc", timeout=1)
+                try:
+                    if probe.request("GET", "/healthz", raw=True) == "ok":
+                        return proc
+                finally:
+                    probe.close()
+        except (errors.ApiError, OSError, ValueError):
             pass
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
@@ -67,7 +73,7 @@ def test_kill_9_mid_burst_loses_no_acknowledged_write(server_proc):
     stop = threading.Event()
 
     def writer(t):
-        c = Client(f"http://127.0.0.1:{port}", token, timeout=5)
+        c = Client.from_kubeconfig(data / "kc", timeout=5)
         i = 0
         while not stop.is_set():
             name = f"p-{t}-{i}"
@@ -91,7 +97,8 @@ def test_kill_9_mid_burst_loses_no_acknowledged_write(server_proc):
     assert len(acked) >= 150
 
     start()
-    c = Client(f"http://127.0.0.1:{port}", token)
+    c = Client.from_kubeconfig(data / "kc")
+    assert c.server == f"https://127.0.0.1:{port}" and c.token == token
     items = c.list("pods")["items"]
     stored = {p["metadata"]["name"]: int(p["metadata"]["resourceVersion"]) for p in items}
     missing = sorted(set(acked) - set(stored))
@@ -109,8 +116,7 @@ def test_kill_9_mid_burst_loses_no_acknowledged_write(server_proc):
 def test_sigterm_stops_cleanly_and_state_survives_restart(server_proc):
     start, port, data = server_proc
     proc = start()
-    token = (data / "admin-token").read_text().strip()
-    c = Client(f"http://127.0.0.1:{port}", token)
+    c = Client.from_kubeconfig(data / "kc")
     c.create("ns", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keep"}})
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=20) == 0

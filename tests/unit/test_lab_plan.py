@@ -58,7 +58,7 @@ def test_agent_and_server_argv():
                      "--registry-mirror": "127.0.0.1:5555=http://10.213.0.2:5000",
                      "--pod-netns-prefix": "demo-h1-", "--backoff-initial": "1"}
     s = L.server_argv(p, node_grace_period=4, eviction_delay=2)
-    assert s[3:] == ["server", "--listen", "0.0.0.0:6443", "--tls", "--tls-san", "10.213.0.2", "--data-dir",
+    assert s[3:] == ["server", "--listen", "0.0.0.0:6443", "--tls-san", "10.213.0.2", "--data-dir",
                      "/x/lab/demo/server", "--write-kubeconfig", "/x/lab/demo/server/admin.kubeconfig",
                      "--node-grace-period", "4", "--eviction-delay", "2"]
     f = L.forwarder_argv(p, api_port=0, registry_port=7000, ports_file="/p.json")
@@ -72,7 +72,8 @@ def test_agent_flags_exist_in_shoal_agent():
     a = L.agent_argv(p, p.hosts[0], join_token="t", registry_mirror="a=http://b")
     args = build_parser().parse_args(a[3:])
     assert args.pod_netns_prefix == "demo-h1-" and args.cgroup_parent == "shoal-lab-demo-h1"
-    assert build_parser().parse_args(L.server_argv(p)[3:]).tls is True
+    srv = build_parser().parse_args(L.server_argv(p)[3:])
+    assert srv.insecure_http is False and srv.tls_san == ["10.213.0.2"]     # HTTPS, the default
 
 
 def test_registry_config_listens_in_the_lab_with_storage_in_the_lab_dir():

@@ -19,14 +19,38 @@ NOW = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 
 
 # ---------------------------------------------------------------------------- SANs
-@pytest.mark.parametrize("listen,extra,hostname,want", [
-    ("127.0.0.1", [], "box", ["127.0.0.1", "::1", "box", "localhost"]),
-    ("0.0.0.0", ["10.213.0.2"], "box", ["10.213.0.2", "127.0.0.1", "::1", "box", "localhost"]),
-    ("::", ["[fd00::1]", "API.Example.com", " "], None, ["127.0.0.1", "::1", "api.example.com", "fd00::1", "localhost"]),
-    ("192.168.1.10", ["192.168.1.10"], "h", ["127.0.0.1", "192.168.1.10", "::1", "h", "localhost"]),
+@pytest.mark.parametrize("listen,extra,hostname,addresses,want", [
+    ("127.0.0.1", [], "box", ["192.168.1.5"], ["127.0.0.1", "::1", "box", "localhost"]),
+    ("0.0.0.0", ["10.213.0.2"], "box", [], ["10.213.0.2", "127.0.0.1", "::1", "box", "localhost"]),
+    ("::", ["[fd00::1]", "API.Example.com", " "], None, [],
+     ["127.0.0.1", "::1", "api.example.com", "fd00::1", "localhost"]),
+    ("192.168.1.10", ["192.168.1.10"], "h", ["10.0.0.9"], ["127.0.0.1", "192.168.1.10", "::1", "h", "localhost"]),
+    # a wildcard listen: the host's own addresses are where clients reach it
+    ("0.0.0.0", [], "Box", ["192.168.1.5", "FD00:0::2"], ["127.0.0.1", "192.168.1.5", "::1", "box", "fd00::2",
+                                                          "localhost"]),
+    ("", [], "box", ["10.1.2.3"], ["10.1.2.3", "127.0.0.1", "::1", "box", "localhost"]),
+    ("::1", [], "box", ["10.1.2.3"], ["127.0.0.1", "::1", "box", "localhost"]),
+    ("[fd00::7]", [], "box", [], ["127.0.0.1", "::1", "box", "fd00::7", "localhost"]),
 ])
-def test_desired_sans(listen, extra, hostname, want):
-    assert tls.desired_sans(listen, extra, hostname=hostname) == want
+def test_desired_sans(listen, extra, hostname, addresses, want):
+    assert tls.desired_sans(listen, extra, hostname=hostname, addresses=addresses) == want
+
+
+def test_host_addresses_are_reachable_kinds_only():
+    got = tls.host_addresses()
+    import ipaddress
+    for a in got:
+        ip = ipaddress.ip_address(a)
+        assert not (ip.is_loopback or ip.is_link_local or ip.is_unspecified), a
+    assert len(got) == len(set(got))
+
+
+def test_wildcard_listen_puts_the_host_addresses_in_the_certificate(tmp_path, monkeypatch):
+    monkeypatch.setattr(tls, "host_addresses", lambda: ["192.0.2.77"])
+    files = tls.ensure_server_certs(tmp_path / "a", "0.0.0.0", [], clock=lambda: NOW, hostname="box")
+    assert "192.0.2.77" in tls.cert_sans(_cert(files["cert"]))
+    files = tls.ensure_server_certs(tmp_path / "b", "127.0.0.1", [], clock=lambda: NOW, hostname="box")
+    assert "192.0.2.77" not in tls.cert_sans(_cert(files["cert"]))
 
 
 def _cert(path):
@@ -35,7 +59,7 @@ def _cert(path):
 
 def test_certs_are_created_with_modes_and_sans_and_reused(tmp_path):
     d = tmp_path / "tls"
-    files = tls.ensure_server_certs(d, "0.0.0.0", ["10.213.0.2"], clock=lambda: NOW, hostname="box")
+    files = tls.ensure_server_certs(d, "0.0.0.0", ["10.213.0.2"], clock=lambda: NOW, hostname="box", addresses=[])
     assert set(files) == {"ca", "cert", "key"}
     for name in ("ca.key", "server.key"):
         assert stat.S_IMODE(os.stat(d / name).st_mode) == 0o600
@@ -45,15 +69,16 @@ def test_certs_are_created_with_modes_and_sans_and_reused(tmp_path):
     assert tls.cert_sans(srv) == ["10.213.0.2", "127.0.0.1", "::1", "box", "localhost"]
     srv.verify_directly_issued_by(ca)
     before = {n: (d / n).read_bytes() for n in ("ca.crt", "ca.key", "server.crt", "server.key")}
-    tls.ensure_server_certs(d, "0.0.0.0", ["10.213.0.2"], clock=lambda: NOW, hostname="box")
+    tls.ensure_server_certs(d, "0.0.0.0", ["10.213.0.2"], clock=lambda: NOW, hostname="box", addresses=[])
     assert {n: (d / n).read_bytes() for n in before} == before
 
 
 def test_serving_cert_is_reissued_when_sans_change_but_ca_stays(tmp_path):
     d = tmp_path / "tls"
-    tls.ensure_server_certs(d, "0.0.0.0", ["10.0.0.1"], clock=lambda: NOW, hostname="box")
+    tls.ensure_server_certs(d, "0.0.0.0", ["10.0.0.1"], clock=lambda: NOW, hostname="box", addresses=[])
     ca_before, cert_before = (d / "ca.crt").read_bytes(), (d / "server.crt").read_bytes()
-    tls.ensure_server_certs(d, "0.0.0.0", ["10.0.0.1", "10.0.0.2"], clock=lambda: NOW, hostname="box")
+    tls.ensure_server_certs(d, "0.0.0.0", ["10.0.0.1", "10.0.0.2"], clock=lambda: NOW, hostname="box",
+                            addresses=[])
     assert (d / "ca.crt").read_bytes() == ca_before
     assert (d / "server.crt").read_bytes() != cert_before
     assert "10.0.0.2" in tls.cert_sans(_cert(d / "server.crt"))
