@@ -34,6 +34,7 @@ unauthenticated `GET /cacerts` (see `agent.join`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -46,6 +47,8 @@ from shoal.machinery.api import errors
 from shoal.machinery.api.resources import Resource
 from shoal.machinery.api.selectors import parse_field_selector
 from shoal.apiserver.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def new_token(prefix: str = "") -> str:
@@ -227,12 +230,49 @@ def _node_allows(node: str, verb: str, res: Resource | None, ns: str | None, nam
 
 
 def write_secret(path: Path, value: str) -> None:
+    """`value` into `path` (0600), atomically and durably: the file holds the old value or
+    the new one after any crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pending(path: Path) -> Path:
+    return path.with_name(path.name + ".new")
+
+
+def _finish_rotation(store: Store, path: Path, role: str) -> None:
+    """A rotation cut short by a crash (`rotate_token`): its new token is in `<file>.new`.
+    If the database took it, the rotation happened: the file follows; if not, it did not:
+    the pending file goes."""
+    pending = _pending(path)
+    if not pending.exists():
+        return
+    full = pending.read_text().strip()
+    tok = split_join_token(full)[1] if role == "join" else full
+    if tok and store.lookup_credential(token_hash(tok)) is not None:
+        os.replace(pending, path)
+        _fsync_dir(path.parent)
+        log.warning("finished the rotation of the %s token that a crash interrupted: %s holds the new one",
+                    role, path)
+    else:
+        pending.unlink()
+        log.warning("a rotation of the %s token was interrupted before it took effect; the token in %s stays",
+                    role, path)
 
 
 def bootstrap_tokens(store: Store, data_dir: Path) -> dict[str, str]:
@@ -242,13 +282,20 @@ def bootstrap_tokens(store: Store, data_dir: Path) -> dict[str, str]:
     pin = _server_ca_pin(data_dir)
     for role, fname in (("admin", "admin-token"), ("join", "join-token"), ("apiserver", "apiserver-token")):
         path = Path(data_dir) / fname
+        _finish_rotation(store, path, role)
         full = path.read_text().strip() if path.exists() else ""
         tok = split_join_token(full)[1] if role == "join" else full
         if not tok or store.lookup_credential(token_hash(tok)) is None:
+            if tok and store.count_credentials(role):
+                # The database holds another token of this role: this file is stale (rotated
+                # through another API server of the same database, or restored from a backup).
+                # Reviving it would undo a rotation: a new token is made instead.
+                log.warning("the %s token in %s is no longer valid (it was rotated); writing a new one", role, path)
+                tok = ""
             if not tok:
                 tok = new_token({"join": "" if pin else "K10", "admin": "shoal-admin-",
                                  "apiserver": "shoal-apiserver-"}[role])
-            store.put_credential(token_hash(tok), role)
+            store.replace_credentials(role, token_hash(tok))
         if role == "join":
             tok = format_join_token(tok, pin)   # the pin follows the CA on disk
         if tok != full:
@@ -258,16 +305,22 @@ def bootstrap_tokens(store: Store, data_dir: Path) -> dict[str, str]:
 
 
 def rotate_token(store: Store, data_dir: Path, role: str) -> str:
-    """Replace the admin or join token; the old one stops working at once."""
+    """Replace the admin or join token; the old one stops working at once.
+
+    Crash-safe in three durable steps: the new token goes to `<role>-token.new`, the
+    database swaps the credentials in one transaction, the file is renamed over
+    `<role>-token`. A crash between any two leaves a state `bootstrap_tokens` completes or
+    undoes (`_finish_rotation`); the old token is never revived once the swap committed."""
     if role not in ("admin", "join"):
         raise errors.BadRequest(f"cannot rotate tokens of role {role!r}: only admin and join")
     pin = _server_ca_pin(data_dir) if role == "join" else None
-    tok = new_token({"join": "" if pin else "K10", "admin": "shoal-admin-"}[role])
-    store.delete_credentials(role)
-    store.put_credential(token_hash(tok), role)
-    if role == "join":
-        tok = format_join_token(tok, pin)
-    write_secret(Path(data_dir) / f"{role}-token", tok)
+    secret = new_token({"join": "" if pin else "K10", "admin": "shoal-admin-"}[role])
+    tok = format_join_token(secret, pin) if role == "join" else secret
+    path = Path(data_dir) / f"{role}-token"
+    write_secret(_pending(path), tok)
+    store.replace_credentials(role, token_hash(secret))
+    os.replace(_pending(path), path)
+    _fsync_dir(path.parent)
     return tok
 
 
@@ -294,6 +347,5 @@ def release_node_name(store: Store, node: str) -> None:
 def issue_node_credential(store: Store, node: str) -> str:
     """A fresh credential for `node`; earlier ones for the same node stop working."""
     tok = new_token(f"shoal-node-{node}-")
-    store.delete_credentials("node", node)
-    store.put_credential(token_hash(tok), "node", node)
+    store.replace_credentials("node", token_hash(tok), node)
     return tok

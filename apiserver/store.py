@@ -806,6 +806,22 @@ class Store:
                                                                  created=self.clock()))
         self._retrying(tx)
 
+    def replace_credentials(self, role: str, token_hash: str, subject: str = "") -> None:
+        """Every credential of `role` (and `subject`) replaced by this one, in one transaction:
+        a crash leaves either the old ones or the new one, never neither or both."""
+        def tx() -> None:
+            with self._write_conn() as conn, conn.begin():
+                conn.execute(delete(credentials_t).where(credentials_t.c.role == role)
+                             .where(credentials_t.c.subject == subject))
+                conn.execute(delete(credentials_t).where(credentials_t.c.token_hash == token_hash))
+                conn.execute(insert(credentials_t).values(token_hash=token_hash, role=role, subject=subject,
+                                                          created=self.clock()))
+        self._retrying(tx)
+
+    def count_credentials(self, role: str) -> int:
+        with self._read_conn() as conn, conn.begin():
+            return len(conn.execute(select(credentials_t.c.token_hash).where(credentials_t.c.role == role)).all())
+
     def lookup_credential(self, token_hash: str) -> tuple[str, str] | None:
         with self._read_conn() as conn, conn.begin():
             row = conn.execute(select(credentials_t.c.role, credentials_t.c.subject)
