@@ -4,6 +4,12 @@ The server raises `ApiError` subclasses; they render as `Status` objects
 (kind Status, apiVersion v1, status Failure, reason, code, message, details
 with field causes). The client raises the same classes when it receives such
 a Status, so callers catch `Conflict`/`NotFound` alike on either side.
+
+`status_object` builds a Status as Kubernetes' JSON serializer writes it, field for field:
+Go's struct order (kind, apiVersion, metadata, status, message, reason, details, code;
+details: name, group, kind, uid, causes, retryAfterSeconds; a cause: reason, message,
+field) and Go's `omitempty` (an empty message, reason, details field or a zero code is left
+out, `metadata` is always `{}`). `normalize_status` puts any Status dict in that shape.
 """
 from __future__ import annotations
 
@@ -18,7 +24,41 @@ class Cause:
     reason: str = "FieldValueInvalid"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reason": self.reason, "message": self.message, "field": self.field}
+        """Go's StatusCause: reason, message, field, each left out when empty."""
+        return {k: v for k, v in (("reason", self.reason), ("message", self.message), ("field", self.field)) if v}
+
+
+_DETAILS_ORDER = ("name", "group", "kind", "uid", "causes", "retryAfterSeconds")
+
+
+def status_object(*, status: str, message: str = "", reason: str = "", details: dict[str, Any] | None = None,
+                  code: int = 0) -> dict[str, Any]:
+    """A `Status` dict exactly as Kubernetes serializes one (see the module docstring).
+    `details` keys outside Go's StatusDetails are dropped; `causes` are Cause objects or dicts."""
+    out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": status}
+    if message:
+        out["message"] = message
+    if reason:
+        out["reason"] = reason
+    det: dict[str, Any] = {}
+    for k in _DETAILS_ORDER:
+        v = (details or {}).get(k)
+        if k == "causes" and v:
+            v = [c.to_dict() if isinstance(c, Cause) else
+                 {ck: c[ck] for ck in ("reason", "message", "field") if c.get(ck)} for c in v]
+        if v:
+            det[k] = v
+    if det:
+        out["details"] = det
+    if code:
+        out["code"] = code
+    return out
+
+
+def normalize_status(obj: dict[str, Any]) -> dict[str, Any]:
+    """Any Status dict (e.g. a registry's Success) in Kubernetes' field order and omitempty."""
+    return status_object(status=obj.get("status") or "", message=obj.get("message") or "",
+                         reason=obj.get("reason") or "", details=obj.get("details"), code=obj.get("code") or 0)
 
 
 class ApiError(Exception):
@@ -37,14 +77,12 @@ class ApiError(Exception):
             self.reason = reason
 
     def status(self) -> dict[str, Any]:
+        """The Failure Status this error is answered with (`status_object`'s shape)."""
         details = dict(self.details)
         if self.causes:
-            details["causes"] = [c.to_dict() for c in self.causes]
-        out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                               "message": self.message, "reason": self.reason, "code": self.code}
-        if details:
-            out["details"] = details
-        return out
+            details["causes"] = self.causes
+        return status_object(status="Failure", message=self.message, reason=self.reason, details=details,
+                             code=self.code)
 
     def __str__(self) -> str:
         if self.causes:
@@ -89,6 +127,10 @@ class UnsupportedMediaType(ApiError):
     code, reason = 415, "UnsupportedMediaType"
 
 
+class RequestEntityTooLarge(ApiError):
+    code, reason = 413, "RequestEntityTooLarge"
+
+
 class Invalid(ApiError):
     code, reason = 422, "Invalid"
 
@@ -102,11 +144,11 @@ class ServiceUnavailable(ApiError):
 
 
 _BY_REASON = {c.reason: c for c in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, Conflict,
-                                    AlreadyExists, Gone, UnsupportedMediaType, Invalid, TooManyRequests,
-                                    ServiceUnavailable)}
+                                    AlreadyExists, Gone, RequestEntityTooLarge, UnsupportedMediaType, Invalid,
+                                    TooManyRequests, ServiceUnavailable)}
 _BY_CODE = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
-            409: Conflict, 410: Gone, 415: UnsupportedMediaType, 422: Invalid, 429: TooManyRequests,
-            503: ServiceUnavailable}
+            409: Conflict, 410: Gone, 413: RequestEntityTooLarge, 415: UnsupportedMediaType, 422: Invalid,
+            429: TooManyRequests, 503: ServiceUnavailable}
 
 
 def from_status(code: int, body: Any) -> ApiError:

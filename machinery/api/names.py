@@ -21,14 +21,17 @@ LABEL_VALUE_MAX = 63
 IANA_SVC_NAME_MAX = 15
 PERCENT_FMT = r"[0-9]+%"
 
-_label_re = re.compile(f"^{DNS1123_LABEL_FMT}$")
-_subdomain_re = re.compile(f"^{DNS1123_SUBDOMAIN_FMT}$")
-_qualified_re = re.compile(f"^{QUALIFIED_NAME_FMT}$")
-_label_value_re = re.compile(f"^{LABEL_VALUE_FMT}$")
-_percent_re = re.compile(f"^{PERCENT_FMT}$")
-_svc_re = re.compile(r"^[-a-z0-9]+$")
+# Anchored with \Z, not $: Python's $ also matches before a final newline, so "web\n" would
+# pass as a DNS-1123 name (and reach a header or a log line as two lines).
+_label_re = re.compile(f"^{DNS1123_LABEL_FMT}\\Z")
+_subdomain_re = re.compile(f"^{DNS1123_SUBDOMAIN_FMT}\\Z")
+_qualified_re = re.compile(f"^{QUALIFIED_NAME_FMT}\\Z")
+_label_value_re = re.compile(f"^{LABEL_VALUE_FMT}\\Z")
+_percent_re = re.compile(f"^{PERCENT_FMT}\\Z")
+_svc_re = re.compile(r"^[-a-z0-9]+\Z")
 _has_letter_re = re.compile(r"[a-z]")
-_env_re = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_env_re = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*\Z")
+_control_re = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _regex_error(msg: str, fmt: str, *examples: str) -> str:
@@ -130,6 +133,15 @@ def is_env_var_name(value: str) -> list[str]:
     return [_regex_error("a valid environment variable name must consist of alphabetic characters, digits, "
                          "'_', '-', or '.', and must not start with a digit",
                          "[-._a-zA-Z][-._a-zA-Z0-9]*", "my.env-name", "MY_ENV.NAME", "MyEnvName1")]
+
+
+def control_characters(value: str) -> list[str]:
+    """Problems of a value that must be one line of printable text (a name in a URL path, an
+    HTTP header value): control characters (CR, LF, NUL, DEL, ...) are refused."""
+    m = _control_re.search(value)
+    if m is None:
+        return []
+    return [f"must not contain control characters (found {m.group()!r} at offset {m.start()})"]
 
 
 def is_percent(value: str) -> bool:

@@ -32,8 +32,8 @@ from shoal.machinery.api.models.defaults import DEFAULTERS, default_image_pull_p
 from shoal.machinery.api.models.field import FieldErrors
 from shoal.machinery.api.models.imageref import ImageRef, parse_image_reference
 from shoal.machinery.api.models.meta import DeleteOptions, Scale
-from shoal.machinery.api.models.validation import (VALIDATORS, validate_deployment_status, validate_pod_status,
-                                                   validate_replicaset_status, validate_update)
+from shoal.machinery.api.models.validation import (VALIDATORS, validate_deployment_status, validate_int_ranges,
+                                                   validate_pod_status, validate_replicaset_status, validate_update)
 
 __all__ = ["validate", "validate_status", "KINDS", "KindInfo", "parse_image_reference", "ImageRef", "default_image_pull_policy",
            "Namespace", "Pod", "Node", "Event", "Deployment", "ReplicaSet", "Lease", "Scale", "DeleteOptions"]
@@ -67,7 +67,8 @@ KINDS: dict[str, KindInfo] = {i.kind: i for i in (
     _info("ReplicaSet", ReplicaSet, "apps/v1"),
     _info("Lease", Lease, "coordination.k8s.io/v1"),
     _info("Scale", Scale, "autoscaling/v1"),
-    _info("DeleteOptions", DeleteOptions, "v1", "meta.k8s.io/v1"),
+    # meta.k8s.io: how Kubernetes names the options in errors (DeleteOptions.meta.k8s.io "" is invalid)
+    _info("DeleteOptions", DeleteOptions, "meta.k8s.io/v1", "v1"),
 )}
 SUBRESOURCES = (None, "status", "scale")
 
@@ -118,6 +119,11 @@ def validate(kind: str, obj: dict, *, old: dict | None = None, subresource: str 
                    warnings=warnings)
     DEFAULTERS[info.kind](model)
     errs = FieldErrors()
+    name = getattr(getattr(model, "metadata", None), "name", None)
+    # An integer its Go type cannot hold is refused on its own, as Kubernetes' decoder would
+    # (but as a field error, 422): the rules below need not reason about such values.
+    validate_int_ranges(errs, model)
+    errs.raise_if_any(info.qualified, name)
     VALIDATORS[info.kind](errs, model)
     if old is not None:
         try:
@@ -126,7 +132,6 @@ def validate(kind: str, obj: dict, *, old: dict | None = None, subresource: str 
             raise errors.ApiError(f"stored {info.qualified} cannot be decoded: {e.message}") from e
         DEFAULTERS[info.kind](old_model)
         validate_update(errs, info.kind, model, old_model, subresource=subresource)
-    name = getattr(getattr(model, "metadata", None), "name", None)
     errs.raise_if_any(info.qualified, name)
     body = model.model_dump(by_alias=True, exclude_none=True)
     if info.kind == "DeleteOptions":
@@ -159,6 +164,8 @@ def validate_status(kind: str, status: object, *, name: str | None = None) -> di
     info = KINDS[kind]
     model: Any = decode(info.model, {"status": status}, kind=info.kind, version=info.api_version.rsplit("/", 1)[-1])
     errs = FieldErrors()
+    validate_int_ranges(errs, model.status, "status")
+    errs.raise_if_any(info.qualified, name)
     check(errs, model.status)
     errs.raise_if_any(info.qualified, name)
     return model.status.model_dump(by_alias=True, exclude_none=True) if model.status is not None else {}

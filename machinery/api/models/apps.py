@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from shoal.machinery.api.models.base import IntOrString, Time, WireModel
+from shoal.machinery.api.models.base import Int32, Int64, IntOrString, Time, WireModel
 from shoal.machinery.api.models.core import PodTemplateSpec
 from shoal.machinery.api.models.meta import LabelSelector, ObjectMeta
 
@@ -19,14 +19,14 @@ class DeploymentStrategy(WireModel):
 
 
 class DeploymentSpec(WireModel):
-    replicas: Optional[int] = None
+    replicas: Optional[Int32] = None
     selector: Optional[LabelSelector] = None
     template: Optional[PodTemplateSpec] = None
     strategy: Optional[DeploymentStrategy] = None
-    min_ready_seconds: Optional[int] = None
-    revision_history_limit: Optional[int] = None
+    min_ready_seconds: Optional[Int32] = None
+    revision_history_limit: Optional[Int32] = None
     paused: Optional[bool] = None
-    progress_deadline_seconds: Optional[int] = None
+    progress_deadline_seconds: Optional[Int32] = None
 
 
 class DeploymentCondition(WireModel):
@@ -39,14 +39,14 @@ class DeploymentCondition(WireModel):
 
 
 class DeploymentStatus(WireModel):
-    observed_generation: Optional[int] = None
-    replicas: Optional[int] = None
-    updated_replicas: Optional[int] = None
-    ready_replicas: Optional[int] = None
-    available_replicas: Optional[int] = None
-    unavailable_replicas: Optional[int] = None
+    observed_generation: Optional[Int64] = None
+    replicas: Optional[Int32] = None
+    updated_replicas: Optional[Int32] = None
+    ready_replicas: Optional[Int32] = None
+    available_replicas: Optional[Int32] = None
+    unavailable_replicas: Optional[Int32] = None
     conditions: Optional[list[DeploymentCondition]] = None
-    collision_count: Optional[int] = None
+    collision_count: Optional[Int32] = None
 
 
 class Deployment(WireModel):
@@ -58,8 +58,8 @@ class Deployment(WireModel):
 
 
 class ReplicaSetSpec(WireModel):
-    replicas: Optional[int] = None
-    min_ready_seconds: Optional[int] = None
+    replicas: Optional[Int32] = None
+    min_ready_seconds: Optional[Int32] = None
     selector: Optional[LabelSelector] = None
     template: Optional[PodTemplateSpec] = None
 
@@ -73,11 +73,11 @@ class ReplicaSetCondition(WireModel):
 
 
 class ReplicaSetStatus(WireModel):
-    replicas: Optional[int] = None
-    fully_labeled_replicas: Optional[int] = None
-    ready_replicas: Optional[int] = None
-    available_replicas: Optional[int] = None
-    observed_generation: Optional[int] = None
+    replicas: Optional[Int32] = None
+    fully_labeled_replicas: Optional[Int32] = None
+    ready_replicas: Optional[Int32] = None
+    available_replicas: Optional[Int32] = None
+    observed_generation: Optional[Int64] = None
     conditions: Optional[list[ReplicaSetCondition]] = None
 
 

@@ -21,9 +21,15 @@ Scalar types:
 - `Quantity`: kept as the user wrote it (a JSON number becomes its string);
   `shoal.machinery.api.quantity` parses it during validation.
 - `IntOrString`: ports and rolling-update bounds (`80` or `"http"`, `1` or `"25%"`).
+- `Int32`, `Int64`: integers with the range of the Go type Kubernetes declares the field
+  with (an `IntRange` in the annotation). JSON numbers have no bound, so decoding takes any
+  integer; `validation.validate_int_ranges` reports one outside its range as a field error
+  (422, with the path), before any rule reads it: `replicas: 10**12` or
+  `terminationGracePeriodSeconds: 2**70` never reach the store.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Union
 
@@ -87,8 +93,21 @@ def _quantity(v: Any) -> Any:
     return v
 
 
+@dataclass(frozen=True)
+class IntRange:
+    """Annotation of an integer field: the range of its Go type (`name`)."""
+    low: int
+    high: int
+    name: str
+
+
+INT32 = IntRange(-(2**31), 2**31 - 1, "int32")
+INT64 = IntRange(-(2**63), 2**63 - 1, "int64")
+
 Time = Annotated[str, BeforeValidator(_time)]
 MicroTime = Annotated[str, BeforeValidator(_micro_time)]
 Quantity = Annotated[str, BeforeValidator(_quantity)]
-IntOrString = Union[int, str]
+Int32 = Annotated[int, INT32]
+Int64 = Annotated[int, INT64]
+IntOrString = Union[Int32, str]     # Kubernetes' IntOrString holds an int32
 ResourceList = dict[str, Quantity]

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from typing import Optional
 
-from shoal.machinery.api.models.base import MicroTime, WireModel
+from shoal.machinery.api.models.base import Int32, MicroTime, WireModel
 from shoal.machinery.api.models.meta import ObjectMeta
 
 
 class LeaseSpec(WireModel):
     holder_identity: Optional[str] = None
-    lease_duration_seconds: Optional[int] = None
+    lease_duration_seconds: Optional[Int32] = None
     acquire_time: Optional[MicroTime] = None
     renew_time: Optional[MicroTime] = None
-    lease_transitions: Optional[int] = None
+    lease_transitions: Optional[Int32] = None
 
 
 class Lease(WireModel):

@@ -13,7 +13,8 @@ from typing import Optional
 
 from pydantic import Field
 
-from shoal.machinery.api.models.base import IntOrString, MicroTime, Quantity, ResourceList, Time, WireModel
+from shoal.machinery.api.models.base import (Int32, Int64, IntOrString, MicroTime, Quantity, ResourceList, Time,
+                                             WireModel)
 from shoal.machinery.api.models.meta import ObjectMeta
 
 
@@ -26,8 +27,8 @@ class EnvVar(WireModel):
 
 class ContainerPort(WireModel):
     name: Optional[str] = None
-    container_port: Optional[int] = None
-    host_port: Optional[int] = None
+    container_port: Optional[Int32] = None
+    host_port: Optional[Int32] = None
     host_ip: Optional[str] = Field(None, alias="hostIP")
     protocol: Optional[str] = None
 
@@ -70,12 +71,12 @@ class Probe(WireModel):
     exec: Optional[ExecAction] = None
     http_get: Optional[HTTPGetAction] = None
     tcp_socket: Optional[TCPSocketAction] = None
-    initial_delay_seconds: Optional[int] = None
-    timeout_seconds: Optional[int] = None
-    period_seconds: Optional[int] = None
-    success_threshold: Optional[int] = None
-    failure_threshold: Optional[int] = None
-    termination_grace_period_seconds: Optional[int] = None
+    initial_delay_seconds: Optional[Int32] = None
+    timeout_seconds: Optional[Int32] = None
+    period_seconds: Optional[Int32] = None
+    success_threshold: Optional[Int32] = None
+    failure_threshold: Optional[Int32] = None
+    termination_grace_period_seconds: Optional[Int64] = None
 
 
 class Capabilities(WireModel):
@@ -84,8 +85,8 @@ class Capabilities(WireModel):
 
 
 class SecurityContext(WireModel):
-    run_as_user: Optional[int] = None
-    run_as_group: Optional[int] = None
+    run_as_user: Optional[Int64] = None
+    run_as_group: Optional[Int64] = None
     run_as_non_root: Optional[bool] = None
     read_only_root_filesystem: Optional[bool] = None
     allow_privilege_escalation: Optional[bool] = None
@@ -94,11 +95,11 @@ class SecurityContext(WireModel):
 
 
 class PodSecurityContext(WireModel):
-    run_as_user: Optional[int] = None
-    run_as_group: Optional[int] = None
+    run_as_user: Optional[Int64] = None
+    run_as_group: Optional[Int64] = None
     run_as_non_root: Optional[bool] = None
-    fs_group: Optional[int] = None
-    supplemental_groups: Optional[list[int]] = None
+    fs_group: Optional[Int64] = None
+    supplemental_groups: Optional[list[Int64]] = None
 
 
 class Container(WireModel):
@@ -143,7 +144,7 @@ class Toleration(WireModel):
     operator: Optional[str] = None
     value: Optional[str] = None
     effect: Optional[str] = None
-    toleration_seconds: Optional[int] = None
+    toleration_seconds: Optional[Int64] = None
 
 
 class PodSpec(WireModel):
@@ -151,8 +152,8 @@ class PodSpec(WireModel):
     containers: Optional[list[Container]] = None
     volumes: Optional[list[Volume]] = None
     restart_policy: Optional[str] = None
-    termination_grace_period_seconds: Optional[int] = None
-    active_deadline_seconds: Optional[int] = None
+    termination_grace_period_seconds: Optional[Int64] = None
+    active_deadline_seconds: Optional[Int64] = None
     dns_policy: Optional[str] = None
     node_selector: Optional[dict[str, str]] = None
     node_name: Optional[str] = None
@@ -196,8 +197,8 @@ class ContainerStateWaiting(WireModel):
 
 
 class ContainerStateTerminated(WireModel):
-    exit_code: Optional[int] = None
-    signal: Optional[int] = None
+    exit_code: Optional[Int32] = None
+    signal: Optional[Int32] = None
     reason: Optional[str] = None
     message: Optional[str] = None
     started_at: Optional[Time] = None
@@ -216,7 +217,7 @@ class ContainerStatus(WireModel):
     state: Optional[ContainerState] = None
     last_state: Optional[ContainerState] = None
     ready: Optional[bool] = None
-    restart_count: Optional[int] = None
+    restart_count: Optional[Int32] = None
     image: Optional[str] = None
     image_id: Optional[str] = Field(None, alias="imageID")
     container_id: Optional[str] = Field(None, alias="containerID")
@@ -317,7 +318,7 @@ class NodeSystemInfo(WireModel):
 
 
 class DaemonEndpoint(WireModel):
-    port: Optional[int] = Field(None, alias="Port")
+    port: Optional[Int32] = Field(None, alias="Port")
 
 
 class NodeDaemonEndpoints(WireModel):
@@ -360,7 +361,7 @@ class EventSource(WireModel):
 
 
 class EventSeries(WireModel):
-    count: Optional[int] = None
+    count: Optional[Int32] = None
     last_observed_time: Optional[MicroTime] = None
 
 
@@ -374,7 +375,7 @@ class Event(WireModel):
     source: Optional[EventSource] = None
     first_timestamp: Optional[Time] = None
     last_timestamp: Optional[Time] = None
-    count: Optional[int] = None
+    count: Optional[Int32] = None
     type: Optional[str] = None
     event_time: Optional[MicroTime] = None
     series: Optional[EventSeries] = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 
-from shoal.machinery.api.models.base import Time, WireModel
+from shoal.machinery.api.models.base import Int32, Int64, Time, WireModel
 
 
 class OwnerReference(WireModel):
@@ -31,10 +31,10 @@ class ObjectMeta(WireModel):
     self_link: Optional[str] = None
     uid: Optional[str] = None
     resource_version: Optional[str] = None
-    generation: Optional[int] = None
+    generation: Optional[Int64] = None
     creation_timestamp: Optional[Time] = None
     deletion_timestamp: Optional[Time] = None
-    deletion_grace_period_seconds: Optional[int] = None
+    deletion_grace_period_seconds: Optional[Int64] = None
     labels: Optional[dict[str, str]] = None
     annotations: Optional[dict[str, str]] = None
     owner_references: Optional[list[OwnerReference]] = None
@@ -61,7 +61,7 @@ class Preconditions(WireModel):
 class DeleteOptions(WireModel):
     kind: Optional[str] = None
     api_version: Optional[str] = None
-    grace_period_seconds: Optional[int] = None
+    grace_period_seconds: Optional[Int64] = None
     preconditions: Optional[Preconditions] = None
     orphan_dependents: Optional[bool] = None
     propagation_policy: Optional[str] = None
@@ -69,11 +69,11 @@ class DeleteOptions(WireModel):
 
 
 class ScaleSpec(WireModel):
-    replicas: Optional[int] = None
+    replicas: Optional[Int32] = None
 
 
 class ScaleStatus(WireModel):
-    replicas: Optional[int] = None
+    replicas: Optional[Int32] = None
     selector: Optional[str] = None
 
 

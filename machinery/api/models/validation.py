@@ -17,13 +17,17 @@ added tolerations and `nodeName` (binding belongs to the server); a Node's
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional
+import typing
+from typing import Annotated, Any, Callable, Optional, Union
+
+from pydantic import BaseModel
 
 from shoal.machinery.api import quantity, selectors
 from shoal.machinery.api.models.apps import Deployment, DeploymentStatus, ReplicaSet, ReplicaSetStatus
 from shoal.machinery.api.models.coordination import Lease
 from shoal.machinery.api.models.core import (Container, Event, Namespace, Node, Pod, PodSpec, PodStatus,
                                              PodTemplateSpec, Probe, ResourceRequirements)
+from shoal.machinery.api.models.base import IntRange
 from shoal.machinery.api.models.field import FieldErrors
 from shoal.machinery.api.models.imageref import parse_image_reference
 from shoal.machinery.api.models.meta import DeleteOptions, LabelSelector, ObjectMeta, Scale
@@ -53,7 +57,79 @@ STANDARD_FINALIZERS = ("kubernetes", "orphan", "foregroundDeletion")
 STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024
 MAX_INT32 = 2**31 - 1
-_HTTP_HEADER_NAME = re.compile(r"^[-A-Za-z0-9!#$%&'*+.^_`|~]+$")
+_HTTP_HEADER_NAME = re.compile(r"^[-A-Za-z0-9!#$%&'*+.^_`|~]+\Z")
+# What an HTTP header value may hold (RFC 9110 field-value): visible characters, spaces and
+# tabs; never CR or LF, which would end the header and start another in the probe's request.
+_HTTP_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\U0010ffff]*\Z")
+
+
+# --- integer ranges ------------------------------------------------------------------
+# Where the ranged integers (`base.Int32`/`Int64`) of a model class are, computed once per
+# class: [(attribute, wire name, spec)], a spec being ("int", IntRange), ("model", class),
+# ("list", spec), ("dict", spec) or ("any", [spec, ...]) for a union (IntOrString).
+_INT_PLANS: dict[type, list[tuple[str, str, tuple]]] = {}
+
+
+def _int_spec(tp: Any) -> Optional[tuple]:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        rng = next((m for m in tp.__metadata__ if isinstance(m, IntRange)), None)
+        return ("int", rng) if rng is not None else _int_spec(typing.get_args(tp)[0])
+    if origin is Union:
+        specs = [sp for a in typing.get_args(tp) if a is not type(None) and (sp := _int_spec(a))]
+        return None if not specs else specs[0] if len(specs) == 1 else ("any", specs)
+    if origin is list:
+        inner = _int_spec(typing.get_args(tp)[0])
+        return ("list", inner) if inner else None
+    if origin is dict:
+        inner = _int_spec(typing.get_args(tp)[1])
+        return ("dict", inner) if inner else None
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return ("model", tp) if _int_plan(tp) else None
+    return None
+
+
+def _int_plan(cls: type) -> list[tuple[str, str, tuple]]:
+    plan = _INT_PLANS.get(cls)
+    if plan is None:
+        _INT_PLANS[cls] = []                      # a class that holds itself ends here
+        hints = typing.get_type_hints(cls, include_extras=True)
+        plan = [(name, f.alias or name, sp) for name, f in cls.model_fields.items()
+                if (sp := _int_spec(hints[name]))]
+        _INT_PLANS[cls] = plan
+    return plan
+
+
+def _check_int(errs: FieldErrors, spec: tuple, value: Any, path: str) -> None:
+    if value is None:
+        return
+    kind = spec[0]
+    if kind == "int":
+        rng: IntRange = spec[1]
+        if isinstance(value, int) and not isinstance(value, bool) and not rng.low <= value <= rng.high:
+            errs.invalid(path, value, f"must be between {rng.low} and {rng.high}, inclusive (an {rng.name})")
+    elif kind == "model":
+        if isinstance(value, BaseModel):
+            validate_int_ranges(errs, value, path)
+    elif kind == "list":
+        for i, v in enumerate(value if isinstance(value, list) else ()):
+            _check_int(errs, spec[1], v, f"{path}[{i}]")
+    elif kind == "dict":
+        for k, v in (value.items() if isinstance(value, dict) else ()):
+            _check_int(errs, spec[1], v, f"{path}[{k}]")
+    else:
+        for sp in spec[1]:
+            _check_int(errs, sp, value, path)
+
+
+def validate_int_ranges(errs: FieldErrors, model: Optional[BaseModel], path: str = "") -> None:
+    """Every `Int32`/`Int64` field of `model` (recursively) within its Go type's range: a JSON
+    number has no bound, and Kubernetes' decoder refuses what its int32/int64 cannot hold.
+    Runs before the rules, which may then do arithmetic on any value."""
+    if model is None:
+        return
+    for attr, wire, spec in _int_plan(type(model)):
+        _check_int(errs, spec, getattr(model, attr), f"{path}.{wire}" if path else wire)
 
 
 # --- metadata ------------------------------------------------------------------------
@@ -216,6 +292,9 @@ def validate_probe(errs: FieldErrors, probe: Optional[Probe], path: str, *, kind
             if not hdr.name or not _HTTP_HEADER_NAME.match(hdr.name):
                 errs.invalid(f"{path}.httpGet.httpHeaders[{i}].name", hdr.name or "",
                              "a valid HTTP header must consist of alphanumeric characters or '-'")
+            if hdr.value and not _HTTP_HEADER_VALUE.match(hdr.value):
+                errs.invalid(f"{path}.httpGet.httpHeaders[{i}].value", hdr.value,
+                             "a valid HTTP header value must not contain control characters (CR, LF, NUL, ...)")
     if probe.tcp_socket is not None:
         _port_num_or_name(errs, probe.tcp_socket.port, f"{path}.tcpSocket.port")
     for attr, wire in (("initial_delay_seconds", "initialDelaySeconds"), ("timeout_seconds", "timeoutSeconds"),
@@ -678,8 +757,16 @@ def validate_delete_options(errs: FieldErrors, opts: DeleteOptions) -> None:
     if opts.orphan_dependents is not None and opts.propagation_policy:
         errs.invalid("propagationPolicy", opts.propagation_policy,
                      "orphanDependents and deletionPropagation cannot be both set")
-    for i, d in enumerate(opts.dry_run or []):
-        errs.one_of(f"dryRun[{i}]", d, ("All",), required=True)
+    validate_dry_run(errs, opts.dry_run)
+
+
+DRY_RUN_VALUES = ("All",)
+
+
+def validate_dry_run(errs: FieldErrors, values: Optional[list[str]], path: str = "dryRun") -> None:
+    """`dryRun` of any write's options (Kubernetes' ValidateDryRun): only "All" is known."""
+    if values and any(v not in DRY_RUN_VALUES for v in values):
+        errs.not_supported(path, values, DRY_RUN_VALUES)
 
 
 VALIDATORS: dict[str, Callable[[FieldErrors, Any], None]] = {
