@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shoal.apiserver import auth, watch
+from shoal.apiserver import auth, protobuf, watch
 from shoal.machinery.api import errors
 from shoal.apiserver.registry import Registry, Selectors
 from shoal.machinery.api.resources import RESOURCES, Resource
@@ -53,6 +53,8 @@ async def _body(request: Request, *, required: bool = True) -> Any:
         if required:
             raise errors.BadRequest("the request body is empty; an object was expected")
         return None
+    if protobuf.is_protobuf(request.headers.get("content-type")):
+        return protobuf.decode(raw)         # typed kubectl commands (`apiserver.protobuf`)
     try:
         # Bodies may arrive without a Content-Type (kubectl's scale PUT, the Python client);
         # YAML is accepted for apply-patch+yaml.
@@ -114,6 +116,7 @@ class ShoalAPI(FastAPI):
                 handler, params = hit
                 try:
                     _authenticate(scope, self.authn_cache)
+                    protobuf.check_accept(scope)        # answers are JSON: 406 if it takes only protobuf
                     response = await handler(Request(scope, receive), **params)
                 except errors.ApiError as e:
                     response = _status_response(e)

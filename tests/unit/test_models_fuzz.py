@@ -51,6 +51,10 @@ MANIFESTS = {
     "Lease": {"metadata": {"name": "l", "namespace": "d"}, "spec": {"leaseDurationSeconds": 4}},
     "Namespace": {"metadata": {"name": "ns"}, "spec": {"finalizers": ["kubernetes"]}},
     "DeleteOptions": {"propagationPolicy": "Background", "preconditions": {"uid": "x"}},
+    "ConfigMap": {"metadata": {"name": "c", "namespace": "d"}, "data": {"a.conf": "x=1"},
+                  "binaryData": {"b": "AAE="}, "immutable": False},
+    "Secret": {"metadata": {"name": "s", "namespace": "d", "annotations": {"a": "b"}}, "type": "kubernetes.io/tls",
+               "data": {"tls.crt": "Yg==", "tls.key": ""}, "stringData": {"extra": "v"}},
 }
 
 json_values = st.recursive(

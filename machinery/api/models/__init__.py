@@ -4,7 +4,7 @@ Tour (in the order a write goes through them):
 - `base`: the `WireModel` every shape derives from — camelCase wire names,
   unknown fields forbidden, strict JSON types, every field optional; the
   `Time`, `MicroTime`, `Quantity` and `IntOrString` scalars.
-- `meta`, `core`, `apps`, `coordination`: the shapes of each kind.
+- `meta`, `core`, `config` (ConfigMap, Secret), `apps`, `coordination`: the shapes of each kind.
 - `codec`: wire dict -> model; decoding problems become `errors.BadRequest`.
 - `defaults`: Kubernetes' defaults, filled into the model.
 - `validation`: Kubernetes' rules, every problem a `Cause` with its field path,
@@ -27,6 +27,7 @@ from shoal.machinery.api import errors
 from shoal.machinery.api.models.apps import Deployment, ReplicaSet
 from shoal.machinery.api.models.codec import decode
 from shoal.machinery.api.models.coordination import Lease
+from shoal.machinery.api.models.config import ConfigMap, Secret
 from shoal.machinery.api.models.core import Event, Namespace, Node, Pod
 from shoal.machinery.api.models.defaults import DEFAULTERS, default_image_pull_policy
 from shoal.machinery.api.models.field import FieldErrors
@@ -36,7 +37,8 @@ from shoal.machinery.api.models.validation import (VALIDATORS, validate_deployme
                                                    validate_pod_status, validate_replicaset_status, validate_update)
 
 __all__ = ["validate", "validate_status", "KINDS", "KindInfo", "parse_image_reference", "ImageRef", "default_image_pull_policy",
-           "Namespace", "Pod", "Node", "Event", "Deployment", "ReplicaSet", "Lease", "Scale", "DeleteOptions"]
+           "Namespace", "Pod", "Node", "Event", "Deployment", "ReplicaSet", "Lease", "Scale", "DeleteOptions",
+           "ConfigMap", "Secret"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ KINDS: dict[str, KindInfo] = {i.kind: i for i in (
     _info("Pod", Pod, "v1"),
     _info("Node", Node, "v1"),
     _info("Event", Event, "v1"),
+    _info("ConfigMap", ConfigMap, "v1"),
+    _info("Secret", Secret, "v1"),
     _info("Deployment", Deployment, "apps/v1"),
     _info("ReplicaSet", ReplicaSet, "apps/v1"),
     _info("Lease", Lease, "coordination.k8s.io/v1"),

@@ -15,14 +15,18 @@ Notable choices, all Kubernetes':
 - A volume with no source becomes an `emptyDir`.
 - Namespaces get `status.phase: Active` and the immutable label
   `kubernetes.io/metadata.name: <name>`.
+- A Secret's `stringData` is merged into `data` and dropped (it is write-only); its
+  `type` defaults to `Opaque`.
 """
 from __future__ import annotations
 
+import base64
 from typing import Any, Callable
 
 from shoal.machinery.api.models.apps import Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment
 from shoal.machinery.api.models.core import (Container, EmptyDirVolumeSource, Namespace, NamespaceStatus, Node, Pod,
                                              PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements)
+from shoal.machinery.api.models.config import Secret
 from shoal.machinery.api.models.imageref import parse_image_reference
 # The values themselves live in one model-free module (the CLI and the controllers read them too).
 from shoal.machinery.api.defaults import (DEFAULT_DEPLOYMENT_STRATEGY, DEFAULT_DNS_POLICY, DEFAULT_HTTP_GET_PATH,
@@ -36,6 +40,7 @@ from shoal.machinery.api.defaults import (DEFAULT_DEPLOYMENT_STRATEGY, DEFAULT_D
                                           default_pull_policy)
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+DEFAULT_SECRET_TYPE = "Opaque"
 
 
 def default_image_pull_policy(image: str | None) -> str | None:
@@ -169,6 +174,20 @@ def default_node(node: Node) -> None:
         st.allocatable = dict(st.capacity)
 
 
+def default_secret(secret: Secret) -> None:
+    """`stringData` is write-only: each entry replaces the same key of `data` (as its UTF-8
+    bytes, base64 on the wire) and the field itself is never stored, as in Kubernetes'
+    conversion of a v1 Secret. An empty `type` is `Opaque`."""
+    if secret.string_data:
+        data = dict(secret.data or {})
+        for key, value in secret.string_data.items():
+            data[key] = base64.b64encode(value.encode()).decode("ascii")
+        secret.data = data
+    secret.string_data = None
+    if not secret.type:
+        secret.type = DEFAULT_SECRET_TYPE
+
+
 def _noop(_obj) -> None:
     return None
 
@@ -177,4 +196,5 @@ DEFAULTERS: dict[str, Callable[[Any], None]] = {
     "Namespace": default_namespace, "Pod": default_pod, "Node": default_node, "Event": _noop,
     "Deployment": default_deployment, "ReplicaSet": default_replicaset, "Lease": _noop,
     "Scale": _noop, "DeleteOptions": _noop,
+    "ConfigMap": _noop, "Secret": default_secret,
 }

@@ -16,6 +16,7 @@ added tolerations and `nodeName` (binding belongs to the server); a Node's
 """
 from __future__ import annotations
 
+import json
 import re
 import typing
 from typing import Annotated, Any, Callable, Optional, Union
@@ -28,6 +29,8 @@ from shoal.machinery.api.models.coordination import Lease
 from shoal.machinery.api.models.core import (Container, Event, Namespace, Node, Pod, PodSpec, PodStatus,
                                              PodTemplateSpec, Probe, ResourceRequirements)
 from shoal.machinery.api.models.base import IntRange
+from shoal.machinery.api.models.config import ConfigMap, Secret, decode_base64
+from shoal.machinery.api.names import DNS1123_SUBDOMAIN_MAX
 from shoal.machinery.api.models.field import FieldErrors
 from shoal.machinery.api.models.imageref import parse_image_reference
 from shoal.machinery.api.models.meta import DeleteOptions, LabelSelector, ObjectMeta, Scale
@@ -769,10 +772,124 @@ def validate_dry_run(errs: FieldErrors, values: Optional[list[str]], path: str =
         errs.not_supported(path, values, DRY_RUN_VALUES)
 
 
+# --- configuration: ConfigMap, Secret ------------------------------------------------------
+
+MAX_CONFIG_SIZE = 1024 * 1024       # Kubernetes' MaxSecretSize, the bound of a ConfigMap's data too
+CONFIG_KEY_FMT = "[-._a-zA-Z0-9]+"
+_CONFIG_KEY = re.compile(f"^{CONFIG_KEY_FMT}\\Z")
+_CONFIG_KEY_MESSAGE = ("a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. "
+                       "'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is "
+                       f"'{CONFIG_KEY_FMT}')")
+IMMUTABLE_WHEN_SET = "field is immutable when `immutable` is set"
+REDACTED = "<secret contents redacted>"
+# Secret types whose data Kubernetes checks, and the keys they need.
+SECRET_TYPE_OPAQUE = "Opaque"
+SECRET_TYPE_SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
+SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+SECRET_TYPE_DOCKERCFG, DOCKERCFG_KEY = "kubernetes.io/dockercfg", ".dockercfg"
+SECRET_TYPE_DOCKER_CONFIG_JSON, DOCKER_CONFIG_JSON_KEY = "kubernetes.io/dockerconfigjson", ".dockerconfigjson"
+SECRET_TYPE_BASIC_AUTH, BASIC_AUTH_KEYS = "kubernetes.io/basic-auth", ("username", "password")
+SECRET_TYPE_SSH_AUTH, SSH_AUTH_KEY = "kubernetes.io/ssh-auth", "ssh-privatekey"
+SECRET_TYPE_TLS, TLS_KEYS = "kubernetes.io/tls", ("tls.crt", "tls.key")
+
+
+def is_config_key(key: str) -> list[str]:
+    """Kubernetes' IsConfigMapKey: the key of a ConfigMap or Secret (it becomes a file name)."""
+    problems = []
+    if len(key.encode()) > DNS1123_SUBDOMAIN_MAX:
+        problems.append(f"must be no more than {DNS1123_SUBDOMAIN_MAX} characters")
+    if not _CONFIG_KEY.match(key):
+        problems.append(_CONFIG_KEY_MESSAGE)
+    if key == ".":
+        problems.append("must not be '.'")
+    elif key == "..":
+        problems.append("must not be '..'")
+    elif key.startswith(".."):
+        problems.append("must not start with '..'")
+    return problems
+
+
+def _decoded_size(values: Optional[dict[str, str]]) -> int:
+    # values were checked (and made canonical) by the decoder; a stored object is re-decoded
+    return sum(len(decode_base64(v)) for v in (values or {}).values())
+
+
+def validate_configmap(errs: FieldErrors, cm: ConfigMap) -> None:
+    validate_object_meta(errs, cm.metadata, namespaced=True)
+    data, binary = cm.data or {}, cm.binary_data or {}
+    for key in data:
+        errs.invalid_all(f"data[{key}]", key, is_config_key(key))
+        if key in binary:
+            errs.invalid(f"data[{key}]", key, "duplicate of key present in binaryData")
+    for key in binary:
+        errs.invalid_all(f"binaryData[{key}]", key, is_config_key(key))
+    total = sum(len(v.encode()) for v in data.values()) + _decoded_size(binary)
+    if total > MAX_CONFIG_SIZE:
+        errs.too_long("", f"may not be more than {MAX_CONFIG_SIZE} bytes (data and binaryData hold {total})")
+
+
+def _secret_json(errs: FieldErrors, data: dict[str, str], key: str) -> None:
+    """The content of data[key] must be a JSON object (a docker config)."""
+    try:
+        value = json.loads(decode_base64(data[key]))
+    except ValueError as e:
+        errs.invalid(f"data[{key}]", REDACTED, f"not valid JSON: {e}")
+        return
+    if not isinstance(value, dict):
+        errs.invalid(f"data[{key}]", REDACTED, f"must be a JSON object, not {type(value).__name__}")
+
+
+def validate_secret(errs: FieldErrors, s: Secret) -> None:
+    validate_object_meta(errs, s.metadata, namespaced=True)
+    data = s.data or {}
+    for key in data:
+        errs.invalid_all(f"data[{key}]", key, is_config_key(key))
+    total = _decoded_size(data)
+    if total > MAX_CONFIG_SIZE:
+        errs.too_long("data", f"may not be more than {MAX_CONFIG_SIZE} bytes (the data holds {total})")
+    annotations = (s.metadata.annotations if s.metadata else None) or {}
+    if s.type == SECRET_TYPE_SERVICE_ACCOUNT_TOKEN:
+        if not annotations.get(SERVICE_ACCOUNT_NAME_ANNOTATION):
+            errs.required(f"metadata.annotations[{SERVICE_ACCOUNT_NAME_ANNOTATION}]")
+    elif s.type in (SECRET_TYPE_DOCKERCFG, SECRET_TYPE_DOCKER_CONFIG_JSON):
+        key = DOCKERCFG_KEY if s.type == SECRET_TYPE_DOCKERCFG else DOCKER_CONFIG_JSON_KEY
+        if key not in data:
+            errs.required(f"data[{key}]", f"a {s.type} secret holds its config under {key}")
+        else:
+            _secret_json(errs, data, key)
+    elif s.type == SECRET_TYPE_BASIC_AUTH:
+        # either may be empty, but one of them must be there
+        if not any(k in data for k in BASIC_AUTH_KEYS):
+            for k in BASIC_AUTH_KEYS:
+                errs.required(f"data[{k}]")
+    elif s.type == SECRET_TYPE_SSH_AUTH:
+        if not data.get(SSH_AUTH_KEY):
+            errs.required(f"data[{SSH_AUTH_KEY}]")
+    elif s.type == SECRET_TYPE_TLS:
+        for k in TLS_KEYS:
+            if k not in data:
+                errs.required(f"data[{k}]")
+
+
+def validate_config_update(errs: FieldErrors, kind: str, new: Any, old: Any) -> None:
+    """ConfigMap and Secret updates: a Secret's type never changes; once `immutable: true`
+    is stored, the flag stays and the data (data, binaryData) may not change."""
+    if kind == "Secret" and new.type != old.type:
+        errs.invalid("type", new.type, "field is immutable")
+    if old.immutable:
+        if not new.immutable:
+            errs.forbidden("immutable", IMMUTABLE_WHEN_SET)
+        if (new.data or {}) != (old.data or {}):
+            errs.forbidden("data", IMMUTABLE_WHEN_SET)
+        if kind == "ConfigMap" and (new.binary_data or {}) != (old.binary_data or {}):
+            errs.forbidden("binaryData", IMMUTABLE_WHEN_SET)
+
+
 VALIDATORS: dict[str, Callable[[FieldErrors, Any], None]] = {
     "Namespace": validate_namespace, "Pod": validate_pod, "Node": validate_node, "Event": validate_event,
     "Deployment": validate_deployment, "ReplicaSet": validate_replicaset, "Lease": validate_lease,
     "Scale": validate_scale, "DeleteOptions": validate_delete_options,
+    "ConfigMap": validate_configmap, "Secret": validate_secret,
 }
 
 
@@ -849,3 +966,5 @@ def validate_update(errs: FieldErrors, kind: str, new: Any, old: Any, *, subreso
         ocidr = old.spec.pod_cidr if old.spec else None
         if ocidr and ncidr != ocidr:
             errs.forbidden("spec.podCIDR", 'node updates may not change podCIDR except from "" to valid')
+    elif kind in ("ConfigMap", "Secret"):
+        validate_config_update(errs, kind, new, old)
