@@ -15,9 +15,19 @@ request that fails validation changes nothing.
   then the update path, retried internally on conflicts unless the patch pins
   a resourceVersion.
 - delete: graceful for pods bound to a node (deletionTimestamp set, the agent
-  confirms with gracePeriodSeconds=0), held by finalizers, otherwise at once;
-  dependents (ownerReferences) are deleted in the background (`Orphan` strips
-  the references instead). Namespaces delete their contents first.
+  confirms with gracePeriodSeconds=0), held by finalizers, otherwise at once.
+  The propagation policy (Kubernetes' DeleteOptions, `machinery.api.deletion`)
+  decides what becomes of dependents (ownerReferences): Background — the owner
+  goes at once, the collector deletes them after; Orphan — the `orphan`
+  finalizer holds the owner until the collector has removed the owner
+  reference from every dependent; Foreground — the `foregroundDeletion`
+  finalizer holds it until the collector has deleted every dependent that
+  blocks it (`blockOwnerDeletion`). `delete_collection` deletes every object a
+  selector matches. Namespaces delete their contents first.
+- the collector (`_gc_loop`, one thread fed by `_gc_queue`): cascades after a
+  removal, the orphan and foreground jobs, namespace termination, and at start
+  a sweep that resumes whatever a crash cut short. See "Deletion and garbage
+  collection" in docs/controllers.md.
 - background jobs beside the requests: log compaction, and the Event TTL
   (`expire_events`: Events whose last occurrence is older than
   `settings.event_ttl` are deleted in batches, each with a DELETED watch event).
@@ -35,7 +45,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from shoal.machinery.api import errors, selectors
+from shoal.machinery.api import deletion, errors, selectors
 from shoal.apiserver import patch as patches
 from shoal.machinery.api.names import is_dns1123_subdomain
 from shoal.machinery.api.resources import RESOURCES, Resource, resolve
@@ -121,7 +131,12 @@ class Registry:
         self.settings = settings
         self.clock = clock
         self.tokens: dict[str, str] = {}
+        # The collector's jobs, (job, argument): every hand-off from a request goes through
+        # this queue (a dry run swaps it for a sink). Only the collector's own thread uses
+        # `_gc_delayed` (job -> monotonic time it is due) and `_gc_failures`.
         self._gc_queue: "queue.Queue[tuple[str, str] | None]" = queue.Queue()
+        self._gc_delayed: dict[tuple[str, str], float] = {}
+        self._gc_failures: dict[tuple[str, str], int] = {}
         self._gc_thread: threading.Thread | None = None
         self._scheduler = None
         self._stopping = threading.Event()
@@ -148,8 +163,9 @@ class Registry:
             self._scheduler.add_job(self._expire_events, "interval", seconds=self.settings.event_ttl_interval,
                                     id="event-ttl", max_instances=1, coalesce=True)
         self._scheduler.start()
-        # A cascade cut short by a crash is finished once at start-up; from then on the
-        # controllers' garbage collector (controller/gc.py) covers orphans.
+        # Work a crash cut short (a cascade, an orphan or foreground job, a namespace, a last
+        # finalizer removed but the object not) is resumed once at start-up; from then on the
+        # controllers' garbage collector (controller/gc.py) also covers dangling owners.
         self._gc_queue.put(("sweep", ""))
 
     def stop(self) -> None:
@@ -229,7 +245,7 @@ class Registry:
         md["namespace"] = ns
         return ns
 
-    def create(self, res: Resource, namespace: str | None, body: Any, *, dry_run: bool = False) -> dict:
+    def create(self, res: Resource, namespace: str | None, body: Any) -> dict:
         if not isinstance(body, dict):
             raise errors.BadRequest(f"the request body must be a {res.kind} object")
         body = dict(body)
@@ -270,8 +286,6 @@ class Registry:
             obj["status"] = {"phase": "Pending", "qosClass": _qos_class(obj)}
         if res.kind == "Namespace":
             obj["status"] = {"phase": "Active"}
-        if dry_run:
-            return obj
         # A generated name can meet an existing one (5 characters of 27: after a thousand
         # objects of one prefix about once in twenty): like Kubernetes' RetryGenerateName,
         # draw again a few times instead of failing the caller's create.
@@ -353,13 +367,7 @@ class Registry:
         if obj == cur_cmp and expected == int(cmd["resourceVersion"]):
             return cur  # no-op update: Kubernetes does not bump the resourceVersion either
         out = self.store.update(res.plural, obj, expected_revision=expected)
-        # A deletion that was only waiting for finalizers completes when the last one goes.
-        omd = out["metadata"]
-        if omd.get("deletionTimestamp") and not omd.get("finalizers") and not self._awaits_node(res, out):
-            try:
-                self._remove(res, out, propagation="Background")
-            except (errors.NotFound, errors.Conflict):
-                pass
+        self._after_update(res, cur, out)
         return out
 
     def bind(self, namespace: str, name: str, body: Any, *, current: dict | None = None) -> dict:
@@ -546,6 +554,10 @@ class Registry:
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ delete
+    # The last second a deletionTimestamp can name (9999-12-31T23:59:59Z): a grace period
+    # beyond it still holds the pod until its node confirms, but cannot be written as a time.
+    LATEST_TIME = 253402300799
+
     @staticmethod
     def _awaits_node(res: Resource, obj: dict) -> bool:
         """A pod bound to a node is removed only when that node confirms (grace 0)."""
@@ -553,148 +565,447 @@ class Registry:
             (obj.get("metadata") or {}).get("deletionGracePeriodSeconds", 0) != 0
 
     def delete(self, res: Resource, namespace: str | None, name: str, opts: dict) -> dict:
-        if res.kind == "Namespace" and name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        """DELETE with Kubernetes' DeleteOptions (`opts`: the JSON body's keys; bad options
+        change nothing). The propagation policy sets the object's GC finalizers
+        (`deletion.gc_finalizers`); the object goes at once when no finalizer holds it and,
+        for a pod bound to a node, the grace period is 0. Otherwise it is marked
+        (deletionTimestamp, finalizers) and returned, and the collector gets the `orphan` /
+        `foregroundDeletion` job. A removal answers a Success Status (a Pod: its last value)."""
+        if res.kind == "Namespace" and name in SYSTEM_NAMESPACES:
             raise errors.Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
-        propagation = opts.get("propagationPolicy") or "Background"
-        if propagation not in ("Background", "Foreground", "Orphan"):
-            raise errors.BadRequest(f"propagationPolicy: Unsupported value: {propagation!r}: supported values: "
-                                    f"Background, Foreground, Orphan")
-        grace = opts.get("gracePeriodSeconds")
-        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
-            raise errors.BadRequest("gracePeriodSeconds must be an integer")
-        pre = opts.get("preconditions") or {}
+        options = deletion.parse_delete_options(opts)
         for attempt in range(10):
             cur = self.get(res, namespace, name)
             md = cur["metadata"]
-            if pre.get("uid") and pre["uid"] != md.get("uid"):
-                raise errors.Conflict(f'Precondition failed: UID in precondition: {pre["uid"]}, UID in object '
-                                      f'meta: {md.get("uid")}')
-            if pre.get("resourceVersion") and pre["resourceVersion"] != md.get("resourceVersion"):
-                raise errors.Conflict(f'Precondition failed: ResourceVersion in precondition: '
-                                      f'{pre["resourceVersion"]}, ResourceVersion in object meta: '
-                                      f'{md.get("resourceVersion")}')
+            what = f'Operation cannot be fulfilled on {res.group_resource} "{name}": Precondition failed'
+            details = {"name": name, "group": res.group, "kind": res.plural}
+            if options.uid and options.uid != md.get("uid"):
+                raise errors.Conflict(f'{what}: UID in precondition: {options.uid}, UID in object meta: '
+                                      f'{md.get("uid")}', details=details)
+            if options.resource_version and options.resource_version != md.get("resourceVersion"):
+                raise errors.Conflict(f'{what}: ResourceVersion in precondition: {options.resource_version}, '
+                                      f'ResourceVersion in object meta: {md.get("resourceVersion")}', details=details)
             try:
-                if res.kind == "Namespace":
-                    return self._delete_namespace(res, cur)
-                if res.kind == "Pod" and (cur.get("spec") or {}).get("nodeName"):
-                    if grace is None:
-                        grace = int((cur.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
-                    grace = max(grace, 0)
-                    if grace > 0:
-                        return self._mark_deleting(res, cur, grace)
-                if md.get("finalizers"):
-                    return self._mark_deleting(res, cur, 0)
-                out = self._remove(res, cur, propagation=propagation)
-                return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                        "details": {"name": name, "group": res.group, "kind": res.plural, "uid": md.get("uid")}} \
-                    if res.kind != "Pod" else out
+                out, removed = self._delete_object(res, cur, options)
             except errors.Conflict:
                 if attempt == 9:
                     raise
+                continue
+            if removed and res.kind != "Pod":
+                return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                        "details": {"name": name, "group": res.group, "kind": res.plural, "uid": md.get("uid")}}
+            return out
         raise AssertionError("unreachable")
 
-    def _mark_deleting(self, res: Resource, cur: dict, grace: int) -> dict:
-        md = cur["metadata"]
-        deadline = self.clock() + grace
-        existing = md.get("deletionTimestamp")
-        if existing:
-            # A shorter grace period may shorten a pending deletion, never lengthen it.
-            cur_deadline = parse_time(existing)
-            if cur_deadline is not None and deadline >= cur_deadline:
-                return cur
-        new = dict(cur)
-        new["metadata"] = dict(md, deletionTimestamp=now_rfc3339(lambda: deadline),
-                               deletionGracePeriodSeconds=grace)
-        new["metadata"].pop("resourceVersion", None)
-        return self.store.update(res.plural, new, expected_revision=int(md["resourceVersion"]))
+    def delete_collection(self, res: Resource, namespace: str | None, sel: Selectors, opts: dict) -> dict:
+        """DELETE on a collection (Kubernetes' deletecollection): every object of `res` in
+        `namespace` (None: all namespaces, or a cluster-scoped kind) matching `sel` is deleted
+        with the same DeleteOptions, as `delete` would one by one; an object gone meanwhile
+        is skipped. Options are validated before anything is deleted. Answers the
+        `{Kind}List` of the objects the call deleted: marked ones as marked, removed ones as
+        listed (a Pod: its last value);
+        when some deletions failed, the others are still made and the first error is raised.
+        Namespaces have no deletecollection (as in Kubernetes): 405."""
+        if res.kind == "Namespace":
+            raise errors.MethodNotAllowed('the server does not allow this method on the requested resource: '
+                                          'namespaces do not support deletecollection')
+        deletion.parse_delete_options(opts)
+        items, rev = self.list(res, namespace, sel)
+        done: list[dict] = []
+        first_error: errors.ApiError | None = None
+        for obj in items:
+            md = obj["metadata"]
+            try:
+                out = self.delete(res, md.get("namespace"), md["name"], opts)
+            except errors.NotFound:
+                continue
+            except errors.ApiError as e:
+                if first_error is None:
+                    first_error = e
+                continue
+            done.append(obj if out.get("kind") == "Status" else out)
+        if first_error is not None:
+            raise first_error
+        return {"kind": f"{res.kind}List", "apiVersion": res.api_version,
+                "metadata": {"resourceVersion": str(rev)}, "items": done}
 
-    def _remove(self, res: Resource, cur: dict, *, propagation: str) -> dict:
+    def _delete_object(self, res: Resource, cur: dict, options: deletion.DeleteOptions) -> tuple[dict, bool]:
+        """One attempt at deleting `cur` (Conflict: it changed, read it again). Returns the
+        object (marked, or its last value) and whether it was removed."""
+        md = cur["metadata"]
+        finalizers = deletion.gc_finalizers(md.get("finalizers") or [], options.propagation,
+                                            default=deletion.default_propagation(res.kind))
+        if res.kind == "Namespace":
+            return self._delete_namespace(res, cur, finalizers), False
+        grace = 0
+        spec = cur.get("spec") or {}
+        if res.kind == "Pod" and spec.get("nodeName"):
+            grace = options.grace_period_seconds
+            if grace is None:
+                tgps = spec.get("terminationGracePeriodSeconds")
+                grace = 30 if tgps is None else int(tgps)
+            grace = max(grace, 0)
+        if grace > 0 or finalizers:
+            out = self._mark_deleting(res, cur, grace, finalizers)
+            for job in deletion.pending_work(out):
+                self._gc_queue.put((job, md["uid"]))
+            return out, False
+        return self._remove(res, cur), True
+
+    def _mark_deleting(self, res: Resource, cur: dict, grace: int, finalizers: list[str]) -> dict:
+        """Write the deletion mark: `finalizers`, and deletionTimestamp = now + grace unless
+        one is set that is no later (a shorter grace period may shorten a pending deletion,
+        never lengthen it). No write when nothing changes."""
+        md = cur["metadata"]
+        new_md = dict(md)
+        if finalizers != list(md.get("finalizers") or []):
+            if finalizers:
+                new_md["finalizers"] = finalizers
+            else:
+                new_md.pop("finalizers", None)
+        deadline = min(self.clock() + grace, self.LATEST_TIME)
+        existing = parse_time(md["deletionTimestamp"]) if md.get("deletionTimestamp") else None
+        if existing is None or deadline < existing:
+            new_md["deletionTimestamp"] = format_time(deadline)
+            new_md["deletionGracePeriodSeconds"] = grace
+        if new_md == md:
+            return cur
+        new_md.pop("resourceVersion", None)
+        return self.store.update(res.plural, dict(cur, metadata=new_md), expected_revision=int(md["resourceVersion"]))
+
+    def _remove(self, res: Resource, cur: dict, *, collect: bool = True) -> dict:
+        """Remove `cur` (compare-and-swap on its revision). `collect`: hand its dependents to
+        the collector's cascade (the orphan job removes an owner without, having orphaned
+        them). Owners waiting in the foreground for it are told it is gone."""
         md = cur["metadata"]
         out = self.store.delete(res.plural, md.get("namespace"), md["name"],
                                 expected_revision=int(md["resourceVersion"]))
-        if md.get("uid"):
-            self._gc_queue.put(("orphan" if propagation == "Orphan" else "cascade", md["uid"]))
+        if md.get("uid") and collect:
+            self._gc_queue.put(("cascade", md["uid"]))
+        self._notify_owners(md.get("ownerReferences") or [])
         return out
 
-    def _delete_namespace(self, res: Resource, cur: dict) -> dict:
+    def _notify_owners(self, refs: list[dict], still: list[dict] | None = None) -> None:
+        """Wake the foreground job of every owner `refs` blocked and `still` (the references
+        now, None: none) no longer blocks."""
+        keep = {r.get("uid") for r in still or [] if r.get("blockOwnerDeletion") is True}
+        for r in refs:
+            if r.get("blockOwnerDeletion") is True and r.get("uid") and r["uid"] not in keep:
+                self._gc_queue.put(("foreground", r["uid"]))
+
+    def _after_update(self, res: Resource, cur: dict, out: dict) -> None:
+        """What an update (`update`) sets off: a deletion that was waiting only for finalizers
+        completes when the last one goes (a namespace's through its termination job), and
+        owners a dropped blocking reference held in the foreground look again."""
+        refs_before = (cur.get("metadata") or {}).get("ownerReferences") or []
+        refs_now = (out.get("metadata") or {}).get("ownerReferences") or []
+        if refs_before != refs_now:
+            self._notify_owners(refs_before, refs_now)
+        if not deletion.finished(out) or self._awaits_node(res, out):
+            return
+        if res.kind == "Namespace":
+            self._gc_queue.put(("namespace", out["metadata"]["name"]))
+            return
+        try:
+            self._remove(res, out)
+        except (errors.NotFound, errors.Conflict):
+            pass        # removed, or written again meanwhile: that write finishes it
+
+    def _delete_namespace(self, res: Resource, cur: dict, finalizers: list[str]) -> dict:
         md = cur["metadata"]
+        new_md = dict(md)
         if not md.get("deletionTimestamp"):
-            new = dict(cur)
-            new["metadata"] = dict(md, deletionTimestamp=now_rfc3339(self.clock), deletionGracePeriodSeconds=0)
-            new["metadata"].pop("resourceVersion", None)
-            new["status"] = {"phase": "Terminating"}
+            new_md.update(deletionTimestamp=now_rfc3339(self.clock), deletionGracePeriodSeconds=0)
+        if finalizers != list(md.get("finalizers") or []):
+            if finalizers:
+                new_md["finalizers"] = finalizers
+            else:
+                new_md.pop("finalizers", None)
+        if new_md != md or (cur.get("status") or {}).get("phase") != "Terminating":
+            new_md.pop("resourceVersion", None)
+            new = dict(cur, metadata=new_md, status=dict(cur.get("status") or {}, phase="Terminating"))
             cur = self.store.update(res.plural, new, expected_revision=int(md["resourceVersion"]))
+        for job in deletion.pending_work(cur):
+            self._gc_queue.put((job, md["uid"]))
         self._gc_queue.put(("namespace", md["name"]))
         return cur
 
-    # ------------------------------------------------------------------ background garbage collection
+    # ------------------------------------------------------------------ the collector
+    # Jobs (the queue's items), each idempotent and re-reading what it needs:
+    #   cascade <uid>     an owner was removed: judge its dependents (deletion.plan_dependent)
+    #   orphan <uid>      an owner carries `orphan`: strip every reference to it, then the finalizer
+    #   foreground <uid>  an owner carries `foregroundDeletion`: delete its dependents; when none
+    #                     that blocks is left, drop the finalizer
+    #   finalize <uid>    an object marked for deletion whose finalizers are gone: remove it
+    #   namespace <name>  a namespace is terminating: delete its contents, then it
+    #   sweep             at start: find the work above a crash left undone
+    # A job that fails, or must wait, is put back after a delay (`_gc_later`).
+    GC_RETRY = 1.0              # seconds before a failed job runs again (doubling, up to GC_RETRY_MAX)
+    GC_RETRY_MAX = 30.0
+    FOREGROUND_RECHECK = 1.0    # a waiting foreground job looks again this often (besides being woken)
+
     def _gc_loop(self) -> None:
         while not self._stopping.is_set():
-            item = self._gc_queue.get()
-            if item is None:
+            jobs = self._gc_take()
+            if jobs is None:
                 return
-            kind, arg = item
-            try:
-                if kind == "cascade":
-                    self._cascade(arg)
-                elif kind == "orphan":
-                    self._orphan(arg)
-                elif kind == "namespace":
-                    self._finish_namespace(arg)
-                elif kind == "sweep":
-                    self._sweep_orphans()
-            except Exception:
-                log.exception("garbage collection of %s %s failed; will retry", kind, arg)
-                if not self._stopping.is_set():
-                    threading.Timer(1.0, self._gc_queue.put, args=((kind, arg),)).start()
+            for job in jobs:
+                if self._stopping.is_set():
+                    return
+                self._gc_run(job)
+
+    def _gc_take(self) -> list[tuple[str, str]] | None:
+        """The next jobs: those queued (each once, in order) and the delayed ones now due.
+        Waits for the first. None once `stop` was called."""
+        timeout = None
+        if self._gc_delayed:
+            timeout = max(0.0, min(self._gc_delayed.values()) - time.monotonic())
+        items: list = []
+        try:
+            items.append(self._gc_queue.get(timeout=timeout))
+            while True:
+                items.append(self._gc_queue.get_nowait())
+        except queue.Empty:
+            pass
+        if any(i is None for i in items):
+            return None
+        now = time.monotonic()
+        due = [job for job, at in self._gc_delayed.items() if at <= now]
+        for job in due:
+            del self._gc_delayed[job]
+        return list(dict.fromkeys([*due, *items]))
+
+    def _gc_later(self, job: tuple[str, str], delay: float) -> None:
+        """Run `job` again after `delay` seconds (the collector's thread only)."""
+        at = time.monotonic() + delay
+        self._gc_delayed[job] = min(at, self._gc_delayed.get(job, at))
+
+    def _gc_run(self, job: tuple[str, str]) -> None:
+        kind, arg = job
+        handler: Callable[[str], None] = {
+            "cascade": self._cascade, "orphan": self._orphan, "foreground": self._foreground,
+            "finalize": self._finalize, "namespace": self._finish_namespace, "sweep": self._sweep}[kind]
+        try:
+            handler(arg)
+        except Exception as e:
+            failures = self._gc_failures.get(job, 0) + 1
+            self._gc_failures[job] = failures
+            delay = min(self.GC_RETRY * 2 ** (failures - 1), self.GC_RETRY_MAX)
+            if isinstance(e, errors.Conflict):
+                log.info("garbage collection %s %s: %s; again in %gs", kind, arg, e, delay)
+            else:
+                log.exception("garbage collection %s %s failed; again in %gs", kind, arg, delay)
+            if not self._stopping.is_set():
+                self._gc_later(job, delay)
+        else:
+            self._gc_failures.pop(job, None)
 
     def _cascade(self, owner_uid: str) -> None:
+        """An owner is gone: each dependent is deleted, or loses its references to owners
+        that are gone or going, as `deletion.plan_dependent` says."""
+        self._judge_dependents(owner_uid)
+
+    def _judge_dependents(self, owner_uid: str) -> None:
+        owners: dict[str, dict | None] = {}
+
+        def owner(uid: str) -> dict | None:
+            if uid not in owners:
+                found = self.store.get_by_uid(uid)
+                owners[uid] = found[1] if found else None
+            return owners[uid]
+
         for plural, dep in self.store.dependents(owner_uid):
             dres = resolve(plural)
             md = dep["metadata"]
-            refs = [r for r in md.get("ownerReferences") or [] if r.get("uid") != owner_uid]
+            refs = md.get("ownerReferences") or []
+            states = {str(r["uid"]): deletion.owner_state(owner(str(r["uid"])), dependent_namespace=md.get("namespace"))
+                      for r in refs if r.get("uid")}
+            action = deletion.plan_dependent(refs, states, deleting=deletion.is_deleting(dep),
+                                             has_dependents=lambda uid=md["uid"]: bool(self.store.dependents(uid)))
             try:
-                if refs and any(self.store.get_by_uid(r.get("uid", "")) for r in refs):
-                    # Another owner still exists: only drop the reference to the deleted one.
-                    self._strip_owner(dres, dep, owner_uid)
-                elif not md.get("deletionTimestamp"):
-                    self.delete(dres, md.get("namespace"), md["name"], {"propagationPolicy": "Background"})
+                if action.verb == "strip":
+                    self._set_owner_refs(dres, dep, lambda rs, gone=action.strip: deletion.without_owners(rs, gone))
+                elif action.verb == "delete":
+                    # Only the dependent as judged: a reference added meanwhile (an adoption)
+                    # makes the delete a Conflict, and the job judges it again.
+                    opts: dict[str, Any] = {"preconditions": {"uid": md["uid"],
+                                                              "resourceVersion": str(md["resourceVersion"])}}
+                    if action.propagation:
+                        opts["propagationPolicy"] = action.propagation
+                    self.delete(dres, md.get("namespace"), md["name"], opts)
             except errors.NotFound:
                 pass
+
+    def _set_owner_refs(self, res: Resource, dep: dict, change: Callable[[list[dict]], list[dict]]) -> dict | None:
+        """Rewrite a dependent's ownerReferences as `change(refs)` says (compare-and-swap,
+        read again on conflict). None when it is gone."""
+        for _ in range(10):
+            md = dep["metadata"]
+            refs = md.get("ownerReferences") or []
+            new_refs = change(refs)
+            if new_refs == refs:
+                return dep
+            new_md = dict(md)
+            if new_refs:
+                new_md["ownerReferences"] = new_refs
+            else:
+                new_md.pop("ownerReferences", None)
+            new_md.pop("resourceVersion", None)
+            try:
+                out = self.store.update(res.plural, dict(dep, metadata=new_md),
+                                        expected_revision=int(md["resourceVersion"]))
+            except errors.Conflict:
+                fresh = self.store.get(res.plural, md.get("namespace"), md["name"])
+                if fresh is None or fresh["metadata"].get("uid") != md.get("uid"):
+                    return None
+                dep = fresh
+                continue
+            except errors.NotFound:
+                return None
+            self._notify_owners(refs, new_refs)
+            return out
+        raise errors.Conflict(f'{res.group_resource} "{dep["metadata"]["name"]}": its ownerReferences could not '
+                              f'be written, it kept changing')
+
+    def _strip_references_to(self, owner_uid: str) -> None:
+        for plural, dep in self.store.dependents(owner_uid):
+            self._set_owner_refs(resolve(plural), dep, lambda rs: deletion.without_owners(rs, [owner_uid]))
 
     def _orphan(self, owner_uid: str) -> None:
-        for plural, dep in self.store.dependents(owner_uid):
-            try:
-                self._strip_owner(resolve(plural), dep, owner_uid)
-            except errors.NotFound:
-                pass
+        """The `orphan` finalizer's job: every dependent loses its reference to the owner, and
+        only then the finalizer goes (so no dependent is ever seen with a dangling owner and
+        collected). When that removes the owner, references added meanwhile (a controller
+        adopting a just-orphaned object for an owner it did not yet see go) are stripped too."""
+        found = self.store.get_by_uid(owner_uid)
+        if found is None:
+            return
+        plural, owner = found
+        if "orphan" not in deletion.pending_work(owner):
+            return          # the policy changed since (a later DELETE), or done
+        self._strip_references_to(owner_uid)
+        if self._drop_finalizer(resolve(plural), owner, deletion.ORPHAN_FINALIZER, collect=False):
+            self._strip_references_to(owner_uid)
 
-    def _strip_owner(self, res: Resource, dep: dict, owner_uid: str) -> None:
+    def _foreground(self, owner_uid: str) -> None:
+        """The `foregroundDeletion` finalizer's job: its dependents are judged as in a cascade
+        (each deleted, in the foreground when it has dependents of its own, or unhooked when
+        it has another live owner); while one whose reference blocks the owner exists — a pod
+        terminating on its node included — the owner waits; then the finalizer goes."""
+        found = self.store.get_by_uid(owner_uid)
+        if found is None:
+            return
+        plural, owner = found
+        if "foreground" not in deletion.pending_work(owner):
+            return
+        self._judge_dependents(owner_uid)
+        blockers = [(p, d) for p, d in self.store.dependents(owner_uid) if deletion.blocks(d, owner_uid)]
+        for p, d in blockers:
+            if self._waits_for(d, owner_uid):
+                # A cycle of foreground deletions: d waits (through its dependents) for this
+                # owner, which waits for d. d stops blocking it, as Kubernetes' collector does.
+                self._set_owner_refs(resolve(p), d, lambda rs: deletion.unblock(rs, owner_uid))
+        if any(deletion.blocks(d, owner_uid) for _, d in self.store.dependents(owner_uid)):
+            self._gc_later(("foreground", owner_uid), self.FOREGROUND_RECHECK)
+            return
+        self._drop_finalizer(resolve(plural), owner, deletion.FOREGROUND_FINALIZER)
+
+    def _waits_for(self, dep: dict, owner_uid: str) -> bool:
+        """`dep` is waiting in the foreground, through a chain of blocking dependents all
+        waiting in the foreground too, for the object `owner_uid`."""
+        seen: set[str] = set()
+        todo = [dep]
+        while todo:
+            node = todo.pop()
+            uid = node["metadata"].get("uid", "")
+            if uid in seen or "foreground" not in deletion.pending_work(node):
+                continue
+            seen.add(uid)
+            for _, child in self.store.dependents(uid):
+                if not deletion.blocks(child, uid):
+                    continue
+                if child["metadata"].get("uid") == owner_uid:
+                    return True
+                todo.append(child)
+        return False
+
+    def _drop_finalizer(self, res: Resource, obj: dict, name: str, *, collect: bool = True) -> bool:
+        """Remove finalizer `name` from `obj` (compare-and-swap, read again on conflict), then
+        finish its deletion if nothing else holds it. True when that removed it."""
         for _ in range(10):
-            new = dict(dep)
-            new["metadata"] = dict(dep["metadata"])
-            new["metadata"]["ownerReferences"] = [r for r in dep["metadata"].get("ownerReferences") or []
-                                                  if r.get("uid") != owner_uid]
-            if not new["metadata"]["ownerReferences"]:
-                new["metadata"].pop("ownerReferences")
-            rv = int(new["metadata"].pop("resourceVersion"))
+            md = obj["metadata"]
+            fins = [f for f in md.get("finalizers") or [] if f != name]
+            if fins == list(md.get("finalizers") or []):
+                return False
+            new_md = dict(md)
+            if fins:
+                new_md["finalizers"] = fins
+            else:
+                new_md.pop("finalizers", None)
+            new_md.pop("resourceVersion", None)
             try:
-                self.store.update(res.plural, new, expected_revision=rv)
-                return
+                out = self.store.update(res.plural, dict(obj, metadata=new_md),
+                                        expected_revision=int(md["resourceVersion"]))
             except errors.Conflict:
-                dep = self.get(res, dep["metadata"].get("namespace"), dep["metadata"]["name"])
+                found = self.store.get_by_uid(md.get("uid", ""))
+                if found is None:
+                    return False
+                obj = found[1]
+                continue
+            except errors.NotFound:
+                return False
+            return self._finish(res, out, collect=collect)
+        raise errors.Conflict(f'{res.group_resource} "{obj["metadata"]["name"]}": finalizer {name} could not be '
+                              f'removed, the object kept changing')
 
-    def _sweep_orphans(self) -> None:
-        """Dependents whose owners are all gone (e.g. the server died between the two deletes)."""
+    def _finish(self, res: Resource, obj: dict, *, collect: bool = True) -> bool:
+        """Remove `obj` if its deletion waits for nothing any more (a namespace: hand it to its
+        termination job). True when this removed it."""
+        for _ in range(10):
+            if not deletion.finished(obj) or self._awaits_node(res, obj):
+                return False
+            if res.kind == "Namespace":
+                self._gc_queue.put(("namespace", obj["metadata"]["name"]))
+                return False
+            try:
+                self._remove(res, obj, collect=collect)
+                return True
+            except errors.NotFound:
+                return False
+            except errors.Conflict:
+                md = obj["metadata"]
+                fresh = self.store.get(res.plural, md.get("namespace"), md["name"])
+                if fresh is None or fresh["metadata"].get("uid") != md.get("uid"):
+                    return False
+                obj = fresh
+        raise errors.Conflict(f'{res.group_resource} "{obj["metadata"]["name"]}" could not be removed: it kept '
+                              f'changing')
+
+    def _finalize(self, uid: str) -> None:
+        found = self.store.get_by_uid(uid)
+        if found is not None:
+            self._finish(resolve(found[0]), found[1])
+
+    def _sweep(self, _: str = "") -> None:
+        """At start: resume what a crash cut short — orphan and foreground jobs of objects
+        marked for deletion, removals whose last finalizer went but not the object,
+        terminating namespaces, and cascades of owners already gone. Events are not read (no
+        kind of shoal makes them owners or dependents, and there are many)."""
         for r in RESOURCES:
-            if r.kind in ("Namespace", "Node", "Event", "Lease"):
+            if r.kind == "Event":
                 continue
             items, _ = self.store.list(r.plural)
             for obj in items:
-                refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-                if refs and not any(self.store.get_by_uid(x.get("uid", "")) for x in refs):
-                    for x in refs:
-                        self._gc_queue.put(("cascade", x.get("uid", "")))
+                md = obj.get("metadata") or {}
+                for job in deletion.pending_work(obj):
+                    self._gc_queue.put((job, md.get("uid", "")))
+                if r.kind == "Namespace" and deletion.is_deleting(obj):
+                    self._gc_queue.put(("namespace", md["name"]))
+                elif deletion.finished(obj) and not self._awaits_node(r, obj):
+                    self._gc_queue.put(("finalize", md.get("uid", "")))
+                for ref in md.get("ownerReferences") or []:
+                    uid = ref.get("uid", "")
+                    if uid and self.store.get_by_uid(uid) is None:
+                        self._gc_queue.put(("cascade", uid))
 
     def _finish_namespace(self, name: str) -> None:
         remaining = 0
@@ -706,20 +1017,26 @@ class Registry:
                 remaining += 1
                 if not (obj.get("metadata") or {}).get("deletionTimestamp"):
                     try:
-                        self.delete(r, name, obj["metadata"]["name"], {"propagationPolicy": "Background"})
+                        out = self.delete(r, name, obj["metadata"]["name"], {"propagationPolicy": "Background"})
                     except errors.NotFound:
-                        remaining -= 1
+                        out = {}
+                    if not deletion.is_deleting(out):
+                        remaining -= 1      # removed at once
         if remaining:
-            # Pods still terminating on their nodes: look again shortly.
-            if not self._stopping.is_set():
-                threading.Timer(1.0, self._gc_queue.put, args=(("namespace", name),)).start()
+            # Pods still terminating on their nodes, objects held by finalizers: look again.
+            self._gc_later(("namespace", name), 1.0)
             return
         cur = self.store.get("namespaces", None, name)
-        if cur is not None:
-            try:
-                self.store.delete("namespaces", None, name, expected_revision=int(cur["metadata"]["resourceVersion"]))
-            except (errors.NotFound, errors.Conflict):
-                self._gc_queue.put(("namespace", name))
+        if cur is None or not deletion.is_deleting(cur):
+            return
+        if cur["metadata"].get("finalizers"):
+            return      # whoever removes the last one finishes it (`_after_update`, `_drop_finalizer`)
+        try:
+            self._remove(resolve("Namespace"), cur)
+        except errors.NotFound:
+            pass
+        except errors.Conflict:
+            self._gc_later(("namespace", name), 0.0)
 
     # ------------------------------------------------------------------ logs
     async def pod_log(self, namespace: str | None, name: str, params) -> Any:

@@ -299,15 +299,18 @@ class Client:
 
     def delete(self, kind: str, name: str, namespace: str | None = None, *,
                grace_period_seconds: int | None = None, propagation_policy: str | None = None,
-               preconditions_uid: str | None = None) -> dict:
+               preconditions_uid: str | None = None, preconditions_resource_version: str | None = None) -> dict:
+        """DELETE with DeleteOptions; the preconditions make it a Conflict unless the object
+        still has that uid / resourceVersion."""
         res = resolve(kind)
         body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if grace_period_seconds is not None:
             body["gracePeriodSeconds"] = grace_period_seconds
         if propagation_policy:
             body["propagationPolicy"] = propagation_policy
-        if preconditions_uid:
-            body["preconditions"] = {"uid": preconditions_uid}
+        pre = {k: v for k, v in (("uid", preconditions_uid), ("resourceVersion", preconditions_resource_version)) if v}
+        if pre:
+            body["preconditions"] = pre
         return self.request("DELETE", res.path(name, self._ns(res, namespace)), body=body)
 
     def watch(self, kind: str, namespace: str | None = None, *, resource_version: str | None = None,
