@@ -9,12 +9,24 @@ reach their handler through `ShoalAPI`'s `RouteTable` (a dictionary lookup)
 rather than FastAPI's router; FastAPI still serves everything else and the
 OpenAPI document of all of it.
 
+The request pipeline, as Kubernetes' (docs/api.md "Dry run and limits"):
+- authentication before anything else; a request body is read only after it, and only up
+  to `MAX_REQUEST_BYTES` (3 MiB: Content-Length checked first, then the bytes as they
+  arrive; 413 RequestEntityTooLarge), and a large body is decoded off the event loop;
+- names in the URL are refused (400) when they hold control characters;
+- `dryRun=All` (the query of POST/PUT/PATCH; the DeleteOptions body or the query of a
+  DELETE) runs the very same handler on `dryrun.dry_run_view(registry)`: authorized,
+  admitted, validated and checked as the real call, nothing stored; any other value is 422;
+- every JSON answer is written as Kubernetes' serializer writes it (compact, `<`, `>` and `&`
+  escaped as Go does, a final newline), a Status in Go's field order (`errors.status_object`).
+
 Next: `apiserver.registry` holds the semantics, `apiserver.watch` streams.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,7 +37,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoal.apiserver import auth, protobuf, watch
+from shoal.apiserver.dryrun import dry_run_view
 from shoal.machinery.api import errors
+from shoal.machinery.api.models.field import FieldErrors
+from shoal.machinery.api.models.validation import validate_dry_run
+from shoal.machinery.api.names import control_characters
 from shoal.apiserver.registry import Registry, Selectors
 from shoal.machinery.api.resources import RESOURCES, Resource
 from shoal.apiserver.routetable import RouteTable
@@ -42,32 +58,139 @@ PATCH_BODY = {"requestBody": {"content": {
 }, "required": True}}
 DELETE_BODY = {"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}, "required": False}}
 
+MAX_REQUEST_BYTES = 3 * 1024 * 1024       # Kubernetes' --max-request-bytes default (apiserver MaxRequestBodyBytes)
+DECODE_OFF_LOOP_BYTES = 64 * 1024         # a body larger than this is decoded, and its write run, on a thread
 
-def _status_response(e: errors.ApiError) -> JSONResponse:
-    return JSONResponse(e.status(), status_code=e.code or 500)
+
+def _status_response(e: errors.ApiError) -> Response:
+    # A refused upload may still be arriving: close the connection rather than read the rest.
+    headers = {"Connection": "close"} if e.code == 413 else None
+    return _Json(e.status(), status_code=e.code or 500, headers=headers)
 
 
-async def _body(request: Request, *, required: bool = True) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        if required:
-            raise errors.BadRequest("the request body is empty; an object was expected")
-        return None
-    if protobuf.is_protobuf(request.headers.get("content-type")):
-        return protobuf.decode(raw)         # typed kubectl commands (`apiserver.protobuf`)
+async def _read_body(request: Request) -> bytes:
+    """The request's body, at most MAX_REQUEST_BYTES: refused (413) by its Content-Length
+    before any byte is read, else as soon as more than the limit has arrived."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise errors.BadRequest(f"Content-Length: invalid value {declared!r}") from None
+        if size > MAX_REQUEST_BYTES:
+            raise _too_large(size)
+    chunks: list[bytes] = []
+    got = 0
+    async for chunk in request.stream():
+        got += len(chunk)
+        if got > MAX_REQUEST_BYTES:
+            raise _too_large(None)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int | None) -> errors.RequestEntityTooLarge:
+    what = f"the body is {size} bytes; " if size is not None else ""
+    return errors.RequestEntityTooLarge(f"Request entity too large: {what}limit is {MAX_REQUEST_BYTES}")
+
+
+def _decode_body(raw: bytes, content_type: str) -> Any:
+    """JSON (also without a Content-Type: kubectl's scale PUT, the Python client), YAML for
+    apply-patch+yaml, or Kubernetes' protobuf (typed kubectl commands: `apiserver.protobuf`)."""
+    if protobuf.is_protobuf(content_type):
+        return protobuf.decode(raw)
     try:
-        # Bodies may arrive without a Content-Type (kubectl's scale PUT, the Python client);
-        # YAML is accepted for apply-patch+yaml.
         return json.loads(raw)
     except ValueError:
-        ct = request.headers.get("content-type", "")
-        if "yaml" in ct:
+        if "yaml" in content_type:
             import yaml
             try:
                 return yaml.safe_load(raw)
             except yaml.YAMLError as e:
                 raise errors.BadRequest(f"the request body is not valid YAML: {e}") from None
         raise errors.BadRequest("the request body is not valid JSON") from None
+
+
+async def _body(request: Request, *, required: bool = True) -> Any:
+    """The decoded body (None when empty and not `required`). Call it only once the request is
+    authenticated (and, where the decision does not need the body, authorized). Sets
+    `request.state.body_bytes`, which `_heavy` reads."""
+    raw = await _read_body(request)
+    request.state.body_bytes = len(raw)
+    if not raw.strip():
+        if required:
+            raise errors.BadRequest("the request body is empty; an object was expected")
+        return None
+    ct = request.headers.get("content-type", "")
+    if len(raw) > DECODE_OFF_LOOP_BYTES:
+        # JSON at ~100 MB/s and YAML far slower: megabytes would hold every other request.
+        return await anyio.to_thread.run_sync(_decode_body, raw, ct)
+    return _decode_body(raw, ct)
+
+
+def _heavy(request: Request) -> bool:
+    """Whether the request brought a body large enough that its write (decoding into models,
+    validation) belongs on a thread rather than the event loop."""
+    return getattr(request.state, "body_bytes", 0) > DECODE_OFF_LOOP_BYTES
+
+
+_OPTIONS_KIND = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
+
+
+def _dry_run(request: Request, also: list | None = None) -> bool:
+    """Whether the write is a dry run: `dryRun` of the query (any number of times) and `also`
+    (a DeleteOptions body's). Only "All" is known; anything else is 422, as Kubernetes'
+    ValidateDryRun answers (`CreateOptions.meta.k8s.io "" is invalid: dryRun: ...`)."""
+    values = request.query_params.getlist("dryRun") + list(also or [])
+    errs = FieldErrors()
+    validate_dry_run(errs, values)
+    errs.raise_if_any(f"{_OPTIONS_KIND.get(request.method, 'DeleteOptions')}.meta.k8s.io", "")
+    return bool(values)
+
+
+def _delete_options(request: Request, body: Any) -> tuple[dict, bool]:
+    """A DELETE's options: the DeleteOptions body (kubectl puts everything there, dryRun
+    included) with the query's `gracePeriodSeconds`, `propagationPolicy`, `orphanDependents`
+    and `dryRun` (the Python client's form) over it; decoded and validated as a DeleteOptions
+    (400 for an unknown field or a wrong type, 422 for a value out of range or not supported,
+    e.g. `gracePeriodSeconds: 2**70`). Returns (options for `Registry.delete`, dry run)."""
+    if body is not None and not isinstance(body, dict):
+        raise errors.BadRequest("the request body must be a DeleteOptions object")
+    opts = dict(body or {})
+    q = request.query_params
+    if q.get("gracePeriodSeconds") is not None:
+        try:
+            opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+        except ValueError:
+            raise errors.BadRequest(f"gracePeriodSeconds: invalid value {q['gracePeriodSeconds']!r}: must be an "
+                                    f"integer", causes=[errors.Cause("gracePeriodSeconds", "must be an integer")]
+                                    ) from None
+    if q.get("propagationPolicy"):
+        opts["propagationPolicy"] = q["propagationPolicy"]
+    if q.get("orphanDependents") is not None:
+        if q["orphanDependents"].lower() not in ("true", "false", "1", "0"):
+            raise errors.BadRequest(f"orphanDependents: invalid value {q['orphanDependents']!r}: must be true or "
+                                    f"false", causes=[errors.Cause("orphanDependents", "must be true or false")])
+        opts["orphanDependents"] = q["orphanDependents"].lower() in ("true", "1")
+    from shoal.machinery.api.models import validate
+    opts = validate("DeleteOptions", opts)
+    dry = _dry_run(request, opts.pop("dryRun", None))
+    opts.pop("kind", None)
+    opts.pop("apiVersion", None)
+    orphan = opts.pop("orphanDependents", None)
+    if orphan is not None:          # the legacy form of the policy (validation refused both at once)
+        opts["propagationPolicy"] = "Orphan" if orphan else "Background"
+    return opts, dry
+
+
+def _check_path_names(**params: str | None) -> None:
+    """A namespace or name taken from the URL must be one printable line (400 otherwise): it
+    may end up in a header, a log line or an agent's request."""
+    for what, value in params.items():
+        problems = control_characters(value) if value else []
+        if problems:
+            raise errors.BadRequest(f"invalid {what} {value!r} in the URL: {problems[0]}",
+                                    causes=[errors.Cause(what, problems[0])])
 
 
 def _authenticate(scope, cache: "auth.TokenCache") -> None:
@@ -139,14 +262,33 @@ def _http_error(e: StarletteHTTPException) -> JSONResponse:
     return _status_response(errors.ApiError(str(e.detail), code=e.status_code, reason="BadRequest"))
 
 
+# What Go's encoding/json escapes in strings beyond what Python's does (HTML-safe output);
+# these characters occur only inside JSON strings, so replacing them in the text is exact.
+_GO_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+               ("\u2029", "\\u2029"))
+
+
+def encode_json(content: Any) -> bytes:
+    """JSON as Kubernetes' serializer writes it (json.Encoder.Encode): compact, UTF-8,
+    `<`/`>`/`&`/U+2028/U+2029 escaped, one final newline."""
+    text = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in _GO_ESCAPES:
+        if char in text:
+            text = text.replace(char, escaped)
+    return (text + "\n").encode()
+
+
 class _Json(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
+        return encode_json(content)
 
 
 def _json(obj: Any, status: int = 200) -> JSONResponse:
     """Objects are plain JSON already: answer them directly, skipping FastAPI's
-    `jsonable_encoder`, which walks every field of every object again."""
+    `jsonable_encoder`, which walks every field of every object again. A Status (a delete's,
+    a binding's) is put in Kubernetes' field order and omitempty."""
+    if isinstance(obj, dict) and obj.get("kind") == "Status":
+        obj = errors.normalize_status(obj)
     return _Json(obj, status_code=status)
 
 
@@ -333,6 +475,8 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
             timeout = min(float(q.get("timeoutSeconds") or settings.max_watch_seconds), settings.max_watch_seconds)
         except ValueError:
             raise errors.BadRequest(f"timeoutSeconds: invalid value {q.get('timeoutSeconds')!r}") from None
+        if math.isnan(timeout):
+            raise errors.BadRequest(f"timeoutSeconds: invalid value {q.get('timeoutSeconds')!r}")
         if timeout <= 0:
             timeout = settings.max_watch_seconds
         initial: list[dict] | None = None
@@ -344,7 +488,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
                 start = int(rv)
             except ValueError:
                 raise errors.BadRequest(f"resourceVersion: invalid value {rv!r}: must be an integer") from None
-            if start < 0:
+            if not 0 <= start < 2**63:     # a revision is an int64 (and SQLite's integer)
                 raise errors.BadRequest(f"resourceVersion: invalid value {rv!r}")
 
         def matches(obj: dict) -> bool:
@@ -366,14 +510,27 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         return StreamingResponse(gen(), media_type="application/json",
                                  headers={"Cache-Control": "no-cache, private", "X-Content-Type-Options": "nosniff"})
 
+    async def write(request: Request, fn):
+        """Run a registry write: as `store_call` does, but on a thread when the request brought
+        a large body (its decoding into models and validation would hold the event loop)."""
+        if _heavy(request):
+            return await anyio.to_thread.run_sync(fn)
+        return await store_call(fn)
+
+    def semantics(dry_run: bool) -> Registry:
+        """The registry the write runs on: the real one, or its dry-run view (apiserver.dryrun)."""
+        return dry_run_view(registry) if dry_run else registry
+
     async def do_create(request: Request, namespace: str | None = None):
         p = principal(request)
+        dry = _dry_run(request)
+        if p.role not in ("admin", "node"):       # nothing in the body could make this allowed
+            auth.authorize(p, "create", res, namespace=namespace)
         body = await _body(request)
         auth.authorize(p, "create", res, namespace=namespace, obj=body if isinstance(body, dict) else None)
         auth.admit(p, res, body if isinstance(body, dict) else None, None)
-        q = request.query_params
-        out = await store_call(
-            lambda: registry.create(res, namespace, body, dry_run=q.get("dryRun") == "All"))
+        reg = semantics(dry)
+        out = await write(request, lambda: reg.create(res, namespace, body))
         return _json(out, 201)
 
     async def do_get(request: Request, name: str, namespace: str | None = None):
@@ -387,18 +544,20 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
 
     async def do_update(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
         p = principal(request)
-        body = await _body(request)
+        dry = _dry_run(request)
         old = await store_call(registry.get, res, namespace, name)
-        auth.authorize(p, "update", res, namespace=namespace, name=name, subresource=subresource,
-                       obj=body if isinstance(body, dict) else None, old=old)
+        # Decided on the URL and the stored object (never the body): before the body is read.
+        auth.authorize(p, "update", res, namespace=namespace, name=name, subresource=subresource, old=old)
+        body = await _body(request)
         if subresource != "status":     # /status keeps the stored spec
             auth.admit(p, res, body if isinstance(body, dict) else None, old)
-        return _json(await store_call(
-            lambda: registry.update(res, namespace, name, body, subresource=subresource, current=old)))
+        reg = semantics(dry)
+        return _json(await write(
+            request, lambda: reg.update(res, namespace, name, body, subresource=subresource, current=old)))
 
     async def do_patch(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
         p = principal(request)
-        body = await _body(request)
+        dry = _dry_run(request)
         ct = (request.headers.get("content-type") or "application/merge-patch+json").split(";")[0].strip()
         old = None
         try:
@@ -411,27 +570,40 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         if ct == "application/apply-patch+yaml" and not request.query_params.get("fieldManager"):
             raise errors.Invalid("fieldManager is required for apply requests",
                                  causes=[errors.Cause("fieldManager", "Required value")])
+        body = await _body(request)
         admit = None if subresource == "status" else (lambda cur, new: auth.admit(p, res, new, cur))
-        return _json(await store_call(
-            lambda: registry.patch(res, namespace, name, body, ct, subresource=subresource, admit=admit)))
+        reg = semantics(dry)
+        return _json(await write(
+            request, lambda: reg.patch(res, namespace, name, body, ct, subresource=subresource, admit=admit)))
 
     async def do_delete(request: Request, name: str, namespace: str | None = None):
         p = principal(request)
-        body = await _body(request, required=False)
-        opts = body if isinstance(body, dict) else {}
-        q = request.query_params
-        if q.get("gracePeriodSeconds") is not None:
-            try:
-                opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
-            except ValueError:
-                raise errors.BadRequest("gracePeriodSeconds must be an integer") from None
-        if q.get("propagationPolicy"):
-            opts["propagationPolicy"] = q["propagationPolicy"]
         old = await store_call(registry.get, res, namespace, name)
         auth.authorize(p, "delete", res, namespace=namespace, name=name, old=old)
-        out = await store_call(lambda: registry.delete(res, namespace, name, opts))
-        if res.kind == "Node":      # the name is free: a new machine may join under it
+        opts, dry = _delete_options(request, await _body(request, required=False))
+        reg = semantics(dry)
+        out = await write(request, lambda: reg.delete(res, namespace, name, opts))
+        if res.kind == "Node" and not dry:      # the name is free: a new machine may join under it
             await anyio.to_thread.run_sync(auth.release_node_name, registry.store, name)
+        return _json(out)
+
+    async def do_delete_collection(request: Request, namespace: str | None = None):
+        """DELETE on a collection (Kubernetes' deletecollection): every object matching
+        `labelSelector`/`fieldSelector`, each deleted as a DELETE of it with the same options
+        would; answers the {Kind}List of the objects selected."""
+        p = principal(request)
+        q = request.query_params
+        auth.authorize(p, "deletecollection", res, namespace=namespace)
+        sel = Selectors.parse(q.get("labelSelector"), q.get("fieldSelector"))
+        opts, dry = _delete_options(request, await _body(request, required=False))
+        reg = semantics(dry)
+        # Many deletes, each its own transaction: never on the event loop.
+        out = await anyio.to_thread.run_sync(lambda: reg.delete_collection(res, namespace, sel, opts))
+        if res.kind == "Node" and not dry:
+            for item in out.get("items") or []:
+                node = item["metadata"]["name"]
+                if registry.store.get("nodes", None, node) is None:     # gone, not held by a finalizer
+                    await anyio.to_thread.run_sync(auth.release_node_name, registry.store, node)
         return _json(out)
 
     async def do_scale_get(request: Request, name: str, namespace: str | None = None):
@@ -440,21 +612,27 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
 
     async def do_scale_put(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "update", res, namespace=namespace, name=name, subresource="scale")
+        dry = _dry_run(request)
         body = await _body(request)
-        return _json(await store_call(lambda: registry.update_scale(res, namespace, name, body, None)))
+        reg = semantics(dry)
+        return _json(await write(request, lambda: reg.update_scale(res, namespace, name, body, None)))
 
     async def do_scale_patch(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "patch", res, namespace=namespace, name=name, subresource="scale")
+        dry = _dry_run(request)
         body = await _body(request)
         ct = (request.headers.get("content-type") or "application/merge-patch+json").split(";")[0].strip()
-        return _json(await store_call(lambda: registry.update_scale(res, namespace, name, body, ct)))
+        reg = semantics(dry)
+        return _json(await write(request, lambda: reg.update_scale(res, namespace, name, body, ct)))
 
     async def do_bind(request: Request, name: str, namespace: str | None = None):
         p = principal(request)
-        body = await _body(request)
+        dry = _dry_run(request)
         old = await store_call(registry.get, res, namespace, name)
         auth.authorize(p, "create", res, namespace=namespace, name=name, subresource="binding", old=old)
-        return _json(await store_call(lambda: registry.bind(namespace, name, body, current=old)), 201)
+        body = await _body(request)
+        reg = semantics(dry)
+        return _json(await write(request, lambda: reg.bind(namespace, name, body, current=old)), 201)
 
     async def do_log(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "get", res, namespace=namespace, name=name, subresource="log")
@@ -472,6 +650,9 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         (item, "PATCH", _item_route(do_patch, ns), f"patch a {sing}", {"openapi_extra": PATCH_BODY}),
         (item, "DELETE", _item_route(do_delete, ns), f"delete a {sing}", {"openapi_extra": DELETE_BODY}),
     ]
+    if res.kind != "Namespace":     # as in Kubernetes, namespaces are deleted one by one
+        routes.append((coll, "DELETE", _collection_route(do_delete_collection, ns), f"delete a collection of "
+                       f"{res.plural}", {"openapi_extra": DELETE_BODY}))
     if ns:
         routes.append((f"{root}/{res.plural}", "GET", _collection_route(do_list, False),
                        f"list {res.plural} in all namespaces", {}))
@@ -508,6 +689,7 @@ def _collection_route(fn, namespaced: bool):
     document) that calls fn(request, namespace)."""
     if namespaced:
         async def handler(request: Request, namespace: str):
+            _check_path_names(namespace=namespace)
             return await fn(request, namespace)
     else:
         async def handler(request: Request):
@@ -519,8 +701,10 @@ def _item_route(fn, namespaced: bool, *extra):
     """Like _collection_route for one object: calls fn(request, name, namespace, *extra)."""
     if namespaced:
         async def handler(request: Request, namespace: str, name: str):
+            _check_path_names(namespace=namespace, name=name)
             return await fn(request, name, namespace, *extra)
     else:
         async def handler(request: Request, name: str):
+            _check_path_names(name=name)
             return await fn(request, name, None, *extra)
     return handler

@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from shoal.machinery.api import errors
 from shoal.machinery.api.resources import RESOURCES
 
-VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+# As in Kubernetes, namespaces are deleted one by one: no DELETE on their collection.
+NAMESPACE_VERBS = [v for v in VERBS if v != "deletecollection"]
 
 
 def _resource_entries(group: str, version: str) -> list[dict]:
@@ -19,7 +21,7 @@ def _resource_entries(group: str, version: str) -> list[dict]:
         if r.group != group or r.version != version:
             continue
         e = {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-             "verbs": VERBS}
+             "verbs": NAMESPACE_VERBS if r.kind == "Namespace" else VERBS}
         if r.short_names:
             e["shortNames"] = list(r.short_names)
         if r.categories:

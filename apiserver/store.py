@@ -27,6 +27,9 @@ Design notes (the kine idea, reshaped for a small Python server)
   would reuse their numbers: an informer holding a lost revision would take
   the reissued ones for already seen and miss them silently. NORMAL stays
   available (``--sqlite-synchronous normal``) for those who accept that.
+* Object size: a value is at most `MAX_OBJECT_BYTES` (1.5 MiB, etcd's default request
+  limit, which bounds every Kubernetes object); `create`/`update` refuse a larger one with
+  413 RequestEntityTooLarge naming the object (`check_object_size`), before any SQL.
 * Compaction deletes log rows older than a time window (but never the newest
   row) and remembers the highest compacted revision; a watch from an older
   revision gets 410 Gone. SQLite reclaims the pages with incremental vacuum.
@@ -232,6 +235,24 @@ _UPDATE_OBJECT = update(objects_t).where(objects_t.c.key == bindparam("b_key"),
 
 def object_key(resource: str, namespace: str | None, name: str) -> str:
     return f"{resource}/{namespace or ''}/{name}"
+
+
+MAX_OBJECT_BYTES = 1536 * 1024     # etcd's --max-request-bytes default: no Kubernetes object is larger
+
+
+def check_object_size(resource: str, obj: dict, value: str) -> None:
+    """Raise RequestEntityTooLarge (413) when `value` (the serialized object) is over
+    MAX_OBJECT_BYTES in UTF-8."""
+    if len(value) * 4 <= MAX_OBJECT_BYTES:          # cannot be over: skip the encoding
+        return
+    size = len(value.encode())
+    if size > MAX_OBJECT_BYTES:
+        md = obj.get("metadata") or {}
+        where = f' in namespace "{md["namespace"]}"' if md.get("namespace") else ""
+        raise errors.RequestEntityTooLarge(
+            f'Request entity too large: {resource} "{md.get("name", "")}"{where} would be {size} bytes when '
+            f'stored; the limit is {MAX_OBJECT_BYTES} bytes (1.5 MiB, etcd\'s request limit)',
+            details={"name": md.get("name", ""), "kind": resource})
 
 
 @dataclass
@@ -572,11 +593,13 @@ class Store:
 
     # ------------------------------------------------------------------ writes
     def create(self, resource: str, obj: dict) -> dict:
-        """Insert a new object. Raises AlreadyExists if the key is taken."""
+        """Insert a new object. Raises AlreadyExists if the key is taken, RequestEntityTooLarge if
+        the object is over MAX_OBJECT_BYTES."""
         md = obj["metadata"]
         ns = md.get("namespace") or ""
         key = object_key(resource, ns, md["name"])
         value = _strip_rv(obj)
+        check_object_size(resource, obj, value)
         owners = _owner_uids(obj)
 
         def tx() -> int:
@@ -597,11 +620,13 @@ class Store:
 
     def update(self, resource: str, obj: dict, *, expected_revision: int) -> dict:
         """Replace an object if its current revision is `expected_revision` (compare-and-swap).
-        Raises NotFound if absent, Conflict if the revision moved on."""
+        Raises NotFound if absent, Conflict if the revision moved on, RequestEntityTooLarge if the
+        object is over MAX_OBJECT_BYTES."""
         md = obj["metadata"]
         ns = md.get("namespace") or ""
         key = object_key(resource, ns, md["name"])
         value = _strip_rv(obj)
+        check_object_size(resource, obj, value)
         owners = _owner_uids(obj)
         conflict = errors.Conflict(
             f'Operation cannot be fulfilled on {resource} "{md["name"]}": the object has been '
