@@ -106,5 +106,6 @@ cat <<TXT
   shoal scale deployment/web --replicas 5
   shoal logs -f $FLAKY
   shoal apply -f manifests/probes.yaml            # more examples in manifests/
+  kubectl get pods                                # kubectl reads the same kubeconfig (HTTPS, CA, token)
   $DOWN   # stop the cluster (containers stop too)
 TXT
