@@ -193,6 +193,14 @@ def test_drain_delete_options_with_an_empty_object():
     assert validate("DeleteOptions", out) == {"apiVersion": "v1", "kind": "DeleteOptions"}
 
 
+def test_binding_and_scale():
+    binding = protobuf.decode(envelope("v1", "Binding", meta("p") + lf(2, sf(1, "Node") + sf(3, "node-1"))))
+    assert binding == {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+                       "target": {"kind": "Node", "name": "node-1"}}
+    scale = protobuf.decode(envelope("autoscaling/v1", "Scale", meta("web") + lf(2, vf(1, 3)) + lf(3, vf(1, 0))))
+    assert scale["spec"] == {"replicas": 3} and scale["status"] == {"replicas": 0}   # status.replicas: no omitempty
+
+
 def test_a_message_field_sent_twice_merges_as_in_go():
     raw = lf(1, sf(1, "n") + entry(11, "a", b"1")) + lf(1, entry(11, "b", b"2"))
     assert protobuf.decode(envelope("v1", "Namespace", raw))["metadata"] == {"name": "n",
