@@ -243,6 +243,7 @@ def ensure_server_certs(tls_dir: str | os.PathLike, listen_host: str, sans: Iter
         log.info("TLS: created a CA in %s (sha256 %s)", d, ca_hash((d / "ca.crt").read_bytes()))
     else:
         ca, ca_key = loaded
+    cert: x509.Certificate | None
     try:
         cert = x509.load_pem_x509_certificate((d / "server.crt").read_bytes())
         if not (d / "server.key").exists():

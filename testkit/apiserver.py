@@ -54,8 +54,8 @@ def wait_for(pred: Callable[[], Any], *, timeout: float = 30.0, interval: float 
 def start_test_server(tmp_path: Path, *, controllers: bool = False, controller_options: Any = None,
                       **settings: Any) -> ServerProcess:
     data = Path(tmp_path) / "server"
-    kw = dict(data_dir=data, listen_host="127.0.0.1", listen_port=0, watch_poll_interval=0.2,
-              bookmark_interval=1.0, tls=False)
+    kw: dict[str, Any] = dict(data_dir=data, listen_host="127.0.0.1", listen_port=0, watch_poll_interval=0.2,
+                              bookmark_interval=1.0, tls=False)
     kw.update(settings)
     s = Settings(**kw)
     srv = ServerProcess(s, kubeconfig_paths=[data / "admin.kubeconfig"])

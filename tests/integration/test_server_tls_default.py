@@ -260,3 +260,18 @@ def test_insecure_http_on_loopback_is_for_shoal_only_and_the_next_default_start_
 
     third = servers(port=srv.port).start()          # a restart keeps the CA: kubeconfigs stay valid
     assert (third.data / "tls" / "ca.crt").read_bytes() == ca_pem
+
+
+def test_ipv6_loopback_listen_writes_a_bracketed_https_url(servers, kubectl_cache):
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+    port = free_port()
+    srv = servers("--listen", f"[::1]:{port}", port=port).start()
+    assert srv.config()["clusters"][0]["cluster"]["server"] == f"https://[::1]:{port}"
+    r = srv.shoal("get", "namespaces")
+    assert r.returncode == 0 and "default" in r.stdout, r.stdout + r.stderr
+    r = kubectl(srv, kubectl_cache, "get", "namespace", "default", "-o", "name")
+    assert (r.returncode, r.stdout.strip()) == (0, "namespace/default"), r.stderr
