@@ -328,11 +328,11 @@ def build_oci_spec(cfg: ContainerConfig, *, rootfs: str, cgroups_path: str,
 
     mounts = standard_mounts()
     if sec.privileged:
-        for m in mounts:
-            if m["destination"] in ("/sys", "/sys/fs/cgroup"):
-                m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
+        for std in mounts:
+            if std["destination"] in ("/sys", "/sys/fs/cgroup"):
+                std["options"] = [o for o in std["options"] if o != "ro"] + ["rw"]
         # the host's devices, as `docker run --privileged` gives (its own pts, shm, mqueue stay)
-        i = next(i for i, m in enumerate(mounts) if m["destination"] == "/dev")
+        i = next(i for i, std in enumerate(mounts) if std["destination"] == "/dev")
         mounts[i] = {"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind", "rw"]}
     if etc_files is not None:
         for dest, src in (("/etc/hosts", etc_files.hosts), ("/etc/hostname", etc_files.hostname),
