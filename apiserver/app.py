@@ -36,7 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shoal.apiserver import auth, protobuf, watch
+from shoal.apiserver import auth, protobuf, tables, watch
 from shoal.apiserver.dryrun import dry_run_view
 from shoal.machinery.api import errors
 from shoal.machinery.api.models.field import FieldErrors
@@ -405,7 +405,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         return Response(pem, media_type="application/x-pem-file")
 
     from shoal.apiserver.discovery import add_discovery_routes
-    add_discovery_routes(app)
+    add_discovery_routes(app, settings.version)
 
     @app.post("/shoal/v1/join", tags=["shoal"], openapi_extra=OBJECT_BODY)
     async def join(request: Request):
@@ -464,12 +464,16 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         sel = Selectors.parse(q.get("labelSelector"), q.get("fieldSelector"))
         if verb == "watch":
             return await _watch(request, res, namespace, sel)
+        view = tables.view_for(request.headers.get("accept"), q, target="list")     # kubectl get: a Table
         items, rev = await anyio.to_thread.run_sync(registry.list, res, namespace, sel)
+        if view is not None:
+            return tables.response(view, tables.for_list(view, res, items, str(rev)))
         return _json({"kind": f"{res.kind}List", "apiVersion": res.api_version,
                       "metadata": {"resourceVersion": str(rev)}, "items": items})
 
     async def _watch(request: Request, res: Resource, namespace: str | None, sel: Selectors):
         q = request.query_params
+        view = tables.view_for(request.headers.get("accept"), q, target="watch")
         rv = q.get("resourceVersion") or ""
         try:
             timeout = min(float(q.get("timeoutSeconds") or settings.max_watch_seconds), settings.max_watch_seconds)
@@ -499,13 +503,15 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         def bookmark(rev: int) -> dict:
             return {"kind": res.kind, "apiVersion": res.api_version, "metadata": {"resourceVersion": str(rev)}}
 
+        convert = None if view is None else tables.WatchConverter(view, res)     # kubectl get -w: Tables
+
         async def gen():
             async for chunk in watch.stream(hub, resource=res.plural, start_revision=start, matches=matches,
                                             initial=initial, timeout=timeout,
                                             bookmark_interval=settings.bookmark_interval
                                             if _bool(q.get("allowWatchBookmarks")) else None,
                                             bookmark_object=bookmark, is_disconnected=request.is_disconnected):
-                yield chunk
+                yield chunk if convert is None else convert.chunk(chunk)
 
         return StreamingResponse(gen(), media_type="application/json",
                                  headers={"Cache-Control": "no-cache, private", "X-Content-Type-Options": "nosniff"})
@@ -535,12 +541,14 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
 
     async def do_get(request: Request, name: str, namespace: str | None = None):
         p = principal(request)
+        view = tables.view_for(request.headers.get("accept"), request.query_params, target="object")
         if auth.needs_stored_for_get(p, res):      # a node may read only the pods bound to it
             obj = await store_call(registry.get, res, namespace, name)
             auth.authorize(p, "get", res, namespace=namespace, name=name, old=obj)
-            return _json(obj)
-        auth.authorize(p, "get", res, namespace=namespace, name=name)
-        return _json(await store_call(registry.get, res, namespace, name))
+        else:
+            auth.authorize(p, "get", res, namespace=namespace, name=name)
+            obj = await store_call(registry.get, res, namespace, name)
+        return _json(obj) if view is None else tables.response(view, tables.for_object(view, res, obj))
 
     async def do_update(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
         p = principal(request)
