@@ -38,13 +38,14 @@ from shoal.apiserver.store import Store, check_object_size
 
 # Store attributes a dry run may use as they are: they read.
 READS = frozenset({"get", "get_by_uid", "list", "page", "dependents", "events_after", "current_revision",
-                   "compacted_revision", "lookup_credential", "node_password_hash", "dialect", "url", "clock"})
+                   "compacted_revision", "lookup_credential", "count_credentials", "node_password_hash", "dialect",
+                   "url", "clock"})
 # Store writes a dry run answers itself (checked, never written).
 WRITES = frozenset({"create", "update", "delete", "delete_batch"})
 # Store attributes a dry run must never reach: writes no request path of the registry makes
 # (credentials, compaction) and the machinery below the methods.
-REFUSED = frozenset({"compact", "refresh_compacted", "put_credential", "delete_credentials", "claim_node_password",
-                     "put_node_password", "close", "engine", "on_commit", "COMPACT_CHUNK"})
+REFUSED = frozenset({"compact", "refresh_compacted", "put_credential", "delete_credentials", "replace_credentials",
+                     "claim_node_password", "put_node_password", "close", "engine", "on_commit", "COMPACT_CHUNK"})
 
 
 def _stored(obj: dict) -> tuple[str, dict]:

@@ -25,9 +25,14 @@ Contract:
   several times this reader's CPU per event).
 - Not thread-safe: one request at a time (the client's pool hands a connection to
   one thread).
+- A request whose method, target or a header holds a character that would break the
+  request's framing (CR, LF, NUL or another control character; a space in the method or
+  target) raises `UnsafeRequest` (a `ValueError`) before anything is sent: a name or value
+  cannot smuggle in a header or a second request.
 """
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -35,10 +40,29 @@ from typing import Iterator
 
 MAX_HEAD = 64 * 1024     # status line + headers; a larger head is refused
 _NO_BODY_STATUS = (204, 304)
+_TOKEN_UNSAFE = re.compile(r"[\x00-\x20\x7f]")      # method, target, header name: no controls, no spaces
+_VALUE_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")   # a header value may hold spaces and tabs
 
 
 class ProtocolError(OSError):
     """The server's answer is not HTTP/1.x as expected."""
+
+
+class UnsafeRequest(ValueError):
+    """A request that cannot be written as one well-formed HTTP/1.1 request."""
+
+
+def check_request(method: str, target: str, headers: dict[str, str]) -> None:
+    """Raise UnsafeRequest when the request line or a header would not be one line each."""
+    tokens = [("method", method), ("target", target)] + [(f"header name {k!r}", k) for k in headers]
+    values = [(f"header {k}", v) for k, v in headers.items()]
+    for what, value, unsafe in [(w, v, _TOKEN_UNSAFE) for w, v in tokens] + [(w, v, _VALUE_UNSAFE) for w, v in values]:
+        m = unsafe.search(value)
+        if m is not None:
+            # The value itself stays out of the message: it may be a credential.
+            raise UnsafeRequest(f"refusing to send a request whose {what} holds {m.group()!r} at offset {m.start()}")
+        if not value and unsafe is _TOKEN_UNSAFE:
+            raise UnsafeRequest(f"refusing to send a request with an empty {what}")
 
 
 class Disconnected(ConnectionError):
@@ -115,6 +139,7 @@ class Connection:
         return StreamResponse(status, headers_in, pieces)
 
     def _send(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> None:
+        check_request(method, target, headers)
         if self._sock is None:
             self._sock = self._connect()
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self._host_header}"]

@@ -11,6 +11,10 @@ Contract:
   closes the stream or `timeout_seconds` elapses; it does not reconnect by
   itself (informers own that loop, so they can relist on 410).
 - Thread-safe: one `Client` may be shared by many threads.
+- Names and namespaces go into paths percent-encoded, and one holding a control character
+  (CR, LF, NUL, ...) is refused before anything is sent (`RequestRefused`), as is a token
+  or user agent holding one: nothing a caller passes can end a request line or start a
+  header (httpconn refuses such a request too, as a last line).
 """
 from __future__ import annotations
 
@@ -20,18 +24,41 @@ import ssl
 import threading
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import yaml
 
 from shoal.machinery.api import errors
 from shoal.machinery.client import httpconn
+from shoal.machinery.api.names import control_characters
 from shoal.machinery.api.resources import Resource, resolve
 
 
 class ConnectionFailed(errors.ApiError):
     code, reason = 0, "ConnectionFailed"
+
+
+class RequestRefused(errors.ApiError):
+    """The client would not send this request (a name or header value with control
+    characters); nothing reached the server."""
+    code, reason = 0, "RequestRefused"
+
+
+def _checked(what: str, value: str) -> str:
+    problems = control_characters(value)
+    if problems:
+        raise RequestRefused(f"{what} {value!r} {problems[0]}: the request was not sent")
+    return value
+
+
+def _path(res: Resource, name: str | None = None, namespace: str | None = None,
+          subresource: str | None = None) -> str:
+    """`res.path(...)` with the name and namespace checked (`_checked`) and percent-encoded."""
+    seg: dict[str, str | None] = {}
+    for what, value in (("name", name), ("namespace", namespace)):
+        seg[what] = quote(_checked(f"{res.singular or res.kind} {what}", value), safe="") if value else value
+    return res.path(seg["name"], seg["namespace"], subresource)
 
 
 def default_kubeconfig_path() -> Path:
@@ -190,8 +217,11 @@ class Client:
                 ctx.load_verify_locations(cadata=base64.b64decode(ca_data).decode())
             verify = ctx
         self._verify = verify
-        headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        headers = {"User-Agent": _checked("user agent", user_agent), "Accept": "application/json"}
         if token:
+            if control_characters(token):     # its value stays out of the message: a secret
+                raise RequestRefused("the token holds control characters (a line break copied with it?): "
+                                     "no request can carry it")
             headers["Authorization"] = f"Bearer {token}"
         self._headers = headers
         self._timeout = timeout
@@ -255,25 +285,25 @@ class Client:
     # -- verbs ----------------------------------------------------------------------
     def create(self, kind: str, obj: dict, namespace: str | None = None) -> dict:
         res = resolve(kind)
-        return self.request("POST", res.path(namespace=self._ns(res, namespace, obj)), body=obj)
+        return self.request("POST", _path(res, namespace=self._ns(res, namespace, obj)), body=obj)
 
     def get(self, kind: str, name: str, namespace: str | None = None, *, subresource: str | None = None) -> dict:
         res = resolve(kind)
-        return self.request("GET", res.path(name, self._ns(res, namespace), subresource))
+        return self.request("GET", _path(res, name, self._ns(res, namespace), subresource))
 
     def list(self, kind: str, namespace: str | None = None, *, label_selector: str | None = None,
              field_selector: str | None = None, all_namespaces: bool = False) -> dict:
         """Return the List object: {"items": [...], "metadata": {"resourceVersion": "N"}}."""
         res = resolve(kind)
         ns = None if all_namespaces else self._ns(res, namespace)
-        return self.request("GET", res.path(namespace=ns),
+        return self.request("GET", _path(res, namespace=ns),
                             params={"labelSelector": label_selector, "fieldSelector": field_selector})
 
     def update(self, kind: str, obj: dict, *, subresource: str | None = None) -> dict:
         """PUT with compare-and-swap on obj.metadata.resourceVersion (409 Conflict when stale)."""
         res = resolve(kind)
         md = obj["metadata"]
-        return self.request("PUT", res.path(md["name"], self._ns(res, None, obj), subresource), body=obj)
+        return self.request("PUT", _path(res, md["name"], self._ns(res, None, obj), subresource), body=obj)
 
     def update_status(self, kind: str, obj: dict) -> dict:
         return self.update(kind, obj, subresource="status")
@@ -286,7 +316,7 @@ class Client:
             md["uid"] = uid
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": md,
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
-        return self.request("POST", resolve("pods").path(name, namespace, "binding"), body=body)
+        return self.request("POST", _path(resolve("pods"), name, namespace, "binding"), body=body)
 
     def patch(self, kind: str, name: str, patch: Any, namespace: str | None = None, *,
               subresource: str | None = None, patch_type: str = "merge") -> dict:
@@ -294,7 +324,7 @@ class Client:
         res = resolve(kind)
         ct = {"merge": "application/merge-patch+json", "json": "application/json-patch+json",
               "strategic": "application/strategic-merge-patch+json"}[patch_type]
-        return self.request("PATCH", res.path(name, self._ns(res, namespace), subresource), body=patch,
+        return self.request("PATCH", _path(res, name, self._ns(res, namespace), subresource), body=patch,
                             content_type=ct)
 
     def delete(self, kind: str, name: str, namespace: str | None = None, *,
@@ -311,7 +341,7 @@ class Client:
         pre = {k: v for k, v in (("uid", preconditions_uid), ("resourceVersion", preconditions_resource_version)) if v}
         if pre:
             body["preconditions"] = pre
-        return self.request("DELETE", res.path(name, self._ns(res, namespace)), body=body)
+        return self.request("DELETE", _path(res, name, self._ns(res, namespace)), body=body)
 
     def watch(self, kind: str, namespace: str | None = None, *, resource_version: str | None = None,
               label_selector: str | None = None, field_selector: str | None = None,
@@ -332,7 +362,7 @@ class Client:
         what = f"watch on {res.plural} from {self.server}"
         try:
             try:
-                r = conn.stream("GET", self._pool.prefix + res.path(namespace=ns) + "?" + query, self._headers,
+                r = conn.stream("GET", self._pool.prefix + _path(res, namespace=ns) + "?" + query, self._headers,
                                 read_timeout=(timeout_seconds or 300) + 30)
                 if r.status >= 400:
                     _raise_status(r.status, r.read())
@@ -359,7 +389,7 @@ class Client:
         params = {k: v for k, v in params.items() if v is not None}
         timeout = httpx.Timeout(self._timeout, read=None if follow else self._timeout)
         try:
-            with self._http.stream("GET", res.path(name, self._ns(res, namespace), "log"), params=params,
+            with self._http.stream("GET", _path(res, name, self._ns(res, namespace), "log"), params=params,
                                    timeout=timeout) as r:
                 _raise_for_stream(r)
                 yield from r.iter_text()

@@ -70,7 +70,7 @@ _HTTP_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\U0010ffff]*\Z")
 # Where the ranged integers (`base.Int32`/`Int64`) of a model class are, computed once per
 # class: [(attribute, wire name, spec)], a spec being ("int", IntRange), ("model", class),
 # ("list", spec), ("dict", spec) or ("any", [spec, ...]) for a union (IntOrString).
-_INT_PLANS: dict[type, list[tuple[str, str, tuple]]] = {}
+_INT_PLANS: dict[type[BaseModel], list[tuple[str, str, tuple]]] = {}
 
 
 def _int_spec(tp: Any) -> Optional[tuple]:
@@ -92,7 +92,7 @@ def _int_spec(tp: Any) -> Optional[tuple]:
     return None
 
 
-def _int_plan(cls: type) -> list[tuple[str, str, tuple]]:
+def _int_plan(cls: type[BaseModel]) -> list[tuple[str, str, tuple]]:
     plan = _INT_PLANS.get(cls)
     if plan is None:
         _INT_PLANS[cls] = []                      # a class that holds itself ends here
