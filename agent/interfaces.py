@@ -85,7 +85,9 @@ class ContainerSecurity:
     readonly_rootfs: bool = False
     allow_privilege_escalation: bool | None = None
     run_as_non_root: bool = False
-    seccomp: str = "RuntimeDefault"      # or "Unconfined"
+    seccomp: str = "RuntimeDefault"      # or "Unconfined", or "Localhost" with `seccomp_localhost`
+    seccomp_localhost: str = ""          # a profile file, relative to the node's seccomp directory
+    supplemental_groups: tuple[int, ...] = ()   # the pod's fsGroup and supplementalGroups
 
 
 @dataclass

@@ -46,6 +46,7 @@ container restarts, removed with the pod), `.../logs/<container>/<attempt>.log`
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import signal
@@ -133,12 +134,16 @@ def container_security(cspec: Mapping, pod_spec: Mapping) -> ContainerSecurity:
     psc = pod_spec.get("securityContext") or {}
     caps = csc.get("capabilities") or {}
     non_root = csc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+    seccomp = csc.get("seccompProfile") or psc.get("seccompProfile") or {}
+    groups = ([psc["fsGroup"]] if psc.get("fsGroup") is not None else []) + list(psc.get("supplementalGroups") or [])
     return ContainerSecurity(
         privileged=bool(csc.get("privileged")),
         caps_add=tuple(caps.get("add") or ()), caps_drop=tuple(caps.get("drop") or ()),
         readonly_rootfs=bool(csc.get("readOnlyRootFilesystem")),
         allow_privilege_escalation=csc.get("allowPrivilegeEscalation"),
-        run_as_non_root=bool(non_root))
+        run_as_non_root=bool(non_root),
+        seccomp=seccomp.get("type") or "RuntimeDefault", seccomp_localhost=seccomp.get("localhostProfile") or "",
+        supplemental_groups=tuple(dict.fromkeys(int(g) for g in groups)))
 
 
 def container_id_for(uid: str, name: str, attempt: int) -> str:
@@ -460,10 +465,25 @@ class PodWorker:
                               f"Failed to create pod sandbox for pod {self._name()}: {e}")
         log.warning("sandbox of pod %s failed: %s", self._name(), e)
 
+    def _empty_dir(self, pod: Mapping, name: str) -> Path:
+        """An emptyDir's directory: world-writable as Kubernetes makes it (any container user
+        may write), and with the pod's fsGroup, owned by that group with setgid so that what
+        is written there stays the group's (kubelet's volume ownership)."""
+        d = self.pod_dir / "volumes" / name
+        if not d.is_dir():
+            d.mkdir(parents=True, exist_ok=True)
+            fs_group = ((pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
+            if fs_group is not None:
+                os.chown(d, -1, int(fs_group))
+                os.chmod(d, 0o2777)
+            else:
+                os.chmod(d, 0o777)
+        return d
+
     def _prepare_volumes(self, pod: Mapping) -> None:
         for v in (pod.get("spec") or {}).get("volumes") or []:
             if v.get("emptyDir") is not None:
-                (self.pod_dir / "volumes" / v["name"]).mkdir(parents=True, exist_ok=True)
+                self._empty_dir(pod, v["name"])
             elif v.get("hostPath") is not None:
                 hp = v["hostPath"]
                 p, typ = Path(hp["path"]), hp.get("type") or ""
@@ -497,8 +517,7 @@ class PodWorker:
                 raise ContainerConfigError(f"volumeMount {vm['name']!r} of container {cspec['name']} names no "
                                            f"volume of pod {self._name()}")
             if v.get("emptyDir") is not None:
-                src = self.pod_dir / "volumes" / v["name"]
-                src.mkdir(parents=True, exist_ok=True)
+                src = self._empty_dir(pod, v["name"])
             elif v.get("hostPath") is not None:
                 src = Path(v["hostPath"]["path"])
             else:

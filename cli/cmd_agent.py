@@ -163,7 +163,8 @@ def build_seams(args, data_dir: Path):
                           runc_root=args.runc_root or str(state / "runc"), cgroup_parent=args.cgroup_parent,
                           seccomp_profile_path=getattr(args, "seccomp_profile", "/usr/share/containers/seccomp.json"),
                           pids_limit=getattr(args, "pids_limit", 4096) or None,
-                          allow_privileged=getattr(args, "allow_privileged", False))
+                          allow_privileged=getattr(args, "allow_privileged", False),
+                          seccomp_dir=str(data_dir / "seccomp"))
     bridge = getattr(args, "bridge", "shoal0")
     network = real_node_network(str(data_dir / "network"), netns_prefix=args.pod_netns_prefix, bridge=bridge,
                                 vxlan_dev="shoal.1" if bridge == "shoal0" else f"{bridge[:13]}.1",

@@ -76,7 +76,7 @@ from shoal.agent.runtime.monitor import (DEFAULT_CONMON, MonitorPaths, conmon_ar
                                          spawn_monitor)
 from shoal.agent.runtime.mounts import is_mounted, mount_overlay, unmount
 from shoal.agent.runtime.runc import DEFAULT_RUNC, CommandRunner, Runc, SubprocessRunner
-from shoal.agent.runtime.seccomp import DEFAULT_PROFILE_PATH, load_profile
+from shoal.agent.runtime.seccomp import DEFAULT_PROFILE_PATH, SeccompProfileError, load_profile
 from shoal.agent.runtime.spec import (NOFILE_LIMIT, PIDS_LIMIT, EtcFiles, ResolvedUser, build_oci_spec, effective_hostname,
                                       render_hosts, render_resolv_conf, resolve_user)
 
@@ -171,7 +171,8 @@ class RuncRuntime:
                  cgroups: Cgroups | None = None, clock: Callable[[], float] = time.time,
                  host_resolv_conf: str = "/etc/resolv.conf", create_timeout: float = 30.0,
                  conmon_log_level: str | None = None, seccomp_profile_path: str = DEFAULT_PROFILE_PATH,
-                 pids_limit: int | None = PIDS_LIMIT, allow_privileged: bool = False):
+                 pids_limit: int | None = PIDS_LIMIT, allow_privileged: bool = False,
+                 seccomp_dir: str | None = None):
         self.root_dir = os.path.abspath(root_dir)
         self.state_dir = os.path.abspath(state_dir or root_dir)
         self.runc_root = os.path.abspath(runc_root)
@@ -189,6 +190,7 @@ class RuncRuntime:
         self.seccomp_profile_path = seccomp_profile_path
         self._seccomp_profile: dict | None = None     # loaded at the first container that needs it
         self.pids_limit = pids_limit
+        self.seccomp_dir = seccomp_dir      # Localhost profiles; None: the node has none
         self.allow_privileged = allow_privileged
         # conmon processes this object spawned: reaped when they exit. Those
         # of an earlier agent belong to init now.
@@ -335,7 +337,9 @@ class RuncRuntime:
                                 "securityContext.privileged: privileged containers are not allowed on this node "
                                 "(start its agent with --allow-privileged)")
         profile = None
-        if not sec.privileged and sec.seccomp != "Unconfined":
+        if not sec.privileged and sec.seccomp == "Localhost":
+            profile = self._localhost_profile(cfg)
+        elif not sec.privileged and sec.seccomp != "Unconfined":
             if self._seccomp_profile is None:
                 self._seccomp_profile = load_profile(self.seccomp_profile_path)
             profile = self._seccomp_profile
@@ -378,6 +382,22 @@ class RuncRuntime:
         except OSError as e:     # e.g. a log filesystem without hard links: no <log>.1, still a log
             log.warning("container %s: cannot keep rotated logs for %s: %s", cid, log_path, e)
         log.debug("container %s created: init pid %d under conmon %d", cid, pid, proc.pid)
+
+    def _localhost_profile(self, cfg: ContainerConfig) -> dict:
+        """`seccompProfile: {type: Localhost, localhostProfile: P}`: the profile file P inside the
+        node's seccomp directory (kubelet's `<root-dir>/seccomp`); never a path outside it."""
+        where = (f"pod {cfg.namespace}/{cfg.pod_name}, container {cfg.container_name}: "
+                 f"securityContext.seccompProfile.localhostProfile {cfg.security.seccomp_localhost!r}")
+        if not self.seccomp_dir:
+            raise ConfigRefused(f"{where}: this node has no seccomp profile directory")
+        base = os.path.realpath(self.seccomp_dir)
+        path = os.path.realpath(os.path.join(base, cfg.security.seccomp_localhost))
+        if not path.startswith(base + os.sep):
+            raise ConfigRefused(f"{where}: resolves outside {base}")
+        try:
+            return load_profile(path)
+        except SeccompProfileError as e:
+            raise ConfigRefused(f"{where}: {e}") from None
 
     def _resolve_user(self, cfg: ContainerConfig, rootfs: str) -> ResolvedUser:
         where = f"image {cfg.image.reference} ({cfg.image.digest})"

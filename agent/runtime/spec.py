@@ -24,6 +24,8 @@ What a container gets is what `docker run` gives by default:
   `agent.runtime.seccomp`) unless the container is privileged or its
   `seccomp` is `Unconfined`; a pids limit (`pids_limit`, default 4096 per
   container) against fork bombs;
+- the pod's `fsGroup` and `supplementalGroups` as additional groups;
+- a `Localhost` seccomp profile read by the executor from the node's profile directory;
 - `readOnlyRootFilesystem` as a read-only root; `privileged` as Docker's
   `--privileged`: every capability, no seccomp, no masked or read-only paths,
   /sys and /sys/fs/cgroup writable, every device allowed and the host's /dev
@@ -315,7 +317,8 @@ def build_oci_spec(cfg: ContainerConfig, *, rootfs: str, cgroups_path: str,
     process = {
         "terminal": False,
         "user": {"uid": user.uid, "gid": user.gid,
-                 **({"additionalGids": list(user.additional_gids)} if user.additional_gids else {})},
+                 **({"additionalGids": gids} if (gids := list(dict.fromkeys(
+                     [*user.additional_gids, *sec.supplemental_groups]))) else {})},
         "args": list(cfg.argv),
         "env": build_env(cfg, hostname=hostname, home=user.home),
         "cwd": cfg.working_dir or "/",

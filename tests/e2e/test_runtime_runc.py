@@ -44,9 +44,9 @@ def env(tmp_path):
                 cgroup_parent=f"/shoal-e2e-{uuid.uuid4().hex[:8]}")
     made: list[RuncRuntime] = []
 
-    def new_runtime() -> RuncRuntime:
+    def new_runtime(**kw) -> RuncRuntime:
         rt = RuncRuntime(dirs["root_dir"], state_dir=dirs["state_dir"], runc_root=dirs["runc_root"],
-                         cgroup_parent=dirs["cgroup_parent"])
+                         cgroup_parent=dirs["cgroup_parent"], **kw)
         made.append(rt)
         return rt
 
@@ -397,3 +397,21 @@ def test_run_as_non_root_and_privileged_are_refused_before_anything_runs(env, im
     with pytest.raises(ConfigRefused, match="privileged containers are not allowed on this node"):
         rt.create(priv)
     assert rt.state(priv.id) is None
+
+
+def test_localhost_seccomp_profile(env, image):
+    from shoal.agent.interfaces import ConfigRefused, ContainerSecurity
+    profiles = env["tmp"] / "seccomp"
+    profiles.mkdir()
+    (profiles / "no-mkdir.json").write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))
+    rt = env["new"](seccomp_dir=str(profiles))
+    cfg = config(image, env["tmp"], "local", ["sh", "-c", "mkdir /tmp/x 2>&1; echo rc=$?"],
+                 security=ContainerSecurity(seccomp="Localhost", seccomp_localhost="no-mkdir.json"))
+    code, out = _run_and_log(rt, cfg)
+    assert "Operation not permitted" in out and "rc=1" in out, out
+    escape = config(image, env["tmp"], "escape", ["true"],
+                    security=ContainerSecurity(seccomp="Localhost", seccomp_localhost="../../etc/passwd"))
+    with pytest.raises(ConfigRefused, match="resolves outside"):
+        rt.create(escape)

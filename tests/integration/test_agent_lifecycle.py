@@ -335,6 +335,28 @@ def test_empty_dir_volume_and_host_path(h, tmp_path):
     assert hp.is_dir()
 
 
+def test_empty_dir_is_writable_by_any_user_and_owned_by_the_fs_group(h):
+    import stat
+    n = h.start_agent("node-1")
+    h.assign_cidr("node-1")
+    pod = h.create_pod("fsg", "node-1", containers=[{
+        "name": "web", "image": "reg/web:v1", "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+        securityContext={"runAsUser": 1000, "fsGroup": 2000, "supplementalGroups": [3000]})
+    cs = wait("running", lambda: running(h, "fsg"))
+    d = n.data_dir / "pods" / pod["metadata"]["uid"] / "volumes" / "scratch"
+    st = d.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o2777 and st.st_gid == 2000
+    cfg = n.runtime.config(cs["containerID"].removeprefix("runc://"))
+    assert cfg.security.supplemental_groups == (2000, 3000)
+    plain = h.create_pod("plain", "node-1", containers=[{
+        "name": "web", "image": "reg/web:v1", "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+        volumes=[{"name": "scratch", "emptyDir": {}}])
+    wait("running", lambda: running(h, "plain"))
+    d2 = n.data_dir / "pods" / plain["metadata"]["uid"] / "volumes" / "scratch"
+    assert stat.S_IMODE(d2.stat().st_mode) == 0o777
+
+
 def test_host_ports_published(h):
     n = h.start_agent("node-1")
     h.assign_cidr("node-1")

@@ -202,6 +202,10 @@ def test_worker_acts_on_the_pod_it_planned_for_when_it_goes_away_mid_pass(tmp_pa
                        allow_privilege_escalation=False)),
     ({}, {"runAsNonRoot": True}, ContainerSecurity(run_as_non_root=True)),           # the pod's applies
     ({"runAsNonRoot": False}, {"runAsNonRoot": True}, ContainerSecurity()),          # the container's wins
+    ({}, {"fsGroup": 2000, "supplementalGroups": [5, 2000]}, ContainerSecurity(supplemental_groups=(2000, 5))),
+    ({"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}},
+     {"seccompProfile": {"type": "Unconfined"}}, ContainerSecurity(seccomp="Localhost", seccomp_localhost="p.json")),
+    ({}, {"seccompProfile": {"type": "Unconfined"}}, ContainerSecurity(seccomp="Unconfined")),
 ])
 def test_container_security(csc, psc, expected):
     assert container_security({"securityContext": csc}, {"securityContext": psc}) == expected

@@ -326,3 +326,8 @@ def test_privileged_is_dockers_privileged():
     assert by["/dev"] == {"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind", "rw"]}
     assert "ro" not in by["/sys"]["options"] and "rw" in by["/sys/fs/cgroup"]["options"]
     assert by["/dev/pts"]["type"] == "devpts"       # its own ptys, not the host's
+
+
+def test_supplemental_groups_join_the_users_own():
+    s = spec(cfg(security=sec(supplemental_groups=(2000, 27))), user=ResolvedUser(1000, 1000, (27,)))
+    assert s["process"]["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [27, 2000]}

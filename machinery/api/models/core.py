@@ -84,6 +84,11 @@ class Capabilities(WireModel):
     drop: Optional[list[str]] = None
 
 
+class SeccompProfile(WireModel):
+    type: Optional[str] = None
+    localhost_profile: Optional[str] = None
+
+
 class SecurityContext(WireModel):
     run_as_user: Optional[Int64] = None
     run_as_group: Optional[Int64] = None
@@ -92,6 +97,7 @@ class SecurityContext(WireModel):
     allow_privilege_escalation: Optional[bool] = None
     privileged: Optional[bool] = None
     capabilities: Optional[Capabilities] = None
+    seccomp_profile: Optional[SeccompProfile] = None
 
 
 class PodSecurityContext(WireModel):
@@ -100,6 +106,7 @@ class PodSecurityContext(WireModel):
     run_as_non_root: Optional[bool] = None
     fs_group: Optional[Int64] = None
     supplemental_groups: Optional[list[Int64]] = None
+    seccomp_profile: Optional[SeccompProfile] = None
 
 
 class Container(WireModel):

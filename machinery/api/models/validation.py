@@ -401,6 +401,30 @@ def validate_container(errs: FieldErrors, c: Container, path: str, *, volumes: s
         if sc.run_as_non_root and sc.run_as_user == 0:
             errs.invalid(f"{path}.securityContext.runAsNonRoot", True,
                          "must be false when `runAsUser` is 0 (root)")
+        validate_seccomp_profile(errs, sc.seccomp_profile, f"{path}.securityContext.seccompProfile")
+
+
+SECCOMP_TYPES = ("RuntimeDefault", "Unconfined", "Localhost")
+
+
+def validate_seccomp_profile(errs: FieldErrors, sp: Any, path: str) -> None:
+    """Kubernetes' rules: a type is required; `localhostProfile` only, and always, with
+    `Localhost`, as a relative path inside the node's seccomp directory."""
+    if sp is None:
+        return
+    if not sp.type:
+        errs.required(f"{path}.type")
+    elif sp.type not in SECCOMP_TYPES:
+        errs.not_supported(f"{path}.type", sp.type, SECCOMP_TYPES)
+    if sp.type == "Localhost":
+        if not sp.localhost_profile:
+            errs.required(f"{path}.localhostProfile", "must be set when seccomp type is Localhost")
+        elif sp.localhost_profile.startswith("/") or ".." in sp.localhost_profile.split("/"):
+            errs.invalid(f"{path}.localhostProfile", sp.localhost_profile,
+                         "must be a relative path without '..' (inside the node's seccomp profile directory)")
+    elif sp.localhost_profile is not None:
+        errs.invalid(f"{path}.localhostProfile", sp.localhost_profile,
+                     "can only be set when seccomp type is Localhost")
 
 
 def validate_pod_spec(errs: FieldErrors, spec: Optional[PodSpec], path: str) -> None:
@@ -475,6 +499,7 @@ def validate_pod_spec(errs: FieldErrors, spec: Optional[PodSpec], path: str) -> 
             if not 0 <= g <= MAX_INT32:
                 errs.invalid(f"{path}.securityContext.supplementalGroups[{i}]", g,
                              f"must be between 0 and {MAX_INT32}, inclusive")
+        validate_seccomp_profile(errs, psc.seccomp_profile, f"{path}.securityContext.seccompProfile")
     for i, t in enumerate(spec.tolerations or []):
         p = f"{path}.tolerations[{i}]"
         if t.key:
