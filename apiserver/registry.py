@@ -695,21 +695,19 @@ class Registry:
 
     def _after_update(self, res: Resource, cur: dict, out: dict) -> None:
         """What an update (`update`) sets off: a deletion that was waiting only for finalizers
-        completes when the last one goes (a namespace's through its termination job), and
-        owners a dropped blocking reference held in the foreground look again."""
-        refs_before = (cur.get("metadata") or {}).get("ownerReferences") or []
-        refs_now = (out.get("metadata") or {}).get("ownerReferences") or []
+        completes when the last one goes (a namespace's through its termination job); owners a
+        dropped blocking reference held in the foreground look again. (No GC finalizer can
+        appear here on an object being deleted: validation refuses new finalizers then.)"""
+        cmd, omd = cur.get("metadata") or {}, out.get("metadata") or {}
+        refs_before, refs_now = cmd.get("ownerReferences") or [], omd.get("ownerReferences") or []
         if refs_before != refs_now:
             self._notify_owners(refs_before, refs_now)
         if not deletion.finished(out) or self._awaits_node(res, out):
             return
-        if res.kind == "Namespace":
-            self._gc_queue.put(("namespace", out["metadata"]["name"]))
-            return
         try:
-            self._remove(res, out)
-        except (errors.NotFound, errors.Conflict):
-            pass        # removed, or written again meanwhile: that write finishes it
+            self._finish(res, out)
+        except errors.Conflict:
+            self._gc_queue.put(("finalize", omd["uid"]))     # it keeps changing: the collector finishes it
 
     def _delete_namespace(self, res: Resource, cur: dict, finalizers: list[str]) -> dict:
         md = cur["metadata"]

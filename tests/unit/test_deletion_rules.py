@@ -159,3 +159,39 @@ def test_blocks_and_reference_edits():
     assert [r.get("blockOwnerDeletion") for r in d.unblock(refs, "a")] == [False, False, None]
     assert [r.get("blockOwnerDeletion") for r in d.unblock(refs, "b")] == [True, False, None]
     assert refs[0]["blockOwnerDeletion"] is True          # the input is left alone
+
+
+# -- validation of finalizers (machinery/api/models) -------------------------------------------
+DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+          "spec": {"selector": {"matchLabels": {"app": "web"}},
+                   "template": {"metadata": {"labels": {"app": "web"}},
+                                "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}}
+
+
+def with_meta(**md):
+    import copy
+    obj = copy.deepcopy(DEPLOY)
+    obj["metadata"].update(md)
+    return obj
+
+
+def test_orphan_and_foreground_finalizers_cannot_both_be_set():
+    from shoal.machinery.api.models import validate
+    with pytest.raises(errors.Invalid) as ei:
+        validate("Deployment", with_meta(finalizers=[ORPHAN, FG]))
+    assert "metadata.finalizers: Invalid value" in ei.value.message
+    assert "finalizer orphan and foregroundDeletion cannot be both set" in ei.value.message
+    validate("Deployment", with_meta(finalizers=[ORPHAN, "example.com/x"]))
+
+
+def test_a_deletion_in_progress_may_lose_finalizers_never_gain_one():
+    from shoal.machinery.api.models import validate
+    old = validate("Deployment", with_meta(finalizers=["example.com/x", ORPHAN],
+                                           deletionTimestamp="2024-01-01T00:00:00Z"))
+    validate("Deployment", with_meta(finalizers=["example.com/x"]), old=old)        # removing is fine
+    with pytest.raises(errors.Invalid) as ei:
+        validate("Deployment", with_meta(finalizers=["example.com/x", ORPHAN, "example.com/y"]), old=old)
+    assert ('metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, '
+            'found new finalizers []string{"example.com/y"}') in ei.value.message
+    not_deleting = validate("Deployment", with_meta())
+    validate("Deployment", with_meta(finalizers=[FG]), old=not_deleting)          # before: any

@@ -193,6 +193,9 @@ def validate_object_meta(errs: FieldErrors, meta: Optional[ObjectMeta], *, names
         if fin in seen:
             errs.duplicate(p, fin)
         seen.add(fin)
+    if "orphan" in seen and "foregroundDeletion" in seen:
+        errs.invalid(f"{path}.finalizers", list(meta.finalizers or []),
+                     "finalizer orphan and foregroundDeletion cannot be both set")
 
 
 def validate_template_meta(errs: FieldErrors, meta: Optional[ObjectMeta], path: str) -> None:
@@ -972,6 +975,13 @@ def validate_update(errs: FieldErrors, kind: str, new: Any, old: Any, *, subreso
             nv, ov = getattr(nm, attr), getattr(om, attr)
             if nv and ov and nv != ov:
                 errs.invalid(f"metadata.{wire}", nv, "field is immutable")
+        if om.deletion_timestamp:
+            # Kubernetes: a deletion in progress may lose finalizers, never gain one (the
+            # collector's jobs are handed out when the deletion starts).
+            extra = sorted(set(nm.finalizers or []) - set(om.finalizers or []))
+            if extra:
+                errs.forbidden("metadata.finalizers", "no new finalizers can be added if the object is being "
+                               "deleted, found new finalizers []string{" + ", ".join(f'"{f}"' for f in extra) + "}")
     if subresource is not None:
         return
     if kind in ("Deployment", "ReplicaSet") and new.spec is not None and old.spec is not None:
