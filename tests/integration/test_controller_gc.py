@@ -3,6 +3,9 @@ ReplicaSet controllers, controller/gc.py) and hollow agents playing the nodes: O
 loses a dependent to the collectors, Foreground waits for the whole chain, Background goes at
 once, a finalizer of the user's holds everything. Then controller/gc.py alone, against the
 real API server, on the races it must not lose."""
+import os
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -299,3 +302,43 @@ def test_gc_strips_only_the_dangling_reference(api):
     gc.reconcile("ReplicaSet|default/two")
     refs = c.get("replicasets", "two", "default")["metadata"]["ownerReferences"]
     assert [r["uid"] for r in refs] == [d["metadata"]["uid"]] and spy.deleted == []
+
+
+# -- the real kubectl ----------------------------------------------------------------------------
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
+def test_kubectl_delete_cascade(tmp_path):
+    """`kubectl delete --cascade=orphan|foreground|background` (DeleteOptions in the body, then
+    kubectl waits until the Deployment is gone) over TLS, with the dependents' fate checked
+    when kubectl returns."""
+    srv = start_test_server(tmp_path, controllers=True, controller_options=OPTIONS, tls=True)
+    hollow = HollowCluster(srv.client(), nodes=["node-a"], lease_period=0.5).start()
+    try:
+        c = srv.client()
+        for app in ("o", "f", "b"):
+            c.create("deployments", deployment(app, replicas=2))
+        for app in ("o", "f", "b"):
+            wait_for(lambda: deployment_done(c, app), 60, what=f"{app} rolled out")
+        env = dict(os.environ, KUBECONFIG=str(srv.kubeconfig), HOME=str(tmp_path))
+
+        def kubectl_delete(app, cascade):
+            r = subprocess.run(["kubectl", "delete", "deployment", app, f"--cascade={cascade}"], env=env,
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0 and r.stdout.strip() == f'deployment.apps "{app}" deleted', r.stderr
+            assert gone(c, "deployments", app)
+
+        def of(kind, app):
+            return c.list(kind, "default", label_selector=f"app={app}")["items"]
+        rs_o = {r["metadata"]["uid"] for r in of("replicasets", "o")}
+        pods_o = {p["metadata"]["uid"] for p in of("pods", "o")}
+        kubectl_delete("o", "orphan")
+        assert {r["metadata"]["uid"] for r in of("replicasets", "o")} == rs_o
+        assert all(not r["metadata"].get("ownerReferences") for r in of("replicasets", "o"))
+        assert {p["metadata"]["uid"] for p in of("pods", "o")} == pods_o
+        kubectl_delete("f", "foreground")
+        assert of("replicasets", "f") == [] and of("pods", "f") == []     # gone before their owner
+        kubectl_delete("b", "background")
+        wait_for(lambda: not of("replicasets", "b") and not of("pods", "b"), 30, what="b's dependents collected")
+        assert {r["metadata"]["uid"] for r in of("replicasets", "o")} == rs_o
+    finally:
+        hollow.stop()
+        srv.stop()
