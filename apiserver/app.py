@@ -467,7 +467,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         view = tables.view_for(request.headers.get("accept"), q, target="list")     # kubectl get: a Table
         items, rev = await anyio.to_thread.run_sync(registry.list, res, namespace, sel)
         if view is not None:
-            return tables.response(view, tables.for_list(view, res, items, str(rev)))
+            return tables.response(view, tables.for_list(view, res, items, str(rev)), encode_json)
         return _json({"kind": f"{res.kind}List", "apiVersion": res.api_version,
                       "metadata": {"resourceVersion": str(rev)}, "items": items})
 
@@ -548,7 +548,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         else:
             auth.authorize(p, "get", res, namespace=namespace, name=name)
             obj = await store_call(registry.get, res, namespace, name)
-        return _json(obj) if view is None else tables.response(view, tables.for_object(view, res, obj))
+        return _json(obj) if view is None else tables.response(view, tables.for_object(view, res, obj), encode_json)
 
     async def do_update(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
         p = principal(request)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from starlette.responses import Response
 
@@ -172,9 +172,9 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def response(view: View, body: dict, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(), status_code=status,
-                    media_type=view.media_type)
+def response(view: View, body: dict, encode: Callable[[Any], bytes]) -> Response:
+    """The answer, serialized by `encode` (the server's JSON writer), with the view's media type."""
+    return Response(encode(body), media_type=view.media_type)
 
 
 class WatchConverter:

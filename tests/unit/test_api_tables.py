@@ -147,6 +147,6 @@ def test_watch_events_carry_column_definitions_on_the_first_event_only():
 
 
 def test_response_media_type():
-    r = tables.response(TABLE_V1, {"kind": "Table"})
+    r = tables.response(TABLE_V1, {"kind": "Table"}, lambda body: json.dumps(body).encode() + b"\n")
     assert r.media_type == "application/json;as=Table;v=v1;g=meta.k8s.io"
-    assert r.body == b'{"kind":"Table"}'
+    assert r.body == b'{"kind": "Table"}\n'
