@@ -26,6 +26,8 @@ A tour, in the order a reader needs it:
   and availability); cached objects are shared, `thaw()` gives a copy to edit.
 - `times` — RFC 3339 on the wire, float epoch seconds in code: the one place that formats
   and parses them.
+- `printing` — kubectl's columns and cells per kind (pod STATUS, RESTARTS, AGE...): the API
+  server's Tables and shoal's CLI print from this one table.
 - `podtemplate` — when two pod templates are the same (Kubernetes' EqualIgnoreHash), the
   new ReplicaSet of a template, and the pod-template-hash / revision names: the Deployment
   controller and the CLI decide by this one rule.
