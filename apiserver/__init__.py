@@ -20,9 +20,10 @@ A tour, in the order a write goes through it:
   cascading deletion, finalizers, namespace termination; `patch` — merge, JSON and
   strategic merge patches, pure.
 - `app` — `create_app(settings, store)`: parse → authorize → registry → JSON. Resource
-  paths reach their handler through `routetable` (a dictionary lookup, pure); `discovery`
-  serves `/api`, `/apis` and the OpenAPI documents kubectl reads; `logproxy` proxies
-  `pods/NAME/log` to the pod's agent.
+  paths reach their handler through `routetable` (a dictionary lookup, pure); `tables`
+  answers `kubectl get`'s Table (and PartialObjectMetadata) requests; `discovery` serves
+  `/api`, `/apis` and the OpenAPI documents kubectl reads, which `openapi` builds from the
+  models; `logproxy` proxies `pods/NAME/log` to the pod's agent.
 - `auth` — bearer tokens and the roles admin, join, node, apiserver (a node may write only
   its own Node and Lease, its pods' status and Events); `tls` — the server's CA and serving certificate.
 - `server` — `ServerProcess`: settings → store → app → uvicorn, tokens and kubeconfigs,
