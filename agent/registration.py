@@ -59,11 +59,22 @@ class HostInfo:
     os_image: str = "Linux"
     machine_id: str = ""
     boot_id: str = ""
+    system_uuid: str = ""
 
     @classmethod
     def read(cls) -> "HostInfo":
-        return cls(kernel_version=platform.uname().release, os_image=_os_image(),
-                   machine_id=_read("/etc/machine-id"), boot_id=_read("/proc/sys/kernel/random/boot_id"))
+        machine_id = _read("/etc/machine-id")
+        # the firmware's UUID, as the kubelet reports it; a VM without DMI gets the machine id's
+        return cls(kernel_version=platform.uname().release, os_image=_os_image(), machine_id=machine_id,
+                   boot_id=_read("/proc/sys/kernel/random/boot_id"),
+                   system_uuid=_read("/sys/class/dmi/id/product_uuid").lower() or _uuid_of(machine_id))
+
+
+def _uuid_of(machine_id: str) -> str:
+    h = machine_id.strip().lower()
+    if len(h) != 32:
+        return ""
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _read(path: str) -> str:
@@ -106,7 +117,10 @@ def build_node_status(*, node_name: str, address: str, capacity: Mapping[str, st
             "nodeInfo": {"kubeletVersion": f"shoal-{version}", "containerRuntimeVersion": runtime_version,
                          "operatingSystem": "linux", "architecture": "amd64",
                          "kernelVersion": host.kernel_version, "osImage": host.os_image,
-                         "machineID": host.machine_id, "bootID": host.boot_id},
+                         "machineID": host.machine_id, "bootID": host.boot_id, "systemUUID": host.system_uuid,
+                         # deprecated in Kubernetes 1.31 (kubelets send it empty); clients still
+                         # require the field (the Python client's V1NodeSystemInfo)
+                         "kubeProxyVersion": ""},
             "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}}}
 
 

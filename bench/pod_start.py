@@ -57,6 +57,7 @@ from agent_fixtures import (NAMESPACE, E2ECluster, container, cstatus, deploymen
                             pod_manifest, wait_for)
 from shoal.agent.interfaces import ContainerConfig, PulledImage  # noqa: E402
 from shoal.agent.runtime import build_oci_spec  # noqa: E402
+from shoal.agent.runtime.seccomp import load_profile  # noqa: E402
 from shoal.agent.runtime.cgroups import Cgroups  # noqa: E402
 from shoal.agent.runtime.runc import DEFAULT_RUNC  # noqa: E402
 
@@ -196,8 +197,10 @@ def raw_runc(image: PulledImage, work: Path, n: int, parallel: int, *, run_dir: 
                                   netns_path=f"/var/run/netns/{bridge}-{i}" if net else None)
             b = work / "bundles" / cid
             b.mkdir(parents=True)
+            # the same seccomp profile and pids limit as the agent's containers get: the floor
+            # measures runc, not a lighter container
             spec = build_oci_spec(cfg, rootfs=str(rootfs), cgroups_path=f"{cgroup_parent}/{cid}",
-                                  readonly_rootfs=True, nofile=20000)
+                                  readonly_rootfs=True, nofile=20000, seccomp_profile=load_profile())
             (b / "config.json").write_text(json.dumps(spec))
             bundles.append((i, cid, str(b)))
 

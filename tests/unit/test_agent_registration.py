@@ -33,3 +33,13 @@ def test_node_status():
     assert (ready["lastHeartbeatTime"], ready["lastTransitionTime"]) == ("2024-05-01T10:00:05Z", "2024-05-01T10:00:00Z")
     assert st["nodeInfo"]["kubeletVersion"] == "shoal-0.1.0" and st["nodeInfo"]["kernelVersion"] == "6.1"
     assert st["daemonEndpoints"] == {"kubeletEndpoint": {"Port": 10250}}
+    # every field the official Python client's V1NodeSystemInfo requires is there
+    assert set(st["nodeInfo"]) >= {"architecture", "bootID", "containerRuntimeVersion", "kernelVersion",
+                                   "kubeProxyVersion", "kubeletVersion", "machineID", "operatingSystem", "osImage",
+                                   "systemUUID"}
+
+
+def test_system_uuid_falls_back_to_the_machine_id():
+    from shoal.agent.registration import _uuid_of
+    assert _uuid_of("3D1219C7C4C5404AAA1F6D2A48ADFDA4") == "3d1219c7-c4c5-404a-aa1f-6d2a48adfda4"
+    assert _uuid_of("short") == ""
