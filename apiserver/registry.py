@@ -835,8 +835,9 @@ class Registry:
                 pass
 
     def _set_owner_refs(self, res: Resource, dep: dict, change: Callable[[list[dict]], list[dict]]) -> dict | None:
-        """Rewrite a dependent's ownerReferences as `change(refs)` says (compare-and-swap,
-        read again on conflict). None when it is gone."""
+        """Rewrite a dependent's ownerReferences as `change(refs)` says, through `update` (so
+        validation, managedFields and the owners' wake-ups are those of any write; compare-
+        and-swap, read again on conflict). None when it is gone."""
         for _ in range(10):
             md = dep["metadata"]
             refs = md.get("ownerReferences") or []
@@ -848,20 +849,27 @@ class Registry:
                 new_md["ownerReferences"] = new_refs
             else:
                 new_md.pop("ownerReferences", None)
-            new_md.pop("resourceVersion", None)
             try:
-                out = self.store.update(res.plural, dict(dep, metadata=new_md),
-                                        expected_revision=int(md["resourceVersion"]))
+                try:
+                    return self.update(res, md.get("namespace"), md["name"], dict(dep, metadata=new_md),
+                                       current=dep)
+                except errors.Invalid as e:
+                    # Stored before a rule it breaks was made: changing only its references
+                    # makes it no worse, and an owner must not wait on it forever.
+                    log.warning("%s %s fails validation (%s); its ownerReferences are rewritten as they are",
+                                res.plural, md["name"], e)
+                    new_md.pop("resourceVersion", None)
+                    out = self.store.update(res.plural, dict(dep, metadata=new_md),
+                                            expected_revision=int(md["resourceVersion"]))
+                    self._notify_owners(refs, new_refs)
+                    return out
             except errors.Conflict:
                 fresh = self.store.get(res.plural, md.get("namespace"), md["name"])
                 if fresh is None or fresh["metadata"].get("uid") != md.get("uid"):
                     return None
                 dep = fresh
-                continue
             except errors.NotFound:
                 return None
-            self._notify_owners(refs, new_refs)
-            return out
         raise errors.Conflict(f'{res.group_resource} "{dep["metadata"]["name"]}": its ownerReferences could not '
                               f'be written, it kept changing')
 

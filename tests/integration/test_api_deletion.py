@@ -124,6 +124,19 @@ def test_orphan_of_a_dependent_with_two_owners_keeps_the_other_reference(api):
     assert [r["uid"] for r in refs] == [b["metadata"]["uid"]] and rs["metadata"]["uid"]
 
 
+def test_a_dependent_stored_invalid_does_not_hold_its_owner(api):
+    """A dependent stored before a validation rule it breaks still loses its reference."""
+    c = api.client()
+    d = c.create("deploy", deployment())
+    c.create("rs", replicaset("old", d))
+    cur = api.store.get("replicasets", "default", "old")
+    cur["spec"]["replicas"] = -1
+    api.store.update("replicasets", cur, expected_revision=rv(cur))
+    c.delete("deploy", "web", propagation_policy="Orphan")
+    wait_for(lambda: gone(c, "deploy", "web"), what="the orphaned deployment removed")
+    assert "ownerReferences" not in c.get("rs", "old")["metadata"]
+
+
 def test_orphan_with_a_finalizer_of_the_users(api, family):
     c, d, rss, pods = family
     d = c.get("deploy", "web")
