@@ -417,3 +417,31 @@ def test_python_client_delete_collection(api):
     with ac:
         k8s.CoreV1Api(ac).delete_collection_namespaced_pod("default", label_selector="app=x")
     assert names(c, "pods") == ["y"]
+
+
+# -- dry run: every policy answers as the real call would and changes nothing -------------------
+@pytest.mark.parametrize("policy", ["Orphan", "Foreground", "Background"])
+def test_dry_run_delete_changes_nothing(api, family, policy):
+    c, d, rss, pods = family
+    before = {k: [(o["metadata"]["name"], o["metadata"]["resourceVersion"]) for o in c.list(k)["items"]]
+              for k in ("deploy", "rs", "pods")}
+    r = httpx.request("DELETE", f"{api.url}/apis/apps/v1/namespaces/default/deployments/web",
+                      json={"propagationPolicy": policy, "dryRun": ["All"]},
+                      headers={"Authorization": f"Bearer {api.admin_token}"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    if policy == "Background":
+        assert out["kind"] == "Status" and out["status"] == "Success"
+    else:
+        assert out["metadata"]["deletionTimestamp"]
+        assert out["metadata"]["finalizers"] == [ORPHAN_FINALIZER if policy == "Orphan" else FOREGROUND_FINALIZER]
+    r = httpx.request("DELETE", f"{api.url}/apis/apps/v1/namespaces/default/replicasets",
+                      params={"labelSelector": "app=web", "dryRun": "All"},
+                      json={"propagationPolicy": policy, "dryRun": ["All"]},
+                      headers={"Authorization": f"Bearer {api.admin_token}"})
+    assert r.status_code == 200, r.text
+    assert sorted(o["metadata"]["name"] for o in r.json()["items"]) == ["web-1", "web-2"]
+    time.sleep(1.0)          # no job of the collector was queued either
+    after = {k: [(o["metadata"]["name"], o["metadata"]["resourceVersion"]) for o in c.list(k)["items"]]
+             for k in ("deploy", "rs", "pods")}
+    assert after == before
