@@ -72,8 +72,8 @@ def test_every_kind_shoal_serves_has_a_schema_with_its_gvk():
         assert SCHEMAS[name + "List"]["properties"]["items"]["items"] == {"$ref": openapi.COMPONENTS + name}
 
 
-def _pod(spec_extra=None, container_extra=None, meta_extra=None) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", **(meta_extra or {})},
+def _pod(spec_extra=None, container_extra=None) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "image": "busybox", **(container_extra or {})}],
                      **(spec_extra or {})}}
 
@@ -87,7 +87,9 @@ def _deployment(spec_extra: dict) -> dict:
 @pytest.mark.parametrize("schema,kind,manifest", [
     ("io.k8s.api.core.v1.PodSpec", "Pod", lambda f: _pod(spec_extra={f: "x"})),
     ("io.k8s.api.core.v1.Container", "Pod", lambda f: _pod(container_extra={f: "x"})),
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "Pod", lambda f: _pod(meta_extra={f: "x"})),
+    ("io.k8s.api.core.v1.Volume", "Pod", lambda f: _pod(spec_extra={"volumes": [{"name": "v", f: "x"}]})),
+    ("io.k8s.api.core.v1.Probe", "Pod",
+     lambda f: _pod(container_extra={"livenessProbe": {"exec": {"command": ["true"]}, f: "x"}})),
     ("io.k8s.api.apps.v1.DeploymentSpec", "Deployment", lambda f: _deployment({f: "x"})),
 ])
 def test_a_field_shoal_refuses_is_not_in_the_document(schema, kind, manifest):
