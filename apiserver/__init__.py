@@ -17,7 +17,8 @@ A tour, in the order a write goes through it:
   DELETED when it stops).
 - `registry` — the semantics: defaulting and validation before any write, `generateName`,
   server-owned metadata, `generation`, `/status` and `/scale`, binding, graceful and
-  cascading deletion, finalizers, namespace termination; `patch` — merge, JSON and
+  cascading deletion (Background, Orphan, Foreground: the collector thread and its jobs),
+  deletecollection, finalizers, namespace termination; `patch` — merge, JSON and
   strategic merge patches, pure.
 - `app` — `create_app(settings, store)`: parse → authorize → registry → JSON. Resource
   paths reach their handler through `routetable` (a dictionary lookup, pure); `tables`

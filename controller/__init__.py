@@ -24,7 +24,8 @@ A tour, in the order the pieces depend on each other:
    incremental `ClusterState`, CAS bind, `FailedScheduling` / `Scheduled` events).
 6. `nodelifecycle` — Lease heartbeats → Ready=Unknown + unreachable taints → eviction;
    `nodeipam` — a /24 of the cluster CIDR per node.
-7. `gc` — orphaned dependents whose owners are gone.
+7. `gc` — the safety net for dependents whose owners are gone (the API server's collector
+   does cascades, orphaning and foreground deletion; both judge by `machinery.api.deletion`).
 8. `manager` — `run_controllers(client, options=Options())` for `shoal server`, and
    `main(argv)` for `shoal controller --kubeconfig PATH` / `python -m shoal.controller.manager`.
 

@@ -31,4 +31,7 @@ A tour, in the order a reader needs it:
 - `podtemplate` — when two pod templates are the same (Kubernetes' EqualIgnoreHash), the
   new ReplicaSet of a template, and the pod-template-hash / revision names: the Deployment
   controller and the CLI decide by this one rule.
+- `deletion` — DeleteOptions, the finalizers a propagation policy leaves (`orphan`,
+  `foregroundDeletion`) and what becomes of a dependent: the API server's collector and the
+  controllers' garbage collector decide by these rules.
 """
