@@ -21,7 +21,7 @@ real code under a dry run; none has a dry-run branch of its own that could be fo
 
 The store's interface is closed on purpose: a `Store` attribute this module has not
 classified is refused (AttributeError), never passed through, and
-tests/unit/test_api_dryrun.py fails until a new one is classified as a read or a write.
+tests/unit/test_dryrun_interface.py fails until a new one is classified as a read or a write.
 
 Next: `apiserver.app` calls `dry_run_view` for requests with `dryRun=All`.
 """
