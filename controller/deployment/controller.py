@@ -2,10 +2,11 @@
 
 `reconcile(key)` follows Kubernetes' syncDeployment:
   read (cache) → empty selector? warn and stop → claim ReplicaSets → deleting? status only →
-  paused/resumed condition → paused? scale + cleanup + status → scaling event? proportional
-  scale + status → Recreate or RollingUpdate step → status with progress conditions.
-Each branch lives in its own module: sync.py (shared steps), rolling.py, recreate.py,
-progress.py; the arithmetic is pure in util.py. Rollback is not a controller concern here:
+  paused/resumed condition → sync the new ReplicaSet's annotations and revision →
+  plan.plan_sync (paused: proportional scale + cleanup; scaling event: proportional scale;
+  else one Recreate or RollingUpdate step) → sync.py performs the plan and writes status.
+The decisions are pure (plan.py, rolling.py, recreate.py, util.py); sync.py and progress.py
+write. Rollback is not a controller concern here:
 `shoal rollout undo` copies an old ReplicaSet's template into the Deployment, and because
 template hashing ignores defaults, the old ReplicaSet is found again as the "new" one.
 
@@ -21,17 +22,17 @@ from shoal.machinery.client.rest import Client
 from shoal.controller import indexes
 from shoal.machinery.control.events import WARNING, EventSink
 from shoal.machinery.api.objects import (CONDITION_UNKNOWN, controller_ref, get_condition, is_deleting, key_of,
-                                         labels_of, meta, namespace_of, set_condition, thaw)
+                                         labels_of, meta, namespace_of, set_condition, thaw, uid_of)
 from shoal.machinery.control import Clock, Controller, Informer, Manager, RealClock, Result
 from shoal.machinery.api.selectors import selector_from_label_selector
 from shoal.controller.deployment import util as u
+from shoal.controller.deployment.plan import plan_sync
 from shoal.controller.deployment.progress import ProgressMixin, new_condition
-from shoal.controller.deployment.recreate import RecreateMixin
-from shoal.controller.deployment.rolling import RollingMixin
+from shoal.controller.deployment.recreate import old_pods_running
 from shoal.controller.deployment.sync import SyncMixin
 
 
-class DeploymentController(SyncMixin, RollingMixin, RecreateMixin, ProgressMixin):
+class DeploymentController(SyncMixin, ProgressMixin):
     def __init__(self, client: Client, *, deployments: Informer, replicasets: Informer, pods: Informer,
                  events: EventSink, clock: Clock | None = None):
         self.client = client
@@ -83,17 +84,15 @@ class DeploymentController(SyncMixin, RollingMixin, RecreateMixin, ProgressMixin
             return Result()
         rs_list = self.replicasets_for(d)
         if is_deleting(d):
-            new_rs, old_rss = self.get_all_replicasets(d, rs_list, create=False)
+            new_rs, old_rss = self.get_all_replicasets(d, rs_list)
             return self.sync_deployment_status([*old_rss, *([new_rs] if new_rs else [])], new_rs, d)
         self.check_paused_conditions(d)
-        if (d.get("spec") or {}).get("paused"):
-            return self.sync(d, rs_list)
-        new_rs, old_rss = self.get_all_replicasets(d, rs_list, create=False)
-        if u.is_scaling_event(d, new_rs, old_rss):
-            return self.sync(d, rs_list)
-        if u.strategy_type(d) == "Recreate":
-            return self.rollout_recreate(d, rs_list)
-        return self.rollout_rolling(d, rs_list)
+        new_rs, old_rss = self.get_all_replicasets(d, rs_list)
+        running = False
+        if u.strategy_type(d) == "Recreate" and not u.active(old_rss):
+            running = old_pods_running(old_rss, {uid_of(rs): self.pod_inf.by_index(indexes.CONTROLLER, uid_of(rs))
+                                                 for rs in old_rss})
+        return self.execute(d, plan_sync(d, new_rs, old_rss, old_pods_running=running), new_rs, old_rss)
 
     def check_paused_conditions(self, d: dict) -> None:
         """Progressing=Unknown with DeploymentPaused / DeploymentResumed (not over a timeout)."""

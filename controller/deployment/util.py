@@ -1,9 +1,11 @@
 """Pure helpers of the Deployment controller: rolling-update arithmetic, template hashing,
-revisions, ReplicaSet ordering, proportional scaling and the rolling step planner.
+revisions, ReplicaSet ordering, proportional scaling, the rolling step planner, and the
+objects a sync writes (`new_replicaset`, `synced_new_replicaset`, `scaled_replicaset`).
 
 Everything here is a function of plain wire dicts and numbers, with table tests in
-tests/unit/test_controller_deployment_util.py. The executors (rolling.py, recreate.py,
-sync.py) call these and only perform the writes they return.
+tests/unit/test_controller_deployment_util.py. The strategy planners (rolling.py,
+recreate.py) and `plan.plan_sync` compose these into a `SyncPlan`; the executor (sync.py)
+only performs the writes they return.
 
 Rules, as Kubernetes' pkg/controller/deployment/util:
 - maxSurge resolves rounding *up*, maxUnavailable rounding *down*; if both resolve to 0,
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -25,7 +26,7 @@ from shoal.machinery.api import podtemplate
 from shoal.machinery.api.defaults import (DEFAULT_DEPLOYMENT_STRATEGY, DEFAULT_MAX_SURGE, DEFAULT_MAX_UNAVAILABLE,
                                           DEFAULT_MIN_READY_SECONDS, DEFAULT_PROGRESS_DEADLINE_SECONDS,
                                           DEFAULT_REPLICAS, DEFAULT_REVISION_HISTORY_LIMIT)
-from shoal.machinery.api.objects import annotations_of, creation_time, meta, name_of
+from shoal.machinery.api.objects import annotations_of, creation_time, meta, name_of, owner_ref_to
 # The template rule and the names the CLI reads too live in the floor (machinery/api/podtemplate.py).
 from shoal.machinery.api.podtemplate import (POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, REVISION_HISTORY_ANNOTATION,
                                              normalize_template, templates_equal)
@@ -178,10 +179,25 @@ def max_revision(rss: Iterable[dict]) -> int:
     return max((revision_of(rs) for rs in rss), default=0)
 
 
+# Kubernetes' MaxRevisionHistoryLengthInChars: revision-history keeps the newest numbers that fit.
+REVISION_HISTORY_MAX_CHARS = 2000
+
+
+def _appended_history(history: str | None, old: str) -> str | None:
+    """revision-history with `old` appended, oldest entries dropped to stay within
+    REVISION_HISTORY_MAX_CHARS; None when `old` alone does not fit."""
+    entries = [e for e in (history or "").split(",") if e]
+    total = len(",".join([*entries, old]))
+    while entries and total > REVISION_HISTORY_MAX_CHARS:
+        total -= len(entries.pop(0)) + 1
+    return ",".join([*entries, old]) if total <= REVISION_HISTORY_MAX_CHARS else None
+
+
 def set_new_rs_annotations(d: dict, rs: dict, new_revision: int, *, exists: bool) -> bool:
     """Copy the Deployment's annotations onto (mutable) `rs`, raise its revision to
-    `new_revision` keeping the old number in revision-history (a rollback), and for a
-    ReplicaSet about to be created add the replica annotations. True when rs changed."""
+    `new_revision` keeping the old number in revision-history (a rollback: the newest numbers
+    within 2000 characters), and for a ReplicaSet about to be created add the replica
+    annotations. Never lowers a revision. True when rs changed."""
     md = rs.setdefault("metadata", {})
     ann = md.setdefault("annotations", {})
     changed = False
@@ -200,14 +216,16 @@ def set_new_rs_annotations(d: dict, rs: dict, new_revision: int, *, exists: bool
         ann[REVISION_ANNOTATION] = str(new_revision)
         changed = True
         if old_text:
-            hist = ann.get(REVISION_HISTORY_ANNOTATION)
-            ann[REVISION_HISTORY_ANNOTATION] = f"{hist},{old_text}" if hist else old_text
+            hist = _appended_history(ann.get(REVISION_HISTORY_ANNOTATION), old_text)
+            if hist is not None:
+                ann[REVISION_HISTORY_ANNOTATION] = hist
     if not exists:
         changed |= set_replicas_annotations(rs, replicas_of(d), replicas_of(d) + max_surge(d))
     return changed
 
 
 def set_replicas_annotations(rs: dict, desired: int, max_replicas: int) -> bool:
+    """Set desired-replicas / max-replicas on (mutable) `rs`; True when either changed."""
     ann = rs.setdefault("metadata", {}).setdefault("annotations", {})
     changed = False
     for k, v in ((DESIRED_REPLICAS_ANNOTATION, str(desired)), (MAX_REPLICAS_ANNOTATION, str(max_replicas))):
@@ -353,7 +371,17 @@ def plan_scale_down_old(d: dict, new_rs: dict | None, old_rss: list[dict]) -> li
 
 
 # -- proportional scaling ----------------------------------------------------------------------
+def replicas_annotations_stale(rs: dict, d: dict) -> bool:
+    """desired-replicas / max-replicas of `rs` differ from the Deployment's current
+    replicas / replicas + maxSurge (ReplicasAnnotationsNeedUpdate)."""
+    ann = annotations_of(rs)
+    return (ann.get(DESIRED_REPLICAS_ANNOTATION) != str(replicas_of(d))
+            or ann.get(MAX_REPLICAS_ANNOTATION) != str(replicas_of(d) + max_surge(d)))
+
+
 def is_saturated(d: dict, rs: dict | None) -> bool:
+    """The new ReplicaSet runs the Deployment's full size, was sized for it, and all of it
+    is available (IsSaturated)."""
     if rs is None:
         return False
     return (_int_annotation(rs, DESIRED_REPLICAS_ANNOTATION) == replicas_of(d)
@@ -361,6 +389,8 @@ def is_saturated(d: dict, rs: dict | None) -> bool:
 
 
 def find_active_or_latest(new_rs: dict | None, old_rss: list[dict]) -> dict | None:
+    """The one active ReplicaSet; with none active the new one, else the newest old one;
+    None when several are active (FindActiveOrLatest)."""
     if new_rs is None and not old_rss:
         return None
     olds = sorted(old_rss, key=lambda r: (creation_time(r), name_of(r)), reverse=True)
@@ -372,20 +402,27 @@ def find_active_or_latest(new_rs: dict | None, old_rss: list[dict]) -> dict | No
     return None
 
 
-def _round_half_away(x: float) -> int:
-    return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
+def _div_round_half_away(num: int, den: int) -> int:
+    """num / den rounded half away from zero, exactly (integer.RoundToInt32 of the quotient)."""
+    q, r = divmod(abs(num), den)
+    if 2 * r >= den:
+        q += 1
+    return q if num >= 0 else -q
 
 
 def _rs_fraction(rs: dict, d: dict) -> int:
+    """getReplicaSetFraction: how many replicas `rs` gains (or loses) if it keeps its share of
+    the Deployment's maximum size, measured against the maximum it was last sized for (its
+    max-replicas annotation; status.replicas of the Deployment when that is missing)."""
     if replicas_of(d) == 0:
         return -replicas_of(rs)
     d_max = replicas_of(d) + max_surge(d)
     before = _int_annotation(rs, MAX_REPLICAS_ANNOTATION)
-    if not before:
+    if not before or before < 0:
         before = status_int(d, "replicas")
-        if before == 0:
+        if before <= 0:
             return 0
-    return _round_half_away(replicas_of(rs) * d_max / before) - replicas_of(rs)
+    return _div_round_half_away(replicas_of(rs) * d_max, before) - replicas_of(rs)
 
 
 def rs_proportion(rs: dict, d: dict, to_add: int, added: int) -> int:
@@ -397,38 +434,71 @@ def rs_proportion(rs: dict, d: dict, to_add: int, added: int) -> int:
     return min(fraction, allowed) if to_add > 0 else max(fraction, allowed)
 
 
+def by_size_newer(rss: Iterable[dict]) -> list[dict]:
+    """Largest first; among equals the newest first (ReplicaSetsBySizeNewer)."""
+    out = sorted(rss, key=lambda r: (creation_time(r), name_of(r)), reverse=True)
+    out.sort(key=lambda r: -replicas_of(r))        # stable: keeps newest-first among equals
+    return out
+
+
+def by_size_older(rss: Iterable[dict]) -> list[dict]:
+    """Largest first; among equals the oldest first (ReplicaSetsBySizeOlder)."""
+    return sorted(rss, key=lambda r: (-replicas_of(r), creation_time(r), name_of(r)))
+
+
 def plan_proportional_scale(d: dict, new_rs: dict | None, old_rss: list[dict]) -> list[Scale]:
-    """The Deployment's size changed (a scaling event): where do replicas go? (dc.scale)
-    One active ReplicaSet takes the full count; a saturated new ReplicaSet zeroes the old ones;
-    during a rolling update the difference is spread in proportion to the ReplicaSets' sizes,
-    leftovers to the largest. Returns changes only (sizes that differ from spec.replicas)."""
+    """The writes of a scaling event or a paused sync (dc.scale).
+
+    - One active ReplicaSet (or none: the new one, else the newest) takes spec.replicas.
+    - A saturated new ReplicaSet scales every old one to 0.
+    - During a rolling update the difference between replicas + maxSurge and the active
+      ReplicaSets' sum is spread in proportion to their sizes (each scaled by the ratio of the
+      new maximum to the one in its max-replicas annotation, rounded half away from zero, never
+      past what is left to spread); the remainder goes to the largest — among equals the newest
+      when growing, the oldest when shrinking. A remainder the largest cannot absorb (it would go
+      below 0) goes on to the next, so the sum is then exactly replicas + maxSurge (Kubernetes
+      clamps the largest at 0 and drops the rest, which can leave the sum above the bound).
+    - Recreate keeps the sizes (only one ReplicaSet is active outside adoption).
+
+    Every active ReplicaSet whose size *or* desired/max-replicas annotations change gets a
+    write — Kubernetes rewrites each active one in the proportional case. A ReplicaSet left
+    with a stale desired-replicas annotation would make every later sync a scaling event and
+    jam the rollout for good. Inactive ReplicaSets are never written: their annotations are
+    not read until they are scaled, which refreshes them. Writes are in the order to perform."""
     one = find_active_or_latest(new_rs, old_rss)
     if one is not None:
-        return [] if replicas_of(one) == replicas_of(d) else [Scale(name_of(one), replicas_of(d))]
+        want = replicas_of(d)
+        if replicas_of(one) != want or (want > 0 and replicas_annotations_stale(one, d)):
+            return [Scale(name_of(one), want)]
+        return []
     if is_saturated(d, new_rs):
         return [Scale(name_of(rs), 0) for rs in active(old_rss)]
-    if not is_rolling_update(d):
-        return []
     rss = active([*old_rss, new_rs])
+    if not is_rolling_update(d):
+        return [Scale(name_of(rs), replicas_of(rs)) for rs in rss if replicas_annotations_stale(rs, d)]
     allowed = replicas_of(d) + max_surge(d) if replicas_of(d) > 0 else 0
     to_add = allowed - spec_replicas_sum(rss)
-    if to_add > 0:   # bigger first; among equals the newer one grows first
-        rss.sort(key=lambda r: (-replicas_of(r), -creation_time(r), name_of(r)))
-    elif to_add < 0:  # bigger first; among equals the older one shrinks first
-        rss.sort(key=lambda r: (-replicas_of(r), creation_time(r), name_of(r)))
-    sizes: dict[str, int] = {}
+    if to_add > 0:
+        rss = by_size_newer(rss)
+    elif to_add < 0:
+        rss = by_size_older(rss)
+    sizes = {name_of(rs): replicas_of(rs) for rs in rss}
     added = 0
-    for rs in rss:
-        if to_add != 0:
+    if to_add != 0:
+        for rs in rss:
             p = rs_proportion(rs, d, to_add, added)
-            sizes[name_of(rs)] = replicas_of(rs) + p
+            sizes[name_of(rs)] += p
             added += p
-        else:
-            sizes[name_of(rs)] = replicas_of(rs)
-    if rss and to_add != 0:
-        first_name = name_of(rss[0])
-        sizes[first_name] = max(sizes[first_name] + to_add - added, 0)
-    return [Scale(name_of(rs), sizes[name_of(rs)]) for rs in rss if sizes[name_of(rs)] != replicas_of(rs)]
+    leftover = to_add - added
+    for rs in rss:                       # largest first
+        if leftover == 0:
+            break
+        n = name_of(rs)
+        size = max(sizes[n] + leftover, 0)
+        leftover -= size - sizes[n]
+        sizes[n] = size
+    return [Scale(name_of(rs), sizes[name_of(rs)]) for rs in rss
+            if sizes[name_of(rs)] != replicas_of(rs) or replicas_annotations_stale(rs, d)]
 
 
 def is_scaling_event(d: dict, new_rs: dict | None, old_rss: list[dict]) -> bool:
@@ -438,6 +508,96 @@ def is_scaling_event(d: dict, new_rs: dict | None, old_rss: list[dict]) -> bool:
         if desired is not None and desired != replicas_of(d):
             return True
     return False
+
+
+# -- the objects a sync writes -----------------------------------------------------------------
+def scaled_replicaset(rs: dict, replicas: int, d: dict) -> dict | None:
+    """`rs` as dc.scaleReplicaSet writes it: spec.replicas = `replicas`, desired-replicas /
+    max-replicas = the Deployment's replicas / replicas + maxSurge. None when neither the size
+    nor an annotation changes (nothing to write). `rs` is not modified."""
+    new = copy.deepcopy(rs)
+    ann_changed = set_replicas_annotations(new, replicas_of(d), replicas_of(d) + max_surge(d))
+    if replicas_of(rs) == replicas and not ann_changed:
+        return None
+    new.setdefault("spec", {})["replicas"] = replicas
+    return new
+
+
+def template_hash(d: dict) -> str:
+    """pod-template-hash of the Deployment's current template (with its collisionCount)."""
+    return compute_hash((d.get("spec") or {}).get("template"), int((d.get("status") or {}).get("collisionCount") or 0))
+
+
+def new_replicaset_name(d: dict) -> str:
+    """`<deployment>-<pod-template-hash>` of the Deployment's current template."""
+    return f"{name_of(d)}-{template_hash(d)}"
+
+
+def new_replicaset(d: dict, old_rss: list[dict], replicas: int) -> dict:
+    """The ReplicaSet to create for the Deployment's current template: named
+    `<deployment>-<hash>`, the hash label on itself, its selector and template, owned by the
+    Deployment, revision max(old revisions) + 1, the Deployment's annotations and the replica
+    annotations, `replicas` replicas."""
+    md = meta(d)
+    template = copy.deepcopy((d.get("spec") or {}).get("template") or {})
+    h = template_hash(d)
+    template.setdefault("metadata", {}).setdefault("labels", {})[POD_TEMPLATE_HASH_LABEL] = h
+    selector = copy.deepcopy((d.get("spec") or {}).get("selector") or {})
+    selector.setdefault("matchLabels", {})[POD_TEMPLATE_HASH_LABEL] = h
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+          "metadata": {"name": new_replicaset_name(d), "namespace": md.get("namespace"),
+                       "labels": dict(template["metadata"]["labels"]), "ownerReferences": [owner_ref_to(d)]},
+          "spec": {"replicas": replicas, "minReadySeconds": min_ready_seconds(d), "selector": selector,
+                   "template": template}}
+    set_new_rs_annotations(d, rs, max_revision(old_rss) + 1, exists=False)
+    return rs
+
+
+def synced_new_replicaset(d: dict, rs: dict, old_rss: list[dict]) -> dict | None:
+    """The existing new ReplicaSet with the Deployment's annotations copied on, its revision
+    raised to max(old revisions) + 1 (a rollback keeps the old number in revision-history) and
+    minReadySeconds from the Deployment; None when nothing changes. `rs` is not modified."""
+    new = copy.deepcopy(rs)
+    changed = set_new_rs_annotations(d, new, max_revision(old_rss) + 1, exists=True)
+    mrs = min_ready_seconds(d)
+    if int((new.get("spec") or {}).get("minReadySeconds") or 0) != mrs:
+        new.setdefault("spec", {})["minReadySeconds"] = mrs
+        changed = True
+    return new if changed else None
+
+
+def plan_cleanup(d: dict, old_rss: list[dict]) -> list[dict]:
+    """Old ReplicaSets to delete beyond revisionHistoryLimit (cleanupDeployment): the lowest
+    revisions first, only those scaled to 0 with no pods left and their spec observed."""
+    alive = [rs for rs in old_rss if not meta(rs).get("deletionTimestamp")]
+    diff = len(alive) - revision_history_limit(d)
+    if diff <= 0:
+        return []
+    out = []
+    for rs in by_revision(alive)[:diff]:
+        st = rs.get("status") or {}
+        if (int(st.get("replicas") or 0) != 0 or replicas_of(rs) != 0
+                or int(meta(rs).get("generation") or 0) > int(st.get("observedGeneration") or 0)):
+            continue
+        out.append(rs)
+    return out
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What one sync of a Deployment writes, in this order: create the new ReplicaSet with
+    `create` replicas (None: nothing to create), then `scales`, then delete the old revisions
+    `plan_cleanup` names (`cleanup`). `path` is the branch of syncDeployment taken: "paused"
+    and "scaling" write a status with counts only, "rolling" and "recreate" a status with the
+    progress conditions."""
+    path: str
+    create: int | None = None
+    scales: tuple[Scale, ...] = ()
+    cleanup: bool = False
+
+    @property
+    def rollout(self) -> bool:
+        return self.path in ("rolling", "recreate")
 
 
 # -- status ------------------------------------------------------------------------------------

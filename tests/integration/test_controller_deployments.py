@@ -226,3 +226,100 @@ def test_pod_that_fits_nowhere_stays_pending_with_reason(cluster):
                       if e["reason"] == "FailedScheduling" and e["involvedObject"]["name"] == "huge"
                       and e["message"] == "0/3 nodes are available: 3 Insufficient memory."
                       and e["type"] == "Warning"], 30, what="FailedScheduling event")
+
+
+# -- scaling during a rollout (issue 16) ----------------------------------------------------------
+def scale(client, name, replicas):
+    """What `kubectl scale` does: a merge patch of the /scale subresource."""
+    return client.patch("deployments", name, {"spec": {"replicas": replicas}}, "default", subresource="scale")
+
+
+def rs_table(client, d):
+    """{image tag: (spec.replicas, desired-replicas, max-replicas)} of the Deployment's ReplicaSets."""
+    out = {}
+    for r in owned_rss(client, d):
+        ann = r["metadata"].get("annotations") or {}
+        tag = r["spec"]["template"]["spec"]["containers"][0]["image"].rsplit(":", 1)[1]
+        out[tag] = (r["spec"]["replicas"], ann.get(u.DESIRED_REPLICAS_ANNOTATION), ann.get(u.MAX_REPLICAS_ANNOTATION))
+    return out
+
+
+def rolled_out_to(client, d, tag, replicas):
+    """The Deployment is complete on the image `tag`: one ReplicaSet with that template holding every
+    replica, all others at 0, and exactly `replicas` pods, all on `tag`."""
+    if not deployment_done(client, "web"):
+        return False
+    pods = app_pods(client)
+    table = rs_table(client, d)
+    return (len(pods) == replicas and all(p["spec"]["containers"][0]["image"].endswith(f":{tag}") for p in pods)
+            and table.get(tag, (None,))[0] == replicas
+            and all(v[0] == 0 for t, v in table.items() if t != tag))
+
+
+def test_scale_during_a_stuck_rollout_refreshes_every_replicaset_then_set_image_completes(cluster):
+    """The jam of issue 16: `set image` then `scale` left the ReplicaSet whose size did not change
+    with a stale desired-replicas annotation, so every later sync was a "scaling event" and the
+    next `set image` never got a ReplicaSet."""
+    client, _ = cluster
+    d = client.create("deployments", deployment(replicas=5, surge="25%", unavailable="25%"))  # surge 2, unavailable 1
+    wait_for(lambda: deployment_done(client, "web"), 60, what="revision 1")
+    set_image(client, "web", "registry.local/httpd:2", **{"hollow.shoal.io/never-ready": "true"})
+    # never-ready pods stop the rollout exactly at its bounds: 5 - 1 old, 7 - 4 new
+    wait_for(lambda: rs_table(client, d) == {"1": (4, "5", "7"), "2": (3, "5", "7")}, 60, what="stuck at the bounds")
+    scale(client, "web", 6)   # max 8: the old ReplicaSet takes round(4 * 8/7) = 5, the new one stays at 3
+    wait_for(lambda: rs_table(client, d) == {"1": (5, "6", "8"), "2": (3, "6", "8")}, 30,
+             what="proportional scale with both ReplicaSets' annotations refreshed")
+    set_image(client, "web", "registry.local/httpd:3", **{"hollow.shoal.io/never-ready": "false"})
+    wait_for(lambda: rolled_out_to(client, d, "3", 6), 90, what="rollout to httpd:3 after the scale")
+    assert rs_table(client, d)["3"] == (6, "6", "8")
+    done = client.get("deployments", "web", "default")
+    assert done["metadata"]["annotations"][u.REVISION_ANNOTATION] == "3"
+
+
+def test_set_image_scale_set_image_completes(cluster):
+    """set image, then scale while the rollout runs, then set image again: always completes."""
+    client, _ = cluster
+    d = client.create("deployments", deployment(replicas=5, surge="25%", unavailable="25%"))
+    wait_for(lambda: deployment_done(client, "web"), 60, what="revision 1")
+    set_image(client, "web", "registry.local/httpd:2")
+    scale(client, "web", 9)
+    wait_for(lambda: rolled_out_to(client, d, "2", 9), 90, what="rollout to httpd:2 at 9 replicas")
+    set_image(client, "web", "registry.local/httpd:3")
+    scale(client, "web", 4)
+    wait_for(lambda: rolled_out_to(client, d, "3", 4), 90, what="rollout to httpd:3 at 4 replicas")
+    table = rs_table(client, d)
+    assert table["3"] == (4, "4", "5")   # 25% of 4 rounds up to 1
+    assert sorted(table) == ["1", "2", "3"]
+
+
+def test_scale_down_during_a_rollout_leaves_no_replicaset_above_its_share(cluster):
+    """The trial in issue 16 that left an old ReplicaSet at 6 replicas for `replicas: 5`: from the
+    controller's first write after the scale on, no ReplicaSet and no sum of them ever exceeds
+    replicas + maxSurge, and the rollout completes at 5."""
+    client, _ = cluster
+    d = client.create("deployments", deployment(replicas=10, surge="25%", unavailable="25%"))
+    wait_for(lambda: deployment_done(client, "web"), 60, what="revision 1")
+    start = client.list("replicasets", "default")["metadata"]["resourceVersion"]
+    set_image(client, "web", "registry.local/httpd:2")
+    wait_for(lambda: len(owned_rss(client, d)) == 2 and all(r["spec"]["replicas"] for r in owned_rss(client, d)),
+             30, what="both ReplicaSets active")
+    scaled = scale(client, "web", 5)      # allowed from now on: 5 + 2
+    wait_for(lambda: rolled_out_to(client, d, "2", 5), 90, what="rollout to httpd:2 at 5 replicas")
+    # Replay every ReplicaSet write since the start; once a write carries desired-replicas 5 (the
+    # controller has seen the scale), the ReplicaSets' sizes must stay within 7.
+    # The controller writes one ReplicaSet at a time, so the bound holds once its sync is done:
+    # whenever every active ReplicaSet carries desired-replicas 5.
+    state, checked, violations = {}, 0, []
+    for ev in client.watch("replicasets", "default", resource_version=start, timeout_seconds=2):
+        if ev["type"] == "BOOKMARK":
+            continue
+        obj = ev["object"]
+        desired = (obj["metadata"].get("annotations") or {}).get(u.DESIRED_REPLICAS_ANNOTATION)
+        state[obj["metadata"]["name"]] = (0 if ev["type"] == "DELETED" else obj["spec"]["replicas"], desired)
+        if all(want == "5" for size, want in state.values() if size > 0):
+            checked += 1
+            if sum(size for size, _ in state.values()) > 7:
+                violations.append(dict(state))
+    assert checked and violations == []
+    assert int(scaled["spec"]["replicas"]) == 5
+    assert rs_table(client, d) == {"1": (0, "5", "7"), "2": (5, "5", "7")}
