@@ -33,9 +33,11 @@ Contract: `violations(level, pod_spec)` is pure and returns Kubernetes-style mes
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from shoal.machinery.api import errors
 
 LEVELS = ("privileged", "baseline", "restricted")
 LABEL_PREFIX = "pod-security.kubernetes.io/"
@@ -213,5 +215,66 @@ def violations(level: str, spec: Mapping[str, Any] | None) -> list[str]:
     return out
 
 
-def message(level: str, problems: Sequence[str]) -> str:
-    return f'violates PodSecurity "{level}:latest": ' + ", ".join(problems)
+def message(level: str, problems: Sequence[str], *, would: bool = False) -> str:
+    return f'{"would violate" if would else "violates"} PodSecurity "{level}:latest": ' + ", ".join(problems)
+
+
+WORKLOADS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "ReplicationController")
+
+
+def _pod_spec_of(kind: str, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else None
+    if spec is None:
+        return None
+    if kind == "Pod":
+        return spec
+    if kind == "CronJob":
+        spec = ((spec.get("jobTemplate") or {}).get("spec") or {})
+    tmpl = spec.get("template") if isinstance(spec.get("template"), dict) else None
+    return (tmpl or {}).get("spec") if isinstance((tmpl or {}).get("spec"), dict) else None
+
+
+def admit(kind: str, namespace: str | None, obj: Mapping[str, Any] | None, old: Mapping[str, Any] | None, *,
+          namespace_labels: Callable[[str], Mapping[str, str] | None], default_enforce: str = "privileged",
+          audit: Callable[[str], None] | None = None) -> list[str]:
+    """Pod Security admission of one write: raises Forbidden when a Pod violates its
+    namespace's `enforce` level (a Namespace with a bad pod-security label: Invalid);
+    returns the `Warning` texts for `warn` (pods and workload templates alike). `old` is the
+    stored object on update: a pod whose spec did not change is not evaluated again, as in
+    Kubernetes (labels, annotations and status may always change)."""
+    if not isinstance(obj, dict):
+        return []
+    md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    if kind == "Namespace":
+        bad = check_labels(md.get("labels") if isinstance(md.get("labels"), dict) else None)
+        if bad:
+            raise errors.Invalid(
+                f'Namespace "{md.get("name", "")}" is invalid: ' + ", ".join(
+                    f"metadata.labels[{k}]: Invalid value: {why}" for k, why in bad),
+                causes=[errors.Cause(f"metadata.labels[{k}]", why, "FieldValueInvalid") for k, why in bad])
+        return []
+    if kind != "Pod" and kind not in WORKLOADS and kind != "CronJob":
+        return []
+    spec = _pod_spec_of(kind, obj)
+    if spec is None or not namespace:
+        return []
+    if old is not None and _pod_spec_of(kind, old) == spec:
+        return []
+    lv = levels(namespace_labels(namespace), default_enforce)
+    if lv.enforce == lv.warn == lv.audit == "privileged":
+        return []
+    name = md.get("name") or md.get("generateName") or ""
+    if kind == "Pod" and lv.enforce != "privileged":
+        problems = violations(lv.enforce, spec)
+        if problems:
+            raise errors.Forbidden(f'pods "{name}" is forbidden: {message(lv.enforce, problems)}',
+                                   details={"name": name, "kind": "pods"})
+    if audit is not None and lv.audit != "privileged":
+        problems = violations(lv.audit, spec)
+        if problems:
+            audit(f"{kind} {namespace}/{name} {message(lv.audit, problems)}")
+    if lv.warn != "privileged":
+        problems = violations(lv.warn, spec)
+        if problems:
+            return [message(lv.warn, problems, would=True)]
+    return []

@@ -58,6 +58,7 @@ class Settings:
     request_threads: int = 8            # threads running request handlers (store calls)
     tls: bool = True                    # HTTPS with the generated CA; False (plain HTTP) only on loopback
     tls_sans: list[str] = field(default_factory=list)
+    pod_security: str = "privileged"    # enforce level of namespaces without a pod-security label
     version: str = "v1.32.0-shoal"
 
     def __post_init__(self) -> None:

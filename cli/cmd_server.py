@@ -145,6 +145,9 @@ def register(sub) -> None:
     p.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full",
                    help="SQLite durability: full (default) fsyncs every write before answering it; normal is "
                         "faster but a power cut can lose acknowledged writes and reissue their revisions")
+    p.add_argument("--pod-security", choices=("privileged", "baseline", "restricted"), default="privileged",
+                   help="Pod Security enforce level of namespaces without a pod-security.kubernetes.io/enforce "
+                        "label (privileged: none, as Kubernetes; docs/security.md)")
     p.add_argument("--event-ttl", type=float, default=3600.0,
                    help="seconds an Event is kept after it last occurred, as Kubernetes' --event-ttl (3600; "
                         "0 keeps them)")
@@ -206,7 +209,7 @@ def run_server(args) -> int:
     settings = Settings(data_dir=args.data_dir, datastore=args.datastore, listen_host=host, listen_port=port,
                         compaction_interval=args.compaction_interval, compaction_keep=args.history_window,
                         sqlite_synchronous=args.sqlite_synchronous, event_ttl=args.event_ttl,
-                        tls=tls, tls_sans=list(args.tls_san))
+                        tls=tls, tls_sans=list(args.tls_san), pod_security=args.pod_security)
     kubeconfigs = [Path(args.data_dir) / "admin.kubeconfig", args.write_kubeconfig or default_kubeconfig()]
     try:
         srv = ServerProcess(settings, kubeconfig_paths=kubeconfigs)

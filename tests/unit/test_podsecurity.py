@@ -75,3 +75,31 @@ def test_labels():
         ("pod-security.kubernetes.io/enforce", 'must be one of "privileged", "baseline", "restricted", not \'bogus\''),
         ("pod-security.kubernetes.io/audit-version",
          'must be "latest" or a Kubernetes minor version like "v1.32", not \'x\'')]
+
+
+def test_admit_enforce_warn_and_namespace_labels():
+    from shoal.apiserver.podsecurity import admit
+    from shoal.machinery.api import errors
+    labels = {"strict": {"pod-security.kubernetes.io/enforce": "restricted"},
+              "warned": {"pod-security.kubernetes.io/warn": "baseline"}}
+    ns = labels.get
+    priv = {"metadata": {"name": "p"}, "spec": pod(("app", {"securityContext": {"privileged": True}}))}
+    with pytest.raises(errors.Forbidden, match=r'pods "p" is forbidden: violates PodSecurity "restricted:latest": '
+                                               r'privileged \(container "app"'):
+        admit("Pod", "strict", priv, None, namespace_labels=ns)
+    ok = {"metadata": {"name": "p"}, "spec": pod(good())}
+    assert admit("Pod", "strict", ok, None, namespace_labels=ns) == []
+    # a workload is never refused, only warned about (enforce implies warn at that level)
+    deploy = {"metadata": {"name": "d"}, "spec": {"template": {"spec": priv["spec"]}}}
+    (w,) = admit("Deployment", "strict", deploy, None, namespace_labels=ns)
+    assert w.startswith('would violate PodSecurity "restricted:latest": privileged')
+    (w,) = admit("Pod", "warned", priv, None, namespace_labels=ns)
+    assert w.startswith('would violate PodSecurity "baseline:latest"')
+    assert admit("Pod", "other", priv, None, namespace_labels=ns) == []
+    with pytest.raises(errors.Forbidden):
+        admit("Pod", "other", priv, None, namespace_labels=ns, default_enforce="baseline")
+    # an update that leaves the spec alone is not evaluated again
+    assert admit("Pod", "strict", priv, priv, namespace_labels=ns) == []
+    with pytest.raises(errors.Invalid, match=r"metadata.labels\[pod-security.kubernetes.io/enforce\]"):
+        admit("Namespace", None, {"metadata": {"name": "x", "labels": {
+            "pod-security.kubernetes.io/enforce": "strict"}}}, None, namespace_labels=ns)
