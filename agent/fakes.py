@@ -19,7 +19,10 @@ State lives in the fake objects, not in the agent: hand the same
 
 `FakeImageStore(known=None)` pulls every reference except repositories whose
 last path component starts with `missing` (ErrImagePull); with `known` (a
-mapping reference-or-repository → image config) only those exist.
+mapping reference-or-repository → image config) only those exist. A repository
+whose last component starts with `private` is a private one: its pull needs an
+imagePullSecret of a docker-config type (any), else it fails unauthorized, as a
+real registry would; every pull's secrets are recorded in `pull_secrets`.
 `FakeNetwork` hands out addresses from the node's pod CIDR and records calls.
 """
 from __future__ import annotations
@@ -32,10 +35,11 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from shoal.machinery.control.clock import Clock, RealClock
-from shoal.agent.interfaces import ContainerConfig, ContainerState, HostPort, ImagePullError, Peer, PodNet, PulledImage
+from shoal.agent.interfaces import (ContainerConfig, ContainerState, HostPort, ImagePullError, Peer, PodNet,
+                                    PulledImage, PullSecret)
 from shoal.agent.probes import FAILURE, LIVENESS, READINESS, SUCCESS, ProbeResult, ProbeTarget
 
 FAKE_PREFIX = "shoal.io/fake-"
@@ -56,6 +60,7 @@ class FakeImageStore:
         self.pull_seconds = pull_seconds
         self.present: dict[str, PulledImage] = {}
         self.pulls: list[tuple[str, str]] = []
+        self.pull_secrets: list[tuple[str, tuple[PullSecret, ...]]] = []    # (reference, the pod's secrets)
         self.gc_calls: list[set[str]] = []
         self._lock = threading.Lock()
 
@@ -69,9 +74,11 @@ class FakeImageStore:
         return dict(cfg) if cfg is not None else None
 
     def pull(self, reference: str, *, policy: str = "IfNotPresent",
-             progress: Callable[[str], None] | None = None) -> PulledImage:
+             progress: Callable[[str], None] | None = None,
+             pull_secrets: Sequence[PullSecret] = ()) -> PulledImage:
         with self._lock:
             self.pulls.append((reference, policy))
+            self.pull_secrets.append((reference, tuple(pull_secrets)))
             have = self.present.get(reference)
         if policy == "Never":
             if have:
@@ -84,6 +91,10 @@ class FakeImageStore:
         if cfg is None:
             raise ImagePullError(reference, f'failed to pull image "{reference}": repository '
                                             f'{_repo_of(reference)} not found: manifest unknown')
+        if _repo_of(reference).rsplit("/", 1)[-1].startswith("private") and not any(
+                s.type in ("kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg") for s in pull_secrets):
+            raise ImagePullError(reference, f'failed to pull image "{reference}": unauthorized: repository '
+                                            f'{_repo_of(reference)} needs credentials')
         if progress:
             progress(f"resolving {reference}")
         if self.pull_seconds:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Protocol, runtime_checkable
+from typing import Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 
 # ---------------------------------------------------------------------------- images
@@ -34,12 +34,33 @@ class PulledImage:
     config: dict            # the OCI image config's "config" object (Env, Entrypoint, Cmd, WorkingDir, User, ...)
 
 
+@dataclass(frozen=True)
+class PullSecret:
+    """One of a pod's `imagePullSecrets` as read from the API server: the Secret's type and
+    its data, decoded. The image store reads the registry credentials in it
+    (`kubernetes.io/dockerconfigjson`, `kubernetes.io/dockercfg`); the values never appear in
+    a message or a repr."""
+    namespace: str
+    name: str
+    type: str
+    data: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
 @runtime_checkable
 class ImageStore(Protocol):
     def pull(self, reference: str, *, policy: str = "IfNotPresent",
-             progress: Callable[[str], None] | None = None) -> PulledImage:
+             progress: Callable[[str], None] | None = None,
+             pull_secrets: Sequence[PullSecret] = ()) -> PulledImage:
         """Make the image available locally (policy Always|IfNotPresent|Never) and return it.
-        Every blob is verified against its digest before use. Raises ImagePullError."""
+        Every blob is verified against its digest before use. When the registry is asked
+        (not present, or Always), the credentials are the pod's `pull_secrets` that match the
+        image, then the node's own; each pull uses its own, never another pod's. An image
+        already present satisfies IfNotPresent whatever the secrets (Kubernetes' behaviour).
+        Raises ImagePullError."""
 
     def gc(self, in_use: set[str]) -> list[str]:
         """Remove images and layers not referenced by the given manifest digests; return what went."""

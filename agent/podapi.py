@@ -5,6 +5,8 @@
   to another pod (uid changed) or the pod is gone — then there is nothing to write.
 - `confirm_deletion` is the final `DELETE` with `gracePeriodSeconds=0` and a uid
   precondition, once the pod's containers and network are gone.
+- `read_secret` GETs one Secret a pod bound here references (its imagePullSecrets): the
+  node's credential may read exactly those (apiserver.auth, the Node authorizer graph).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ class ClientPodApi:
             except errors.NotFound:
                 return None
         raise errors.Conflict(f"status of pod {md.get('namespace')}/{md['name']} kept conflicting after 5 attempts")
+
+    def read_secret(self, namespace: str, name: str) -> dict:
+        return self.client.get("secrets", name, namespace)
 
     def confirm_deletion(self, pod: dict) -> None:
         md = pod["metadata"]

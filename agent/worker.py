@@ -19,7 +19,9 @@ and never needs to know which. Each call
    remove, tear down, waiting reasons, BackOff events, the next wake-up;
 4. executes that plan as it comes, in its order — BackOff events, adoption,
    sandbox (network, volumes, /etc/hosts), kills (SIGTERM, SIGKILL after the
-   grace period), starts (pull with Pulling/Pulled events, resolve the process
+   grace period), starts (pull with Pulling/Pulled events — the pod's imagePullSecrets read
+   through the node credential first, a missing one a FailedToRetrieveImagePullSecret
+   warning and a note in the pull failure, the pull going on without it —, resolve the process
    from image config + spec, create, start with Created/Started events),
    removals, teardown, deletion confirmation — then re-observes and re-plans
    until the plan is empty (a fixed point). A step that fails is reported and
@@ -45,6 +47,7 @@ container restarts, removed with the pod), `.../logs/<container>/<attempt>.log`
 """
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -58,11 +61,13 @@ from typing import Callable, Mapping, Protocol
 
 from shoal.machinery.control.clock import Clock
 from shoal.machinery.control.events import EventSink
+from shoal.machinery.api import errors
+from shoal.machinery.api.podrefs import image_pull_secret_names
 from shoal.machinery.api.quantity import cpu_millis, memory_bytes
 
 from shoal.agent.interfaces import (ConfigRefused, ContainerConfig, ContainerSecurity, ContainerState, ImagePullError,
                                     ImageStore, Mount, Network,
-                                    PodNet, PulledImage, Runtime)
+                                    PodNet, PulledImage, PullSecret, Runtime)
 from shoal.agent.plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_POD_NAME,
                               LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ConfigFailure,
                               ObservedContainer, PodActions,
@@ -174,6 +179,10 @@ class PodApi(Protocol):
         """Write `status` (CAS, re-read on conflict); return the stored pod, None if it is gone."""
 
     def confirm_deletion(self, pod: dict) -> None: ...
+
+    def read_secret(self, namespace: str, name: str) -> dict:
+        """A Secret the pod references (the node's credential may read only those); raises
+        the API's error (NotFound, Forbidden, ...)."""
 
 
 @dataclass
@@ -692,14 +701,16 @@ class PodWorker:
                 told.append(True)
                 ctx.events.event(pod, "Normal", "Pulling", f'Pulling image "{image}"')
 
+        secrets, unread = self._pull_secrets(pod)
         try:
-            img = ctx.images.pull(image, policy=policy, progress=progress)
+            img = ctx.images.pull(image, policy=policy, progress=progress, pull_secrets=secrets)
         except ImagePullError as e:
             now = ctx.clock.now()
             bo = ctx.tracker.record_exit((self.uid, name, "pull"), exit_id=f"pull@{now}", started_at=None,
                                          finished_at=now, first_immediate=False)
-            self.mem.pull_failures[name] = PullFailure(image, e.reason, e.message, now, bo.not_before, fresh=True)
-            ctx.events.event(pod, "Warning", "Failed", f'Failed to pull image "{image}": {e.message}')
+            message = e.message + (f" (imagePullSecrets not read: {'; '.join(unread)})" if unread else "")
+            self.mem.pull_failures[name] = PullFailure(image, e.reason, message, now, bo.not_before, fresh=True)
+            ctx.events.event(pod, "Warning", "Failed", f'Failed to pull image "{image}": {message}')
             ctx.events.event(pod, "Warning", "Failed", f"Error: {e.reason}")
             return None
         except Exception as e:      # a store bug must not kill the worker: report like a pull failure
@@ -718,6 +729,33 @@ class PodWorker:
         else:
             ctx.events.event(pod, "Normal", "Pulled", f'Container image "{image}" already present on machine')
         return img
+
+    def _pull_secrets(self, pod: Mapping) -> tuple[list[PullSecret], list[str]]:
+        """The pod's imagePullSecrets as read now, and for each one that could not be read
+        `"<ns>/<name>: <why>"`. As kubelet: a missing secret is a warning event, and the pull
+        goes on with the others (anonymously when none is left)."""
+        names = image_pull_secret_names(pod)
+        if not names:
+            return [], []
+        ns = pod["metadata"].get("namespace") or "default"
+        found: list[PullSecret] = []
+        unread: list[str] = []
+        for secret_name in names:
+            try:
+                s = self.ctx.api.read_secret(ns, secret_name)
+            except errors.NotFound:
+                unread.append(f"{ns}/{secret_name}: not found")
+                continue
+            except Exception as e:      # Forbidden, the server unreachable: the pull goes on all the same
+                unread.append(f"{ns}/{secret_name}: {e}")
+                continue
+            data = {k: base64.b64decode(v) for k, v in (s.get("data") or {}).items() if isinstance(v, str)}
+            found.append(PullSecret(ns, secret_name, s.get("type") or "Opaque", data))
+        if unread:
+            self.ctx.events.event(pod, "Warning", "FailedToRetrieveImagePullSecret",
+                                  f"Unable to retrieve some image pull secrets ({', '.join(unread)}); "
+                                  f"attempting to pull the image may not succeed.")
+        return found, unread
 
     def _config(self, pod: Mapping, cspec: Mapping, img: PulledImage, attempt: int, cid: str) -> ContainerConfig:
         md = pod["metadata"]

@@ -545,6 +545,10 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         if auth.needs_stored_for_get(p, res):      # a node may read only the pods bound to it
             obj = await store_call(registry.get, res, namespace, name)
             auth.authorize(p, "get", res, namespace=namespace, name=name, old=obj)
+        elif auth.needs_graph_for_get(p, res):     # only what the pods bound to the node reference
+            related = await anyio.to_thread.run_sync(auth.node_related_objects, registry.store, p.subject, namespace)
+            auth.authorize(p, "get", res, namespace=namespace, name=name, related=related)
+            obj = await store_call(registry.get, res, namespace, name)
         else:
             auth.authorize(p, "get", res, namespace=namespace, name=name)
             obj = await store_call(registry.get, res, namespace, name)
@@ -553,6 +557,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
     async def do_update(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
         p = principal(request)
         dry = _dry_run(request)
+        auth.authorize_before_read(p, "update", res, namespace=namespace, name=name, subresource=subresource)
         old = await store_call(registry.get, res, namespace, name)
         # Decided on the URL and the stored object (never the body): before the body is read.
         auth.authorize(p, "update", res, namespace=namespace, name=name, subresource=subresource, old=old)
@@ -567,6 +572,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         p = principal(request)
         dry = _dry_run(request)
         ct = (request.headers.get("content-type") or "application/merge-patch+json").split(";")[0].strip()
+        auth.authorize_before_read(p, "patch", res, namespace=namespace, name=name, subresource=subresource)
         old = None
         try:
             old = await store_call(registry.get, res, namespace, name)
@@ -586,6 +592,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
 
     async def do_delete(request: Request, name: str, namespace: str | None = None):
         p = principal(request)
+        auth.authorize_before_read(p, "delete", res, namespace=namespace, name=name)
         old = await store_call(registry.get, res, namespace, name)
         auth.authorize(p, "delete", res, namespace=namespace, name=name, old=old)
         opts, dry = _delete_options(request, await _body(request, required=False))

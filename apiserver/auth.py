@@ -9,7 +9,13 @@ SHA-256. Roles:
   there; a list or watch only with `fieldSelector=spec.nodeName=<node>`), never
   pod logs, Events or any other kind; writes only its own Node and Lease, the
   status of pods bound to it, deletion confirmations of those pods, and Events —
-  as Kubernetes' Node authorizer graph allows a kubelet. `admit` then
+  as Kubernetes' Node authorizer graph allows a kubelet. It may `get` a Secret or
+  ConfigMap only when a pod bound to it references that object
+  (`machinery.api.podrefs.referenced_objects`: today `imagePullSecrets`); never list
+  or watch them. The edges are read from the store at the request
+  (`node_related_objects`: the pods of that one namespace, filtered by node), so a
+  binding or a deletion counts at once; a refusal says `no relationship found
+  between node '<node>' and this object`, as Kubernetes' does. `admit` then
   looks at the object a write would store, as Kubernetes' NodeRestriction
   admission does: a node may not set or change its Node's `spec.podCIDR(s)`,
   which are the server's to assign (the node IPAM controller).
@@ -40,10 +46,12 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.machinery.api import errors
+from shoal.machinery.api.podrefs import Reference, referenced_objects
 from shoal.machinery.api.resources import Resource
 from shoal.machinery.api.selectors import parse_field_selector
 from shoal.apiserver.store import Store
@@ -137,21 +145,85 @@ class TokenCache:
 
 def authorize(p: Principal, verb: str, res: Resource | None, *, namespace: str | None = None,
               name: str | None = None, subresource: str | None = None, obj: dict | None = None,
-              old: dict | None = None, field_selector: str | None = None) -> None:
+              old: dict | None = None, field_selector: str | None = None,
+              related: Collection[Reference] | None = None) -> None:
     """Raise Forbidden unless `p` may do `verb` on the object. `obj`/`old` are the new and stored
     values (`old` is the stored object on a get too, where the rule depends on it: a node's
-    pods); `field_selector` is a list's or watch's."""
+    pods); `field_selector` is a list's or watch's; `related` the objects the pods bound to a
+    node reference (`node_related_objects`), for a node's get of a Secret or ConfigMap (see
+    `needs_graph_for_get`; None: none)."""
     if p.role == "admin":
         return
-    if p.role == "node" and _node_allows(p.subject, verb, res, namespace, name, subresource, obj, old,
-                                         field_selector):
-        return
+    reason = ""
+    if p.role == "node":
+        if res is not None and res.kind in GRAPH_KINDS:
+            reason = _node_graph_denial(p.subject, verb, res, namespace, name, subresource, related)
+            if not reason:
+                return
+        elif _node_allows(p.subject, verb, res, namespace, name, subresource, obj, old, field_selector):
+            return
     what = res.plural if res else "this path"
     group = res.group if res else ""
     where = f' in the namespace "{namespace}"' if namespace else ""
     target = f'{what} "{name}"' if name else what
     raise errors.Forbidden(f'{target} is forbidden: User "{p.username}" cannot {verb} resource "{what}"'
-                           f'{"/" + subresource if subresource else ""} in API group "{group}"{where}')
+                           f'{"/" + subresource if subresource else ""} in API group "{group}"{where}'
+                           f'{": " + reason if reason else ""}')
+
+
+# Kinds on which a node's write may be allowed, depending on the stored object or the body.
+NODE_WRITABLE_KINDS = frozenset({"Node", "Lease", "Event", "Pod"})
+
+
+def authorize_before_read(p: Principal, verb: str, res: Resource | None, *, namespace: str | None = None,
+                          name: str | None = None, subresource: str | None = None) -> None:
+    """Refuse, before the stored object is read, a write no stored object could make allowed
+    (a node's update, patch or delete of a Secret, a Deployment, ...): the refusal is then the
+    same whether the object exists or not, so it tells nothing about names in namespaces the
+    caller may not read. Writes whose decision depends on the stored object pass here and are
+    decided by `authorize` with it."""
+    if p.role == "admin" or (p.role == "node" and res is not None and res.kind in NODE_WRITABLE_KINDS):
+        return
+    authorize(p, verb, res, namespace=namespace, name=name, subresource=subresource)
+
+
+# Kinds a node reads through its pods' references (the Node authorizer's graph).
+GRAPH_KINDS = frozenset({"Secret", "ConfigMap"})
+
+
+def needs_graph_for_get(p: Principal, res: Resource | None) -> bool:
+    """Whether `authorize(p, "get", res, ...)` decides on `related` (`node_related_objects`)."""
+    return p.role == "node" and res is not None and res.kind in GRAPH_KINDS
+
+
+def node_related_objects(store: Store, node: str, namespace: str | None) -> set[Reference]:
+    """The (plural, namespace, name) of every object the pods bound to `node` in `namespace`
+    reference. Reads that namespace's pods (an indexed range of the store), never the
+    cluster's; references are immutable once a pod exists (its spec is), so only binding
+    and deletion change the answer, and both are seen by the next request."""
+    if not namespace:
+        return set()
+    out: set[Reference] = set()
+    pods, _ = store.list("pods", namespace)
+    for pod in pods:
+        if (pod.get("spec") or {}).get("nodeName") == node:
+            out |= referenced_objects(pod)
+    return out
+
+
+def _node_graph_denial(node: str, verb: str, res: Resource, ns: str | None, name: str | None, sub: str | None,
+                       related: Collection[Reference] | None) -> str:
+    """Why `node` may not do `verb` on a Secret or ConfigMap ("" when it may), in the words of
+    Kubernetes' Node authorizer."""
+    if verb != "get":
+        return "can only get individual resources of this type"
+    if sub:
+        return "cannot get subresource"
+    if not ns or not name:
+        return "can only get namespaced objects of this type"
+    if (res.plural, ns, name) in (related or ()):
+        return ""
+    return f"no relationship found between node '{node}' and this object"
 
 
 NODE_ASSIGNED_BY_SERVER = ("podCIDR", "podCIDRs")

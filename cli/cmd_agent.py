@@ -9,6 +9,12 @@ reused), then runs
 `--fake-runtime`, on the scripted fakes of `agent.fakes` (a hollow node: no
 root, no containers). SIGTERM/SIGINT stop the agent and leave the containers
 running; the next start adopts them.
+
+`--registry-auth FILE` gives the node registry credentials of its own, in Docker's config
+format (`{"auths": {...}}`, as `docker login` writes): read once at start
+(`agent.images.dockerconfig.load_registry_auth`; an unreadable file stops the agent, a file
+group or others may read is a warning), tried for every pull after the pod's matching
+imagePullSecrets (docs/images.md, "Private registries").
 """
 from __future__ import annotations
 
@@ -54,6 +60,26 @@ def server_url(value: str) -> str:
             f"--server {value!r}: plain HTTP would send the join token and the node credential in the clear; "
             f"shoal servers serve HTTPS: use https://{u.netloc}")
     return v
+
+
+def absolute_path(value: str) -> Path:
+    return Path(value).expanduser().absolute()
+
+
+def registry_auth_problem(args) -> str | None:
+    """Why `--registry-auth` cannot be used (None when it can, or is not given): checked
+    before anything starts."""
+    path = getattr(args, "registry_auth", None)
+    if path is None:
+        return None
+    if getattr(args, "fake_runtime", False):
+        return "--registry-auth: a hollow node (--fake-runtime) pulls no images"
+    from shoal.agent.images.dockerconfig import DockerConfigError, load_registry_auth
+    try:
+        load_registry_auth(path)
+    except DockerConfigError as e:
+        return str(e)
+    return None
 
 
 def default_address() -> str:
@@ -103,6 +129,7 @@ def register(sub) -> None:
                    help="pull images of registry HOST from URL instead (repeatable)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                    help="talk plain HTTP to this registry (repeatable; loopback registries always are)")
+    add_registry_auth_flag(p)
     p.add_argument("--backoff-initial", type=float, default=10.0, help="first crash-loop delay, seconds (10)")
     p.add_argument("--backoff-max", type=float, default=300.0, help="longest crash-loop delay, seconds (300)")
     p.add_argument("--kubelet-port", type=int, default=10250, help="log endpoint port, 0 = any (10250)")
@@ -120,6 +147,13 @@ def register(sub) -> None:
                    help="pods worked on at once: setup, starts, stops (8)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run_agent)
+
+
+def add_registry_auth_flag(p) -> None:
+    p.add_argument("--registry-auth", type=absolute_path, default=None, metavar="FILE",
+                   help="the node's registry credentials, Docker's config.json format ({\"auths\": {...}}, "
+                        "as docker login writes it; mode 0600): tried for every pull after the pod's matching "
+                        "imagePullSecrets")
 
 
 def _positive_int(v: str) -> int:
@@ -152,8 +186,16 @@ def build_seams(args, data_dir: Path):
     from shoal.agent.probes import RealProbeExecutor
     from shoal.agent.runtime import RuncRuntime
     from shoal.agent.runtime.mounts import is_tmpfs
+    from shoal.agent.images.dockerconfig import load_registry_auth
     registry = RegistryClient(mirrors=dict(args.registry_mirror), insecure_registries=args.insecure_registry)
-    images = LocalImageStore(data_dir / "images", registry_client=registry)
+    node_credentials = None
+    if getattr(args, "registry_auth", None):
+        node_credentials, warnings = load_registry_auth(args.registry_auth)
+        for w in warnings:
+            log.warning("%s", w)
+        log.info("registry credentials for %s from %s", ", ".join(sorted({e.key for e in node_credentials.entries}))
+                 or "no registry", args.registry_auth)
+    images = LocalImageStore(data_dir / "images", registry_client=registry, node_credentials=node_credentials)
     run_dir = getattr(args, "run_dir", None)
     state = private_dir(run_dir, tighten=False) if run_dir else data_dir
     if run_dir and not is_tmpfs(state):
@@ -183,6 +225,10 @@ def run_agent(args) -> int:
         logging.getLogger(noisy).setLevel(logging.INFO)
     node = (args.node_name or socket.gethostname()).lower()
     address = args.address or default_address()
+    problem = registry_auth_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     data_dir = private_dir(args.data_dir, tighten=False)      # 0700: credentials, bundles, layers (agent/hostfiles.py)
     try:
         creds = ensure_credentials(args.server, args.token, node, data_dir)

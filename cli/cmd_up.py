@@ -121,6 +121,8 @@ def register(sub) -> None:
                    help="pull images of registry HOST from URL instead (repeatable)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                    help="talk plain HTTP to registry HOST (repeatable; 127.0.0.1 and localhost always may)")
+    from shoal.cli.cmd_agent import add_registry_auth_flag
+    add_registry_auth_flag(p)
     p.add_argument("--backoff-initial", type=float, default=10.0, metavar="SECONDS", help="first crash-loop delay, seconds (10)")
     p.add_argument("--backoff-max", type=float, default=300.0, metavar="SECONDS", help="longest crash-loop delay, seconds (300)")
     p.add_argument("--skip-checks", action="store_true",
@@ -221,6 +223,10 @@ def run_up(args) -> int:
         refused = tls_settings(args, host)[1]
         if refused:
             bad.append(refused)
+    from shoal.cli.cmd_agent import registry_auth_problem
+    auth_problem = registry_auth_problem(args)
+    if auth_problem:
+        bad.append(auth_problem)
     if bad:
         for b in bad:
             print(f"error: {b}", file=sys.stderr)
@@ -257,6 +263,8 @@ def _detach(args, data_dir: Path) -> int:
             argv.append("--insecure-http")
     elif "--write-kubeconfig" not in argv:
         argv += ["--write-kubeconfig", str(_kubeconfig_path(args))]
+    if args.registry_auth:       # absolute (the child runs elsewhere); the last one given wins
+        argv += ["--registry-auth", str(args.registry_auth)]
     log_path = data_dir / "up.log"
     kubeconfig = _kubeconfig_path(args)
     started = time.time()
@@ -345,7 +353,7 @@ def _foreground(args, data_dir: Path) -> int:
         creds = ensure_credentials(srv.url, join_token, node, agent_dir)
         agent_args = Namespace(fake_runtime=False, registry_mirror=[_mirror(m) for m in args.registry_mirror],
                                insecure_registry=args.insecure_registry, runc_root=None, cgroup_parent="/shoal",
-                               pod_netns_prefix=hostnet.netns_prefix)
+                               pod_netns_prefix=hostnet.netns_prefix, registry_auth=args.registry_auth)
         images, runtime, network, prober, rt_version = build_seams(agent_args, agent_dir)
         network = _node_network(agent_dir, hostnet)
         opts = AgentOptions(backoff_initial=args.backoff_initial, backoff_max=args.backoff_max,

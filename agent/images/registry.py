@@ -11,7 +11,13 @@ Contract:
 - `RegistryClient.open_blob(ref, digest)` is a context manager yielding an iterator of
   byte chunks. It does *not* verify: the store hashes while streaming to a temp file.
 - Every failure is a `RegistryError` whose message names the registry URL and what went
-  wrong (unreachable, unauthorized, manifest unknown, digest mismatch, unsupported type).
+  wrong (unreachable, unauthorized, manifest unknown, digest mismatch, unsupported type);
+  a refusal of the credentials (or of their absence) is a `RegistryAuthError`, so a caller
+  holding several candidate credentials knows to try the next one.
+- Credentials are per call: `resolve`/`open_blob` take the `Credential` of this pull (a
+  pod's imagePullSecret, the node's --registry-auth file: `agent.images.dockerconfig`
+  chooses, the store passes it) or None — then the client's static `credentials` for that
+  registry host, if it was built with any (tools and tests), else anonymous.
 
 Design notes:
 - Endpoint choice is a pure function (`endpoint_for`): a configured mirror wins (like k3s'
@@ -23,9 +29,12 @@ Design notes:
   (with basic credentials if configured and the realm may have them — `may_send_credentials`:
   over https, or over plain http on the registry's own host; a registry cannot name a
   plain-http host of its choosing and collect them — anonymously otherwise), take `token` or
-  `access_token`, cache it per (registry, scope) until `expires_in` (default 60 s, by the
-  injected clock) and retry once. The cached scheme is sent up-front on later requests
-  so a pull costs one challenge, not one per blob.
+  `access_token`, cache it per (registry, scope, credential) until `expires_in` (default
+  60 s, by the injected clock) and retry once. The cached scheme is sent up-front on later
+  requests with the same credential, so a pull costs one challenge, not one per blob. The
+  credential is part of the key: a token a pod's secret earned for a private repository is
+  never sent for a pull without that secret (an anonymous pull asks the token server
+  anonymously and is refused as it should be).
 - A manifest is read only up to `MAX_MANIFEST_BYTES`: a larger Content-Length is refused
   before the body is read, and a body without one is cut off at the cap.
 - The httpx client is shared and thread-safe; the token cache is guarded by a lock.
@@ -41,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -64,6 +73,29 @@ DEFAULT_INSECURE = ("127.0.0.0/8", "::1/128", "localhost")
 
 class RegistryError(Exception):
     """A registry operation failed; the message names the URL and the cause."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry (or its token server) refused the credentials sent, or their absence:
+    401 after authenticating, 403, a token server's refusal, a basic challenge without
+    credentials. Another credential may do better; a network error would not."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A user name and password for one pull. `source` says where it came from, for
+    messages (`imagePullSecret default/regcred`, `--registry-auth /etc/shoal/auth.json`);
+    the password is never in a message or a repr."""
+    username: str
+    password: str = field(repr=False)
+    source: str = ""
+
+    def describe(self) -> str:
+        return f"{self.source or 'credentials'} (user {self.username!r})"
+
+    def cache_key(self) -> str:
+        """Tells credentials apart in the token cache without keeping the password in the key."""
+        return hashlib.sha256(f"{self.username}\0{self.password}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -183,8 +215,9 @@ class RegistryClient:
                                   follow_redirects=True, transport=transport,
                                   headers={"User-Agent": "shoal-agent"})
         self._lock = threading.Lock()
-        # (registry, scope) -> (Authorization header value, expiry by clock or None)
-        self._auth: dict[tuple[str, str], tuple[str, float | None]] = {}
+        # (registry, scope, credential's cache_key or "" for anonymous) ->
+        # (Authorization header value, expiry by clock or None)
+        self._auth: dict[tuple[str, str, str], tuple[str, float | None]] = {}
 
     def close(self) -> None:
         self._http.close()
@@ -199,7 +232,14 @@ class RegistryClient:
         return endpoint_for(registry, mirrors=self.mirrors, insecure=self.insecure)
 
     # -- auth
-    def _cached_auth(self, key: tuple[str, str]) -> str | None:
+    def _credential(self, registry: str, credential: Credential | None) -> Credential | None:
+        """The credential a call sends: its own, else the static one for the registry host."""
+        if credential is not None:
+            return credential
+        static = self.credentials.get(registry)
+        return Credential(static[0], static[1], f"the credentials configured for {registry}") if static else None
+
+    def _cached_auth(self, key: tuple[str, str, str]) -> str | None:
         with self._lock:
             hit = self._auth.get(key)
             if hit is None:
@@ -210,22 +250,25 @@ class RegistryClient:
                 return None
             return value
 
-    def _basic(self, registry: str) -> str | None:
-        cred = self.credentials.get(registry)
+    @staticmethod
+    def _basic(cred: Credential | None) -> str | None:
         if cred is None:
             return None
-        raw = f"{cred[0]}:{cred[1]}".encode()
+        raw = f"{cred.username}:{cred.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
-    def _authenticate(self, registry: str, scope: str, challenge: str, url: str) -> str:
+    def _authenticate(self, registry: str, scope: str, challenge: str, url: str,
+                      cred: Credential | None) -> str:
         scheme, params = parse_challenge(challenge)
+        key = (registry, scope, cred.cache_key() if cred else "")
         if scheme == "basic":
-            value = self._basic(registry)
+            value = self._basic(cred)
             if value is None:
-                raise RegistryError(f"{url}: registry {registry} wants basic auth and no "
-                                    "credentials are configured for it")
+                raise RegistryAuthError(f"{url}: unauthorized: registry {registry} wants basic auth and no "
+                                        "credentials are configured for it (no imagePullSecret or node "
+                                        "credential matches this image)")
             with self._lock:
-                self._auth[(registry, scope)] = (value, None)
+                self._auth[key] = (value, None)
             return value
         if scheme != "bearer" or "realm" not in params:
             raise RegistryError(f"{url}: unsupported auth challenge {challenge!r}")
@@ -235,21 +278,23 @@ class RegistryClient:
         query["scope"] = params.get("scope") or scope
         headers = {}
         realm = params["realm"]
-        basic = self._basic(registry)
+        basic = self._basic(cred)
         withheld = ""
         if basic and may_send_credentials(realm, self.endpoint(registry)):
             headers["Authorization"] = basic
         elif basic:
-            withheld = (f" (the credentials configured for {registry} were not sent: the token server is "
+            assert cred is not None
+            withheld = (f" ({cred.describe()} were not sent: the token server is "
                         f"neither https nor on the registry's own host, {self.endpoint(registry)})")
         try:
             resp = self._http.get(realm, params=query, headers=headers)
         except httpx.HTTPError as exc:
             raise RegistryError(f"token server {realm} for {registry} unreachable: {exc}") from exc
         if resp.status_code != 200:
-            raise RegistryError(f"token server {realm} for {registry} refused "
-                                f"scope {query['scope']!r}: HTTP {resp.status_code} "
-                                f"{_registry_error_text(resp)}{withheld}")
+            error = RegistryAuthError if resp.status_code in (401, 403) else RegistryError
+            raise error(f"token server {realm} for {registry} refused "
+                        f"scope {query['scope']!r}: HTTP {resp.status_code} "
+                        f"{_registry_error_text(resp)}{withheld}")
         try:
             body = resp.json()
             token = body.get("token") or body.get("access_token")
@@ -260,15 +305,16 @@ class RegistryClient:
         expires_in = body.get("expires_in") or 60
         value = f"Bearer {token}"
         with self._lock:
-            self._auth[(registry, scope)] = (value, self._clock() + max(float(expires_in) - 5, 1))
+            self._auth[key] = (value, self._clock() + max(float(expires_in) - 5, 1))
         return value
 
     def _send(self, ref: Reference, method: str, path: str, *, headers: dict[str, str],
-              stream: bool = False) -> httpx.Response:
+              stream: bool = False, credential: Credential | None = None) -> httpx.Response:
         """One authenticated request to `<endpoint>/v2/<repo><path>`; caller closes if stream."""
         url = f"{self.endpoint(ref.registry)}/v2/{ref.repository}{path}"
         scope = f"repository:{ref.repository}:pull"
-        key = (ref.registry, scope)
+        cred = self._credential(ref.registry, credential)
+        key = (ref.registry, scope, cred.cache_key() if cred else "")
         for attempt in range(2):
             hdrs = dict(headers)
             auth = self._cached_auth(key)
@@ -280,6 +326,12 @@ class RegistryClient:
             except httpx.HTTPError as exc:
                 raise RegistryError(f"registry {ref.registry} unreachable at {url}: "
                                     f"{type(exc).__name__}: {exc}") from exc
+            if resp.status_code == 403:
+                resp.read()
+                text = _registry_error_text(resp)
+                resp.close()
+                raise RegistryAuthError(f"{method} {url}: denied (HTTP 403) {text}"
+                                        f"{' with ' + cred.describe() if cred else ' to an anonymous pull'}")
             if resp.status_code != 401:
                 return resp
             challenge = resp.headers.get("WWW-Authenticate", "")
@@ -288,12 +340,15 @@ class RegistryClient:
                 break
             with self._lock:
                 self._auth.pop(key, None)
-            self._authenticate(ref.registry, scope, challenge, url)
-        raise RegistryError(f"{method} {url}: unauthorized (HTTP 401)")
+            self._authenticate(ref.registry, scope, challenge, url, cred)
+        raise RegistryAuthError(f"{method} {url}: unauthorized (HTTP 401)"
+                                f"{' with ' + cred.describe() if cred else ' to an anonymous pull'}")
 
     # -- manifests
-    def _get_manifest(self, ref: Reference, key: str) -> tuple[bytes, str, str | None]:
-        resp = self._send(ref, "GET", f"/manifests/{key}", headers={"Accept": ACCEPT}, stream=True)
+    def _get_manifest(self, ref: Reference, key: str,
+                      credential: Credential | None) -> tuple[bytes, str, str | None]:
+        resp = self._send(ref, "GET", f"/manifests/{key}", headers={"Accept": ACCEPT}, stream=True,
+                          credential=credential)
         try:
             url = str(resp.request.url)
             if resp.status_code == 404:
@@ -318,9 +373,10 @@ class RegistryClient:
         finally:
             resp.close()
 
-    def resolve(self, ref: Reference) -> ResolvedManifest:
+    def resolve(self, ref: Reference, *, credential: Credential | None = None) -> ResolvedManifest:
+        """The manifest `ref` names, fetched with `credential` (see the module's contract)."""
         where = f"{self.endpoint(ref.registry)}/v2/{ref.repository}/manifests/{ref.pull_key}"
-        raw, ctype, header_digest = self._get_manifest(ref, ref.pull_key)
+        raw, ctype, header_digest = self._get_manifest(ref, ref.pull_key, credential)
         digest = sha256_digest(raw)
         if ref.digest is not None and digest != ref.digest:
             raise RegistryError(f"manifest digest mismatch for {ref}: expected {ref.digest}, "
@@ -349,7 +405,7 @@ class RegistryClient:
             manifest_digest = desc.get("digest", "")
             if not str(manifest_digest).startswith("sha256:"):
                 raise RegistryError(f"{ref}: index {digest} names unsupported digest {manifest_digest!r}")
-            manifest_raw, _, _ = self._get_manifest(ref, manifest_digest)
+            manifest_raw, _, _ = self._get_manifest(ref, manifest_digest, credential)
             actual = sha256_digest(manifest_raw)
             if actual != manifest_digest:
                 raise RegistryError(f"manifest digest mismatch for {ref} ({os_name}/{arch}): "
@@ -365,8 +421,9 @@ class RegistryClient:
 
     # -- blobs
     @contextmanager
-    def open_blob(self, ref: Reference, digest: str) -> Iterator[Iterator[bytes]]:
-        resp = self._send(ref, "GET", f"/blobs/{digest}", headers={}, stream=True)
+    def open_blob(self, ref: Reference, digest: str, *,
+                  credential: Credential | None = None) -> Iterator[Iterator[bytes]]:
+        resp = self._send(ref, "GET", f"/blobs/{digest}", headers={}, stream=True, credential=credential)
         try:
             if resp.status_code != 200:
                 resp.read()
@@ -419,7 +476,7 @@ def check_image_manifest(manifest: dict, *, where: str) -> None:
                                 "and cannot be pulled")
 
 
-__all__ = ["RegistryClient", "RegistryError", "ResolvedManifest", "Reference", "parse_reference",
+__all__ = ["RegistryClient", "RegistryError", "RegistryAuthError", "Credential", "ResolvedManifest", "Reference", "parse_reference",
            "endpoint_for", "is_insecure", "parse_challenge", "select_platform", "sha256_digest",
            "check_image_manifest", "ACCEPT", "OCI_INDEX", "OCI_MANIFEST", "DOCKER_LIST",
            "DOCKER_MANIFEST"]

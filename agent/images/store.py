@@ -20,8 +20,12 @@ Layout under `root` (one agent per root; all writes are temp-then-rename):
 
 Pull flow (`pull`): parse the reference → apply `policy` (IfNotPresent/Never answer from
 the local record when it is complete; Never fails with ErrImageNeverPull otherwise;
-Always re-resolves the tag with one manifest GET) → resolve (registry client: manifest
-verified against its digest, index → linux/amd64) → under a per-digest lock: config blob,
+Always re-resolves the tag with one manifest GET) → choose the credentials (the pod's
+`pull_secrets` that match the image, then the node's `node_credentials`:
+`agent.images.dockerconfig`) → resolve with the first the registry accepts, anonymously when
+none matches (registry client: manifest verified against its digest, index →
+linux/amd64) → every blob of this pull fetched with that same credential → under a
+per-digest lock: config blob,
 then each layer blob (skipped when present; else streamed to tmp/, hashed, checked,
 renamed) and its unpacked dir (skipped when present) → image record → tag.
 Any failure raises `ImagePullError` (reason ErrImagePull) naming image and digests and
@@ -31,6 +35,13 @@ Concurrency: one store per process may be used from many threads. Keyed locks se
 work on one image digest / blob / layer; a pin count marks blobs, layers and images an
 in-flight pull relies on, and `gc` and failure clean-up never delete a pinned item.
 The store-wide lock guards pins and refs.json and is never held during network I/O.
+
+Credentials and shared images: blobs and layers are shared by digest, so an image a pod
+pulled with its secret is on the node for every pod. A pod without the secret whose
+`imagePullPolicy` is IfNotPresent (the default for a tagged image) runs it without asking
+the registry — Kubernetes' behaviour (its AlwaysPullImages admission exists for this).
+`Always` asks the registry on every start with the pod's own credentials, so a pod that may
+not pull the image fails even when it is present (docs/images.md, "Private registries").
 
 `import_archive` takes an OCI image layout (dir or tar) or a `docker save` tarball and
 feeds the same install path with an archive as the blob source, so imported blobs are
@@ -51,18 +62,20 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ContextManager, Protocol
 
 from shoal.agent.hostfiles import private_dir
+from shoal.agent.images.dockerconfig import DockerConfigError, Keyring, keyring_from_pull_secrets
 from shoal.agent.images.reference import Reference, parse_reference
-from shoal.agent.images.registry import (DOCKER_MANIFEST, INDEX_TYPES, RegistryClient, RegistryError, ResolvedManifest,
-                                         check_image_manifest, select_platform, sha256_digest)
+from shoal.agent.images.registry import (DOCKER_MANIFEST, INDEX_TYPES, Credential, RegistryAuthError, RegistryClient,
+                                         RegistryError, ResolvedManifest, check_image_manifest, select_platform,
+                                         sha256_digest)
 from shoal.agent.images.unpack import DEFAULT_LIMITS, LayerError, Limits, detect_compression, unpack_layer
-from shoal.agent.interfaces import ImagePullError, PulledImage
+from shoal.agent.interfaces import ImagePullError, PulledImage, PullSecret
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +90,10 @@ MAX_CONFIG_BYTES = 8 << 20
 class RegistryAPI(Protocol):
     """What the store needs from a registry client (RegistryClient, or a test fake)."""
 
-    def resolve(self, ref: Reference) -> ResolvedManifest: ...
+    def resolve(self, ref: Reference, *, credential: Credential | None = None) -> ResolvedManifest: ...
 
-    def open_blob(self, ref: Reference, digest: str) -> ContextManager[Iterator[bytes]]: ...
+    def open_blob(self, ref: Reference, digest: str, *,
+                  credential: Credential | None = None) -> ContextManager[Iterator[bytes]]: ...
 
 
 class BlobSource(Protocol):
@@ -130,19 +144,25 @@ class _Job:
 
 
 class _RegistrySource:
-    def __init__(self, client: RegistryAPI, ref: Reference):
-        self.client, self.ref = client, ref
+    """The blobs of one pull, fetched with the credential its manifest was resolved with."""
+
+    def __init__(self, client: RegistryAPI, ref: Reference, credential: Credential | None):
+        self.client, self.ref, self.credential = client, ref, credential
 
     def open(self, digest: str) -> ContextManager[Iterator[bytes]]:
-        return self.client.open_blob(self.ref, digest)
+        return self.client.open_blob(self.ref, digest, credential=self.credential)
 
 
 class LocalImageStore:
     def __init__(self, root: Path, *, registry_client: RegistryAPI | None = None,
-                 clock: Callable[[], float] = time.time, layer_limits: Limits = DEFAULT_LIMITS):
+                 clock: Callable[[], float] = time.time, layer_limits: Limits = DEFAULT_LIMITS,
+                 node_credentials: Keyring | None = None):
+        """`node_credentials`: the node's own registry credentials (`--registry-auth`), tried
+        after a pod's matching imagePullSecrets."""
         self.root = Path(root).absolute()
         self.layer_limits = layer_limits
         self.registry: RegistryAPI = registry_client if registry_client is not None else RegistryClient()
+        self.node_credentials = node_credentials if node_credentials is not None else Keyring()
         self._clock = clock
         self.blobs = self.root / "blobs" / "sha256"
         self.layers = self.root / "layers" / "sha256"
@@ -161,7 +181,8 @@ class LocalImageStore:
 
     # ------------------------------------------------------------------ public API
     def pull(self, reference: str, *, policy: str = "IfNotPresent",
-             progress: Callable[[str], None] | None = None) -> PulledImage:
+             progress: Callable[[str], None] | None = None,
+             pull_secrets: Sequence[PullSecret] = ()) -> PulledImage:
         if policy not in POLICIES:
             raise ValueError(f"imagePullPolicy {policy!r} is not one of {', '.join(POLICIES)}")
         ref = parse_reference(reference)
@@ -175,15 +196,36 @@ class LocalImageStore:
             if policy == "Never":
                 raise ImagePullError(reference, f"image {reference} is not present on this node "
                                      "and imagePullPolicy is Never", reason="ErrImageNeverPull")
-        job.say(f"resolving on {self._endpoint(ref.registry)}")
         try:
-            resolved = self.registry.resolve(ref)
-        except RegistryError as exc:
+            pod_credentials = keyring_from_pull_secrets(pull_secrets)
+        except DockerConfigError as exc:       # kubelet fails the pull on an unreadable secret too
             raise job.fail(f"pulling {reference}: {exc}") from exc
+        job.say(f"resolving on {self._endpoint(ref.registry)}")
+        resolved, credential = self._resolve(job, ref, pod_credentials)
         job.say(f"resolved to {resolved.digest}")
         tags = [ref.tagged] if ref.tagged else []
-        return self._install(job, resolved, source=_RegistrySource(self.registry, ref),
+        return self._install(job, resolved, source=_RegistrySource(self.registry, ref, credential),
                              name=ref.name, tags=tags)
+
+    def _resolve(self, job: _Job, ref: Reference, pod_credentials: Keyring) -> tuple[ResolvedManifest,
+                                                                                        Credential | None]:
+        """The manifest, resolved with the first matching credential the registry accepts (the
+        pod's, then the node's), anonymously when none matches — and that credential."""
+        candidates: list[Credential | None] = [*pod_credentials.lookup(ref.name),
+                                               *self.node_credentials.lookup(ref.name)]
+        refused: list[str] = []
+        for credential in candidates or [None]:
+            try:
+                return self.registry.resolve(ref, credential=credential), credential
+            except RegistryAuthError as exc:     # the next credential may be the right one
+                refused.append(str(exc))
+            except RegistryError as exc:
+                raise job.fail(f"pulling {job.reference}: {exc}{_notes(pod_credentials)}") from exc
+        if len(refused) == 1:
+            why = refused[0]
+        else:
+            why = f"every credential matching {ref.name} was refused: " + "; ".join(refused)
+        raise job.fail(f"pulling {job.reference}: {why}{_notes(pod_credentials)}")
 
     def lookup(self, reference: str) -> PulledImage | None:
         """The complete local image for a reference (tag via refs.json, or digest), or None."""
@@ -746,6 +788,11 @@ def _hex(digest: str) -> str:
     if not _HEX.match(hexpart):
         raise ValueError(f"not a sha256 digest: {digest!r}")
     return hexpart
+
+
+def _notes(ring: Keyring) -> str:
+    """What of a pod's secrets was not used, for a failure's message."""
+    return f" ({'; '.join(ring.notes)})" if ring.notes else ""
 
 
 def _sayer(reference: str, progress: Callable[[str], None] | None) -> Callable[[str], None]:

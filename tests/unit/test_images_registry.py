@@ -396,3 +396,55 @@ def test_a_manifest_without_length_is_cut_off_at_the_cap(fake_factory):
     with RegistryClient() as client:
         with pytest.raises(RegistryError, match="manifest larger than"):
             client.resolve(ref)
+
+
+# ------------------------------------------------------------------ issue 17: credentials per call
+def test_a_token_earned_with_one_credential_is_never_sent_without_it(fake_factory):
+    """The token cache is keyed by the credential too: a pod without the secret asks the
+    token server anonymously (and is refused) instead of reusing another pod's token."""
+    from shoal.agent.images.registry import Credential, RegistryAuthError
+    fake = fake_factory(auth="bearer", users={"alice": "s3cret"}, token_users_required=True)
+    digest = fake.add_manifest("private/web", image_manifest(fake), tag="v1")
+    ref = parse_reference(f"{fake.host}/private/web:v1")
+    alice = Credential("alice", "s3cret", "imagePullSecret default/regcred")
+    with RegistryClient() as client:
+        resolved = client.resolve(ref, credential=alice)
+        assert resolved.digest == digest
+        with client.open_blob(ref, resolved.manifest["layers"][0]["digest"], credential=alice) as chunks:
+            assert b"".join(chunks) == b"layer-bytes"
+        assert fake.tokens_issued == [("alice", "repository:private/web:pull")], "one token for the pull"
+        with pytest.raises(RegistryAuthError, match=r"token server .* refused .*HTTP 401"):
+            client.resolve(ref)                               # anonymous: the cached token is not alice's
+        with pytest.raises(RegistryAuthError, match="HTTP 401"):
+            with client.open_blob(ref, resolved.manifest["layers"][0]["digest"]):
+                pass
+        with pytest.raises(RegistryAuthError, match=r"refused.*401"):
+            client.resolve(ref, credential=Credential("alice", "wrong", "x"))
+        assert client.resolve(ref, credential=alice).digest == digest     # alice's token still cached
+    assert fake.tokens_issued == [("alice", "repository:private/web:pull")]
+    sent = [a for p, a in fake.requests if p.startswith("/v2/")]
+    assert sent.count("Bearer tok-0") == 3, "alice's token went with alice's requests only"
+
+
+def test_basic_credentials_per_call(fake_factory):
+    from shoal.agent.images.registry import Credential, RegistryAuthError
+    fake = fake_factory(auth="basic", users={"bob": "pw"})
+    fake.add_manifest("web", image_manifest(fake), tag="v1")
+    ref = parse_reference(f"{fake.host}/web:v1")
+    with RegistryClient() as client:
+        assert client.resolve(ref, credential=Credential("bob", "pw", "s")).manifest["schemaVersion"] == 2
+        with pytest.raises(RegistryAuthError, match="unauthorized: registry .* wants basic auth and no credentials"):
+            client.resolve(ref)
+        with pytest.raises(RegistryAuthError, match=r"unauthorized \(HTTP 401\) with s \(user 'eve'\)"):
+            client.resolve(ref, credential=Credential("eve", "pw", "s"))
+
+
+def test_a_403_is_an_auth_error_naming_the_credential(fake_factory):
+    from shoal.agent.images.registry import Credential, RegistryAuthError
+    fake = fake_factory()
+    fake.raw_manifest = (b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 52\r\n\r\n"
+                         b'{"errors":[{"code":"DENIED","message":"no access"}]}')
+    ref = parse_reference(f"{fake.host}/web:v1")
+    with RegistryClient() as client:
+        with pytest.raises(RegistryAuthError, match=r"denied \(HTTP 403\) DENIED: no access with s \(user 'u'\)"):
+            client.resolve(ref, credential=Credential("u", "p", "s"))

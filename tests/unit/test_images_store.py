@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shoal.agent.images.reference import Reference
-from shoal.agent.images.registry import OCI_MANIFEST, RegistryError, ResolvedManifest
+from shoal.agent.images.registry import OCI_MANIFEST, Credential, RegistryAuthError, RegistryError, ResolvedManifest
 from shoal.agent.images.store import LocalImageStore
 from shoal.agent.interfaces import ImagePullError, ImageStore
 
@@ -48,6 +48,16 @@ class FakeRegistry:
         self.downloads: list[str] = []
         self.gate: threading.Event | None = None
         self.lock = threading.Lock()
+        self.private: dict[str, tuple[str, str]] = {}     # repository -> the one (user, password) it takes
+        self.credentials_seen: list[tuple[str, str, str | None]] = []   # (call, what, user or None)
+
+    def _check(self, call: str, what: str, ref: Reference, credential: Credential | None) -> None:
+        with self.lock:
+            self.credentials_seen.append((call, what, credential.username if credential else None))
+        want = self.private.get(ref.repository)
+        if want is not None and (credential is None or (credential.username, credential.password) != want):
+            raise RegistryAuthError(f"GET http://{ref.registry}/v2/{ref.repository}/manifests/{ref.pull_key}: "
+                                    f"unauthorized (HTTP 401) with {credential.describe() if credential else 'none'}")
 
     def add_image(self, repo_tag: str, layers: list[bytes], *, gz: bool = True, arch: str = "amd64",
                   diff_ids: list[str] | None = None) -> ResolvedManifest:
@@ -73,7 +83,8 @@ class FakeRegistry:
     def endpoint(self, registry: str) -> str:
         return f"http://{registry}"
 
-    def resolve(self, ref: Reference) -> ResolvedManifest:
+    def resolve(self, ref: Reference, *, credential: Credential | None = None) -> ResolvedManifest:
+        self._check("resolve", ref.pull_key, ref, credential)
         with self.lock:
             self.resolves += 1
         key = f"{ref.name}@{ref.digest}" if ref.digest else f"{ref.name}:{ref.tag}"
@@ -83,7 +94,8 @@ class FakeRegistry:
         return self.tags[key]
 
     @contextmanager
-    def open_blob(self, ref: Reference, digest: str):
+    def open_blob(self, ref: Reference, digest: str, *, credential: Credential | None = None):
+        self._check("blob", digest, ref, credential)
         if self.gate is not None:
             self.gate.wait(5)
         with self.lock:
@@ -311,3 +323,94 @@ def test_incomplete_image_is_not_used_and_tmp_is_cleared_on_open(tmp_path, store
         reopened.pull(f"{REG}/web:v1", policy="Never")
     again = reopened.pull(f"{REG}/web:v1")
     assert Path(again.layers[1]).is_dir()
+
+
+# ------------------------------------------------------------------ issue 17: credentials per pull
+def docker_secret(name: str, auths: dict[str, tuple[str, str]], type_: str = "kubernetes.io/dockerconfigjson"):
+    from shoal.agent.interfaces import PullSecret
+    import base64
+    doc = {"auths": {loc: {"auth": base64.b64encode(f"{u}:{p}".encode()).decode()} for loc, (u, p) in auths.items()}}
+    key = ".dockerconfigjson" if type_ == "kubernetes.io/dockerconfigjson" else ".dockercfg"
+    raw = json.dumps(doc if key == ".dockerconfigjson" else doc["auths"]).encode()
+    return PullSecret("default", name, type_, {key: raw})
+
+
+def test_a_private_image_is_pulled_with_the_pods_secret_for_every_request(store, reg):
+    reg.add_image("team/web:v1", [BASE, APP1])
+    reg.private["team/web"] = ("ci", "pw")
+    with pytest.raises(ImagePullError, match=r"unauthorized \(HTTP 401\) with none"):
+        store.pull(f"{REG}/team/web:v1")
+    assert contents(store)["images"] == []
+    wrong = docker_secret("other", {"reg.example.com": ("ci", "pw")})     # matches another registry only
+    with pytest.raises(ImagePullError, match="unauthorized"):
+        store.pull(f"{REG}/team/web:v1", pull_secrets=[wrong])
+    reg.credentials_seen.clear()
+    img = store.pull(f"{REG}/team/web:v1", pull_secrets=[wrong, docker_secret("regcred", {REG: ("ci", "pw")})])
+    assert img.digest
+    assert {u for _, _, u in reg.credentials_seen} == {"ci"}, "the manifest and every blob with the secret"
+    assert sorted(c for c, _, _ in reg.credentials_seen) == ["blob"] * 3 + ["resolve"]
+
+
+def test_matching_credentials_are_tried_in_order_until_one_is_accepted(store, reg):
+    reg.add_image("team/web:v1", [BASE])
+    reg.private["team/web"] = ("right", "pw")
+    secrets = [docker_secret("a", {REG: ("wrong", "pw")}), docker_secret("b", {f"{REG}/team": ("right", "pw")})]
+    assert store.pull(f"{REG}/team/web:v1", pull_secrets=secrets).digest
+    # the most specific key first, as kubelet's keyring: b's `REG/team` before a's `REG`
+    assert [u for c, _, u in reg.credentials_seen if c == "resolve"] == ["right"]
+
+
+def test_every_refusal_is_in_the_message(store, reg):
+    reg.add_image("team/web:v1", [BASE])
+    reg.private["team/web"] = ("right", "pw")
+    secrets = [docker_secret("a", {REG: ("one", "pw-of-one")}), docker_secret("b", {REG: ("two", "pw-of-two")}),
+               docker_secret("opaque", {}, type_="Opaque")]
+    with pytest.raises(ImagePullError) as err:
+        store.pull(f"{REG}/team/web:v1", pull_secrets=secrets)
+    msg = err.value.message
+    assert f"every credential matching {REG}/team/web was refused" in msg
+    assert "imagePullSecret default/a (user 'one')" in msg and "imagePullSecret default/b (user 'two')" in msg
+    assert "imagePullSecret default/opaque not used: its type is Opaque" in msg
+    assert "pw-of" not in msg, "never a password in a message"
+
+
+def test_the_node_credentials_come_after_the_pods(tmp_path, reg):
+    from shoal.agent.images.dockerconfig import parse_auths
+    node = parse_auths({REG: {"username": "node", "password": "npw"}}, source="--registry-auth f")
+    store = LocalImageStore(tmp_path / "images", registry_client=reg, node_credentials=node)
+    reg.add_image("team/web:v1", [BASE])
+    reg.private["team/web"] = ("node", "npw")
+    assert store.pull(f"{REG}/team/web:v1").digest                      # no pod secret: the node's
+    reg.credentials_seen.clear()
+    store.pull(f"{REG}/team/web:v1", policy="Always", pull_secrets=[docker_secret("a", {REG: ("pod", "x")})])
+    assert [u for c, _, u in reg.credentials_seen if c == "resolve"] == ["pod", "node"]
+
+
+def test_an_unreadable_pull_secret_fails_the_pull_and_names_it(store, reg):
+    from shoal.agent.interfaces import PullSecret
+    reg.add_image("web:v1", [BASE])
+    bad = PullSecret("default", "bad", "kubernetes.io/dockerconfigjson", {".dockerconfigjson": b"{"})
+    with pytest.raises(ImagePullError, match="imagePullSecret default/bad: not valid JSON"):
+        store.pull(f"{REG}/web:v1", pull_secrets=[bad])
+    assert reg.resolves == 0
+
+
+def test_present_images_and_pull_policy_always(store, reg):
+    """Kubernetes' behaviour: IfNotPresent uses an image already on the node whatever the pod's
+    secrets; Always asks the registry with this pod's credentials every time."""
+    reg.add_image("team/web:v1", [BASE])
+    reg.private["team/web"] = ("ci", "pw")
+    store.pull(f"{REG}/team/web:v1", pull_secrets=[docker_secret("regcred", {REG: ("ci", "pw")})])
+    assert store.pull(f"{REG}/team/web:v1").digest                      # present: no registry, no secret
+    assert reg.resolves == 1
+    with pytest.raises(ImagePullError, match="unauthorized"):
+        store.pull(f"{REG}/team/web:v1", policy="Always")
+    assert store.pull(f"{REG}/team/web:v1", policy="Always",
+                      pull_secrets=[docker_secret("regcred", {REG: ("ci", "pw")})]).digest
+
+
+def test_a_registry_error_other_than_auth_stops_at_once(store, reg):
+    secrets = [docker_secret("a", {REG: ("one", "x")}), docker_secret("b", {REG: ("two", "y")})]
+    with pytest.raises(ImagePullError, match="HTTP 404 MANIFEST_UNKNOWN"):
+        store.pull(f"{REG}/nothing:v1", pull_secrets=secrets)
+    assert [c for c, _, _ in reg.credentials_seen] == ["resolve"], "no second credential for a missing image"

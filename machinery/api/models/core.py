@@ -154,6 +154,11 @@ class Toleration(WireModel):
     toleration_seconds: Optional[Int64] = None
 
 
+class LocalObjectReference(WireModel):
+    """An object of the same namespace, by name (`imagePullSecrets[]`)."""
+    name: Optional[str] = None
+
+
 class PodSpec(WireModel):
     init_containers: Optional[list[Container]] = None
     containers: Optional[list[Container]] = None
@@ -168,6 +173,7 @@ class PodSpec(WireModel):
     security_context: Optional[PodSecurityContext] = None
     scheduler_name: Optional[str] = None
     tolerations: Optional[list[Toleration]] = None
+    image_pull_secrets: Optional[list[LocalObjectReference]] = None
 
 
 class PodTemplateSpec(WireModel):

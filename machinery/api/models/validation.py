@@ -492,6 +492,12 @@ def validate_pod_spec(errs: FieldErrors, spec: Optional[PodSpec], path: str) -> 
         errs.invalid_all(f"{path}.hostname", spec.hostname, is_dns1123_label(spec.hostname))
     if spec.scheduler_name:
         errs.invalid_all(f"{path}.schedulerName", spec.scheduler_name, is_dns1123_subdomain(spec.scheduler_name))
+    for i, ref in enumerate(spec.image_pull_secrets or []):
+        # Kubernetes only warns about an empty name; a name no Secret can have is refused here
+        if not ref.name:
+            errs.required(f"{path}.imagePullSecrets[{i}].name")
+        else:
+            errs.invalid_all(f"{path}.imagePullSecrets[{i}].name", ref.name, is_dns1123_subdomain(ref.name))
     psc = spec.security_context
     if psc is not None:
         for attr, wire in (("run_as_user", "runAsUser"), ("run_as_group", "runAsGroup"), ("fs_group", "fsGroup")):
