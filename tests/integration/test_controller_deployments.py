@@ -293,24 +293,31 @@ def test_set_image_scale_set_image_completes(cluster):
 
 
 def test_scale_down_during_a_rollout_leaves_no_replicaset_above_its_share(cluster):
-    """The trial in issue 16 that left an old ReplicaSet at 6 replicas for `replicas: 5`: from the
-    controller's first write after the scale on, no ReplicaSet and no sum of them ever exceeds
-    replicas + maxSurge, and the rollout completes at 5."""
+    """The trial of issue 16 that left an old ReplicaSet at 6 replicas for `replicas: 5`. A
+    rollout of 6 replicas stopped at its bounds (5 old, 3 new, maxSurge 2), scaled to 5: the old
+    ReplicaSet gives the one replica back (round(5 * 7/8) = 4) and the new one keeps its size but
+    must be rewritten; then a new image rolls out. From the controller's first sync after the
+    scale on, the ReplicaSets never sum to more than 5 + 2."""
     client, _ = cluster
-    d = client.create("deployments", deployment(replicas=10, surge="25%", unavailable="25%"))
+    d = client.create("deployments", deployment(replicas=6, surge="25%", unavailable="25%"))  # surge 2, unavailable 1
     wait_for(lambda: deployment_done(client, "web"), 60, what="revision 1")
-    start = client.list("replicasets", "default")["metadata"]["resourceVersion"]
-    set_image(client, "web", "registry.local/httpd:2")
-    wait_for(lambda: len(owned_rss(client, d)) == 2 and all(r["spec"]["replicas"] for r in owned_rss(client, d)),
-             30, what="both ReplicaSets active")
-    scaled = scale(client, "web", 5)      # allowed from now on: 5 + 2
-    wait_for(lambda: rolled_out_to(client, d, "2", 5), 90, what="rollout to httpd:2 at 5 replicas")
-    # Replay every ReplicaSet write since the start; once a write carries desired-replicas 5 (the
-    # controller has seen the scale), the ReplicaSets' sizes must stay within 7.
-    # The controller writes one ReplicaSet at a time, so the bound holds once its sync is done:
-    # whenever every active ReplicaSet carries desired-replicas 5.
-    state, checked, violations = {}, 0, []
-    for ev in client.watch("replicasets", "default", resource_version=start, timeout_seconds=2):
+    set_image(client, "web", "registry.local/httpd:2", **{"hollow.shoal.io/never-ready": "true"})
+    wait_for(lambda: rs_table(client, d) == {"1": (5, "6", "8"), "2": (3, "6", "8")}, 60, what="stuck at the bounds")
+    before = client.list("replicasets", "default")
+    scaled = scale(client, "web", 5)
+    assert int(scaled["spec"]["replicas"]) == 5
+    wait_for(lambda: rs_table(client, d) == {"1": (4, "5", "7"), "2": (3, "5", "7")}, 30,
+             what="proportional scale-down with both ReplicaSets' annotations refreshed")
+    set_image(client, "web", "registry.local/httpd:3", **{"hollow.shoal.io/never-ready": "false"})
+    wait_for(lambda: rolled_out_to(client, d, "3", 5), 90, what="rollout to httpd:3 at 5 replicas")
+    assert rs_table(client, d) == {"1": (0, "5", "7"), "2": (0, "5", "7"), "3": (5, "5", "7")}
+    # Replay every ReplicaSet write since the scale. The controller writes one ReplicaSet at a
+    # time, so the bound holds once its sync is done: whenever every active one says desired 5.
+    state = {r["metadata"]["name"]: (r["spec"]["replicas"], r["metadata"]["annotations"][u.DESIRED_REPLICAS_ANNOTATION])
+             for r in before["items"]}
+    checked, violations = 0, []
+    for ev in client.watch("replicasets", "default", resource_version=before["metadata"]["resourceVersion"],
+                           timeout_seconds=2):
         if ev["type"] == "BOOKMARK":
             continue
         obj = ev["object"]
@@ -321,5 +328,3 @@ def test_scale_down_during_a_rollout_leaves_no_replicaset_above_its_share(cluste
             if sum(size for size, _ in state.values()) > 7:
                 violations.append(dict(state))
     assert checked and violations == []
-    assert int(scaled["spec"]["replicas"]) == 5
-    assert rs_table(client, d) == {"1": (0, "5", "7"), "2": (5, "5", "7")}
