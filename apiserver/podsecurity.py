@@ -244,7 +244,7 @@ def admit(kind: str, namespace: str | None, obj: Mapping[str, Any] | None, old: 
     Kubernetes (labels, annotations and status may always change)."""
     if not isinstance(obj, dict):
         return []
-    md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    md: Mapping[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
     if kind == "Namespace":
         bad = check_labels(md.get("labels") if isinstance(md.get("labels"), dict) else None)
         if bad:

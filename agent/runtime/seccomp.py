@@ -80,7 +80,7 @@ def oci_seccomp(profile: dict[str, Any], *, caps: Sequence[str], machine: str | 
 
     arches: list[str] = []
     for entry in profile.get("archMap") or []:
-        if entry.get("architecture") == native:
+        if native and entry.get("architecture") == native:
             arches = [native, *(entry.get("subArchitectures") or [])]
     if not arches and native:
         arches = [native]
