@@ -86,7 +86,8 @@ def load_kubeconfig(path: str | os.PathLike | None = None) -> dict:
     out = {"server": cluster.get("server"), "token": user.get("token"),
            "namespace": ctx.get("namespace") or "default", "path": str(p)}
     if cluster.get("certificate-authority"):
-        out["ca_file"] = cluster["certificate-authority"]
+        # relative to the kubeconfig's own directory, as kubectl resolves it
+        out["ca_file"] = str(p.parent / Path(cluster["certificate-authority"]).expanduser())
     if cluster.get("certificate-authority-data"):
         out["ca_data"] = cluster["certificate-authority-data"]
     return out
