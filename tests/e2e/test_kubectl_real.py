@@ -307,8 +307,8 @@ def test_apply_server_side_conflict_and_field_removal(cluster: UpCluster, kubect
     assert ("kubectl", "Apply") in managers, live["metadata"].get("managedFields")
 
     # another manager applying a different value of a field "kubectl" owns: 409, nothing changes
-    other = json.loads(json.dumps(d))
-    other["spec"]["replicas"] = 2
+    # (an apply configuration names only the fields its manager cares about)
+    other = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ssa"}, "spec": {"replicas": 2}}
     r = kubectl.fails("apply", "--server-side", "--field-manager=other", "-n", ns,
                       "-f", kubectl.file("ssa-other.yaml", other))
     assert "conflict" in r.stderr.lower() and ".spec.replicas" in r.stderr and '"kubectl"' in r.stderr, r.stderr
@@ -407,6 +407,17 @@ def test_get_yaml_json_jsonpath_and_not_found(kubectl: Kubectl, shown: str):
     assert out.split() == ["Running", "Running"], out
     out = kubectl.run("get", "-n", shown, "deployment", "show", "-o", "jsonpath={.spec.replicas}").stdout
     assert out == "2"
+    out = kubectl.run("get", "-n", shown, "deployments", "-o", "name").stdout
+    assert out == "deployment.apps/show\n", out
+    out = kubectl.run("get", "-n", shown, "deployments", "-o",
+                      "custom-columns=NAME:.metadata.name,IMAGE:.spec.template.spec.containers[0].image").stdout
+    assert out.split() == ["NAME", "IMAGE", "show", image(kubectl.cluster, "web:v1")], out
+    node = kubectl.json("get", "-n", shown, "pods")["items"][0]["spec"]["nodeName"]
+    out = kubectl.run("get", "pods", "-A", f"--field-selector=spec.nodeName={node},metadata.namespace={shown}",
+                      "-o", "name").stdout
+    assert len(out.split()) == 2 and all(n.startswith("pod/show-") for n in out.split()), out
+    assert kubectl.run("get", "pods", "-A", "--field-selector=spec.nodeName=nosuchnode").stderr.strip() == \
+        "No resources found"
     r = kubectl.fails("get", "-n", shown, "deployment", "nope")
     assert r.stderr.strip() == 'Error from server (NotFound): deployments.apps "nope" not found', r.stderr
 
@@ -651,11 +662,9 @@ def test_delete_cascade_orphan_foreground_background(cluster: UpCluster, kubectl
 # ------------------------------------------------------------------------------ logs
 def test_logs_follow(cluster: UpCluster, kubectl: Kubectl, api: Client):
     ns = namespace(api, "kc-logs")
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ticker"},
-           "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
-               "name": "tick", "image": image(cluster, "web:v1"),
-               "command": ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.5; done"]}]}}
-    api.create("pods", pod, ns)
+    out = kubectl.run("run", "ticker", "-n", ns, f"--image={image(cluster, 'web:v1')}", "--command", "--",
+                      "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.5; done").stdout
+    assert "pod/ticker created" in out, out
     kubectl.run("wait", "-n", ns, "--for=condition=Ready", "pod/ticker", "--timeout=60s")
     lines = Lines(kubectl.popen("logs", "-n", ns, "-f", "pod/ticker"))
     try:

@@ -133,6 +133,15 @@ KINDS = [
             replicas=1, selector=k8s.V1LabelSelector(match_labels={"app": n}), template=template(n)))),
     Kind("Lease", "CoordinationV1Api", "namespaced_lease", lambda n, lb: k8s.V1Lease(
         metadata=meta(n, lb), spec=k8s.V1LeaseSpec(holder_identity="py", lease_duration_seconds=15))),
+    Kind("Service", "CoreV1Api", "namespaced_service", lambda n, lb: k8s.V1Service(
+        metadata=meta(n, lb), spec=k8s.V1ServiceSpec(selector={"app": n},
+                                                     ports=[k8s.V1ServicePort(port=80, target_port=8080)]))),
+    Kind("Endpoints", "CoreV1Api", "namespaced_endpoints", lambda n, lb: k8s.V1Endpoints(
+        metadata=meta(n, lb), subsets=[k8s.V1EndpointSubset(addresses=[k8s.V1EndpointAddress(ip="10.0.0.1")],
+                                                            ports=[k8s.CoreV1EndpointPort(port=8080)])])),
+    Kind("EndpointSlice", "DiscoveryV1Api", "namespaced_endpoint_slice", lambda n, lb: k8s.V1EndpointSlice(
+        metadata=meta(n, lb), address_type="IPv4", endpoints=[k8s.V1Endpoint(addresses=["10.0.0.1"])],
+        ports=[k8s.DiscoveryV1EndpointPort(port=8080)])),
 ]
 
 
@@ -302,10 +311,12 @@ def test_scale_and_status_subresources(apps, ns):
 
 # ------------------------------------------------------------------------------ dynamic client
 DYNAMIC = [("v1", "Namespace"), ("v1", "Node"), ("v1", "Pod"), ("v1", "Event"), ("v1", "ConfigMap"),
-           ("v1", "Secret"), ("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"), ("coordination.k8s.io/v1", "Lease")]
+           ("v1", "Secret"), ("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"), ("coordination.k8s.io/v1", "Lease"),
+           ("v1", "Service"), ("v1", "Endpoints"), ("discovery.k8s.io/v1", "EndpointSlice")]
 
 
 def test_dynamic_client_finds_every_kind(api_client):
+    assert {k for _, k in DYNAMIC} == {k.kind for k in KINDS}
     dyn = DynamicClient(api_client)
     for api_version, kind in DYNAMIC:
         res = dyn.resources.get(api_version=api_version, kind=kind)
