@@ -10,8 +10,10 @@ preconditions and hands back the object as stored. shoal stops at the same place
 
 - `store` replaced by a `DryRunStore`: reads pass through; `create`, `update`, `delete` and
   `delete_batch` make every check the real write makes (key free, object present,
-  compare-and-swap revision, uid precondition, size limit), raise the same errors and return
-  what it would return — and write nothing, so no log row and no watch event;
+  compare-and-swap revision, uid precondition, size limit, allocated values free), raise the
+  same errors and return what it would return — and write nothing, so no log row, no watch
+  event and no value claimed (a dry-run Service shows the cluster IP a real create would get
+  now, and holds none);
 - every queue it holds (the cascading-deletion and namespace garbage-collection queue)
   replaced by a sink, so no dependent is touched.
 
@@ -34,10 +36,10 @@ import queue
 from typing import Any
 
 from shoal.machinery.api import errors
-from shoal.apiserver.store import Store, check_object_size
+from shoal.apiserver.store import Allocation, AllocationTaken, Store, check_object_size, object_key
 
 # Store attributes a dry run may use as they are: they read.
-READS = frozenset({"get", "get_by_uid", "list", "page", "dependents", "events_after", "current_revision",
+READS = frozenset({"get", "get_by_uid", "list", "page", "dependents", "allocations", "events_after", "current_revision",
                    "compacted_revision", "lookup_credential", "count_credentials", "node_password_hash", "dialect",
                    "url", "clock"})
 # Store writes a dry run answers itself (checked, never written).
@@ -69,7 +71,7 @@ class DryRunStore:
         raise AttributeError(f"Store.{name} is not available to a dry run (apiserver.dryrun classifies the "
                              f"store's attributes)")
 
-    def create(self, resource: str, obj: dict) -> dict:
+    def create(self, resource: str, obj: dict, *, allocations: set[Allocation] | None = None) -> dict:
         """As `Store.create`; the answer carries no resourceVersion (none was assigned),
         as Kubernetes' dry-run create."""
         md = obj["metadata"]
@@ -78,9 +80,19 @@ class DryRunStore:
         if self._store.get(resource, md.get("namespace") or None, md["name"]) is not None:
             raise errors.AlreadyExists(f'{resource} "{md["name"]}" already exists',
                                        details={"name": md["name"], "kind": resource})
+        self._check_free(object_key(resource, md.get("namespace"), md["name"]), allocations)
         return out
 
-    def update(self, resource: str, obj: dict, *, expected_revision: int) -> dict:
+    def _check_free(self, key: str, wanted: set[Allocation] | None) -> None:
+        """AllocationTaken, as the real write would raise, for a wanted value another object holds."""
+        for pool in sorted({p for p, _ in wanted or ()}):
+            held = self._store.allocations(pool)
+            for p, value in sorted(wanted or ()):
+                if p == pool and held.get(value, key) != key:
+                    raise AllocationTaken(pool, value, held[value])
+
+    def update(self, resource: str, obj: dict, *, expected_revision: int,
+               allocations: set[Allocation] | None = None) -> dict:
         """As `Store.update`; the answer keeps the stored resourceVersion (nothing was written)."""
         md = obj["metadata"]
         value, out = _stored(obj)
@@ -93,12 +105,14 @@ class DryRunStore:
                 f'Operation cannot be fulfilled on {resource} "{md["name"]}": the object has been '
                 f'modified; please apply your changes to the latest version and try again',
                 details={"name": md["name"], "kind": resource})
+        self._check_free(object_key(resource, md.get("namespace"), md["name"]), allocations)
         out.setdefault("metadata", {})["resourceVersion"] = str(expected_revision)
         return out
 
     def delete(self, resource: str, namespace: str | None, name: str, *,
-               expected_revision: int | None = None, expected_uid: str | None = None) -> dict:
-        """As `Store.delete`; answers the object as stored."""
+               expected_revision: int | None = None, expected_uid: str | None = None,
+               release_allocations: bool = False) -> dict:
+        """As `Store.delete`; answers the object as stored (and releases nothing)."""
         cur = self._store.get(resource, namespace, name)
         if cur is None:
             raise errors.NotFound(f'{resource} "{name}" not found', details={"name": name, "kind": resource})

@@ -1,6 +1,6 @@
 """Protobuf request bodies (`application/vnd.kubernetes.protobuf`) decoded into JSON-shaped dicts.
 
-Typed kubectl commands (`create deployment|namespace|configmap|secret`, drain's fallback
+Typed kubectl commands (`create deployment|namespace|configmap|secret|service`, drain's fallback
 DELETE) send their object as Kubernetes' protobuf and do not retry as JSON. `decode(raw)`
 turns such a body into the dict kubectl would have sent as JSON, which then goes through
 the very same decoding, defaulting and validation as a JSON body (`machinery.api.models`):
@@ -53,6 +53,9 @@ ROOTS: dict[tuple[str, str], str] = {
     ("v1", "ConfigMap"): "core.v1.ConfigMap",
     ("v1", "Secret"): "core.v1.Secret",
     ("v1", "Binding"): "core.v1.Binding",
+    ("v1", "Service"): "core.v1.Service",
+    ("v1", "Endpoints"): "core.v1.Endpoints",
+    ("discovery.k8s.io/v1", "EndpointSlice"): "discovery.v1.EndpointSlice",
     ("apps/v1", "Deployment"): "apps.v1.Deployment",
     ("apps/v1", "ReplicaSet"): "apps.v1.ReplicaSet",
     ("coordination.k8s.io/v1", "Lease"): "coordination.v1.Lease",

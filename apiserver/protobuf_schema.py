@@ -166,6 +166,9 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str]]] = {
         3: ('readOnly', 'bool', ''),
         4: ('secretRef', 'core.v1.LocalObjectReference', 'k'),
     },
+    'core.v1.ClientIPConfig': {
+        1: ('timeoutSeconds', 'int32', 'k'),
+    },
     'core.v1.ClusterTrustBundleProjection': {
         1: ('name', 'string', 'k'),
         2: ('signerName', 'string', 'k'),
@@ -326,6 +329,27 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str]]] = {
         1: ('medium', 'string', ''),
         2: ('sizeLimit', 'Quantity', 'k'),
         3: ('mode', 'int32', 'k'),
+    },
+    'core.v1.EndpointAddress': {
+        1: ('ip', 'string', 'k'),
+        2: ('targetRef', 'core.v1.ObjectReference', 'k'),
+        3: ('hostname', 'string', ''),
+        4: ('nodeName', 'string', 'k'),
+    },
+    'core.v1.EndpointPort': {
+        1: ('name', 'string', ''),
+        2: ('port', 'int32', 'k'),
+        3: ('protocol', 'string', ''),
+        4: ('appProtocol', 'string', 'k'),
+    },
+    'core.v1.EndpointSubset': {
+        1: ('addresses', 'core.v1.EndpointAddress', 'r'),
+        2: ('notReadyAddresses', 'core.v1.EndpointAddress', 'r'),
+        3: ('ports', 'core.v1.EndpointPort', 'r'),
+    },
+    'core.v1.Endpoints': {
+        1: ('metadata', 'meta.v1.ObjectMeta', ''),
+        2: ('subsets', 'core.v1.EndpointSubset', 'r'),
     },
     'core.v1.EnvFromSource': {
         1: ('prefix', 'string', ''),
@@ -519,6 +543,15 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str]]] = {
         1: ('uid', 'int64', 'k'),
         2: ('gid', 'int64', 'k'),
         3: ('supplementalGroups', 'int64', 'r'),
+    },
+    'core.v1.LoadBalancerIngress': {
+        1: ('ip', 'string', ''),
+        2: ('hostname', 'string', ''),
+        3: ('ipMode', 'string', 'k'),
+        4: ('ports', 'core.v1.PortStatus', 'r'),
+    },
+    'core.v1.LoadBalancerStatus': {
+        1: ('ingress', 'core.v1.LoadBalancerIngress', 'r'),
     },
     'core.v1.LocalObjectReference': {
         1: ('name', 'string', ''),
@@ -869,6 +902,11 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str]]] = {
         2: ('healthConditions', 'core.v1.VolumeHealthCondition', 'r'),
         3: ('lastTransitionTime', 'Time', ''),
     },
+    'core.v1.PortStatus': {
+        1: ('port', 'int32', 'k'),
+        2: ('protocol', 'string', 'k'),
+        3: ('error', 'string', 'k'),
+    },
     'core.v1.PortworxVolumeSource': {
         1: ('volumeID', 'string', 'k'),
         2: ('fsType', 'string', ''),
@@ -1003,11 +1041,53 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str]]] = {
         11: ('seccompProfile', 'core.v1.SeccompProfile', 'k'),
         12: ('appArmorProfile', 'core.v1.AppArmorProfile', 'k'),
     },
+    'core.v1.Service': {
+        1: ('metadata', 'meta.v1.ObjectMeta', ''),
+        2: ('spec', 'core.v1.ServiceSpec', ''),
+        3: ('status', 'core.v1.ServiceStatus', ''),
+    },
     'core.v1.ServiceAccountTokenProjection': {
         1: ('audience', 'string', ''),
         2: ('expirationSeconds', 'int64', 'k'),
         3: ('path', 'string', 'k'),
         4: ('user', 'int64', 'k'),
+    },
+    'core.v1.ServicePort': {
+        1: ('name', 'string', ''),
+        2: ('protocol', 'string', ''),
+        3: ('port', 'int32', 'k'),
+        4: ('targetPort', 'IntOrString', ''),
+        5: ('nodePort', 'int32', ''),
+        6: ('appProtocol', 'string', 'k'),
+    },
+    'core.v1.ServiceSpec': {
+        1: ('ports', 'core.v1.ServicePort', 'r'),
+        2: ('selector', 'string', 'm'),
+        3: ('clusterIP', 'string', ''),
+        4: ('type', 'string', ''),
+        5: ('externalIPs', 'string', 'r'),
+        7: ('sessionAffinity', 'string', ''),
+        8: ('loadBalancerIP', 'string', ''),
+        9: ('loadBalancerSourceRanges', 'string', 'r'),
+        10: ('externalName', 'string', ''),
+        11: ('externalTrafficPolicy', 'string', ''),
+        12: ('healthCheckNodePort', 'int32', ''),
+        13: ('publishNotReadyAddresses', 'bool', ''),
+        14: ('sessionAffinityConfig', 'core.v1.SessionAffinityConfig', 'k'),
+        17: ('ipFamilyPolicy', 'string', 'k'),
+        18: ('clusterIPs', 'string', 'r'),
+        19: ('ipFamilies', 'string', 'r'),
+        20: ('allocateLoadBalancerNodePorts', 'bool', 'k'),
+        21: ('loadBalancerClass', 'string', 'k'),
+        22: ('internalTrafficPolicy', 'string', 'k'),
+        23: ('trafficDistribution', 'string', 'k'),
+    },
+    'core.v1.ServiceStatus': {
+        1: ('loadBalancer', 'core.v1.LoadBalancerStatus', ''),
+        2: ('conditions', 'meta.v1.Condition', 'r'),
+    },
+    'core.v1.SessionAffinityConfig': {
+        1: ('clientIP', 'core.v1.ClientIPConfig', 'k'),
     },
     'core.v1.SleepAction': {
         1: ('seconds', 'int64', 'k'),
@@ -1153,6 +1233,51 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str]]] = {
         2: ('gmsaCredentialSpec', 'string', 'k'),
         3: ('runAsUserName', 'string', 'k'),
         4: ('hostProcess', 'bool', 'k'),
+    },
+    'discovery.v1.Endpoint': {
+        1: ('addresses', 'string', 'rk'),
+        2: ('conditions', 'discovery.v1.EndpointConditions', ''),
+        3: ('hostname', 'string', 'k'),
+        4: ('targetRef', 'core.v1.ObjectReference', 'k'),
+        5: ('deprecatedTopology', 'string', 'm'),
+        6: ('nodeName', 'string', 'k'),
+        7: ('zone', 'string', 'k'),
+        8: ('hints', 'discovery.v1.EndpointHints', 'k'),
+    },
+    'discovery.v1.EndpointConditions': {
+        1: ('ready', 'bool', 'k'),
+        2: ('serving', 'bool', 'k'),
+        3: ('terminating', 'bool', 'k'),
+    },
+    'discovery.v1.EndpointHints': {
+        1: ('forZones', 'discovery.v1.ForZone', 'r'),
+        2: ('forNodes', 'discovery.v1.ForNode', 'r'),
+    },
+    'discovery.v1.EndpointPort': {
+        1: ('name', 'string', 'k'),
+        2: ('protocol', 'string', 'k'),
+        3: ('port', 'int32', 'k'),
+        4: ('appProtocol', 'string', 'k'),
+    },
+    'discovery.v1.EndpointSlice': {
+        1: ('metadata', 'meta.v1.ObjectMeta', ''),
+        2: ('endpoints', 'discovery.v1.Endpoint', 'rk'),
+        3: ('ports', 'discovery.v1.EndpointPort', 'rk'),
+        4: ('addressType', 'string', 'k'),
+    },
+    'discovery.v1.ForNode': {
+        1: ('name', 'string', 'k'),
+    },
+    'discovery.v1.ForZone': {
+        1: ('name', 'string', 'k'),
+    },
+    'meta.v1.Condition': {
+        1: ('type', 'string', 'k'),
+        2: ('status', 'string', 'k'),
+        3: ('observedGeneration', 'int64', ''),
+        4: ('lastTransitionTime', 'Time', 'k'),
+        5: ('reason', 'string', 'k'),
+        6: ('message', 'string', 'k'),
     },
     'meta.v1.DeleteOptions': {
         1: ('gracePeriodSeconds', 'int64', 'k'),

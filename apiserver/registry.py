@@ -14,6 +14,8 @@ request that fails validation changes nothing.
 - patch: merge / JSON / strategic / apply patches applied to the live object,
   then the update path, retried internally on conflicts unless the patch pins
   a resourceVersion.
+- Services: a create or update writes the cluster IP and node ports the Service holds in
+  the same transaction (`apiserver.allocation`); its removal releases them.
 - delete: graceful for pods bound to a node (deletionTimestamp set, the agent
   confirms with gracePeriodSeconds=0), held by finalizers, otherwise at once.
   The propagation policy (Kubernetes' DeleteOptions, `machinery.api.deletion`)
@@ -51,13 +53,14 @@ from shoal.machinery.api.names import is_dns1123_subdomain
 from shoal.machinery.api.resources import RESOURCES, Resource, resolve
 from shoal.machinery.api.times import format_time, parse_time
 from shoal.apiserver.settings import Settings
+from shoal.apiserver.allocation import Ranges, ServiceAllocator
 from shoal.apiserver.store import Store, object_key
 
 log = logging.getLogger(__name__)
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Kinds whose status is owned by controllers/agents: a create carries none.
-STATUS_RESET_ON_CREATE = {"Pod", "Deployment", "ReplicaSet"}
+STATUS_RESET_ON_CREATE = {"Pod", "Deployment", "ReplicaSet", "Service"}
 NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GENERATE_NAME_ATTEMPTS = 8
 
@@ -129,6 +132,8 @@ class Registry:
     def __init__(self, store: Store, settings: Settings, *, clock: Callable[[], float] = time.time):
         self.store = store
         self.settings = settings
+        # Cluster IPs and node ports of Services, written with them (apiserver.allocation).
+        self.services = ServiceAllocator(Ranges.parse(settings.service_cidr, settings.service_node_port_range))
         self.clock = clock
         self.tokens: dict[str, str] = {}
         # The collector's jobs, (job, argument): every hand-off from a request goes through
@@ -286,16 +291,18 @@ class Registry:
             obj["status"] = {"phase": "Pending", "qosClass": _qos_class(obj)}
         if res.kind == "Namespace":
             obj["status"] = {"phase": "Active"}
+        if res.kind == "Service":
+            obj["status"] = {"loadBalancer": {}}
         # A generated name can meet an existing one (5 characters of 27: after a thousand
         # objects of one prefix about once in twenty): like Kubernetes' RetryGenerateName,
         # draw again a few times instead of failing the caller's create.
         for _ in range(GENERATE_NAME_ATTEMPTS - 1 if generated else 0):
             try:
-                return self.store.create(res.plural, obj)
+                return self._store_create(res, obj)
             except errors.AlreadyExists:
                 md["name"] = _generated_name(md["generateName"])
         try:
-            return self.store.create(res.plural, obj)
+            return self._store_create(res, obj)
         except errors.AlreadyExists:
             raise errors.AlreadyExists(f'{res.group_resource} "{md["name"]}" already exists',
                                        details={"name": md["name"], "group": res.group, "kind": res.plural}) from None
@@ -366,7 +373,7 @@ class Registry:
         cur_cmp = dict(cur, metadata={k: v for k, v in cmd.items() if k != "resourceVersion"})
         if obj == cur_cmp and expected == int(cmd["resourceVersion"]):
             return cur  # no-op update: Kubernetes does not bump the resourceVersion either
-        out = self.store.update(res.plural, obj, expected_revision=expected)
+        out = self._store_update(res, obj, cur, expected, subresource)
         self._after_update(res, cur, out)
         return out
 
@@ -673,13 +680,27 @@ class Registry:
         new_md.pop("resourceVersion", None)
         return self.store.update(res.plural, dict(cur, metadata=new_md), expected_revision=int(md["resourceVersion"]))
 
+    def _store_create(self, res: Resource, obj: dict) -> dict:
+        """The store's create; a Service's with the cluster IP and node ports it holds."""
+        if res.kind == "Service":
+            return self.services.create(self.store, obj)
+        return self.store.create(res.plural, obj)
+
+    def _store_update(self, res: Resource, obj: dict, cur: dict, expected: int, subresource: str | None) -> dict:
+        """The store's compare-and-swap update; a Service's (not its /status) with the values
+        it holds after the write (kept, new, and the ones a type change gives up released)."""
+        if res.kind == "Service" and subresource is None:
+            return self.services.update(self.store, obj, cur, expected_revision=expected)
+        return self.store.update(res.plural, obj, expected_revision=expected)
+
     def _remove(self, res: Resource, cur: dict, *, collect: bool = True) -> dict:
         """Remove `cur` (compare-and-swap on its revision). `collect`: hand its dependents to
         the collector's cascade (the orphan job removes an owner without, having orphaned
         them). Owners waiting in the foreground for it are told it is gone."""
         md = cur["metadata"]
         out = self.store.delete(res.plural, md.get("namespace"), md["name"],
-                                expected_revision=int(md["resourceVersion"]))
+                                expected_revision=int(md["resourceVersion"]),
+                                release_allocations=res.kind == "Service")
         if md.get("uid") and collect:
             self._gc_queue.put(("cascade", md["uid"]))
         self._notify_owners(md.get("ownerReferences") or [])

@@ -59,6 +59,8 @@ class Settings:
     tls: bool = True                    # HTTPS with the generated CA; False (plain HTTP) only on loopback
     tls_sans: list[str] = field(default_factory=list)
     pod_security: str = "privileged"    # enforce level of namespaces without a pod-security label
+    service_cidr: str = "10.43.0.0/16"  # cluster IPs of Services (k3s' default; apiserver.allocation)
+    service_node_port_range: str = "30000-32767"   # node ports of NodePort/LoadBalancer Services
     version: str = "v1.32.0-shoal"
 
     def __post_init__(self) -> None:

@@ -30,6 +30,10 @@ Design notes (the kine idea, reshaped for a small Python server)
 * Object size: a value is at most `MAX_OBJECT_BYTES` (1.5 MiB, etcd's default request
   limit, which bounds every Kubernetes object); `create`/`update` refuse a larger one with
   413 RequestEntityTooLarge naming the object (`check_object_size`), before any SQL.
+* Allocations: the values the API server hands out from a range (cluster IPs, node ports)
+  are rows of `allocations`, claimed and released in the transaction that writes their
+  holder (`allocations=` / `release_allocations=`; AllocationTaken when another object holds
+  a value). No second store to drift from the objects, so no repair loop is needed.
 * Compaction deletes log rows older than a time window (but never the newest
   row) and remembers the highest compacted revision; a watch from an older
   revision gets 410 Gone. SQLite reclaims the pages with incremental vacuum.
@@ -51,7 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import (Column, bindparam, Index, Integer, MetaData, String, Table, Text, Float, create_engine, delete,
+from sqlalchemy import (BigInteger, Column, bindparam, Index, Integer, MetaData, String, Table, Text, Float, create_engine, delete,
                         event as sa_event, func, insert, select, update, text)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError as _SaIntegrityError, OperationalError as _SaOperationalError
@@ -122,6 +126,30 @@ node_passwords_t = Table(
     Column("password_hash", String(128), nullable=False),
     Column("created", Float, nullable=False),
 )
+
+
+# What the API server hands out from a range and must never hand out twice: cluster IPs and
+# node ports (apiserver.allocation). One row per value in use, naming the object that holds it,
+# written in the same transaction as that object (`create`/`update`/`delete` with
+# `allocations=`): a value is held exactly as long as its holder is stored, a crash or a
+# restart cannot leak or double one, and a dry run (which never writes) claims nothing.
+allocations_t = Table(
+    "allocations", metadata,
+    Column("pool", String(32), primary_key=True),      # "clusterip" | "nodeport" (apiserver.allocation)
+    Column("value", BigInteger, primary_key=True),     # an IPv4 address as an integer, a port
+    Column("key", String(512), nullable=False),        # the holder's object key
+    Index("ix_allocations_key", "key"),
+)
+Allocation = tuple[str, int]     # (pool, value)
+
+
+class AllocationTaken(Exception):
+    """A write claimed a value that another object holds; nothing was written. The caller
+    (`apiserver.allocation`) picks another value or answers 422."""
+
+    def __init__(self, pool: str, value: int, holder: str):
+        super().__init__(f"{pool} {value} is held by {holder}")
+        self.pool, self.value, self.holder = pool, value, holder
 
 
 # `PRAGMA synchronous` values a Store accepts (the design notes say why FULL is the default).
@@ -195,6 +223,24 @@ class _CoreOps:
     def insert_owner(self, uid: str, key: str) -> None:
         self.conn.execute(_INSERT_OWNER, {"owner_uid": uid, "key": key})
 
+    def allocations_of(self, key: str) -> set[Allocation]:
+        rows = self.conn.execute(select(allocations_t.c.pool, allocations_t.c.value)
+                                 .where(allocations_t.c.key == key)).all()
+        return {(r.pool, int(r.value)) for r in rows}
+
+    def allocation_holder(self, pool: str, value: int) -> str | None:
+        return self.conn.execute(select(allocations_t.c.key).where(allocations_t.c.pool == pool,
+                                                                   allocations_t.c.value == value)).scalar()
+
+    def claim(self, pool: str, value: int, key: str) -> None:
+        self.conn.execute(insert(allocations_t).values(pool=pool, value=value, key=key))
+
+    def release(self, pool: str, value: int) -> None:
+        self.conn.execute(delete(allocations_t).where(allocations_t.c.pool == pool, allocations_t.c.value == value))
+
+    def release_all(self, key: str) -> None:
+        self.conn.execute(delete(allocations_t).where(allocations_t.c.key == key))
+
 
 class _SqliteOps:
     """The same statements straight on the sqlite3 driver: on a local SQLite file a write is
@@ -228,6 +274,22 @@ class _SqliteOps:
 
     def insert_owner(self, uid: str, key: str) -> None:
         self.c.execute(_SQLITE_INSERT_OWNER, (uid, key))
+
+    def allocations_of(self, key: str) -> set[Allocation]:
+        return {(p, int(v)) for p, v in self.c.execute("SELECT pool, value FROM allocations WHERE key = ?", (key,))}
+
+    def allocation_holder(self, pool: str, value: int) -> str | None:
+        row = self.c.execute("SELECT key FROM allocations WHERE pool = ? AND value = ?", (pool, value)).fetchone()
+        return row[0] if row else None
+
+    def claim(self, pool: str, value: int, key: str) -> None:
+        self.c.execute("INSERT INTO allocations (pool, value, key) VALUES (?, ?, ?)", (pool, value, key))
+
+    def release(self, pool: str, value: int) -> None:
+        self.c.execute("DELETE FROM allocations WHERE pool = ? AND value = ?", (pool, value))
+
+    def release_all(self, key: str) -> None:
+        self.c.execute("DELETE FROM allocations WHERE key = ?", (key,))
 _UPDATE_OBJECT = update(objects_t).where(objects_t.c.key == bindparam("b_key"),
                                          objects_t.c.revision == bindparam("b_expected")).values(
     value=bindparam("b_value"), revision=bindparam("b_revision"), owners=bindparam("b_owners"))
@@ -235,6 +297,21 @@ _UPDATE_OBJECT = update(objects_t).where(objects_t.c.key == bindparam("b_key"),
 
 def object_key(resource: str, namespace: str | None, name: str) -> str:
     return f"{resource}/{namespace or ''}/{name}"
+
+
+def _hold(ops, key: str, wanted: "set[Allocation]") -> None:
+    """Inside a write: make `wanted` exactly the values `key` holds. Values it no longer
+    wants are released, new ones claimed; one another object holds raises AllocationTaken
+    (and the transaction rolls back). Writers are serialized, so the holder check and the
+    claim see the same table; the primary key backs them up."""
+    held = ops.allocations_of(key)
+    for pool, value in sorted(held - wanted):
+        ops.release(pool, value)
+    for pool, value in sorted(wanted - held):
+        holder = ops.allocation_holder(pool, value)
+        if holder is not None:
+            raise AllocationTaken(pool, value, holder)
+        ops.claim(pool, value, key)
 
 
 MAX_OBJECT_BYTES = 1536 * 1024     # etcd's --max-request-bytes default: no Kubernetes object is larger
@@ -540,6 +617,13 @@ class Store:
                                 .order_by(objects_t.c.key).limit(limit)).all()
         return [_with_rv(r.value, r.revision) for r in rows]
 
+    def allocations(self, pool: str) -> dict[int, str]:
+        """The values of `pool` in use: value -> the key of the object holding it."""
+        with self._read_conn() as conn, conn.begin():
+            rows = conn.execute(select(allocations_t.c.value, allocations_t.c.key)
+                                .where(allocations_t.c.pool == pool)).all()
+        return {int(r.value): r.key for r in rows}
+
     def dependents(self, owner_uid: str) -> list[tuple[str, dict]]:
         """(resource, object) of every live object whose ownerReferences name owner_uid."""
         with self._read_conn() as conn, conn.begin():
@@ -592,9 +676,11 @@ class Store:
         return out
 
     # ------------------------------------------------------------------ writes
-    def create(self, resource: str, obj: dict) -> dict:
+    def create(self, resource: str, obj: dict, *, allocations: "set[Allocation] | None" = None) -> dict:
         """Insert a new object. Raises AlreadyExists if the key is taken, RequestEntityTooLarge if
-        the object is over MAX_OBJECT_BYTES."""
+        the object is over MAX_OBJECT_BYTES. `allocations`: the values (pool, value) the object
+        holds, claimed in the same transaction (AllocationTaken, nothing written, when another
+        object holds one)."""
         md = obj["metadata"]
         ns = md.get("namespace") or ""
         key = object_key(resource, ns, md["name"])
@@ -609,6 +695,8 @@ class Store:
                     ops.insert_object(key, resource, ns, md["name"], md.get("uid", ""), rev, value, ",".join(owners))
                     for uid in owners:
                         ops.insert_owner(uid, key)
+                    if allocations is not None:
+                        _hold(ops, key, allocations)
                     return rev
             except IntegrityError:
                 raise errors.AlreadyExists(f'{resource} "{md["name"]}" already exists',
@@ -618,10 +706,13 @@ class Store:
         self._notify(rev)
         return _with_rv(value, rev)
 
-    def update(self, resource: str, obj: dict, *, expected_revision: int) -> dict:
+    def update(self, resource: str, obj: dict, *, expected_revision: int,
+               allocations: "set[Allocation] | None" = None) -> dict:
         """Replace an object if its current revision is `expected_revision` (compare-and-swap).
         Raises NotFound if absent, Conflict if the revision moved on, RequestEntityTooLarge if the
-        object is over MAX_OBJECT_BYTES."""
+        object is over MAX_OBJECT_BYTES. `allocations` (None: unchanged): every value the object
+        holds after the write; the others it held are released, new ones claimed, in the same
+        transaction (AllocationTaken, nothing written, when another object holds one)."""
         md = obj["metadata"]
         ns = md.get("namespace") or ""
         key = object_key(resource, ns, md["name"])
@@ -651,6 +742,8 @@ class Store:
                         ops.delete_owners(key)
                     for uid in owners:
                         ops.insert_owner(uid, key)
+                if allocations is not None:
+                    _hold(ops, key, allocations)
                 return rev
 
         rev = self._retrying(tx)
@@ -658,9 +751,11 @@ class Store:
         return _with_rv(value, rev)
 
     def delete(self, resource: str, namespace: str | None, name: str, *,
-               expected_revision: int | None = None, expected_uid: str | None = None) -> dict:
+               expected_revision: int | None = None, expected_uid: str | None = None,
+               release_allocations: bool = False) -> dict:
         """Remove an object, logging a DELETED event that carries its last value.
-        With expected_revision/expected_uid the delete is conditional (Conflict otherwise)."""
+        With expected_revision/expected_uid the delete is conditional (Conflict otherwise).
+        `release_allocations`: free the values the object held, in the same transaction."""
         ns = namespace or ""
         key = object_key(resource, ns, name)
 
@@ -678,6 +773,8 @@ class Store:
                     raise errors.Conflict(f'Operation cannot be fulfilled on {resource} "{name}": '
                                           f'the object has been modified')
                 ops.delete_owners(key)
+                if release_allocations:
+                    ops.release_all(key)
                 return rev, cur_value
 
         rev, value = self._retrying(tx)

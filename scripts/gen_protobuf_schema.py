@@ -29,6 +29,7 @@ PACKAGES = {
     "k8s.io.api.core.v1": ("api", "core/v1"),
     "k8s.io.api.apps.v1": ("api", "apps/v1"),
     "k8s.io.api.coordination.v1": ("api", "coordination/v1"),
+    "k8s.io.api.discovery.v1": ("api", "discovery/v1"),
     "k8s.io.api.autoscaling.v1": ("api", "autoscaling/v1"),
     "k8s.io.apimachinery.pkg.apis.meta.v1": ("apimachinery", "pkg/apis/meta/v1"),
 }
@@ -47,7 +48,8 @@ SCALARS = {"string", "bytes", "bool", "int32", "int64", "uint32", "uint64", "dou
 ROOTS = [
     "k8s.io.api.core.v1.Namespace", "k8s.io.api.core.v1.Pod", "k8s.io.api.core.v1.Node",
     "k8s.io.api.core.v1.Event", "k8s.io.api.core.v1.ConfigMap", "k8s.io.api.core.v1.Secret",
-    "k8s.io.api.core.v1.Binding", "k8s.io.api.apps.v1.Deployment", "k8s.io.api.apps.v1.ReplicaSet",
+    "k8s.io.api.core.v1.Binding", "k8s.io.api.core.v1.Service", "k8s.io.api.core.v1.Endpoints",
+    "k8s.io.api.discovery.v1.EndpointSlice", "k8s.io.api.apps.v1.Deployment", "k8s.io.api.apps.v1.ReplicaSet",
     "k8s.io.api.coordination.v1.Lease", "k8s.io.api.autoscaling.v1.Scale",
     "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions",
 ]

@@ -341,6 +341,92 @@ def event_count(ev: dict) -> int:
     return _int(ev.get("count")) or 1       # singleton events of the new API carry no count
 
 
+# --- services -------------------------------------------------------------------------------
+
+def format_labels(labels: dict | None) -> str:
+    """labels.FormatLabels: `a=1,b=2` sorted by key, `<none>` for none."""
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or NONE
+
+
+def service_cluster_ip(svc: dict) -> str:
+    ips = _spec(svc).get("clusterIPs") or []
+    return ips[0] if ips else NONE
+
+
+def service_external_ip(svc: dict) -> str:
+    """getServiceExternalIP: a LoadBalancer's ingress addresses (`<pending>` until there are
+    some), `<none>` for the other types (shoal has no externalIPs)."""
+    spec = _spec(svc)
+    kind = spec.get("type") or "ClusterIP"
+    if kind in ("ClusterIP", "NodePort"):
+        return NONE
+    if kind == "LoadBalancer":
+        found = set()
+        for ing in ((_status(svc).get("loadBalancer") or {}).get("ingress") or []):
+            if ing.get("ip"):
+                found.add(ing["ip"])
+            elif ing.get("hostname"):
+                found.add(ing["hostname"])
+        return ",".join(sorted(found)) or "<pending>"
+    if kind == "ExternalName":
+        return spec.get("externalName") or ""
+    return UNKNOWN
+
+
+def service_ports(svc: dict) -> str:
+    """makePortString: `80/TCP`, `80:30080/TCP` with a node port, comma-joined; `<none>`."""
+    out = []
+    for p in _spec(svc).get("ports") or []:
+        proto = p.get("protocol") or "TCP"
+        out.append(f"{p.get('port')}:{p['nodePort']}/{proto}" if p.get("nodePort") else f"{p.get('port')}/{proto}")
+    return ",".join(out) or NONE
+
+
+def _host_port(ip: str, port: object) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def endpoints_summary(ep: dict, *, most: int = 3) -> str:
+    """formatEndpoints: the ready addresses with each port (`10.244.1.5:8080`), the first
+    three and `+ N more...`; `<none>` without subsets."""
+    subsets = ep.get("subsets") or []
+    if not subsets:
+        return NONE
+    shown: list[str] = []
+    count, more = 0, False
+    for ss in subsets:
+        addrs = [a.get("ip", "") for a in ss.get("addresses") or []]
+        ports = ss.get("ports") or []
+        for port in ports or [None]:
+            count += len(addrs)
+            for ip in addrs:
+                if len(shown) == most:
+                    more = True
+                    break
+                shown.append(ip if port is None else _host_port(ip, port.get("port")))
+    text = ",".join(shown)
+    return f"{text} + {count - most} more..." if more else text
+
+
+def _list_with_more(items: list[str], *, most: int = 3) -> str:
+    text = ",".join(items[:most])
+    if len(items) > most:
+        return f"{text} + {len(items) - most} more..."
+    return text or "<unset>"
+
+
+def slice_ports(es: dict) -> str:
+    """formatDiscoveryPorts: each port's number (its name without one, else `*`)."""
+    return _list_with_more([str(p["port"]) if p.get("port") is not None else (p.get("name") if p.get("name") is not None
+                                                                               else "*")
+                            for p in es.get("ports") or []])
+
+
+def slice_endpoints(es: dict) -> str:
+    """formatDiscoveryEndpoints: every endpoint's addresses, the first three and `+ N more...`."""
+    return _list_with_more([a for e in es.get("endpoints") or [] for a in e.get("addresses") or []])
+
+
 # --- column tables ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -452,6 +538,28 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     "Lease": (
         NAME,
         Column("Holder", lambda o, now: _spec(o).get("holderIdentity") or "", description="Who holds the lease."),
+        AGE,
+    ),
+    "Service": (
+        NAME,
+        Column("Type", lambda o, now: _spec(o).get("type") or "", description="ClusterIP, NodePort or LoadBalancer."),
+        Column("Cluster-IP", lambda o, now: service_cluster_ip(o), description="The virtual IP of the Service."),
+        Column("External-IP", lambda o, now: service_external_ip(o),
+               description="The load balancer's addresses: the nodes' addresses (ServiceLB)."),
+        Column("Port(s)", lambda o, now: service_ports(o), description="Port/protocol, with the node port."),
+        AGE,
+        _wide("Selector", lambda o: format_labels(_spec(o).get("selector")), "The pods the Service sends to."),
+    ),
+    "Endpoints": (
+        NAME,
+        Column("Endpoints", lambda o, now: endpoints_summary(o), description="The ready addresses and ports."),
+        AGE,
+    ),
+    "EndpointSlice": (
+        NAME,
+        Column("AddressType", lambda o, now: o.get("addressType") or "", description="IPv4, IPv6 or FQDN."),
+        Column("Ports", lambda o, now: slice_ports(o), description="The ports of the endpoints."),
+        Column("Endpoints", lambda o, now: slice_endpoints(o), description="The endpoints' addresses."),
         AGE,
     ),
     "ConfigMap": (

@@ -59,9 +59,12 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "events", "Event", True, ("ev",), (), singular="event"),
     Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",), (), singular="configmap"),
     Resource("", "v1", "secrets", "Secret", True, (), (), singular="secret"),
+    Resource("", "v1", "services", "Service", True, ("svc",), ("status",), ("all",), singular="service"),
+    Resource("", "v1", "endpoints", "Endpoints", True, ("ep",), (), singular="endpoints"),
     Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"), ("all",), singular="deployment"),
     Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale"), ("all",), singular="replicaset"),
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True, (), (), singular="lease"),
+    Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, (), (), singular="endpointslice"),
 )
 
 _BY_KIND = {r.kind: r for r in RESOURCES}

@@ -254,7 +254,7 @@ def test_unknown_field_numbers_are_named_with_their_place():
     (envelope("apps/v1", "Deployment", lf(2, sf(1, "x"))), "spec.replicas (offset"),
     (envelope("v1", "ConfigMap", lf(1, lf(1, b"\xff\xfe"))), "metadata.name (offset"),
     (envelope("apps/v1", "Deployment", lf(2, vf(1, 1 << 40))), "does not fit in an int32"),
-    (envelope("v1", "Service", b""), 'no kind "Service" of version "v1"'),
+    (envelope("v1", "ReplicationController", b""), 'no kind "ReplicationController" of version "v1"'),
     (envelope("v1", "", b""), "names no kind"),
     (envelope("apps/v1", "Deployment", lf(2, lf(4, lf(2, lf(2, vf(1, 7)))))), "IntOrString type 7"),
     (envelope("v1", "Namespace", lf(1, lf(8, vf(1, 1 << 62)))), "not a time between the years 1 and 9999"),

@@ -127,7 +127,7 @@ metadata: {name: p, namespace: shop}
 spec: {containers: [{name: c, image: busybox}]}
 ---
 apiVersion: v1
-kind: Service
+kind: ReplicationController
 metadata: {name: s}
 """
 
@@ -147,7 +147,8 @@ def test_run_apply_orders_namespaces_first_and_reports_each_bad_document(tmp_pat
         f'error: {f}: document 1 (Deployment/web): spec.template.spec.containers[0].image: Invalid value: '
         f'"BAD IMAGE": not a valid image',
         f"error: {f}: document 1 (Deployment/web): spec.replicas: Invalid value: -1: must be >= 0",
-        f'error: {f}: document 4 (Service/s): kind: Unsupported value: "Service": no such kind is served by shoal',
+        f'error: {f}: document 4 (ReplicationController/s): kind: Unsupported value: "ReplicationController": no '
+        f'such kind is served by shoal',
     ]
     assert [c[1] for c in api.calls if c[0] == "create"] == ["Namespace", "Deployment", "Pod"]
     assert ("Deployment", "shop", "web") not in api.objects

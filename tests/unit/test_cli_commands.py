@@ -70,7 +70,7 @@ def test_parse_targets_and_durations():
         ("Deployment", ()), ("ReplicaSet", ())]
     assert [(t.resource.kind, t.names) for t in parse_targets(["po/a", "deployment/b"])] == [
         ("Pod", ("a",)), ("Deployment", ("b",))]
-    assert [t.resource.kind for t in parse_targets(["all"])] == ["Pod", "Deployment", "ReplicaSet"]
+    assert [t.resource.kind for t in parse_targets(["all"])] == ["Pod", "Service", "Deployment", "ReplicaSet"]
     with pytest.raises(UsageError):
         parse_targets(["pods", "po/a"])
     with pytest.raises(UsageError):
@@ -272,7 +272,8 @@ def test_logs_version_and_api_resources(api):
     rc, out, _ = run(["version"], api)
     assert out.startswith("Client Version: v") and "Server Version: v1.32.0-shoal" in out
     rc, out, _ = run(["api-resources"], api)
-    assert "deployments   deploy       apps/v1" in out
+    assert "deployments      deploy       apps/v1" in out
+    assert "endpointslices                discovery.k8s.io/v1      true         EndpointSlice" in out
 
 
 def test_errors_connection_unknown_kind_usage_help(api):

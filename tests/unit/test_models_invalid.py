@@ -454,8 +454,8 @@ def test_type_meta_errors(obj, fragment):
 
 
 def test_unknown_kind_and_subresource():
-    with pytest.raises(errors.BadRequest, match='no kind "Service"'):
-        validate("Service", {})
+    with pytest.raises(errors.BadRequest, match='no kind "ReplicationController"'):
+        validate("ReplicationController", {})
     with pytest.raises(errors.BadRequest, match="unknown subresource 'exec'"):
         validate("Pod", POD, subresource="exec")
 

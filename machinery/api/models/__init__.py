@@ -4,11 +4,15 @@ Tour (in the order a write goes through them):
 - `base`: the `WireModel` every shape derives from — camelCase wire names,
   unknown fields forbidden, strict JSON types, every field optional; the
   `Time`, `MicroTime`, `Quantity` and `IntOrString` scalars.
-- `meta`, `core`, `config` (ConfigMap, Secret), `apps`, `coordination`: the shapes of each kind.
+- `meta`, `core`, `config` (ConfigMap, Secret), `apps`, `coordination`, `network` (Service,
+  Endpoints, EndpointSlice): the shapes of each kind.
 - `codec`: wire dict -> model; decoding problems become `errors.BadRequest`.
 - `defaults`: Kubernetes' defaults, filled into the model.
 - `validation`: Kubernetes' rules, every problem a `Cause` with its field path,
   raised together as `errors.Invalid`; update rules when `old` is given.
+- `network_rules`: the service kinds' defaults, rules and the preparation a Service write
+  gets before validation (`PREPARERS`: Kubernetes' service strategy steps that read the
+  stored object), registered into the tables here.
 - `names`, `imageref`, `field`: the syntax checks and error wording they share.
 
 The one entry point the API server calls is `validate(kind, obj, ...)`; it
@@ -33,12 +37,14 @@ from shoal.machinery.api.models.defaults import DEFAULTERS, default_image_pull_p
 from shoal.machinery.api.models.field import FieldErrors
 from shoal.machinery.api.models.imageref import ImageRef, parse_image_reference
 from shoal.machinery.api.models.meta import DeleteOptions, Scale
+from shoal.machinery.api.models import network_rules
+from shoal.machinery.api.models.network import EndpointSlice, Endpoints, Service
 from shoal.machinery.api.models.validation import (VALIDATORS, validate_deployment_status, validate_int_ranges,
                                                    validate_pod_status, validate_replicaset_status, validate_update)
 
 __all__ = ["validate", "validate_status", "KINDS", "KindInfo", "parse_image_reference", "ImageRef", "default_image_pull_policy",
            "Namespace", "Pod", "Node", "Event", "Deployment", "ReplicaSet", "Lease", "Scale", "DeleteOptions",
-           "ConfigMap", "Secret"]
+           "ConfigMap", "Secret", "Service", "Endpoints", "EndpointSlice"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,9 @@ KINDS: dict[str, KindInfo] = {i.kind: i for i in (
     _info("Event", Event, "v1"),
     _info("ConfigMap", ConfigMap, "v1"),
     _info("Secret", Secret, "v1"),
+    _info("Service", Service, "v1"),
+    _info("Endpoints", Endpoints, "v1"),
+    _info("EndpointSlice", EndpointSlice, "discovery.k8s.io/v1"),
     _info("Deployment", Deployment, "apps/v1"),
     _info("ReplicaSet", ReplicaSet, "apps/v1"),
     _info("Lease", Lease, "coordination.k8s.io/v1"),
@@ -75,6 +84,8 @@ KINDS: dict[str, KindInfo] = {i.kind: i for i in (
     _info("DeleteOptions", DeleteOptions, "meta.k8s.io/v1", "v1"),
 )}
 SUBRESOURCES = (None, "status", "scale")
+DEFAULTERS.update(network_rules.DEFAULTERS)
+VALIDATORS.update(network_rules.VALIDATORS)
 
 
 def _check_type_meta(info: KindInfo, obj: dict) -> None:
@@ -122,6 +133,10 @@ def validate(kind: str, obj: dict, *, old: dict | None = None, subresource: str 
     model = decode(info.model, obj, kind=info.kind, version=version, field_validation=field_validation,
                    warnings=warnings)
     DEFAULTERS[info.kind](model)
+    old_model = _decode_old(info, old, version) if old is not None else None
+    prepare = network_rules.PREPARERS.get(info.kind)
+    if prepare is not None and subresource is None:
+        prepare(model, old_model)
     errs = FieldErrors()
     name = getattr(getattr(model, "metadata", None), "name", None)
     # An integer its Go type cannot hold is refused on its own, as Kubernetes' decoder would
@@ -129,13 +144,11 @@ def validate(kind: str, obj: dict, *, old: dict | None = None, subresource: str 
     validate_int_ranges(errs, model)
     errs.raise_if_any(info.qualified, name)
     VALIDATORS[info.kind](errs, model)
-    if old is not None:
-        try:
-            old_model = decode(info.model, old, kind=info.kind, version=version, field_validation="Ignore")
-        except errors.ApiError as e:
-            raise errors.ApiError(f"stored {info.qualified} cannot be decoded: {e.message}") from e
-        DEFAULTERS[info.kind](old_model)
+    if old_model is not None:
         validate_update(errs, info.kind, model, old_model, subresource=subresource)
+        check_update = network_rules.UPDATE_VALIDATORS.get(info.kind)
+        if check_update is not None and subresource is None:
+            check_update(errs, model, old_model)
     errs.raise_if_any(info.qualified, name)
     body = model.model_dump(by_alias=True, exclude_none=True)
     if info.kind == "DeleteOptions":
@@ -143,6 +156,16 @@ def validate(kind: str, obj: dict, *, old: dict | None = None, subresource: str 
     body.pop("apiVersion", None)
     body.pop("kind", None)
     return {"apiVersion": info.api_version, "kind": info.kind, **body}
+
+
+def _decode_old(info: KindInfo, old: dict, version: str) -> Any:
+    """The stored object as a defaulted model (what the update rules compare with)."""
+    try:
+        old_model = decode(info.model, old, kind=info.kind, version=version, field_validation="Ignore")
+    except errors.ApiError as e:
+        raise errors.ApiError(f"stored {info.qualified} cannot be decoded: {e.message}") from e
+    DEFAULTERS[info.kind](old_model)
+    return old_model
 
 
 # Kinds whose status rules read nothing but the status (no spec, no defaulting of status).
