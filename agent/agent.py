@@ -5,8 +5,10 @@ network=..., options=AgentOptions(...))`, then `start()` / `stop()`.
 
 This module only composes the agent's parts and starts them; each part is its own module.
 What it does, in start order:
-1. Serves container logs (`agent.logserver`, files picked by `agent.logs`) on
-   `address:kubelet_port`, builds the overlay device when it can (`agent.nodenet`), and
+1. Serves container logs (`agent.logserver`, files picked by `agent.logs`) over mutual
+   TLS on `kubelet_port` of the address the API server verified at the join
+   (`kubelet_tls`, from `agent.join.serving_tls`; no log endpoint without it), builds the
+   overlay device when it can (`agent.nodenet`), and
    registers its Node (`agent.registration`): capacity from the host, addresses, the
    usual `kubernetes.io/*` labels, nodeInfo, the log endpoint's port, the Ready
    condition, and the overlay annotations `shoal.io/underlay-ip` / `shoal.io/vtep-mac`.
@@ -53,7 +55,7 @@ from shoal.agent.hostfiles import private_dir
 from shoal.agent.imagegc import collect_images
 from shoal.agent.interfaces import ExitWatcher, ImageStore, Network, Runtime
 from shoal.agent.logs import PodLogs
-from shoal.agent.logserver import LogServer
+from shoal.agent.logserver import LogServer, ServingTLS
 from shoal.agent.nodenet import ANN_UNDERLAY_IP, ANN_VTEP_MAC, NodeNetworkSync
 from shoal.agent.podapi import ClientPodApi
 from shoal.agent.probes import ProbeManager, RealProbeExecutor
@@ -93,7 +95,7 @@ class AgentOptions:
     backoff_max: float = 300.0
     backoff_reset: float = 600.0
     kubelet_port: int | None = 10250        # 0 = any free port, None = no log endpoint
-    kubelet_token: str | None = None        # the API server's token, accepted on the log endpoint
+    kubelet_tls: ServingTLS | None = None   # the log endpoint's certificate (agent.join.serving_tls)
     sync_threads: int = 8
     timer_threads: int = 8
     max_pods: int = 110
@@ -166,11 +168,14 @@ class Agent:
                                  on_sandbox_change=self.nodenet.sync_host_ports, kill_wait_inline=o.kill_wait_inline,
                                  sandbox_retry=o.sandbox_retry, background=self._sandbox_pool.submit,
                                  reserved_host_ports=self.reserved_host_ports)
-        if o.kubelet_port is not None:
+        if o.kubelet_port is not None and o.kubelet_tls is None:
+            log.warning("node %s: no serving certificate (kubelet_tls): no log endpoint, so its pods' logs "
+                        "cannot be read", node)
+        elif o.kubelet_port is not None and o.kubelet_tls is not None:
             logs = PodLogs(node_name=node, data_dir=self.data_dir, runtime=self.runtime, find=self.pods.find,
                            stopped=self._stop.is_set)
-            self.logserver = LogServer(host=self.address, port=o.kubelet_port, token=o.kubelet_token,
-                                       resolve=logs.resolve).start()
+            self.logserver = LogServer(host=o.kubelet_tls.listen_host(self.address), port=o.kubelet_port,
+                                       tls=o.kubelet_tls, resolve=logs.resolve).start()
             self.reserved_host_ports[self.logserver.port] = "the shoal agent's log endpoint"   # 0: known now
         self.nodenet.prepare()
         self.registration = NodeRegistration(

@@ -24,9 +24,12 @@ A tour, in the order a write goes through it:
   paths reach their handler through `routetable` (a dictionary lookup, pure); `tables`
   answers `kubectl get`'s Table (and PartialObjectMetadata) requests; `discovery` serves
   `/api`, `/apis` and the OpenAPI documents kubectl reads, which `openapi` builds from the
-  models; `logproxy` proxies `pods/NAME/log` to the pod's agent.
-- `auth` — bearer tokens and the roles admin, join, node, apiserver (a node may write only
-  its own Node and Lease, its pods' status and Events); `tls` — the server's CA and serving certificate.
+  models; `logproxy` proxies `pods/NAME/log` to the pod's agent through `nodeclient`, the one
+  way to an agent (mutual TLS to the address recorded at the node's join), and `nodecerts`
+  signs the agents' serving certificates at join and records that address.
+- `auth` — bearer tokens and the roles admin, join, node (a node may write only its own
+  Node and Lease, its pods' status and Events); `tls` — the cluster CA, the server's serving
+  certificate, its client certificate for agents, the agents' serving certificates.
 - `server` — `ServerProcess`: settings → store → app → uvicorn, tokens and kubeconfigs,
   SIGTERM. The controllers it runs come through `start(controllers=factory)`: the
   composition root (`shoal.cli.cmd_server`, `shoal.testkit.apiserver`) passes the factory,

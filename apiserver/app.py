@@ -37,6 +37,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoal.apiserver import auth, protobuf, tables, watch
+from shoal.apiserver import nodecerts
 from shoal.apiserver.dryrun import dry_run_view
 from shoal.machinery.api import errors
 from shoal.machinery.api.models.field import FieldErrors
@@ -410,7 +411,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     @app.post("/shoal/v1/join", tags=["shoal"], openapi_extra=OBJECT_BODY)
     async def join(request: Request):
         """Exchange the join token and the node password for a node credential (k3s-style
-        agent join; `auth.join_node` says when a name already taken is refused)."""
+        agent join; `auth.join_node` says when a name already taken is refused), and the
+        agent's CSR for its serving certificate (`apiserver.nodecerts`)."""
         p = principal(request)
         if p.role not in ("join", "admin"):
             raise errors.Forbidden("only the join token may join nodes")
@@ -424,10 +426,25 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         if password is not None and (not isinstance(password, str) or len(password) > 1024):
             raise errors.Invalid("nodePassword: a string of at most 1024 characters is required",
                                  causes=[errors.Cause("nodePassword", "a string of at most 1024 characters")])
+        pending = nodecerts.prepare(body, node, request.client)     # checked before anything is written
         tok = await anyio.to_thread.run_sync(
             lambda: auth.join_node(store, node, password, admin=p.role == "admin"))
         authn_cache.clear()
-        return {"nodeName": node, "token": tok, "apiserverToken": registry.tokens.get("apiserver", "")}
+        cert = await anyio.to_thread.run_sync(nodecerts.issue, store, settings.data_dir, node, pending)
+        return {"nodeName": node, "token": tok, **cert}
+
+    @app.post("/shoal/v1/node-certificate", tags=["shoal"], openapi_extra=OBJECT_BODY)
+    async def node_certificate(request: Request):
+        """A node renews its agent's serving certificate with its own credential
+        (`apiserver.nodecerts`, `agent.join`)."""
+        p = principal(request)
+        if p.role != "node":
+            raise errors.Forbidden("only a node's own credential may renew its serving certificate")
+        body = await _body(request)
+        node = nodecerts.renewal_node(p.role, p.subject, body)
+        pending = nodecerts.prepare(body, node, request.client, required=True)
+        cert = await anyio.to_thread.run_sync(nodecerts.issue, store, settings.data_dir, node, pending)
+        return {"nodeName": node, **cert}
 
     @app.post("/shoal/v1/tokens/rotate", tags=["shoal"], openapi_extra=OBJECT_BODY)
     async def rotate(request: Request):

@@ -19,8 +19,10 @@ SHA-256. Roles:
   looks at the object a write would store, as Kubernetes' NodeRestriction
   admission does: a node may not set or change its Node's `spec.podCIDR(s)`,
   which are the server's to assign (the node IPAM controller).
-- `apiserver`: the token the API server presents to agents when it proxies
-  logs; agents receive it when they join.
+- There is no token for the API server's calls to agents: it connects to them over
+  mutual TLS with a client certificate of the cluster CA (`apiserver.nodeclient`).
+  The `apiserver` role of earlier versions is gone; `bootstrap_tokens` deletes its
+  credential and its `apiserver-token` file where they remain.
 
 Node identity is k3s' node-password scheme (`join_node`): the join token admits
 a node name once. The first join under a name stores the hash of the node
@@ -348,11 +350,18 @@ def _finish_rotation(store: Store, path: Path, role: str) -> None:
 
 
 def bootstrap_tokens(store: Store, data_dir: Path) -> dict[str, str]:
-    """On first start, create the admin, join and apiserver tokens (files mode 600 in data_dir);
-    on later starts read them back. Returns {"admin": ..., "join": ..., "apiserver": ...}."""
+    """On first start, create the admin and join tokens (files mode 600 in data_dir); on later
+    starts read them back. Returns {"admin": ..., "join": ...}. The retired shared token of
+    the log endpoint (role `apiserver`) is deleted from the database and the data dir."""
     out = {}
     pin = _server_ca_pin(data_dir)
-    for role, fname in (("admin", "admin-token"), ("join", "join-token"), ("apiserver", "apiserver-token")):
+    if store.delete_credentials("apiserver"):
+        log.info("deleted the retired apiserver token: agents are reached over mutual TLS now")
+    try:
+        (Path(data_dir) / "apiserver-token").unlink()
+    except FileNotFoundError:
+        pass
+    for role, fname in (("admin", "admin-token"), ("join", "join-token")):
         path = Path(data_dir) / fname
         _finish_rotation(store, path, role)
         full = path.read_text().strip() if path.exists() else ""
@@ -365,8 +374,7 @@ def bootstrap_tokens(store: Store, data_dir: Path) -> dict[str, str]:
                 log.warning("the %s token in %s is no longer valid (it was rotated); writing a new one", role, path)
                 tok = ""
             if not tok:
-                tok = new_token({"join": "" if pin else "K10", "admin": "shoal-admin-",
-                                 "apiserver": "shoal-apiserver-"}[role])
+                tok = new_token({"join": "" if pin else "K10", "admin": "shoal-admin-"}[role])
             store.replace_credentials(role, token_hash(tok))
         if role == "join":
             tok = format_join_token(tok, pin)   # the pin follows the CA on disk
@@ -412,8 +420,10 @@ def join_node(store: Store, node: str, password: str | None, *, admin: bool = Fa
 
 
 def release_node_name(store: Store, node: str) -> None:
-    """The Node is gone: a new machine may join under its name."""
+    """The Node is gone: a new machine may join under its name, and the API server no longer
+    connects to the old one's agent (its recorded endpoint is forgotten)."""
     store.put_node_password(node, None)
+    store.put_node_endpoint(node, None)
 
 
 def issue_node_credential(store: Store, node: str) -> str:

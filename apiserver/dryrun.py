@@ -40,14 +40,15 @@ from shoal.apiserver.store import Allocation, AllocationTaken, Store, check_obje
 
 # Store attributes a dry run may use as they are: they read.
 READS = frozenset({"get", "get_by_uid", "list", "page", "dependents", "allocations", "events_after", "current_revision",
-                   "compacted_revision", "lookup_credential", "count_credentials", "node_password_hash", "dialect",
-                   "url", "clock"})
+                   "compacted_revision", "lookup_credential", "count_credentials", "node_password_hash", "node_endpoint",
+                   "dialect", "url", "clock"})
 # Store writes a dry run answers itself (checked, never written).
 WRITES = frozenset({"create", "update", "delete", "delete_batch"})
 # Store attributes a dry run must never reach: writes no request path of the registry makes
 # (credentials, compaction) and the machinery below the methods.
 REFUSED = frozenset({"compact", "refresh_compacted", "put_credential", "delete_credentials", "replace_credentials",
-                     "claim_node_password", "put_node_password", "close", "engine", "on_commit", "COMPACT_CHUNK"})
+                     "claim_node_password", "put_node_password", "put_node_endpoint", "close", "engine", "on_commit",
+                     "COMPACT_CHUNK"})
 
 
 def _stored(obj: dict) -> tuple[str, dict]:

@@ -1,21 +1,33 @@
-"""`GET pods/{name}/log`: proxied to the agent of the pod's node.
+"""`GET pods/{name}/log`: proxied to the agent of the pod's node, over mutual TLS.
 
-The agent publishes its log endpoint on its Node (`status.addresses` InternalIP
-and `status.daemonEndpoints.kubeletEndpoint.Port`) and serves
-`GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&previous=`
-to callers presenting the API server's token (handed to agents when they join).
-The API server streams the answer back as text/plain.
+The agent serves `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&previous=&timestamps=`
+on the port it publishes in its Node (`status.daemonEndpoints.kubeletEndpoint.Port`),
+to the API server's client certificate only (`agent.logserver`). The connection is
+`apiserver.nodeclient`'s: to the address recorded at the node's join, never the Node's
+InternalIP, and verified as that node's agent before the request is sent. The answer
+streams back as text/plain; the agent's 4xx become the same errors here (400, 404), any
+other failure a 502/503 naming the node.
 """
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import anyio
-import httpx
 from fastapi.responses import StreamingResponse
 
 from shoal.machinery.api import errors
 from shoal.machinery.api.resources import resolve
+from shoal.apiserver import nodeclient
+
+QUERY = ("follow", "tailLines", "previous", "timestamps")
+
+
+def agent_path(namespace: str, name: str, container: str, params: Any) -> str:
+    """The agent's path and query for a log request (pure)."""
+    q = {k: params.get(k) for k in QUERY if params.get(k) is not None}
+    path = "/containerLogs/" + "/".join(quote(p, safe="") for p in (namespace, name, container))
+    return path + (f"?{urlencode(q)}" if q else "")
 
 
 async def proxy_pod_log(registry: Any, namespace: str | None, name: str, params) -> StreamingResponse:
@@ -30,43 +42,28 @@ async def proxy_pod_log(registry: Any, namespace: str | None, name: str, params)
     node_name = (pod.get("spec") or {}).get("nodeName")
     if not node_name:
         raise errors.BadRequest(f'pod {namespace}/{name} is not scheduled to a node yet: no logs to show')
-    node = await anyio.to_thread.run_sync(registry.store.get, "nodes", None, node_name)
-    if node is None:
-        raise errors.ServiceUnavailable(f'node {node_name} of pod {namespace}/{name} is gone: its logs cannot be read')
-    status = node.get("status") or {}
-    addr = next((a["address"] for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None)
-    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
-    if not addr or not port:
-        raise errors.ServiceUnavailable(f'node {node_name} publishes no log endpoint (InternalIP and '
-                                        f'daemonEndpoints.kubeletEndpoint.Port)')
-    host = f"[{addr}]" if ":" in addr else addr
-    url = f"http://{host}:{port}/containerLogs/{namespace}/{name}/{container}"
-    q = {k: params.get(k) for k in ("follow", "tailLines", "previous", "timestamps") if params.get(k) is not None}
-    headers = {"Authorization": f"Bearer {registry.tokens.get('apiserver', '')}"}
     follow = (params.get("follow") or "").lower() == "true"
-    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None if follow else 30.0))
-    try:
-        req = client.build_request("GET", url, params=q, headers=headers)
-        resp = await client.send(req, stream=True)
-    except httpx.HTTPError as e:
-        await client.aclose()
-        raise errors.ServiceUnavailable(f'cannot reach the agent of node {node_name} at {url}: {e}') from None
+    resp = await nodeclient.request(registry.store, registry.settings.data_dir, node_name, "GET",
+                                    agent_path(namespace or "", name, container, params),
+                                    read_timeout=None if follow else 30.0)
     if resp.status_code >= 400:
-        body = (await resp.aread()).decode(errors="replace")
+        text = (await resp.aread()).decode(errors="replace").strip()
         await resp.aclose()
-        await client.aclose()
         if resp.status_code == 404:
             raise errors.NotFound(f'logs of container {container} in pod {namespace}/{name} not found on node '
-                                  f'{node_name}: {body.strip()[:200]}')
-        raise errors.ApiError(f'agent on node {node_name} answered {resp.status_code}: {body.strip()[:300]}',
-                              code=502 if resp.status_code >= 500 else resp.status_code, reason="BadGateway")
+                                  f'{node_name}: {text[:200]}')
+        if resp.status_code == 400:
+            raise errors.BadRequest(f'node {node_name}: {text[:300]}')
+        raise errors.ApiError(f'agent on node {node_name} answered {resp.status_code}: {text[:300]}',
+                              code=502, reason="BadGateway")
 
     async def body():
         try:
             async for chunk in resp.aiter_bytes():
                 yield chunk
+        except errors.ApiError:
+            return          # the agent stopped answering mid-stream: the log ends there
         finally:
             await resp.aclose()
-            await client.aclose()
 
     return StreamingResponse(body(), media_type="text/plain")

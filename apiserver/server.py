@@ -77,8 +77,11 @@ class ServerProcess:
         cfg_kw: dict[str, Any] = {}
         if self.tls_files:
             cfg_kw = {"ssl_certfile": self.tls_files["cert"], "ssl_keyfile": self.tls_files["key"]}
+        # proxy_headers=False: a request's peer is its socket's, whatever X-Forwarded-For says
+        # (uvicorn trusts it from 127.0.0.1 by default) — a node's join records that address as
+        # the only one the API server connects to for it (apiserver.nodecerts)
         self._uv = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on", access_log=False,
-                                                 timeout_graceful_shutdown=2, **cfg_kw))
+                                                 timeout_graceful_shutdown=2, proxy_headers=False, **cfg_kw))
         self._thread: threading.Thread | None = None
         self.kubeconfig_paths = kubeconfig_paths or []
         self.controllers: Stoppable | None = None

@@ -127,6 +127,29 @@ node_passwords_t = Table(
     Column("created", Float, nullable=False),
 )
 
+# Where the API server reaches each node's agent (docs/security.md "API server to agent"):
+# the address its join came from (the TCP peer, never an address the node wrote) and the
+# SHA-256 of the serving certificate key it registered then (apiserver.nodecerts). Written
+# only by the join and certificate endpoints; a node's own Node object cannot change it.
+# A table added after databases existed: `metadata.create_all` creates it in an older one.
+node_endpoints_t = Table(
+    "node_endpoints", metadata,
+    Column("node", String(253), primary_key=True),
+    Column("address", String(64), nullable=False),
+    Column("key_sha256", String(64), nullable=False),
+    Column("not_after", Float, nullable=False),      # the serving certificate's expiry (epoch seconds)
+    Column("created", Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class NodeEndpoint:
+    """A node's verified registration (`node_endpoints_t`)."""
+    node: str
+    address: str
+    key_sha256: str
+    not_after: float
+
 
 # What the API server hands out from a range and must never hand out twice: cluster IPs and
 # node ports (apiserver.allocation). One row per value in use, naming the object that holds it,
@@ -927,6 +950,25 @@ class Store:
                     conn.execute(insert(node_passwords_t).values(node=node, password_hash=password_hash,
                                                                  created=self.clock()))
         self._retrying(tx)
+
+    def put_node_endpoint(self, node: str, endpoint: NodeEndpoint | None) -> None:
+        """Record where `node`'s agent is (its verified registration), replacing what was
+        recorded; None forgets it (the name was freed or re-issued without a certificate)."""
+        def tx() -> None:
+            with self._write_conn() as conn, conn.begin():
+                conn.execute(delete(node_endpoints_t).where(node_endpoints_t.c.node == node))
+                if endpoint is not None:
+                    conn.execute(insert(node_endpoints_t).values(
+                        node=node, address=endpoint.address, key_sha256=endpoint.key_sha256,
+                        not_after=endpoint.not_after, created=self.clock()))
+        self._retrying(tx)
+
+    def node_endpoint(self, node: str) -> NodeEndpoint | None:
+        with self._read_conn() as conn, conn.begin():
+            row = conn.execute(select(node_endpoints_t.c.address, node_endpoints_t.c.key_sha256,
+                                      node_endpoints_t.c.not_after)
+                               .where(node_endpoints_t.c.node == node)).first()
+        return NodeEndpoint(node, row.address, row.key_sha256, row.not_after) if row else None
 
     def replace_credentials(self, role: str, token_hash: str, subject: str = "") -> None:
         """Every credential of `role` (and `subject`) replaced by this one, in one transaction:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from shoal.testkit.apiserver import start_test_server  # noqa: E402
 from shoal.agent.agent import Agent, AgentOptions  # noqa: E402
 from shoal.agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime  # noqa: E402
-from shoal.agent.join import ensure_credentials  # noqa: E402
+from shoal.agent.join import ensure_credentials, serving_tls  # noqa: E402
 
 
 def emit(**kw) -> None:
@@ -47,7 +47,7 @@ def main() -> int:
             rt = FakeRuntime()
             ag = Agent(creds.client(user_agent=f"shoal-agent/{name}"), node_name=name, address="127.0.0.1",
                        data_dir=d, images=FakeImageStore(), runtime=rt, network=FakeNetwork(),
-                       options=AgentOptions(kubelet_port=0, kubelet_token=creds.apiserverToken,
+                       options=AgentOptions(kubelet_port=0, kubelet_tls=serving_tls(d),
                                             probe_executor=FakeProbeExecutor(rt), watch_timeout=30,
                                             sync_threads=4, timer_threads=2))
             ag.start()

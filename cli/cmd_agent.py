@@ -3,7 +3,7 @@
 The agent joins with the join token (`agent.join.ensure_credentials`: the token
 pins the server's CA, which is fetched from `/cacerts`, checked and trusted from
 then on; the node credential is saved in `<data-dir>/credentials.json` and
-reused), then runs
+reused, the serving certificate of its log endpoint in `<data-dir>/tls`), then runs
 `agent.agent.Agent` on the real seams — `agent.images.LocalImageStore`,
 `agent.runtime.RuncRuntime`, `agent.network.NodeNetwork` — or, with
 `--fake-runtime`, on the scripted fakes of `agent.fakes` (a hollow node: no
@@ -217,7 +217,7 @@ def build_seams(args, data_dir: Path):
 def run_agent(args) -> int:
     from shoal.agent.agent import Agent, AgentOptions
     from shoal.agent.hostfiles import private_dir
-    from shoal.agent.join import JoinError, ensure_credentials
+    from shoal.agent.join import JoinError, ensure_credentials, serving_tls
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("pyroute2", "httpcore", "asyncio"):
@@ -232,12 +232,13 @@ def run_agent(args) -> int:
     data_dir = private_dir(args.data_dir, tighten=False)      # 0700: credentials, bundles, layers (agent/hostfiles.py)
     try:
         creds = ensure_credentials(args.server, args.token, node, data_dir)
+        kubelet_tls = serving_tls(data_dir)
     except JoinError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     images, runtime, network, prober, rt_version = build_seams(args, data_dir)
     opts = AgentOptions(backoff_initial=args.backoff_initial, backoff_max=args.backoff_max,
-                        kubelet_port=args.kubelet_port, kubelet_token=creds.apiserverToken,
+                        kubelet_port=args.kubelet_port, kubelet_tls=kubelet_tls,
                         lease_renew_interval=args.lease_interval, relist_interval=args.relist_interval,
                         max_pods=args.max_pods, probe_executor=prober, runtime_version=rt_version,
                         sync_threads=args.sync_threads)

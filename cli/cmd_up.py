@@ -6,7 +6,8 @@ The API server serves HTTPS with the cluster CA it generates (plain HTTP only wi
 token, so shoal's CLI, kubectl and the Python kubernetes client work as they are. The
 agent is embedded in the same process but still goes through the API with its own
 node credential, obtained as a remote agent would: the join token pins the CA, the
-agent fetches it from `/cacerts`, checks the pin, then joins over verified TLS. `--detach`
+agent fetches it from `/cacerts`, checks the pin, then joins over verified TLS (and gets the
+serving certificate of its log endpoint, which the API server reaches over mutual TLS). `--detach`
 re-runs `shoal up` in the background (its own session, log in <data-dir>/up.log,
 pid in <data-dir>/up.pid) and returns when the node is Ready; `shoal down` stops it
 and, like a host shutdown, stops this node's containers too (their pods stay in the
@@ -319,7 +320,7 @@ def _foreground(args, data_dir: Path) -> int:
     from shoal.apiserver.settings import Settings
     from shoal.agent.agent import Agent, AgentOptions
     from shoal.agent.hostfiles import private_dir
-    from shoal.agent.join import JoinError, ensure_credentials
+    from shoal.agent.join import JoinError, ensure_credentials, serving_tls
     from shoal.cli.cmd_agent import _mirror, _runc_version, build_seams
     from shoal.cli.cmd_server import controllers_as_child, parse_listen
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -357,7 +358,7 @@ def _foreground(args, data_dir: Path) -> int:
         images, runtime, network, prober, rt_version = build_seams(agent_args, agent_dir)
         network = _node_network(agent_dir, hostnet)
         opts = AgentOptions(backoff_initial=args.backoff_initial, backoff_max=args.backoff_max,
-                            kubelet_port=hostnet.kubelet_port, kubelet_token=creds.apiserverToken, probe_executor=prober,
+                            kubelet_port=hostnet.kubelet_port, kubelet_tls=serving_tls(agent_dir), probe_executor=prober,
                             runtime_version=rt_version or _runc_version())
         agent = Agent(creds.client(user_agent=f"shoal-agent/{node}"), node_name=node, address=args.node_ip,
                       data_dir=agent_dir, images=images, runtime=runtime, network=network, options=opts)

@@ -17,7 +17,7 @@ from shoal.machinery.client.rest import Client
 from shoal.testkit.apiserver import start_test_server, wait_for
 
 from shoal.agent.agent import Agent, AgentOptions
-from shoal.agent.join import ensure_credentials
+from shoal.agent.join import ensure_credentials, serving_tls
 from shoal.agent.fakes import FakeImageStore, FakeNetwork, FakeProbeExecutor, FakeRuntime
 
 
@@ -33,7 +33,6 @@ class Node:
     network: FakeNetwork
     images: FakeImageStore
     client: Client
-    apiserver_token: str
     data_dir: Path
 
 
@@ -66,14 +65,14 @@ class AgentHarness:
         runtime = runtime or FakeRuntime()
         network = network or FakeNetwork()
         images = images or FakeImageStore()
-        kw = dict(kubelet_port=0, kubelet_token=creds.apiserverToken, watch_timeout=2,
+        kw = dict(kubelet_port=0, kubelet_tls=serving_tls(data_dir), watch_timeout=2,
                   probe_executor=FakeProbeExecutor(runtime), lease_renew_interval=0.3, node_status_interval=1.0,
                   relist_interval=0.1, housekeeping_interval=1.0, backoff_initial=0.3, backoff_max=2.4,
                   kill_wait_inline=0.5)
         kw.update(opts)
         agent = Agent(client, node_name=name, address=address, data_dir=data_dir, images=images,
                       runtime=runtime, network=network, options=AgentOptions(**kw))
-        node = Node(name, agent, runtime, network, images, client, creds.apiserverToken, data_dir)
+        node = Node(name, agent, runtime, network, images, client, data_dir)
         self.nodes.append(node)
         agent.start()
         return node

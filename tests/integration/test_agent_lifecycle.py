@@ -1,7 +1,6 @@
 """The node agent against a real API server, on the scripted fakes (no root)."""
 import time
 
-import httpx
 import pytest
 
 from shoal.agent.fakes import FakeNetwork, FakeRuntime
@@ -91,22 +90,6 @@ def test_pod_goes_running_ready_with_ip_events_and_logs(h):
     reasons = [r for _, r, _ in wait("events", lambda: h.events("web") if len(h.events("web")) >= 4 else None)]
     assert reasons[:4] == ["Pulling", "Pulled", "Created", "Started"]
     assert "".join(h.admin.logs("web", "default")) == "started web attempt 0: /bin/httpd -f -p 8080\n"
-
-
-def test_log_endpoint_requires_the_apiserver_token(h):
-    n = h.start_agent("node-1")
-    h.assign_cidr("node-1")
-    h.create_pod("web", "node-1")
-    wait("running", lambda: running(h, "web"))
-    url = f"http://127.0.0.1:{n.agent.logserver.port}/containerLogs/default/web/web"
-    assert httpx.get(url).status_code == 401
-    assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    ok = httpx.get(url, headers={"Authorization": f"Bearer {n.apiserver_token}"}, params={"tailLines": "1"})
-    assert ok.status_code == 200 and ok.text.startswith("started web attempt 0")
-    r = httpx.get(url, headers={"Authorization": f"Bearer {n.apiserver_token}"}, params={"previous": "true"})
-    assert r.status_code == 400 and "previous terminated container" in r.text
-    r = httpx.get(url.replace("/web/web", "/web/nope"), headers={"Authorization": f"Bearer {n.apiserver_token}"})
-    assert r.status_code == 404
 
 
 def test_crash_restarts_with_restart_count_last_state_and_previous_log(h):

@@ -45,7 +45,8 @@ def test_agent_joins_reuses_and_rejoins_after_rotation(tls_api, tmp_path):
         first.client().get("nodes", "h1")
     again = ensure_credentials(tls_api.url, tls_api.join_token, "h1", d)
     assert again.token != first.token and again.client().get("nodes", "h1")["metadata"]["name"] == "h1"
-    assert again.apiserverToken == tls_api.registry.tokens["apiserver"]
+    # no shared log-endpoint token any more (agents are reached over mutual TLS): none handed out
+    assert "apiserverToken" not in (d / "credentials.json").read_text() and "apiserver" not in tls_api.registry.tokens
 
 
 def test_node_credential_is_scoped(tls_api, tmp_path):

@@ -126,20 +126,39 @@ def test_format_join_token():
 
 # ---------------------------------------------------------------------------- join decisions
 class FakeTransport:
-    """Scripted: serves `ca`, answers probes with `probe_status`, records every call."""
+    """Scripted: serves `ca` (a real CA, which signs the agent's CSRs as the API server would, for
+    `address`), answers probes with `probe_status`, renewals with `renew_error` when set, and
+    records every call."""
 
-    def __init__(self, ca: bytes = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-                 probe_status: int = 200):
-        self.ca, self.probe_status, self.calls, self.n = ca, probe_status, [], 0
+    def __init__(self, probe_status: int = 200, address: str = "10.0.0.5"):
+        from cryptography.hazmat.primitives import serialization
+        self.ca_cert, self.ca_key = tls.new_ca(now=dt.datetime.now(dt.timezone.utc))
+        self.ca = self.ca_cert.public_bytes(serialization.Encoding.PEM)
+        self.probe_status, self.calls, self.n, self.address = probe_status, [], 0, address
+        self.renew_error: Exception | None = None
 
     def fetch_ca(self, server):
         self.calls.append(("fetch_ca", server))
         return self.ca
 
-    def join(self, server, join_token, node_name, ca_pem, node_password):
-        self.calls.append(("join", server, join_token, node_name, ca_pem, node_password))
+    def _sign(self, node, csr_pem):
+        from cryptography.hazmat.primitives import serialization
+        csr = tls.check_node_csr(csr_pem, node, [self.address])
+        cert = tls.sign_node_serving_cert(self.ca_cert, self.ca_key, csr, node, [self.address],
+                                          now=dt.datetime.now(dt.timezone.utc))
+        return {"servingCertificate": cert.public_bytes(serialization.Encoding.PEM).decode(),
+                "caCertificate": self.ca.decode(), "address": self.address}
+
+    def join(self, server, join_token, node_name, ca_pem, node_password, csr_pem):
+        self.calls.append(("join", server, join_token, node_name, ca_pem, node_password, csr_pem))
         self.n += 1
-        return {"nodeName": node_name, "token": f"node-tok-{self.n}", "apiserverToken": "apisrv"}
+        return {"nodeName": node_name, "token": f"node-tok-{self.n}", **self._sign(node_name, csr_pem)}
+
+    def renew(self, creds, csr_pem):
+        self.calls.append(("renew", creds.token, csr_pem))
+        if self.renew_error is not None:
+            raise self.renew_error
+        return {"nodeName": creds.nodeName, **self._sign(creds.nodeName, csr_pem)}
 
     def probe(self, creds):
         self.calls.append(("probe", creds.token))
@@ -157,7 +176,7 @@ def test_first_join_verifies_pin_then_saves_credentials_mode_600(tmp_path):
     assert [c[0] for c in t.calls] == ["fetch_ca", "join"]
     assert t.calls[1][4] == t.ca.decode()
     assert creds == J.NodeCredentials(server="https://10.0.0.1:6443", nodeName="h1", token="node-tok-1",
-                                      apiserverToken="apisrv", ca=t.ca.decode())
+                                      ca=t.ca.decode())
     f = tmp_path / "credentials.json"
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
     assert json.loads(f.read_text())["token"] == "node-tok-1"
