@@ -7,7 +7,9 @@ SHA-256. Roles:
 - `node` (subject = node name): reads only what a kubelet needs — every Node (its
   overlay peers), its own Lease, and the pods bound to it (a get of a pod bound
   there; a list or watch only with `fieldSelector=spec.nodeName=<node>`), never
-  pod logs, Events or any other kind; writes only its own Node and Lease, the
+  pod logs, Events or any other kind but Services and EndpointSlices, which it may get, list
+  and watch in every namespace (its service proxy, `agent.serviceproxy`, needs them all, as
+  kube-proxy does with Kubernetes' `system:node-proxier` role); writes only its own Node and Lease, the
   status of pods bound to it, deletion confirmations of those pods, and Events —
   as Kubernetes' Node authorizer graph allows a kubelet. It may `get` a Secret or
   ConfigMap only when a pod bound to it references that object
@@ -275,6 +277,8 @@ def _node_reads(node: str, verb: str, kind: str, ns: str | None, name: str | Non
         if verb == "get":
             return ((old or {}).get("spec") or {}).get("nodeName") == node
         return _selects_node(field_selector, node)    # list / watch of its own pods only
+    if kind in ("Service", "EndpointSlice"):
+        return sub is None                            # the node's service proxy: all of them, as kube-proxy
     return False                                      # logs, Events, workloads, namespaces: not a node's
 
 
