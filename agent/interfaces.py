@@ -111,6 +111,24 @@ class ContainerSecurity:
     supplemental_groups: tuple[int, ...] = ()   # the pod's fsGroup and supplementalGroups
 
 
+@dataclass(frozen=True)
+class PodDNS:
+    """A pod's DNS settings, from which the runtime writes its /etc/resolv.conf with the
+    kubelet's rules (`agent.runtime.spec.pod_resolv_conf`, docs/services.md "DNS").
+
+    `policy` is the pod's `dnsPolicy`; `cluster_nameservers` the node's cluster DNS (empty
+    when the node has none: ClusterFirst then falls back to the host's, as the kubelet does)
+    and `cluster_domain` its zone; `nameservers`, `searches` and `options` (name, value or
+    None) are the pod's `dnsConfig`."""
+    policy: str = "ClusterFirst"
+    namespace: str = "default"
+    cluster_domain: str = "cluster.local"
+    cluster_nameservers: tuple[str, ...] = ()
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[tuple[str, str | None], ...] = ()
+
+
 @dataclass
 class ContainerConfig:
     """Everything the runtime needs to create one container (one restart attempt)."""
@@ -134,6 +152,7 @@ class ContainerConfig:
     log_path: str = ""
     labels: dict[str, str] = field(default_factory=dict)   # kept with the container; read back by list()
     security: ContainerSecurity = field(default_factory=ContainerSecurity)
+    dns: PodDNS | None = None        # None: the host's resolv.conf without loopback nameservers (Docker's rule)
 
 
 ContainerStatus = Literal["created", "running", "stopped", "unknown"]

@@ -67,7 +67,7 @@ from shoal.machinery.api.quantity import cpu_millis, memory_bytes
 
 from shoal.agent.interfaces import (ConfigRefused, ContainerConfig, ContainerSecurity, ContainerState, ImagePullError,
                                     ImageStore, Mount, Network,
-                                    PodNet, PulledImage, PullSecret, Runtime)
+                                    PodDNS, PodNet, PulledImage, PullSecret, Runtime)
 from shoal.agent.plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL_IMAGE, LABEL_IMAGE_ID, LABEL_POD_NAME,
                               LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ConfigFailure,
                               ObservedContainer, PodActions,
@@ -151,6 +151,18 @@ def container_security(cspec: Mapping, pod_spec: Mapping) -> ContainerSecurity:
         supplemental_groups=tuple(dict.fromkeys(int(g) for g in groups)))
 
 
+def pod_dns(pod: Mapping, *, cluster_nameservers: tuple[str, ...], cluster_domain: str) -> PodDNS:
+    """The pod's `dnsPolicy` (ClusterFirst when unset, Kubernetes' default) and `dnsConfig`
+    with the node's cluster DNS, as the runtime writes them into resolv.conf."""
+    spec = pod.get("spec") or {}
+    cfg = spec.get("dnsConfig") or {}
+    return PodDNS(policy=spec.get("dnsPolicy") or "ClusterFirst",
+                  namespace=(pod.get("metadata") or {}).get("namespace") or "default",
+                  cluster_domain=cluster_domain, cluster_nameservers=tuple(cluster_nameservers),
+                  nameservers=tuple(cfg.get("nameservers") or ()), searches=tuple(cfg.get("searches") or ()),
+                  options=tuple((o.get("name") or "", o.get("value")) for o in cfg.get("options") or ()))
+
+
 def container_id_for(uid: str, name: str, attempt: int) -> str:
     return f"{uid[:12]}-{name}-{attempt}"
 
@@ -210,6 +222,11 @@ class WorkerContext:
     subpaths: SubPaths = field(default_factory=HostSubPaths)
     # hostPorts shoal's own components listen on here (port -> who): refused (agent.nodenet)
     reserved_host_ports: Mapping[int, str] = field(default_factory=dict)
+    # the node's cluster DNS nameservers for ClusterFirst pods (() when it has none: those pods
+    # get the host's, with a MissingClusterDNS warning); None: no cluster DNS is configured at
+    # all (a context built by hand), the same without the warning
+    cluster_dns: Callable[[], tuple[str, ...]] | None = None
+    cluster_domain: str = "cluster.local"
 
 
 @dataclass
@@ -221,6 +238,7 @@ class _Memory:
     terminating: dict[str, float] = field(default_factory=dict)
     ids: set[str] = field(default_factory=set)
     evented: set[str] = field(default_factory=set)
+    dns_warned: bool = False        # MissingClusterDNS emitted
     writing_status: dict | None = None    # the last status written (its echo may come before the answer)
     sandbox_retry_at: float = 0.0
     vacant: set[str] = field(default_factory=set)  # next attempts' ids looked up and free, until the worker uses them
@@ -790,7 +808,19 @@ class PodWorker:
             cpu_millis=cpu_millis(limits["cpu"]) if limits.get("cpu") else None,
             memory_bytes=memory_bytes(limits["memory"]) if limits.get("memory") else None,
             log_path=str(log_dir / f"{attempt}.log"), labels=labels,
-            security=container_security(cspec, spec))
+            security=container_security(cspec, spec), dns=self._dns(pod))
+
+    def _dns(self, pod: Mapping) -> PodDNS:
+        ctx = self.ctx
+        dns = pod_dns(pod, cluster_nameservers=ctx.cluster_dns() if ctx.cluster_dns else (),
+                      cluster_domain=ctx.cluster_domain)
+        if (ctx.cluster_dns is not None and dns.policy in ("ClusterFirst", "ClusterFirstWithHostNet")
+                and not dns.cluster_nameservers and not self.mem.dns_warned):
+            self.mem.dns_warned = True      # once per pod, not per container
+            ctx.events.event(pod, "Warning", "MissingClusterDNS",
+                             f"pod: {self._name()}. node {ctx.node_name} has no cluster DNS configured and cannot "
+                             f"create Pod using \"{dns.policy}\" policy. Falling back to \"Default\" policy.")
+        return dns
 
     def _teardown(self) -> None:
         ctx = self.ctx

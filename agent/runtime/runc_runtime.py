@@ -78,7 +78,8 @@ from shoal.agent.runtime.mounts import is_mounted, mount_overlay, unmount
 from shoal.agent.runtime.runc import DEFAULT_RUNC, CommandRunner, Runc, SubprocessRunner
 from shoal.agent.runtime.seccomp import DEFAULT_PROFILE_PATH, SeccompProfileError, load_profile
 from shoal.agent.runtime.spec import (NOFILE_LIMIT, PIDS_LIMIT, EtcFiles, ResolvedUser, build_oci_spec, effective_hostname,
-                                      render_hosts, render_resolv_conf, resolve_user)
+                                      format_resolv_conf, parse_resolv_conf, pod_resolv_conf, render_hosts,
+                                      render_resolv_conf, resolve_user)
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +330,13 @@ class RuncRuntime:
                 host_resolv = f.read()
         except FileNotFoundError:
             host_resolv = ""
-        _write_text(etc_files.resolv_conf, render_resolv_conf(host_resolv))
+        if cfg.dns is None:
+            _write_text(etc_files.resolv_conf, render_resolv_conf(host_resolv))
+        else:
+            conf, warnings = pod_resolv_conf(parse_resolv_conf(host_resolv), cfg.dns)
+            for w in warnings:      # the kubelet's DNSConfigForming
+                log.warning("pod %s/%s: %s", cfg.namespace, cfg.pod_name, w)
+            _write_text(etc_files.resolv_conf, format_resolv_conf(conf))
 
         sec = cfg.security
         if sec.privileged and not self.allow_privileged:

@@ -38,7 +38,8 @@ What a container gets is what `docker run` gives by default:
   (clamped to the kernel's 1 ms minimum quota, as the kubelet does), memory as
   a hard limit with swap equal to it (no swap), as Kubernetes does;
 - `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` bind-mounted from files
-  the executor writes per container (`render_hosts`, `render_resolv_conf`).
+  the executor writes per container (`render_hosts`, `render_resolv_conf`: the pod's
+  `dnsPolicy` and `dnsConfig` by the kubelet's rules, `pod_resolv_conf`).
 
 Not done: AppArmor/SELinux labels, user namespaces (a container's root is the host's
 root, limited by the capabilities, seccomp and namespaces above).
@@ -48,7 +49,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from shoal.agent.interfaces import ALL_CAPABILITIES, ConfigRefused, ContainerConfig, ContainerSecurity
+from shoal.agent.interfaces import ALL_CAPABILITIES, ConfigRefused, ContainerConfig, ContainerSecurity, PodDNS
 from shoal.agent.runtime.seccomp import SeccompProfileError, oci_seccomp
 
 OCI_VERSION = "1.0.2"
@@ -202,10 +203,123 @@ def render_hosts(hostname: str, pod_ip: str | None) -> str:
 
 _LOOPBACK_NS = re.compile(r"^\s*nameserver\s+(127\.\S*|::1)\s*$")
 
+# Kubernetes' limits (pkg/apis/core/validation), from glibc's: what the kubelet trims a pod's
+# composed resolv.conf to.
+MAX_DNS_NAMESERVERS = 3
+MAX_DNS_SEARCH_PATHS = 32
+MAX_DNS_SEARCH_LIST_CHARS = 2048
+MAX_DNS_SEARCH_PATH_CHARS = 253     # a longer search path makes some glibc versions abort()
+CLUSTER_DNS_OPTIONS = ("ndots:5",)
 
-def render_resolv_conf(host_resolv_conf: str) -> str:
-    """Docker's rule: the host's resolv.conf without loopback nameservers
-    (they would point into the container's own netns)."""
+
+@dataclass(frozen=True)
+class ResolvConf:
+    """The three things of a resolv.conf a pod gets."""
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+
+def _is_loopback(ns: str) -> bool:
+    return ns.startswith("127.") or ns == "::1"
+
+
+def _merge_options(options: list[str], more: list[str]) -> list[str]:
+    """Options by name, a later one replacing an earlier one of the same name in place."""
+    merged: dict[str, str] = {}
+    for o in options + more:
+        merged[o.split(":", 1)[0]] = o
+    return list(merged.values())
+
+
+def _unique(items) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def parse_resolv_conf(text: str) -> ResolvConf:
+    """The host's resolv.conf as the kubelet reads it: nameservers accumulate; the last
+    `search` (or, as glibc, `domain`) line wins, `.` dropped and trailing dots trimmed; options
+    accumulate, a later one replacing one of the same name. Comments (`#`, `;`) and other
+    keywords are skipped."""
+    nameservers: list[str] = []
+    searches: list[str] = []
+    options: list[str] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0][0] in "#;":
+            continue
+        key, rest = fields[0], fields[1:]
+        if key == "nameserver" and rest:
+            nameservers.append(rest[0])
+        elif key in ("search", "domain"):
+            searches = [d.rstrip(".") for d in (rest if key == "search" else rest[:1]) if d != "."]
+        elif key == "options":
+            options = _merge_options(options, rest)
+    return ResolvConf(tuple(nameservers), tuple(searches), tuple(options))
+
+
+def pod_resolv_conf(host: ResolvConf, dns: PodDNS) -> tuple[ResolvConf, list[str]]:
+    """A pod's resolv.conf by the kubelet's rules (pkg/kubelet/network/dns), and the warnings
+    the kubelet would record as DNSConfigForming events (limits exceeded):
+
+    - `ClusterFirst` (and `ClusterFirstWithHostNet`: shoal has no host network) with a
+      cluster DNS: its nameservers, `search <ns>.svc.<zone> svc.<zone> <zone>` then the
+      host's search domains, `options ndots:5`;
+    - `Default`, or ClusterFirst on a node without cluster DNS: the host's, without its
+      loopback nameservers (they would point into the pod's own network namespace);
+    - `None`: nothing but the pod's `dnsConfig`.
+
+    The pod's `dnsConfig` is then added to any of them: nameservers and search domains
+    appended without duplicates, options merged by name (the pod's win). Last, at most 3
+    nameservers and 32 search domains are kept, a search domain above 253 characters is
+    dropped, and the search line is cut from its end to 2048 characters."""
+    if dns.policy == "None":
+        nameservers: list[str] = []
+        searches: list[str] = []
+        options: list[str] = []
+    elif dns.policy in ("ClusterFirst", "ClusterFirstWithHostNet") and dns.cluster_nameservers:
+        nameservers = list(dns.cluster_nameservers)
+        zone = dns.cluster_domain.strip(".")
+        searches = list(_unique([f"{dns.namespace}.svc.{zone}", f"svc.{zone}", zone, *host.searches]))
+        options = list(CLUSTER_DNS_OPTIONS)
+    else:
+        nameservers = [ns for ns in host.nameservers if not _is_loopback(ns)]
+        searches, options = list(host.searches), list(host.options)
+    nameservers = list(_unique([*nameservers, *dns.nameservers]))
+    searches = list(_unique([*searches, *dns.searches]))
+    options = _merge_options(options, [name if value is None or value == "" else f"{name}:{value}"
+                                       for name, value in dns.options])
+    warnings = []
+    if len(nameservers) > MAX_DNS_NAMESERVERS:
+        nameservers = nameservers[:MAX_DNS_NAMESERVERS]
+        warnings.append("Nameserver limits were exceeded, some nameservers have been omitted, the applied "
+                        f"nameserver line is: {' '.join(nameservers)}")
+    cut = len(searches) > MAX_DNS_SEARCH_PATHS or any(len(d) > MAX_DNS_SEARCH_PATH_CHARS for d in searches)
+    searches = [d for d in searches[:MAX_DNS_SEARCH_PATHS] if len(d) <= MAX_DNS_SEARCH_PATH_CHARS]
+    while len(" ".join(searches)) > MAX_DNS_SEARCH_LIST_CHARS:
+        searches.pop()
+        cut = True
+    if cut:
+        warnings.append("Search Line limits were exceeded, some search paths have been omitted, the applied "
+                        f"search line is: {' '.join(searches)}")
+    return ResolvConf(tuple(nameservers), tuple(searches), tuple(options)), warnings
+
+
+def format_resolv_conf(conf: ResolvConf) -> str:
+    lines = [f"nameserver {ns}" for ns in conf.nameservers]
+    if conf.searches:
+        lines.append("search " + " ".join(conf.searches))
+    if conf.options:
+        lines.append("options " + " ".join(conf.options))
+    return "".join(ln + "\n" for ln in lines)
+
+
+def render_resolv_conf(host_resolv_conf: str, dns: PodDNS | None = None) -> str:
+    """The resolv.conf of a container: with `dns`, the pod's (`pod_resolv_conf`); without,
+    Docker's rule: the host's file without loopback nameservers (they would point into the
+    container's own netns)."""
+    if dns is not None:
+        return format_resolv_conf(pod_resolv_conf(parse_resolv_conf(host_resolv_conf), dns)[0])
     kept = [ln for ln in host_resolv_conf.splitlines() if not _LOOPBACK_NS.match(ln)]
     return "\n".join(kept).strip("\n") + "\n" if any(k.strip() for k in kept) else ""
 

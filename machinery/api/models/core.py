@@ -159,6 +159,19 @@ class LocalObjectReference(WireModel):
     name: Optional[str] = None
 
 
+class PodDNSConfigOption(WireModel):
+    name: Optional[str] = None
+    value: Optional[str] = None
+
+
+class PodDNSConfig(WireModel):
+    """`dnsConfig`: nameservers, search domains and resolver options added to those the
+    pod's `dnsPolicy` gives it (the whole of its resolv.conf with `dnsPolicy: None`)."""
+    nameservers: Optional[list[str]] = None
+    searches: Optional[list[str]] = None
+    options: Optional[list[PodDNSConfigOption]] = None
+
+
 class PodSpec(WireModel):
     init_containers: Optional[list[Container]] = None
     containers: Optional[list[Container]] = None
@@ -167,6 +180,7 @@ class PodSpec(WireModel):
     termination_grace_period_seconds: Optional[Int64] = None
     active_deadline_seconds: Optional[Int64] = None
     dns_policy: Optional[str] = None
+    dns_config: Optional[PodDNSConfig] = None
     node_selector: Optional[dict[str, str]] = None
     node_name: Optional[str] = None
     hostname: Optional[str] = None

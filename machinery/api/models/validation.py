@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from shoal.machinery.api import quantity, selectors
 from shoal.machinery.api.models.apps import Deployment, DeploymentStatus, ReplicaSet, ReplicaSetStatus
 from shoal.machinery.api.models.coordination import Lease
-from shoal.machinery.api.models.core import (Container, Event, Namespace, Node, Pod, PodSpec, PodStatus,
+from shoal.machinery.api.models.core import (Container, Event, Namespace, Node, Pod, PodDNSConfig, PodSpec, PodStatus,
                                              PodTemplateSpec, Probe, ResourceRequirements)
 from shoal.machinery.api.models.base import IntRange
 from shoal.machinery.api.models.config import ConfigMap, Secret, decode_base64
@@ -40,6 +40,9 @@ from shoal.machinery.api.names import (is_cidr, is_dns1123_label, is_dns1123_sub
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+MAX_DNS_NAMESERVERS = 3             # dnsConfig's limits, glibc's (Kubernetes' MaxDNSNameservers...)
+MAX_DNS_SEARCH_PATHS = 32
+MAX_DNS_SEARCH_LIST_CHARS = 2048
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 TERMINATION_MESSAGE_POLICIES = ("File", "FallbackToLogsOnError")
@@ -481,6 +484,7 @@ def validate_pod_spec(errs: FieldErrors, spec: Optional[PodSpec], path: str) -> 
                 names.add(c.name)
     errs.one_of(f"{path}.restartPolicy", spec.restart_policy, RESTART_POLICIES, required=True)
     errs.one_of(f"{path}.dnsPolicy", spec.dns_policy, DNS_POLICIES, required=True)
+    validate_pod_dns_config(errs, spec.dns_config, spec.dns_policy, f"{path}.dnsConfig")
     errs.nonnegative(f"{path}.terminationGracePeriodSeconds", spec.termination_grace_period_seconds)
     ads = spec.active_deadline_seconds
     if ads is not None and not 1 <= ads <= MAX_INT32:
@@ -526,6 +530,37 @@ def validate_pod_spec(errs: FieldErrors, spec: Optional[PodSpec], path: str) -> 
             errs.one_of(f"{p}.effect", t.effect, TAINT_EFFECTS)
         if t.toleration_seconds is not None and t.effect != "NoExecute":
             errs.invalid(f"{p}.effect", t.effect or "", "effect must be 'NoExecute' when `tolerationSeconds` is set")
+
+
+def validate_pod_dns_config(errs: FieldErrors, cfg: Optional[PodDNSConfig], policy: Optional[str], path: str) -> None:
+    """Kubernetes' validatePodDNSConfig: `dnsPolicy: None` needs a dnsConfig with a nameserver;
+    at most 3 nameservers, each an IP address; at most 32 search domains, 2048 characters in
+    all, each a DNS subdomain (a trailing dot allowed); every option named."""
+    if policy == "None":
+        if cfg is None:
+            errs.required(path, "must provide `dnsConfig` when `dnsPolicy` is None")
+            return
+        if not cfg.nameservers:
+            errs.required(f"{path}.nameservers", "must provide at least one DNS nameserver when `dnsPolicy` is None")
+            return
+    if cfg is None:
+        return
+    nameservers, searches = cfg.nameservers or [], cfg.searches or []
+    if len(nameservers) > MAX_DNS_NAMESERVERS:
+        errs.invalid(f"{path}.nameservers", nameservers, f"must not have more than {MAX_DNS_NAMESERVERS} nameservers")
+    for i, ns in enumerate(nameservers):
+        errs.invalid_all(f"{path}.nameservers[{i}]", ns, is_ip(ns))
+    if len(searches) > MAX_DNS_SEARCH_PATHS:
+        errs.invalid(f"{path}.searches", searches, f"must not have more than {MAX_DNS_SEARCH_PATHS} search paths")
+    if len(" ".join(searches)) > MAX_DNS_SEARCH_LIST_CHARS:
+        errs.invalid(f"{path}.searches", searches, f"must not have more than {MAX_DNS_SEARCH_LIST_CHARS} characters "
+                                                   "(including spaces) in the search list")
+    for i, search in enumerate(searches):
+        trimmed = search[:-1] if search.endswith(".") else search
+        errs.invalid_all(f"{path}.searches[{i}]", trimmed, is_dns1123_subdomain(trimmed))
+    for i, opt in enumerate(cfg.options or []):
+        if not opt.name:
+            errs.required(f"{path}.options[{i}]", "must not be empty")
 
 
 def validate_pod_template(errs: FieldErrors, tmpl: Optional[PodTemplateSpec], path: str,
