@@ -130,6 +130,10 @@ def _needs_node_ports(spec: dict) -> bool:
     return spec.get("type") in ("NodePort", "LoadBalancer")
 
 
+def _needs_health_check(spec: dict) -> bool:
+    return spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+
+
 def _allocates_new_node_ports(spec: dict) -> bool:
     """shouldAllocateNodePorts: a LoadBalancer may opt out (allocateLoadBalancerNodePorts)."""
     if spec.get("type") == "NodePort":
@@ -186,10 +190,12 @@ def plan_service(svc: dict, old: dict | None, ranges: Ranges, *, taken_ips: set[
         spec["ports"] = ports
         old_node_ports = {p.get("nodePort") for p in old_spec.get("ports") or [] if p.get("nodePort")} \
             if _needs_node_ports(old_spec) else set()
+        if _needs_health_check(old_spec) and old_spec.get("healthCheckNodePort"):
+            old_node_ports.add(old_spec["healthCheckNodePort"])
         mine: set[int] = set()
 
-        def claim(i: int, value: int) -> None:
-            path = f"spec.ports[{i}].nodePort"
+        def claim(i: int | None, value: int) -> None:
+            path = f"spec.ports[{i}].nodePort" if i is not None else "spec.healthCheckNodePort"
             if value not in old_node_ports and value not in mine:
                 why = ""
                 if not ranges.first_port <= value <= ranges.last_port:
@@ -233,6 +239,20 @@ def plan_service(svc: dict, old: dict | None, ranges: Ranges, *, taken_ips: set[
             if got is not None:
                 p["nodePort"] = got
                 by_number.setdefault(p.get("port"), got)
+        # A LoadBalancer keeping client addresses gets one more: the node proxy answers on it
+        # whether the node has endpoints (kube-proxy's health check).
+        if _needs_health_check(spec):
+            hc = spec["healthCheckNodePort"] if spec.get("healthCheckNodePort") else None
+            if hc is not None and hc in mine:
+                causes.append(Cause("spec.healthCheckNodePort", f"Invalid value: {hc}: provided port is already "
+                                                                f"allocated (a node port of this Service)",
+                                    "FieldValueInvalid"))
+            elif hc is not None:
+                claim(None, hc)
+            else:
+                got = auto()
+                if got is not None:
+                    spec["healthCheckNodePort"] = got
         plan.holds |= {(POOL_NODE_PORT, v) for v in mine}
     if causes:
         raise errors.Invalid(_invalid_message(name, causes), causes=causes, details={"name": name, "kind": "Service"})

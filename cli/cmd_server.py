@@ -44,6 +44,34 @@ class _NoTls(argparse.Action):
                      "only): HTTPS with the cluster CA is the default")
 
 
+def _service_cidr(value: str) -> str:
+    from shoal.machinery.api.services import parse_service_cidr
+    try:
+        return str(parse_service_cidr(value))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _node_port_range(value: str) -> str:
+    from shoal.machinery.api.services import parse_node_port_range
+    try:
+        first, last = parse_node_port_range(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return f"{first}-{last}"
+
+
+def add_service_flags(p: argparse.ArgumentParser) -> None:
+    """`--service-cidr` and `--service-node-port-range` (k3s' and Kubernetes' flags and defaults)."""
+    from shoal.machinery.api.services import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR
+    p.add_argument("--service-cidr", type=_service_cidr, default=DEFAULT_SERVICE_CIDR, metavar="CIDR",
+                   help=f"IPv4 range of Services' cluster IPs; its first address is reserved for the kubernetes "
+                        f"Service (default {DEFAULT_SERVICE_CIDR}; /12 to /28)")
+    p.add_argument("--service-node-port-range", type=_node_port_range, default=DEFAULT_NODE_PORT_RANGE,
+                   metavar="FIRST-LAST", help=f"ports of NodePort and LoadBalancer Services "
+                                              f"(default {DEFAULT_NODE_PORT_RANGE})")
+
+
 def add_tls_flags(p: argparse.ArgumentParser) -> None:
     """`--insecure-http`, `--tls-san` (and the old `--tls` / `--no-tls`) for `shoal server` and `shoal up`."""
     p.add_argument("--insecure-http", action="store_true", help=INSECURE_HTTP_HELP)
@@ -156,6 +184,7 @@ def register(sub) -> None:
     p.add_argument("--eviction-delay", type=float, default=None,
                    help="seconds a NotReady node keeps its pods before they are replaced (5)")
     p.add_argument("--cluster-cidr", default=None, help="pod network, one /24 per node (10.244.0.0/16)")
+    add_service_flags(p)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run_server)
 
@@ -209,7 +238,8 @@ def run_server(args) -> int:
     settings = Settings(data_dir=args.data_dir, datastore=args.datastore, listen_host=host, listen_port=port,
                         compaction_interval=args.compaction_interval, compaction_keep=args.history_window,
                         sqlite_synchronous=args.sqlite_synchronous, event_ttl=args.event_ttl,
-                        tls=tls, tls_sans=list(args.tls_san), pod_security=args.pod_security)
+                        tls=tls, tls_sans=list(args.tls_san), pod_security=args.pod_security,
+                        service_cidr=args.service_cidr, service_node_port_range=args.service_node_port_range)
     kubeconfigs = [Path(args.data_dir) / "admin.kubeconfig", args.write_kubeconfig or default_kubeconfig()]
     try:
         srv = ServerProcess(settings, kubeconfig_paths=kubeconfigs)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from shoal.machinery.api import errors, podtemplate
 from shoal.machinery.api.resources import RESOURCES, Resource, resolve
+from shoal.machinery.api.services import SERVICE_NAME_LABEL
 from shoal.machinery.api.times import format_time
 
 from shoal.cli import describe as describers
@@ -289,6 +290,9 @@ def describe_one(ctx, res: Resource, obj: dict) -> str:
     if res.kind == "Node":
         pods = client.list("pods", field_selector=f"spec.nodeName={_name_of(obj)}", all_namespaces=True)
         return describers.describe_node(obj, pods.get("items") or [], events, now)
+    if res.kind == "Service":
+        slices = client.list("endpointslices", _ns_of(obj), label_selector=f"{SERVICE_NAME_LABEL}={_name_of(obj)}")
+        return describers.describe_service(obj, slices.get("items") or [], events, now)
     return describers.describe_generic(obj, events, now)
 
 
@@ -538,6 +542,112 @@ def cmd_rollout_restart(args) -> int:
     ctx.client().patch("deployments", name, {"spec": {"template": {"metadata": {"annotations": {
         ro.RESTARTED_AT: stamp}}}}}, ctx.namespace())
     ctx.line(f"deployment.apps/{name} restarted")
+    return 0
+
+
+# --- expose ---------------------------------------------------------------------------------------
+
+EXPOSABLE = ("Deployment", "ReplicaSet", "Pod", "Service")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+
+
+def _int_or_name(text: str | None) -> int | str | None:
+    if text is None:
+        return None
+    return int(text) if text.isdigit() else text
+
+
+def service_for(res: Resource, obj: dict, *, name: str | None = None, port: str | None = None,
+                target_port: str | None = None, protocol: str | None = None, type_: str | None = None,
+                selector: str | None = None) -> dict:
+    """kubectl expose's Service for `obj` (pure): its selector from the object (a
+    Deployment's or ReplicaSet's matchLabels, a pod's labels, a Service's selector) unless
+    `selector` (`k=v,...`) is given, its labels from the object, one port `port` → `target_port`
+    (default: the port), or without `port` one per container port of the pod template
+    (`port-1`, `port-2`... when there are several). UsageError when it cannot be built."""
+    what = f"{res.kind.lower()} {_name_of(obj)}"
+    if res.kind not in EXPOSABLE:
+        raise UsageError(f"cannot expose a {res.kind}: only deployments, replica sets, pods and services can be "
+                         f"exposed")
+    if type_ is not None and type_ not in SERVICE_TYPES:
+        raise UsageError(f"--type={type_}: expected one of {', '.join(SERVICE_TYPES)}")
+    spec = obj.get("spec") or {}
+    if selector:
+        sel = {}
+        for part in selector.split(","):
+            k, eq, v = part.partition("=")
+            if not eq or not k.strip():
+                raise UsageError(f"--selector {selector!r}: expected key=value[,key=value...]")
+            sel[k.strip()] = v.strip()
+    elif res.kind in ("Deployment", "ReplicaSet"):
+        ls = spec.get("selector") or {}
+        if ls.get("matchExpressions"):
+            raise UsageError(f"cannot expose {what}: its selector has matchExpressions, which a Service "
+                             f"selector cannot hold; give --selector")
+        sel = dict(ls.get("matchLabels") or {})
+    elif res.kind == "Pod":
+        sel = dict((obj.get("metadata") or {}).get("labels") or {})
+    else:
+        sel = dict(spec.get("selector") or {})
+    if not sel:
+        raise UsageError(f"cannot expose {what}: it has no selector (or labels) to select pods with; give --selector")
+    proto = protocol or "TCP"
+    ports: list[dict] = []
+    if port is not None:
+        if not port.isdigit():
+            raise UsageError(f"--port={port}: expected a port number")
+        p: dict = {"port": int(port), "protocol": proto}
+        target = _int_or_name(target_port) if target_port is not None else None
+        if target is not None:
+            p["targetPort"] = target
+        ports.append(p)
+    else:
+        template = spec if res.kind == "Pod" else ((spec.get("template") or {}).get("spec") or {})
+        if res.kind == "Service":
+            found = [dict(q) for q in spec.get("ports") or []]
+            for q in found:
+                q.pop("nodePort", None)
+            ports = found
+        else:
+            found = [(c.get("containerPort"), c.get("protocol") or "TCP")
+                     for ct in template.get("containers") or [] for c in ct.get("ports") or []]
+            for i, (number, prot) in enumerate(found):
+                q = {"port": number, "protocol": protocol or prot, "targetPort": _int_or_name(target_port) or number}
+                if len(found) > 1:
+                    q = {"name": f"port-{i + 1}", **q}
+                ports.append(q)
+        if not ports:
+            raise UsageError(f"couldn't find port via --port flag or introspection: {what} declares no container "
+                             f"ports; give --port")
+    svc_spec: dict = {"ports": ports, "selector": sel}
+    if type_:
+        svc_spec["type"] = type_
+    md: dict = {"name": name or _name_of(obj)}
+    labels = (obj.get("metadata") or {}).get("labels")
+    if labels:
+        md["labels"] = dict(labels)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": md, "spec": svc_spec}
+
+
+def cmd_expose(args) -> int:
+    ctx = args.ctx
+    res, name = single_target(args.resources, "expose")
+    client = ctx.client()
+    try:
+        obj = client.get(res.kind, name, ctx.namespace())
+    except errors.NotFound:
+        ctx.error(_not_found(res, name))
+        return 1
+    body = service_for(res, obj, name=args.name, port=args.port, target_port=args.target_port,
+                       protocol=args.protocol, type_=args.type, selector=args.selector)
+    svc_res = resolve("services")
+    params = {"fieldManager": "shoal-expose", **({"dryRun": "All"} if args.dry_run == "server" else {})}
+    out = client.request("POST", svc_res.path(namespace=ctx.namespace()), params=params, body=body)
+    if args.output in ("yaml", "json"):
+        o = printers.for_output(out, svc_res)
+        ctx.write(printers.render_yaml(o) if args.output == "yaml" else printers.render_json(o))
+        return 0
+    ctx.line(f"service/{_name_of(out)} exposed{' (server dry run)' if args.dry_run == 'server' else ''}")
     return 0
 
 

@@ -406,6 +406,82 @@ def describe_node(node: dict, pods: list[dict], events: list[dict], now: datetim
     return w.text()
 
 
+def format_slice_endpoints(slices: list[dict], port_name: str | None, *, most: int = 3) -> str:
+    """kubectl's formatEndpointSlices: the ready endpoints of `slices` as `ip:port` for the
+    Service port named `port_name` (None: every port; a slice without ports lists its
+    addresses), the first three and `+ N more...`; `<none>` without slices."""
+    if not slices:
+        return NONE
+    shown: list[str] = []
+    count, more = 0, False
+    for slc in slices:
+        ports = slc.get("ports") or []
+        targets = [None] if not ports else [p for p in ports if port_name is None or (p.get("name") or "") == port_name]
+        for port in targets:
+            for ep in slc.get("endpoints") or []:
+                if len(shown) == most:
+                    more = True
+                ready = (ep.get("conditions") or {}).get("ready")
+                addrs = ep.get("addresses") or []
+                if not more and ready is not False and addrs:
+                    ip = addrs[0]
+                    if port is None:
+                        shown.append(ip)
+                    else:
+                        shown.append(f"[{ip}]:{port.get('port')}" if ":" in ip else f"{ip}:{port.get('port')}")
+                count += 1
+    text = ",".join(shown)
+    return f"{text} + {count - most} more..." if more else text
+
+
+def _ingress(ingress: list[dict]) -> str:
+    """buildIngressString: each address (or host name) with its ipMode."""
+    return ", ".join((i.get("ip") or i.get("hostname") or "") + (f" ({i['ipMode']})" if i.get("ipMode") else "")
+                     for i in ingress)
+
+
+def describe_service(svc: dict, slices: list[dict], events: list[dict], now: datetime) -> str:
+    """kubectl describe service: the spec, the load balancer's addresses and, per port, the
+    ready endpoints from the Service's EndpointSlices."""
+    md, spec, st = meta(svc), svc.get("spec") or {}, svc.get("status") or {}
+    w = Lines()
+    w(0, "Name:", md.get("name", ""))
+    w(0, "Namespace:", md.get("namespace", ""))
+    w.multiline(0, "Labels:", _labels(svc))
+    w.multiline(0, "Annotations:", _annotations(svc))
+    w(0, "Selector:", format_labels(spec.get("selector")))
+    w(0, "Type:", spec.get("type", ""))
+    if spec.get("ipFamilyPolicy"):
+        w(0, "IP Family Policy:", spec["ipFamilyPolicy"])
+    w(0, "IP Families:", ",".join(spec.get("ipFamilies") or []) or NONE)
+    w(0, "IP:", spec.get("clusterIP", ""))
+    w(0, "IPs:", ",".join(spec.get("clusterIPs") or []) or NONE)
+    if spec.get("externalIPs"):
+        w(0, "External IPs:", ",".join(spec["externalIPs"]))
+    ingress = (st.get("loadBalancer") or {}).get("ingress") or []
+    if ingress:
+        w(0, "LoadBalancer Ingress:", _ingress(ingress))
+    for p in spec.get("ports") or []:
+        name = p.get("name") or "<unset>"
+        proto = p.get("protocol") or "TCP"
+        w(0, "Port:", name, f"{p.get('port')}/{proto}")
+        w(0, "TargetPort:", f"{p.get('targetPort', p.get('port'))}/{proto}")
+        if p.get("nodePort"):
+            w(0, "NodePort:", name, f"{p['nodePort']}/{proto}")
+        w(0, "Endpoints:", format_slice_endpoints(slices, p.get("name") or ""))
+    if not spec.get("ports"):
+        w(0, "Endpoints:", format_slice_endpoints(slices, None))
+    w(0, "Session Affinity:", spec.get("sessionAffinity", ""))
+    if spec.get("externalTrafficPolicy"):
+        w(0, "External Traffic Policy:", spec["externalTrafficPolicy"])
+    if spec.get("internalTrafficPolicy"):
+        w(0, "Internal Traffic Policy:", spec["internalTrafficPolicy"])
+    if spec.get("healthCheckNodePort"):
+        w(0, "HealthCheck NodePort:", spec["healthCheckNodePort"])
+    describe_events(w, events, now)
+    return w.text()
+
+
 def describe_generic(obj: dict, events: list[dict], now: datetime) -> str:
     """Namespaces, leases, events: metadata, then spec/status fields flattened."""
     md = meta(obj)

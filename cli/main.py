@@ -113,8 +113,9 @@ Examples:
   shoal get nodes -o wide                  # INTERNAL-IP, POD-CIDR, PODS, ...
   shoal get pods -l app=web -w             # keep printing rows as pods change
 
-Kinds: pods (po), deployments (deploy), replicasets (rs), nodes (no), namespaces (ns),
-events (ev), leases, or `all`; see `shoal api-resources`.""")
+Kinds: pods (po), services (svc), deployments (deploy), replicasets (rs), nodes (no),
+namespaces (ns), events (ev), endpointslices, endpoints (ep), leases, or `all`; see
+`shoal api-resources`.""")
     p.add_argument("resources", nargs="*", metavar="KIND [NAME...] | KIND/NAME...")
     p.add_argument("-o", "--output", choices=OUTPUT_FORMATS, help="output format (default: table)")
     p.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector, e.g. app=web,tier!=db")
@@ -200,6 +201,27 @@ Exits 1 when the deployment exceeds its progress deadline or --timeout passes.""
                                                        "  shoal scale deploy web --replicas 0")
     p.add_argument("resources", nargs="+", metavar="deployment/NAME")
     p.add_argument("--replicas", type=int, required=True, help="the new replica count")
+
+    p = _cmd(sub, "expose", help="make a Service in front of a deployment, replica set, pod or service",
+             func=_lazy("commands.cmd_expose"), epilog="""\
+Examples:
+  shoal expose deployment web --port 80 --target-port 8080          # ClusterIP web:80 -> pods:8080
+  shoal expose deploy/web --port 80 --type NodePort                 # also on every node, port 30000-32767
+  shoal expose deployment web --port 80 --type LoadBalancer --name web-lb
+
+The selector is the deployment's (or replica set's) matchLabels, a pod's labels or a service's
+selector; without --port, one Service port per container port of the pod template.""")
+    p.add_argument("resources", nargs="+", metavar="KIND NAME | KIND/NAME")
+    p.add_argument("--port", help="the Service's port")
+    p.add_argument("--target-port", help="the pods' port, a number or a container port name (default: --port)")
+    p.add_argument("--protocol", choices=("TCP", "UDP", "SCTP"), help="the port's protocol (default TCP)")
+    p.add_argument("--type", choices=("ClusterIP", "NodePort", "LoadBalancer"), help="the Service's type "
+                   "(default ClusterIP)")
+    p.add_argument("--name", help="the Service's name (default: the exposed object's)")
+    p.add_argument("--selector", metavar="KEY=VALUE,...", help="select these pods instead of the object's")
+    p.add_argument("--dry-run", choices=("none", "server"), default="none",
+                   help="server: validate and allocate as the server would, create nothing")
+    p.add_argument("-o", "--output", choices=("yaml", "json"), help="print the Service instead of a line")
 
     setp = _cmd(sub, "set", help="change a field of an object", client=False,
                 epilog="Example:\n  shoal set image deployment/web web=registry.local:5000/web:v2")

@@ -26,7 +26,10 @@ A tour, in the order the pieces depend on each other:
    `nodeipam` — a /24 of the cluster CIDR per node.
 7. `gc` — the safety net for dependents whose owners are gone (the API server's collector
    does cascades, orphaning and foreground deletion; both judge by `machinery.api.deletion`).
-8. `manager` — `run_controllers(client, options=Options())` for `shoal server`, and
+8. `endpointslice` — Services → EndpointSlices and Endpoints (ready/serving/terminating per
+   pod, ports resolved per pod, at most 100 per slice; pure `plan_slices`, `plan_endpoints`);
+   `servicelb` — LoadBalancer Services' `status.loadBalancer.ingress`: the Ready nodes.
+9. `manager` — `run_controllers(client, options=Options())` for `shoal server`, and
    `main(argv)` for `shoal controller --kubeconfig PATH` / `python -m shoal.controller.manager`.
 
 Worked example — `shoal apply` of a Deployment `web` with 3 replicas:

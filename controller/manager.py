@@ -2,9 +2,11 @@
 (in-process, over HTTP to itself) and `main(argv)` for `shoal controller --kubeconfig PATH`
 (also `python -m shoal.controller.manager`).
 
-One Manager runs: deployment, replicaset, scheduler, nodelifecycle, nodeipam and
-garbagecollector controllers over shared informers (pods, nodes, replicasets, deployments,
-leases in kube-node-lease), plus an EventRecorder writing Events in the background.
+One Manager runs: deployment, replicaset, scheduler, nodelifecycle, nodeipam,
+garbagecollector, endpointslice (EndpointSlices and Endpoints of Services) and servicelb
+(LoadBalancer addresses) controllers over shared informers (pods, nodes, replicasets,
+deployments, leases in kube-node-lease, services, endpointslices, endpoints), plus an
+EventRecorder writing Events in the background.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from shoal.machinery.client.rest import Client
 
 from shoal.controller.deployment import DeploymentController
+from shoal.controller.endpointslice import EndpointSliceController
 from shoal.machinery.control.events import EventRecorder
 from shoal.controller.gc import GarbageCollector
 from shoal.controller.nodeipam import NodeIpamController
@@ -25,8 +28,10 @@ from shoal.controller.nodelifecycle import LEASE_NAMESPACE, NodeLifecycleControl
 from shoal.controller.replicaset import ReplicaSetController
 from shoal.machinery.control import Clock, Manager, RealClock
 from shoal.controller.scheduler import Scheduler
+from shoal.controller.servicelb import ServiceLBController
 
-ALL_CONTROLLERS = ("deployment", "replicaset", "scheduler", "nodelifecycle", "nodeipam", "garbagecollector")
+ALL_CONTROLLERS = ("deployment", "replicaset", "scheduler", "nodelifecycle", "nodeipam", "garbagecollector",
+                   "endpointslice", "servicelb")
 
 
 @dataclass
@@ -85,6 +90,12 @@ def build_manager(client: Client, *, options: Options | None = None, clock: Cloc
     if "garbagecollector" in on:
         GarbageCollector(client, dependents={"Pod": pods, "ReplicaSet": rss},
                          owners={"ReplicaSet": rss, "Deployment": deps, "Node": nodes}, events=events).register(m)
+    if "endpointslice" in on:
+        EndpointSliceController(client, services=m.informer("services"), pods=pods,
+                                slices=m.informer("endpointslices"), endpoints=m.informer("endpoints")).register(
+            m, workers=o.workers)
+    if "servicelb" in on:
+        ServiceLBController(client, services=m.informer("services"), nodes=nodes).register(m)
     m.on_start(events.start)
     m.on_stop(events.stop)
 

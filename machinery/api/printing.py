@@ -354,12 +354,13 @@ def service_cluster_ip(svc: dict) -> str:
 
 
 def service_external_ip(svc: dict) -> str:
-    """getServiceExternalIP: a LoadBalancer's ingress addresses (`<pending>` until there are
-    some), `<none>` for the other types (shoal has no externalIPs)."""
+    """getServiceExternalIP: the externalIPs, and a LoadBalancer's ingress addresses before
+    them (`<pending>` until it has some); `<none>` when there are none."""
     spec = _spec(svc)
     kind = spec.get("type") or "ClusterIP"
+    external = list(spec.get("externalIPs") or [])
     if kind in ("ClusterIP", "NodePort"):
-        return NONE
+        return ",".join(external) or NONE
     if kind == "LoadBalancer":
         found = set()
         for ing in ((_status(svc).get("loadBalancer") or {}).get("ingress") or []):
@@ -367,7 +368,7 @@ def service_external_ip(svc: dict) -> str:
                 found.add(ing["ip"])
             elif ing.get("hostname"):
                 found.add(ing["hostname"])
-        return ",".join(sorted(found)) or "<pending>"
+        return ",".join(sorted(found) + external) or "<pending>"
     if kind == "ExternalName":
         return spec.get("externalName") or ""
     return UNKNOWN

@@ -7,10 +7,10 @@ strategy makes (allocated values kept, type-dependent fields dropped) and the ru
 
 What shoal models is what it honours; Kubernetes fields left out are refused by name as
 unknown fields (strict decoding), never accepted and ignored (docs/services.md):
-- ServiceSpec: no `externalIPs`, `loadBalancerIP`, `loadBalancerSourceRanges`, `loadBalancerClass`,
-  `healthCheckNodePort` (it exists only with `externalTrafficPolicy: Local`, which is refused),
-  `trafficDistribution`. `externalName` is modelled only so that type ExternalName and the
-  field are refused by name with a reason (`network_rules`), not as an unknown field.
+- ServiceSpec: no `loadBalancerIP` (deprecated), `loadBalancerSourceRanges`, `loadBalancerClass`
+  (there is one load balancer: the nodes), `trafficDistribution`. `externalName` is modelled
+  only so that type ExternalName and the field are refused by name with a reason
+  (`network_rules`), not as an unknown field.
 - ServiceStatus: no `conditions`; a load-balancer ingress has no `ports`.
 - Endpoint (of a slice): no `hints`, `deprecatedTopology`.
 """
@@ -59,6 +59,8 @@ class ServiceSpec(WireModel):
     allocate_load_balancer_node_ports: Optional[bool] = None
     publish_not_ready_addresses: Optional[bool] = None
     external_name: Optional[str] = None
+    external_ips: Optional[list[str]] = Field(None, alias="externalIPs")
+    health_check_node_port: Optional[Int32] = None
 
 
 class LoadBalancerIngress(WireModel):

@@ -20,8 +20,7 @@ cluster" — except for a headless Service without selector, which Kubernetes le
 both families (RequireDualStack, [IPv4, IPv6]) since it has no address of its own.
 
 Refused by name because nothing in shoal would honour them (docs/services.md): type
-ExternalName and `externalName` (cluster DNS serves no CNAME records), `externalTrafficPolicy`
-and `internalTrafficPolicy` Local (the node proxy balances over every ready endpoint).
+ExternalName and `externalName` (cluster DNS serves no CNAME records).
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ from typing import Any, Callable, Optional
 
 from shoal.machinery.api.errors import Cause
 from shoal.machinery.api.models.field import FieldErrors
-from shoal.machinery.api.models.network import (ClientIPConfig, EndpointSlice, Endpoints, LoadBalancerStatus, Service,
+from shoal.machinery.api.models.network import (EndpointSlice, Endpoints, LoadBalancerStatus, Service,
                                                 ServicePort, ServiceSpec, SessionAffinityConfig)
 from shoal.machinery.api.models.validation import validate_labels, validate_object_meta
 from shoal.machinery.api.names import (_regex_error, is_dns1123_label, is_dns1123_subdomain, is_ip,
@@ -68,6 +67,10 @@ def is_dns1035_label(value: str) -> list[str]:
     return errs
 
 
+def _empty_spec() -> ServiceSpec:
+    return ServiceSpec.model_validate({})
+
+
 def _too_many(errs: FieldErrors, path: str, n: int, most: int) -> None:
     errs.causes.append(Cause(path, f"Too many: {n}: must have at most {most} items", "FieldValueTooMany"))
 
@@ -85,10 +88,22 @@ def needs_node_ports(svc_type: Optional[str]) -> bool:
     return svc_type in ("NodePort", "LoadBalancer")
 
 
+def externally_accessible(spec: ServiceSpec) -> bool:
+    """ExternallyAccessible: reached from outside the cluster (NodePort, LoadBalancer, or a
+    ClusterIP Service with externalIPs) — what externalTrafficPolicy is about."""
+    return needs_node_ports(spec.type) or (spec.type == "ClusterIP" and bool(spec.external_ips))
+
+
+def needs_health_check(spec: ServiceSpec) -> bool:
+    """NeedsHealthCheck: a LoadBalancer that keeps client addresses (externalTrafficPolicy
+    Local) gets a node port answering whether the node has endpoints."""
+    return spec.type == "LoadBalancer" and spec.external_traffic_policy == "Local"
+
+
 def default_service(svc: Service) -> None:
     """SetDefaults_Service: what a Service gets when the client leaves it out."""
     if svc.spec is None:
-        svc.spec = ServiceSpec()
+        svc.spec = _empty_spec()
     spec = svc.spec
     if not spec.session_affinity:
         spec.session_affinity = "None"
@@ -97,8 +112,8 @@ def default_service(svc: Service) -> None:
     elif spec.session_affinity == "ClientIP":
         cfg = spec.session_affinity_config
         if cfg is None or cfg.client_ip is None or cfg.client_ip.timeout_seconds is None:
-            spec.session_affinity_config = SessionAffinityConfig(
-                client_ip=ClientIPConfig(timeout_seconds=DEFAULT_CLIENT_IP_TIMEOUT))
+            spec.session_affinity_config = SessionAffinityConfig.model_validate(
+                {"clientIP": {"timeoutSeconds": DEFAULT_CLIENT_IP_TIMEOUT}})
     if not spec.type:
         spec.type = "ClusterIP"
     for p in spec.ports or []:
@@ -106,7 +121,7 @@ def default_service(svc: Service) -> None:
             p.protocol = "TCP"
         if p.target_port in (None, 0, ""):
             p.target_port = p.port
-    if needs_node_ports(spec.type) and not spec.external_traffic_policy:
+    if externally_accessible(spec) and not spec.external_traffic_policy:
         spec.external_traffic_policy = "Cluster"
     if spec.internal_traffic_policy is None and spec.type in SERVED_TYPES:
         spec.internal_traffic_policy = "Cluster"
@@ -156,6 +171,8 @@ def _patch_allocated_values(new: ServiceSpec, old: ServiceSpec) -> None:
         new.cluster_ip = old.cluster_ip
     if not _cluster_ips(new) and _cluster_ips(old):
         new.cluster_ips = list(old.cluster_ips or [])
+    if needs_health_check(old) and needs_health_check(new) and not new.health_check_node_port:
+        new.health_check_node_port = old.health_check_node_port
     if needs_node_ports(old.type) and needs_node_ports(new.type):
         used = _node_ports(old) & _node_ports(new)
         by_name = {p.name or "": p.node_port for p in old.ports or []}
@@ -176,11 +193,14 @@ def _drop_type_dependent_fields(svc: Service, old: Service) -> None:
             and _node_ports(new_spec) <= _node_ports(old_spec):
         for p in new_spec.ports or []:
             p.node_port = None
+    if needs_health_check(old_spec) and not needs_health_check(new_spec) \
+            and new_spec.health_check_node_port == old_spec.health_check_node_port:
+        new_spec.health_check_node_port = None
     if old_spec.type == "LoadBalancer" and new_spec.type != "LoadBalancer":
         if new_spec.allocate_load_balancer_node_ports is not None and \
                 new_spec.allocate_load_balancer_node_ports == old_spec.allocate_load_balancer_node_ports:
             new_spec.allocate_load_balancer_node_ports = None
-    if needs_node_ports(old_spec.type) and not needs_node_ports(new_spec.type) \
+    if externally_accessible(old_spec) and not externally_accessible(new_spec) \
             and new_spec.external_traffic_policy == old_spec.external_traffic_policy:
         new_spec.external_traffic_policy = None
     if new_spec.type != "LoadBalancer" and svc.status is not None and svc.status.load_balancer is not None:
@@ -270,12 +290,17 @@ def _service_port(errs: FieldErrors, p: ServicePort, path: str, *, require_name:
         errs.invalid_all(f"{path}.appProtocol", p.app_protocol, is_qualified_name(p.app_protocol))
 
 
-def _traffic_policy(errs: FieldErrors, path: str, value: Optional[str], what: str) -> None:
-    if value == "Local":
-        errs.invalid(path, value, f"shoal's node proxy balances {what} over the ready endpoints of every node; "
-                                  f"only Cluster is supported")
-    else:
-        errs.one_of(path, value, TRAFFIC_POLICIES, required=True)
+def _special_ip(errs: FieldErrors, path: str, ip: str) -> None:
+    """ValidateNonSpecialIP (externalIPs) and ValidateEndpointIP: a real, routable address."""
+    addr = ipaddress.ip_address(ip)
+    if addr.is_unspecified:
+        errs.invalid(path, ip, f"may not be unspecified ({'0.0.0.0' if addr.version == 4 else '::'})")
+    if addr.is_loopback:
+        errs.invalid(path, ip, "may not be in the loopback range (127.0.0.0/8, ::1/128)")
+    if addr.is_link_local:
+        errs.invalid(path, ip, "may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+    if addr in ipaddress.ip_network("224.0.0.0/24") or (addr.version == 6 and addr in ipaddress.ip_network("ff02::/16")):
+        errs.invalid(path, ip, "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
 
 
 def _cluster_ip_fields(errs: FieldErrors, spec: ServiceSpec) -> None:
@@ -369,7 +394,7 @@ def _load_balancer_status(errs: FieldErrors, svc: Service) -> None:
 
 def validate_service(errs: FieldErrors, svc: Service) -> None:
     validate_object_meta(errs, svc.metadata, namespaced=True, name_check=is_dns1035_label)
-    spec = svc.spec or ServiceSpec()
+    spec = svc.spec or _empty_spec()
     ips = _cluster_ips(spec)
     headless = ips == [NONE]
     if spec.type == "ExternalName" or spec.external_name:
@@ -397,16 +422,16 @@ def validate_service(errs: FieldErrors, svc: Service) -> None:
     elif spec.session_affinity not in SESSION_AFFINITIES:
         errs.not_supported("spec.sessionAffinity", spec.session_affinity, SESSION_AFFINITIES)
     elif spec.session_affinity == "ClientIP":
-        cfg, p = spec.session_affinity_config, "spec.sessionAffinityConfig"
+        cfg, cp = spec.session_affinity_config, "spec.sessionAffinityConfig"
         why = "when session affinity type is ClientIP"
         if cfg is None:
-            errs.required(p, why)
+            errs.required(cp, why)
         elif cfg.client_ip is None:
-            errs.required(f"{p}.clientIP", why)
+            errs.required(f"{cp}.clientIP", why)
         elif cfg.client_ip.timeout_seconds is None:
-            errs.required(f"{p}.clientIP.timeoutSeconds", why)
+            errs.required(f"{cp}.clientIP.timeoutSeconds", why)
         elif not 0 < cfg.client_ip.timeout_seconds <= MAX_CLIENT_IP_TIMEOUT:
-            errs.invalid(f"{p}.clientIP.timeoutSeconds", cfg.client_ip.timeout_seconds,
+            errs.invalid(f"{cp}.clientIP.timeoutSeconds", cfg.client_ip.timeout_seconds,
                          f"must be greater than 0 and less than {MAX_CLIENT_IP_TIMEOUT}")
     elif spec.session_affinity_config is not None:
         errs.forbidden("spec.sessionAffinityConfig", "must not be set when session affinity is None")
@@ -429,21 +454,36 @@ def validate_service(errs: FieldErrors, svc: Service) -> None:
         errs.forbidden("spec.allocateLoadBalancerNodePorts", "may only be used when `type` is 'LoadBalancer'")
     if spec.type == "LoadBalancer" and spec.allocate_load_balancer_node_ports is None:
         errs.required("spec.allocateLoadBalancerNodePorts")
-    if needs_node_ports(spec.type):
-        _traffic_policy(errs, "spec.externalTrafficPolicy", spec.external_traffic_policy,
-                        "NodePort and load-balancer traffic")
+    for i, ip in enumerate(spec.external_ips or []):
+        problems = is_ip(ip)
+        errs.invalid_all(f"spec.externalIPs[{i}]", ip, problems)
+        if not problems:
+            _special_ip(errs, f"spec.externalIPs[{i}]", ip)
+    if externally_accessible(spec):
+        errs.one_of("spec.externalTrafficPolicy", spec.external_traffic_policy, TRAFFIC_POLICIES, required=True)
     elif spec.external_traffic_policy:
         errs.invalid("spec.externalTrafficPolicy", spec.external_traffic_policy,
                      "may only be set for externally-accessible services")
+    # Set by the API server when needed (apiserver.allocation) after these rules run: only a
+    # value the client asked for is checked here.
+    if spec.health_check_node_port:
+        if not needs_health_check(spec):
+            errs.invalid("spec.healthCheckNodePort", spec.health_check_node_port,
+                         "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'")
+        else:
+            _port_number(errs, "spec.healthCheckNodePort", spec.health_check_node_port)
     if spec.internal_traffic_policy is not None or spec.type in SERVED_TYPES:
-        _traffic_policy(errs, "spec.internalTrafficPolicy", spec.internal_traffic_policy, "cluster-IP traffic")
+        errs.one_of("spec.internalTrafficPolicy", spec.internal_traffic_policy, TRAFFIC_POLICIES, required=True)
     _load_balancer_status(errs, svc)
 
 
 def validate_service_update(errs: FieldErrors, new: Service, old: Service) -> None:
     """validateUpgradeDowngradeClusterIPs and ...IPFamilies for one family: the cluster IP and
     the family never change once set (a headless Service stays headless)."""
-    ns, os_ = new.spec or ServiceSpec(), old.spec or ServiceSpec()
+    ns, os_ = new.spec or _empty_spec(), old.spec or _empty_spec()
+    if needs_health_check(os_) and needs_health_check(ns) and os_.health_check_node_port \
+            and ns.health_check_node_port != os_.health_check_node_port:
+        errs.forbidden("spec.healthCheckNodePort", "field is immutable")
     if "ExternalName" in (ns.type, os_.type):
         return
     new_ips, old_ips = _cluster_ips(ns), _cluster_ips(os_)
@@ -480,17 +520,6 @@ def validate_service_update(errs: FieldErrors, new: Service, old: Service) -> No
 
 # --- Endpoints ---------------------------------------------------------------------------------
 
-def _endpoint_ip(errs: FieldErrors, path: str, ip: str) -> None:
-    """ValidateEndpointIP: an endpoint is a real, reachable address."""
-    addr = ipaddress.ip_address(ip)
-    if addr.is_unspecified:
-        errs.invalid(path, ip, f"may not be unspecified ({'0.0.0.0' if addr.version == 4 else '::'})")
-    if addr.is_loopback:
-        errs.invalid(path, ip, "may not be in the loopback range (127.0.0.0/8, ::1/128)")
-    if addr.is_link_local:
-        errs.invalid(path, ip, "may not be in the link-local range (169.254.0.0/16, fe80::/10)")
-    if addr in ipaddress.ip_network("224.0.0.0/24") or (addr.version == 6 and addr in ipaddress.ip_network("ff02::/16")):
-        errs.invalid(path, ip, "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
 
 
 def validate_endpoints(errs: FieldErrors, ep: Endpoints) -> None:
@@ -505,7 +534,7 @@ def validate_endpoints(errs: FieldErrors, ep: Endpoints) -> None:
                 problems = is_ip(a.ip or "")
                 errs.invalid_all(f"{ap}.ip", a.ip or "", problems)
                 if not problems:
-                    _endpoint_ip(errs, f"{ap}.ip", a.ip or "")
+                    _special_ip(errs, f"{ap}.ip", a.ip or "")
                 if a.hostname:
                     errs.invalid_all(f"{ap}.hostname", a.hostname, is_dns1123_label(a.hostname))
                 if a.node_name is not None:
@@ -561,7 +590,7 @@ def validate_endpointslice(errs: FieldErrors, es: EndpointSlice) -> None:
                     if fam != es.address_type:
                         errs.invalid(ap, a, f"must be a valid {es.address_type} address")
                     else:
-                        _endpoint_ip(errs, ap, a)
+                        _special_ip(errs, ap, a)
                 elif es.address_type == "FQDN":
                     errs.invalid_all(ap, a, is_dns1123_subdomain(a))
             if ep.node_name is not None:
