@@ -394,10 +394,14 @@ def check_node_csr(csr_pem: str, node: str, addresses: list[str]) -> x509.Certif
     valid self-signature, the subject exactly `CN=system:node:<node>`, an EC P-256/P-384 or
     RSA ≥ 2048-bit key, and no extension but a subjectAltName whose names are all among
     `addresses` (the agent usually asks for none: the server adds them)."""
-    if len(csr_pem.encode()) > MAX_CSR_BYTES:
+    try:
+        raw = csr_pem.encode()
+    except UnicodeEncodeError:      # a lone surrogate from a JSON escape: no PEM text
+        raise CSRRefused("not a PEM certificate request: it holds characters no PEM text has") from None
+    if len(raw) > MAX_CSR_BYTES:
         raise CSRRefused(f"the certificate request is larger than {MAX_CSR_BYTES} bytes")
     try:
-        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        csr = x509.load_pem_x509_csr(raw)
     except ValueError as e:
         raise CSRRefused(f"not a PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----): {e}") from None
     if not csr.is_signature_valid:

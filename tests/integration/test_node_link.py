@@ -95,6 +95,11 @@ def test_a_csr_for_another_node_is_refused_and_changes_nothing(api, tmp_path):
                                                  "must be exactly CN=system:node:node-a, not CN=system:node:node-b"):
             c.request("POST", "/shoal/v1/join", body={"nodeName": "node-a", "nodePassword": "p" * 43,
                                                       "servingCertificateRequest": serving_csr(key, "node-b")})
+    for junk in ('"-----BEGIN CERTIFICATE REQUEST-----\\ud800"', '"junk"', '{"a": 1}', '["x"]'):
+        r = httpx.post(api.url + "/shoal/v1/join", timeout=10, headers={
+            "Authorization": f"Bearer {api.join_token}", "Content-Type": "application/json"},
+            content='{"nodeName": "node-a", "nodePassword": "%s", "servingCertificateRequest": %s}' % ("p" * 43, junk))
+        assert r.status_code == 422 and "servingCertificateRequest" in r.text, (junk, r.status_code, r.text)
     assert api.store.node_password_hash("node-a") is None          # the name was not bound
     assert api.store.node_endpoint("node-a") is None and api.store.current_revision() == before
 

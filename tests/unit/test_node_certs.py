@@ -99,6 +99,7 @@ def _name(*attrs):
     ("an Ed25519 key", "unsupported key type"),
     ("a P-521 key", "EC keys must be on P-256 or P-384, not secp521r1"),
     ("not PEM", "not a PEM certificate request"),
+    ("a lone surrogate", "not a PEM certificate request: it holds characters no PEM text has"),
     ("too large", "larger than 16384 bytes"),
     ("a forged signature", "signature does not match its key"),
 ])
@@ -116,6 +117,7 @@ def test_refused_requests_say_why(case, match):
         "a P-521 key": lambda: _csr(key=ec.generate_private_key(ec.SECP521R1()))[0],
         "not PEM": lambda: "-----BEGIN CERTIFICATE REQUEST-----\nnope\n-----END CERTIFICATE REQUEST-----\n",
         "too large": lambda: "x" * (tls.MAX_CSR_BYTES + 1),
+        "a lone surrogate": lambda: "-----BEGIN CERTIFICATE REQUEST-----\ud800",
         "a forged signature": lambda: _forged(),
     }[case]
     with pytest.raises(tls.CSRRefused, match=match):
