@@ -108,8 +108,10 @@ def register(sub) -> None:
                                                "the first start; the node credential is saved in the data dir "
                                                "afterwards)")
     p.add_argument("--node-name", default=None, help="Node name (default: the host name)")
-    p.add_argument("--address", default=None, help="this node's InternalIP: the log endpoint, hostPorts and the "
-                                                   "overlay's underlay address (default: the host name's address)")
+    p.add_argument("--address", default=None, help="this node's InternalIP: hostPorts and the overlay's underlay "
+                                                   "address (default: the host name's address); the log endpoint "
+                                                   "listens where the server saw the join come from, normally "
+                                                   "this address")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"agent state ({DEFAULT_DATA_DIR})")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="volatile container state (bundles, conmon's files; runc's state unless --runc-root): "

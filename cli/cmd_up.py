@@ -112,7 +112,7 @@ def register(sub) -> None:
                    help="SQLAlchemy URL, e.g. postgresql://… (default: SQLite in the data dir)")
     p.add_argument("--node-name", default=None, metavar="NAME", help="this node's name (default: the host name)")
     p.add_argument("--node-ip", default="127.0.0.1", metavar="IP",
-                   help="this node's address for logs (127.0.0.1; a LAN address for multi-host); "
+                   help="this node's InternalIP (127.0.0.1; a LAN address for multi-host); "
                         "hostPorts answer on the host's addresses, never on 127.0.0.1")
     p.add_argument("--write-kubeconfig", type=Path, default=None, metavar="FILE",
                    help="kubeconfig to write (default: $KUBECONFIG or ~/.shoal/kubeconfig)")
