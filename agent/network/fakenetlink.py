@@ -141,7 +141,8 @@ class RecordingNetlink:
         else:
             raise NetlinkOpError(errno.EOPNOTSUPP, f"netlink link add {name} type {kind}")
         if master is not None or up:
-            m.links[name] = replace(m.links[name], master=master, up=up)
+            m.links[name] = replace(m.links[name], master=master, up=up,
+                                    hairpin=False if master is not None else None)
 
     def link_del(self, name: str, *, ns: str | None = None) -> None:
         self.calls.append(("link_del", name, ns))
@@ -149,14 +150,21 @@ class RecordingNetlink:
         self._drop_link(name, ns)
 
     def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
-                 mtu: int | None = None, master: str | None = None, mac: str | None = None) -> None:
-        self.calls.append(("link_set", name, ns, up, mtu, master, mac))
+                 mtu: int | None = None, master: str | None = None, mac: str | None = None,
+                 hairpin: bool | None = None) -> None:
+        self.calls.append(("link_set", name, ns, up, mtu, master, mac)
+                          + ((hairpin,) if hairpin is not None else ()))
         link = self._get(name, ns)
         if master is not None:
             self._get(master, ns)
+        port = link.master if master is None else master
+        if hairpin is not None and port is None:
+            raise NetlinkOpError(errno.EOPNOTSUPP, f"netlink link set {name} hairpin: not a bridge port")
         self.ns(ns).links[name] = replace(
             link, up=link.up if up is None else up, mtu=link.mtu if mtu is None else mtu,
-            master=link.master if master is None else master, mac=link.mac if mac is None else mac)
+            master=port, mac=link.mac if mac is None else mac,
+            hairpin=hairpin if hairpin is not None else (link.hairpin if master is None else
+                                                          (link.hairpin if link.master == master else False)))
 
     # -- addresses
     def addr_list(self, dev: str, *, ns: str | None = None) -> list[str]:

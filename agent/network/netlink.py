@@ -75,6 +75,7 @@ class Link:
     mac: str
     master: str | None = None
     vxlan: VxlanInfo | None = None
+    hairpin: bool | None = None     # a bridge port's hairpin mode; None: not a bridge port
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,10 @@ class Netlink(Protocol):
         master and up apply to `name` in the same message (`ip link add … master BR up`)."""
     def link_del(self, name: str, *, ns: str | None = None) -> None: ...
     def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
-                 mtu: int | None = None, master: str | None = None, mac: str | None = None) -> None: ...
+                 mtu: int | None = None, master: str | None = None, mac: str | None = None,
+                 hairpin: bool | None = None) -> None:
+        """`hairpin` sets the bridge port's hairpin mode (`bridge link set dev NAME hairpin on`),
+        after the rest, so a link given its master here may get it too."""
 
     # IPv4 addresses, "a.b.c.d/len"
     def addr_list(self, dev: str, *, ns: str | None = None) -> list[str]: ...

@@ -35,7 +35,11 @@ the `ip shoal` nft table of `hostports` (installed by `ensure_node`, with a
 guard against pod packets to 127.0.0.0/8). No masquerade for pod egress: pod
 traffic is routed inside the cluster CIDR and goes nowhere else. br_netfilter
 is neither required nor configured: nothing here depends on bridged frames
-traversing the IP hooks.
+traversing the IP hooks. But where br_netfilter *is* loaded (Docker loads it), a
+bridged frame runs the IP hooks, and a pod's packet DNATed back to itself (hairpin: a
+pod through its own Service or hostPort) is then bridged out of the port it came in on,
+which a bridge refuses unless the port is in hairpin mode: every pod's veth is (kubelet's
+`hairpin-veth`; harmless without br_netfilter).
 """
 from __future__ import annotations
 
@@ -229,6 +233,7 @@ class NodeNetwork:
             self.netlink.link_del(ifn, ns=ns)  # an orphaned pod side from a crash
         self.netlink.link_add(veth, "veth", mtu=self.pod_mtu(), peer=ifn, peer_ns=ns, peer_mac=mac_for_ip(ip),
                               master=self.bridge, up=True)
+        self.netlink.link_set(veth, hairpin=True)     # see the module docstring: hairpin
         return True
 
     def _repair_pod(self, ns: str, veth: str, ip: str, prefixlen: int, gw: str, mtu: int) -> None:
@@ -236,7 +241,10 @@ class NodeNetwork:
         ifn = self.pod_ifname
         host = self.netlink.link_get(veth)
         if host is not None and (host.mtu != mtu or host.master != self.bridge or not host.up):
-            self.netlink.link_set(veth, mtu=mtu if host.mtu != mtu else None, master=self.bridge, up=True)
+            self.netlink.link_set(veth, mtu=mtu if host.mtu != mtu else None, master=self.bridge, up=True,
+                                  hairpin=True)
+        elif host is not None and host.hairpin is not True:
+            self.netlink.link_set(veth, hairpin=True)
         lo = self.netlink.link_get("lo", ns=ns)
         if lo is None or not lo.up:
             self.netlink.link_set("lo", ns=ns, up=True)

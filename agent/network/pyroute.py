@@ -222,10 +222,14 @@ class PyrouteNetlink:
             vx = VxlanInfo(vni=int(d.get("vxlan_id") or 0), port=int(d.get("vxlan_port") or 0),
                            local=d.get("vxlan_local"), learning=bool(d.get("vxlan_learning")))
         master = msg.get("master")
+        hairpin = None
+        if info is not None and info.get("slave_kind") == "bridge" and info.get("slave_data") is not None:
+            mode = info.get("slave_data").get("mode")
+            hairpin = None if mode is None else bool(mode)
         return Link(name=msg.get("ifname"), index=msg["index"], kind=kind,
                     mtu=int(_msg_attr(msg, "mtu", 0)), up=bool(msg["flags"] & 1),
                     mac=_msg_attr(msg, "address", ""),
-                    master=names.get(master) if master else None, vxlan=vx)
+                    master=names.get(master) if master else None, vxlan=vx, hairpin=hairpin)
 
     def link_list(self, *, ns: str | None = None) -> list[Link]:
         def fn(ipr):
@@ -347,11 +351,13 @@ class PyrouteNetlink:
         self._call(ns, f"link del {name}", fn)
 
     def link_set(self, name: str, *, ns: str | None = None, up: bool | None = None,
-                 mtu: int | None = None, master: str | None = None, mac: str | None = None) -> None:
+                 mtu: int | None = None, master: str | None = None, mac: str | None = None,
+                 hairpin: bool | None = None) -> None:
         def fn(r: Rtnl) -> None:
             from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+            index = self._index(name, ns)
             m = ifinfmsg()
-            m["index"] = self._index(name, ns)
+            m["index"] = index
             attrs: list = []
             if mtu is not None:
                 attrs.append(("IFLA_MTU", mtu))
@@ -362,13 +368,21 @@ class PyrouteNetlink:
             if up is not None:
                 m["change"] = _IFF_UP
                 m["flags"] = _IFF_UP if up else 0
-            if not attrs and up is None:
-                return
-            m["attrs"] = attrs
-            r.request(m, RTM_NEWLINK)
+            if attrs or up is not None:
+                m["attrs"] = attrs
+                r.request(m, RTM_NEWLINK)
+            if hairpin is not None:
+                # a port's own setting (the bridge's slave data): only once it has its master
+                h = ifinfmsg()
+                h["index"] = index
+                h["attrs"] = [("IFLA_LINKINFO", {"attrs": [
+                    ("IFLA_INFO_SLAVE_KIND", "bridge"),
+                    ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", 1 if hairpin else 0)]})]})]
+                r.request(h, RTM_NEWLINK)
         parts = [f"link set {name}"] + ([f"mtu {mtu}"] if mtu is not None else []) + \
                 ([f"address {mac}"] if mac else []) + \
-                ([f"master {master}"] if master else []) + ([("up" if up else "down")] if up is not None else [])
+                ([f"master {master}"] if master else []) + ([("up" if up else "down")] if up is not None else []) + \
+                ([f"hairpin {'on' if hairpin else 'off'}"] if hairpin is not None else [])
         self._call(ns, " ".join(parts), fn, raw=True)
 
     # -- addresses
