@@ -37,6 +37,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoal.apiserver import auth, protobuf, tables, watch
+from shoal.apiserver import managedfields
 from shoal.apiserver import nodecerts
 from shoal.apiserver.dryrun import dry_run_view
 from shoal.machinery.api import errors
@@ -147,6 +148,16 @@ def _dry_run(request: Request, also: list | None = None) -> bool:
     validate_dry_run(errs, values)
     errs.raise_if_any(f"{_OPTIONS_KIND.get(request.method, 'DeleteOptions')}.meta.k8s.io", "")
     return bool(values)
+
+
+def _field_manager(request: Request, *, apply: bool = False) -> str:
+    """The request's field manager (`managedfields.request_manager`): the `fieldManager`
+    query parameter, else the User-Agent's product; 422 for a bad one, an apply without one,
+    or `force` on a patch that is not an apply."""
+    q = request.query_params
+    return managedfields.request_manager(q.get("fieldManager"), request.headers.get("user-agent"),
+                                         options=_OPTIONS_KIND.get(request.method, "PatchOptions"), apply=apply,
+                                         force=q.get("force"))
 
 
 def _delete_options(request: Request, body: Any) -> tuple[dict, bool]:
@@ -552,8 +563,9 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         body = await _body(request)
         auth.authorize(p, "create", res, namespace=namespace, obj=body if isinstance(body, dict) else None)
         auth.admit(p, res, body if isinstance(body, dict) else None, None)
+        manager = _field_manager(request)
         reg = semantics(dry)
-        out = await write(request, lambda: reg.create(res, namespace, body))
+        out = await write(request, lambda: reg.create(res, namespace, body, manager=manager))
         return _json(out, 201)
 
     async def do_get(request: Request, name: str, namespace: str | None = None):
@@ -581,9 +593,11 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         body = await _body(request)
         if subresource != "status":     # /status keeps the stored spec
             auth.admit(p, res, body if isinstance(body, dict) else None, old)
+        manager = _field_manager(request)
         reg = semantics(dry)
         return _json(await write(
-            request, lambda: reg.update(res, namespace, name, body, subresource=subresource, current=old)))
+            request, lambda: reg.update(res, namespace, name, body, subresource=subresource, current=old,
+                                        manager=manager)))
 
     async def do_patch(request: Request, name: str, namespace: str | None = None, subresource: str | None = None):
         p = principal(request)
@@ -598,14 +612,19 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
                 raise
         auth.authorize(p, "patch", res, namespace=namespace, name=name, subresource=subresource, old=old,
                        obj=old)
-        if ct == "application/apply-patch+yaml" and not request.query_params.get("fieldManager"):
-            raise errors.Invalid("fieldManager is required for apply requests",
-                                 causes=[errors.Cause("fieldManager", "Required value")])
+        apply = ct == "application/apply-patch+yaml"
+        manager = _field_manager(request, apply=apply)
         body = await _body(request)
         admit = None if subresource == "status" else (lambda cur, new: auth.admit(p, res, new, cur))
         reg = semantics(dry)
+        if apply:       # server-side apply: 201 when it created the object
+            out, created = await write(request, lambda: reg.apply(
+                res, namespace, name, body, manager=manager, force=_bool(request.query_params.get("force")),
+                subresource=subresource, admit=admit))
+            return _json(out, 201 if created else 200)
         return _json(await write(
-            request, lambda: reg.patch(res, namespace, name, body, ct, subresource=subresource, admit=admit)))
+            request, lambda: reg.patch(res, namespace, name, body, ct, subresource=subresource, admit=admit,
+                                       manager=manager)))
 
     async def do_delete(request: Request, name: str, namespace: str | None = None):
         p = principal(request)
@@ -645,17 +664,22 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
     async def do_scale_put(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "update", res, namespace=namespace, name=name, subresource="scale")
         dry = _dry_run(request)
+        manager = _field_manager(request)
         body = await _body(request)
         reg = semantics(dry)
-        return _json(await write(request, lambda: reg.update_scale(res, namespace, name, body, None)))
+        return _json(await write(request, lambda: reg.update_scale(res, namespace, name, body, None,
+                                                                   manager=manager)))
 
     async def do_scale_patch(request: Request, name: str, namespace: str | None = None):
         auth.authorize(principal(request), "patch", res, namespace=namespace, name=name, subresource="scale")
         dry = _dry_run(request)
         body = await _body(request)
         ct = (request.headers.get("content-type") or "application/merge-patch+json").split(";")[0].strip()
+        manager = _field_manager(request, apply=ct == "application/apply-patch+yaml")
+        force = _bool(request.query_params.get("force"))
         reg = semantics(dry)
-        return _json(await write(request, lambda: reg.update_scale(res, namespace, name, body, ct)))
+        return _json(await write(request, lambda: reg.update_scale(res, namespace, name, body, ct, manager=manager,
+                                                                   force=force)))
 
     async def do_bind(request: Request, name: str, namespace: str | None = None):
         p = principal(request)

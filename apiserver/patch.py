@@ -1,6 +1,7 @@
 """PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and
 Kubernetes' strategic merge patch (the subset kubectl's client-side apply and
-the Python client send).
+the Python client send). Server-side apply is not a patch format: it merges by
+field ownership, in `apiserver.managedfields`.
 
 All functions are pure: they return a new document and never modify their
 inputs. Bad patches raise `errors.BadRequest` / `errors.Invalid` naming the
@@ -20,6 +21,19 @@ MERGE_KEYS: dict[str, str] = {
     "ownerReferences": "uid", "tolerations": "key", "imagePullSecrets": "name", "addresses": "type",
     "containerStatuses": "name", "taints": "key",
 }
+
+
+def pins_resource_version(body: Any, content_type: str) -> bool:
+    """Whether a patch sets `metadata.resourceVersion`, which makes it conditional on that
+    version (Kubernetes' precondition): a merge or strategic patch naming one, or a JSON
+    patch with an operation on `/metadata/resourceVersion` (kubectl's managedFields
+    migration sends `replace` of it with the version it read)."""
+    if content_type == "application/json-patch+json":
+        return isinstance(body, list) and any(
+            isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion"
+            and op.get("op") in ("add", "replace") and op.get("value") for op in body)
+    return isinstance(body, dict) and isinstance(body.get("metadata"), dict) and \
+        bool(body["metadata"].get("resourceVersion"))
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

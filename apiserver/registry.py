@@ -11,9 +11,14 @@ request that fails validation changes nothing.
   resource ignores status changes and `/status` ignores everything else;
   `generation` bumps only when `spec` changes; a pod's `spec.nodeName` may be
   set once (binding) and never changed.
-- patch: merge / JSON / strategic / apply patches applied to the live object,
-  then the update path, retried internally on conflicts unless the patch pins
-  a resourceVersion.
+- patch: merge / JSON / strategic patches applied to the live object, then the
+  update path, retried internally on conflicts unless the patch pins a
+  resourceVersion. `apply` (server-side apply, `application/apply-patch+yaml`)
+  merges a configuration by field ownership (`apiserver.managedfields`) and
+  creates the object when it is absent.
+- field ownership: every create, update, patch, /status and /scale write records
+  its manager's fields in `metadata.managedFields` (`_own_fields`), as
+  Kubernetes' field manager does.
 - Services: a create or update writes the cluster IP and node ports the Service holds in
   the same transaction (`apiserver.allocation`); its removal releases them.
 - delete: graceful for pods bound to a node (deletionTimestamp set, the agent
@@ -48,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from shoal.machinery.api import deletion, errors, selectors
+from shoal.apiserver import managedfields
 from shoal.apiserver import patch as patches
 from shoal.machinery.api.names import is_dns1123_subdomain
 from shoal.machinery.api.resources import RESOURCES, Resource, resolve
@@ -61,6 +67,9 @@ log = logging.getLogger(__name__)
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Kinds whose status is owned by controllers/agents: a create carries none.
 STATUS_RESET_ON_CREATE = {"Pod", "Deployment", "ReplicaSet", "Service"}
+APPLY_PATCH = "application/apply-patch+yaml"
+# The field manager of the API server's own writes (system namespaces, the collector's edits).
+SERVER_MANAGER = "shoal-apiserver"
 NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GENERATE_NAME_ATTEMPTS = 8
 
@@ -136,6 +145,7 @@ class Registry:
         self.services = ServiceAllocator(Ranges.parse(settings.service_cidr, settings.service_node_port_range))
         self.clock = clock
         self.tokens: dict[str, str] = {}
+        self._now_text: tuple[int, str] = (-1, "")
         # The collector's jobs, (job, argument): every hand-off from a request goes through
         # this queue (a dry run swaps it for a sink). Only the collector's own thread uses
         # `_gc_delayed` (job -> monotonic time it is due) and `_gc_failures`.
@@ -250,7 +260,10 @@ class Registry:
         md["namespace"] = ns
         return ns
 
-    def create(self, res: Resource, namespace: str | None, body: Any) -> dict:
+    def create(self, res: Resource, namespace: str | None, body: Any, *, manager: str | None = None,
+               applied: bool = False) -> dict:
+        """`manager`: who writes (the request's fieldManager; managedFields record its fields).
+        `applied`: the body's managedFields were computed by `apply` and are kept as they are."""
         if not isinstance(body, dict):
             raise errors.BadRequest(f"the request body must be a {res.kind} object")
         body = dict(body)
@@ -272,6 +285,7 @@ class Registry:
         for k in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
                   "generation", "selfLink"):
             md.pop(k, None)
+        requested_fields = md.pop("managedFields", None)
         if res.kind in STATUS_RESET_ON_CREATE:
             body.pop("status", None)
         obj = _validate(res.kind, body)
@@ -293,6 +307,7 @@ class Registry:
             obj["status"] = {"phase": "Active"}
         if res.kind == "Service":
             obj["status"] = {"loadBalancer": {}}
+        self._own_fields(res, obj, None, requested_fields, manager=manager, subresource=None, applied=applied)
         # A generated name can meet an existing one (5 characters of 27: after a thousand
         # objects of one prefix about once in twenty): like Kubernetes' RetryGenerateName,
         # draw again a few times instead of failing the caller's create.
@@ -309,9 +324,13 @@ class Registry:
 
     # ------------------------------------------------------------------ update
     def update(self, res: Resource, namespace: str | None, name: str, body: Any, *,
-               subresource: str | None = None, current: dict | None = None) -> dict:
+               subresource: str | None = None, current: dict | None = None, manager: str | None = None,
+               applied: bool = False, owner_subresource: str | None = None) -> dict:
         """`current`: the stored object when the caller has just read it (saves a read; the
-        compare-and-swap still checks the revision)."""
+        compare-and-swap still checks the revision). `manager`: who writes, for
+        managedFields; `owner_subresource`: the subresource it writes through when that is not
+        `subresource` (a /scale write is an update of the main resource). `applied`: the
+        body's managedFields were computed by `apply` and are kept as they are."""
         if not isinstance(body, dict):
             raise errors.BadRequest(f"the request body must be a {res.kind} object")
         body = dict(body)
@@ -321,6 +340,7 @@ class Registry:
             raise errors.BadRequest("metadata: must be an object", causes=[errors.Cause("metadata", "Required")])
         bmd = dict(body["metadata"])
         body["metadata"] = bmd
+        requested_fields = bmd.pop("managedFields", None)
         if bmd.get("name") and bmd["name"] != name:
             raise errors.BadRequest(f'the name of the object ({bmd["name"]}) does not match the name on the URL '
                                     f'({name})', causes=[errors.Cause("metadata.name", "does not match the URL")])
@@ -369,6 +389,8 @@ class Registry:
                 self._check_pod_update(cur, obj)
             if res.kind == "Namespace":
                 obj["status"] = cur.get("status", {"phase": "Active"})
+        self._own_fields(res, obj, cur, requested_fields, manager=manager, applied=applied,
+                         subresource=owner_subresource or subresource)
         obj["metadata"].pop("resourceVersion", None)
         cur_cmp = dict(cur, metadata={k: v for k, v in cmd.items() if k != "resourceVersion"})
         if obj == cur_cmp and expected == int(cmd["resourceVersion"]):
@@ -376,6 +398,44 @@ class Registry:
         out = self._store_update(res, obj, cur, expected, subresource)
         self._after_update(res, cur, out)
         return out
+
+    def _now(self) -> str:
+        """now_rfc3339(), formatted once a second: managedFields stamp every recorded write."""
+        t = int(self.clock())
+        last = self._now_text
+        if last[0] != t:
+            last = self._now_text = (t, now_rfc3339(lambda: t))
+        return last[1]
+
+    def _own_fields(self, res: Resource, obj: dict, live: dict | None, requested: Any, *, manager: str | None,
+                    subresource: str | None, applied: bool) -> None:
+        """Set `obj`'s managedFields for a write of it over `live` (None: a create) by
+        `manager` through `subresource`; None is the API server itself (`SERVER_MANAGER`: its
+        own writes, e.g. the collector's ownerReferences edits; a request always names one). `requested`: the managedFields the request carried (None if it had
+        none): an apply's own result when `applied`; otherwise Kubernetes' rules — a
+        subresource write ignores them, `[]` or `[{}]` resets them, others replace the stored
+        ones (checked: 422 naming the bad entry) — and the write's changes are recorded on top
+        (`managedfields.track_update`)."""
+        md = obj["metadata"]
+        if applied:
+            entries = requested or []
+        else:
+            live_entries = ((live or {}).get("metadata") or {}).get("managedFields") or []
+            if subresource:
+                base = live_entries
+            else:
+                base = managedfields.requested_entries(
+                    requested, live_entries, qualified=f"{res.kind}.{res.group}" if res.group else res.kind,
+                    name=md.get("name") or "")
+            entries = managedfields.track_update(
+                res.kind, base, live, obj, manager=managedfields.Manager(manager or SERVER_MANAGER,
+                                                                         subresource=subresource or ""),
+                api_version=res.api_version, now=self._now(),
+                scope="status" if subresource == "status" else None)
+        if entries:
+            md["managedFields"] = entries
+        else:
+            md.pop("managedFields", None)
 
     def bind(self, namespace: str, name: str, body: Any, *, current: dict | None = None) -> dict:
         """POST pods/NAME/binding (Kubernetes' Binding): set an unbound pod's `spec.nodeName`
@@ -479,28 +539,82 @@ class Registry:
 
     # ------------------------------------------------------------------ patch
     def patch(self, res: Resource, namespace: str | None, name: str, body: Any, content_type: str, *,
-              subresource: str | None = None, admit: Callable[[dict | None, dict], None] | None = None) -> dict:
+              subresource: str | None = None, admit: Callable[[dict | None, dict], None] | None = None,
+              manager: str | None = None, force: bool = False) -> dict:
         """`admit(stored, patched)` may refuse (raise) what the patch would store, seen against
-        the object it is applied to (None when an apply creates it), before the write."""
+        the object it is applied to (None when an apply creates it), before the write.
+        `manager`: who writes (managedFields); an apply (`application/apply-patch+yaml`) is
+        `apply` (`force` is its option)."""
+        if content_type == APPLY_PATCH:
+            return self.apply(res, namespace, name, body, manager=manager or "", force=force,
+                              subresource=subresource, admit=admit)[0]
+        pinned = patches.pins_resource_version(body, content_type)
         for attempt in range(10):
-            try:
-                cur = self.get(res, namespace, name)
-            except errors.NotFound:
-                if content_type == "application/apply-patch+yaml" and subresource is None:
-                    if admit is not None and isinstance(body, dict):
-                        admit(None, body)
-                    return self.create(res, namespace, body)
-                raise
+            cur = self.get(res, namespace, name)
             new = self._apply_patch(cur, body, content_type)
             if not isinstance(new, dict):
                 raise errors.BadRequest("the patch does not produce an object")
             if admit is not None:
                 admit(cur, new)
-            pinned = isinstance(body, dict) and (body.get("metadata") or {}).get("resourceVersion")
             if not pinned:
                 new.setdefault("metadata", {})["resourceVersion"] = cur["metadata"]["resourceVersion"]
             try:
-                return self.update(res, namespace, name, new, subresource=subresource, current=cur)
+                return self.update(res, namespace, name, new, subresource=subresource, current=cur, manager=manager)
+            except errors.Conflict:
+                if pinned or attempt == 9:
+                    raise
+        raise AssertionError("unreachable")
+
+    def apply(self, res: Resource, namespace: str | None, name: str, config: Any, *, manager: str,
+              force: bool = False, subresource: str | None = None,
+              admit: Callable[[dict | None, dict], None] | None = None) -> tuple[dict, bool]:
+        """Server-side apply of `config` by `manager` (Kubernetes' semantics, in
+        `managedfields.apply`): 409 listing the fields another manager owns with another
+        value unless `force`; fields this manager applied before and no longer does are
+        removed unless another manager owns them too. The object is created when absent
+        (not through a subresource). Returns (object, created). A configuration that names a
+        resourceVersion is a precondition; otherwise a concurrent write is retried."""
+        managedfields.check_config(res.kind, res.api_version, config)
+        from shoal.machinery.api.models import KINDS
+        from shoal.machinery.api.models.codec import decode
+        info = KINDS[res.kind]
+        decode(info.model, config, kind=res.kind, version=res.version)     # shape: unknown fields, types
+        config = dict(config, metadata=dict(config.get("metadata") or {}))
+        cmd = config["metadata"]
+        if cmd.get("name") and cmd["name"] != name:
+            raise errors.BadRequest(f'the name of the object ({cmd["name"]}) does not match the name on the URL '
+                                    f'({name})', causes=[errors.Cause("metadata.name", "does not match the URL")])
+        if res.namespaced and cmd.get("namespace") and cmd["namespace"] != namespace:
+            raise errors.BadRequest("the namespace of the provided object does not match the namespace sent on "
+                                    "the request", causes=[errors.Cause("metadata.namespace", "does not match "
+                                                                                              "the URL")])
+        cmd["name"] = name
+        pinned = bool(cmd.get("resourceVersion"))
+        for attempt in range(10):
+            try:
+                cur: dict | None = self.get(res, namespace, name)
+            except errors.NotFound:
+                if subresource is not None:
+                    raise
+                cur = None
+            entries = ((cur or {}).get("metadata") or {}).get("managedFields") or []
+            merged = managedfields.apply(res.kind, entries, cur, config, manager=manager, force=force,
+                                         api_version=res.api_version, now=self._now(),
+                                         subresource=subresource or "")
+            if admit is not None:
+                admit(cur, merged)
+            if cur is None:
+                try:
+                    return self.create(res, namespace, merged, manager=manager, applied=True), True
+                except errors.AlreadyExists:
+                    if attempt == 9:
+                        raise
+                    continue            # created meanwhile: apply to it
+            if not pinned:
+                merged["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+            try:
+                return self.update(res, namespace, name, merged, subresource=subresource, current=cur,
+                                   manager=manager, applied=True), False
             except errors.Conflict:
                 if pinned or attempt == 9:
                     raise
@@ -512,7 +626,7 @@ class Registry:
             return patches.json_patch(cur, body)
         if not isinstance(body, dict):
             raise errors.BadRequest(f"a {content_type} body must be an object")
-        if content_type in ("application/strategic-merge-patch+json", "application/apply-patch+yaml"):
+        if content_type == "application/strategic-merge-patch+json":
             return patches.strategic_merge_patch(cur, body)
         if content_type in ("application/merge-patch+json", "application/json"):
             return patches.merge_patch(cur, body)
@@ -536,7 +650,12 @@ class Registry:
                 "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": str(sel)}}
 
     def update_scale(self, res: Resource, namespace: str | None, name: str, body: Any,
-                     content_type: str | None) -> dict:
+                     content_type: str | None, *, manager: str | None = None, force: bool = False) -> dict:
+        """PUT (`content_type` None) or PATCH of /scale: the main resource's `spec.replicas`,
+        recorded in managedFields as `manager`'s through the `scale` subresource (an apply
+        too: `force` is its option)."""
+        if content_type == APPLY_PATCH:
+            return self._apply_scale(res, namespace, name, body, manager=manager or "", force=force)
         for attempt in range(10):
             cur = self.get(res, namespace, name)
             scale = self._scale_of(res, cur)
@@ -553,12 +672,31 @@ class Registry:
             new["spec"] = dict(cur.get("spec") or {}, replicas=replicas)
             new["metadata"] = dict(cur["metadata"], resourceVersion=rv or cur["metadata"]["resourceVersion"])
             try:
-                out = self.update(res, namespace, name, new, current=cur)
+                out = self.update(res, namespace, name, new, current=cur, manager=manager, owner_subresource="scale")
                 return self._scale_of(res, out)
             except errors.Conflict:
                 if rv or attempt == 9:
                     raise
         raise AssertionError("unreachable")
+
+    def _apply_scale(self, res: Resource, namespace: str | None, name: str, body: Any, *, manager: str,
+                     force: bool) -> dict:
+        """An apply of an autoscaling/v1 Scale: `spec.replicas` of the object applied by
+        `manager` through the `scale` subresource (Kubernetes maps the Scale's fields onto
+        the object's the same way)."""
+        from shoal.machinery.api.models import KINDS
+        from shoal.machinery.api.models.codec import decode
+        if not isinstance(body, dict) or (body.get("apiVersion"), body.get("kind")) != ("autoscaling/v1", "Scale"):
+            raise errors.BadRequest("an apply to /scale must be an autoscaling/v1 Scale",
+                                    causes=[errors.Cause("kind", "expected autoscaling/v1 Scale")])
+        decode(KINDS["Scale"].model, body, kind="Scale", version="v1")
+        md = body.get("metadata") or {}
+        config: dict[str, Any] = {"apiVersion": res.api_version, "kind": res.kind,
+                                  "metadata": {k: md[k] for k in ("name", "namespace", "resourceVersion") if k in md}}
+        if "replicas" in (body.get("spec") or {}):
+            config["spec"] = {"replicas": body["spec"]["replicas"]}
+        out, _ = self.apply(res, namespace, name, config, manager=manager, force=force, subresource="scale")
+        return self._scale_of(res, out)
 
     # ------------------------------------------------------------------ delete
     # The last second a deletionTimestamp can name (9999-12-31T23:59:59Z): a grace period

@@ -4,8 +4,8 @@ DeleteOptions, and the autoscaling/v1 Scale served by `/scale`.
 Server-set metadata (uid, resourceVersion, generation, timestamps,
 managedFields, selfLink) is accepted on input because clients send the object
 they read back on update; the API server, not the model, decides what to keep.
-`managedFields` is accepted and kept as an opaque list: shoal does not do
-server-side-apply field ownership.
+`managedFields` is accepted here as an opaque list: the API server computes and
+checks it (`apiserver.managedfields`, server-side apply's field ownership).
 """
 from __future__ import annotations
 
