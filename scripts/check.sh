@@ -21,13 +21,14 @@ MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CA
   -m shoal.agent.plan -m shoal.agent.restarts -m shoal.agent.status -m shoal.agent.runtime.spec \
   -m shoal.agent.registration -m shoal.agent.nodenet -m shoal.agent.logs -m shoal.agent.imagegc \
   -m shoal.agent.network.overlay -m shoal.agent.network.hostports -m shoal.agent.interfaces \
+  -m shoal.agent.network.svcrules -m shoal.agent.serviceproxy \
   -m shoal.controller.deployment.util -m shoal.controller.deployment.plan \
   -m shoal.controller.deployment.rolling -m shoal.controller.deployment.recreate \
   -m shoal.controller.scheduler.framework \
   -m shoal.agent.runtime.seccomp \
   -m shoal.apiserver.tables -m shoal.apiserver.openapi -m shoal.apiserver.protobuf -m shoal.apiserver.dryrun \
   -m shoal.apiserver.podsecurity -m shoal.apiserver.warnings \
-  -m shoal.cli.rollout -m shoal.cli.printers \
+  -m shoal.cli.rollout -m shoal.cli.printers -m shoal.apiserver.managedfields \
   -m shoal.agent.agent -m shoal.agent.dispatch -m shoal.agent.subpath -m shoal.agent.worker \
   -m shoal.agent.join -m shoal.apiserver.tls -m shoal.apiserver.nodecerts -m shoal.apiserver.nodeclient
 # every real seam and its fake against its Protocol (a file, so a run of its own)

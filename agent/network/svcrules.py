@@ -315,7 +315,9 @@ class Existing:
 def parse_existing(listing: str, table: str = TABLE) -> Existing:
     """The chains, sets and maps of `table` in the output of `nft -t -j list table ip TABLE`
     (terse: set elements left out)."""
-    chains, sets, maps = set(), set(), set()
+    chains: set[str] = set()
+    sets: set[str] = set()
+    maps: set[str] = set()
     for item in json.loads(listing).get("nftables") or []:
         for kind, bucket in (("chain", chains), ("set", sets), ("map", maps)):
             obj = item.get(kind)
@@ -470,18 +472,18 @@ def build_ruleset(ports: Iterable[ServicePort], *, node_name: str, node_pod_cidr
         local_ports = ([("nodePort", sp.node_port)] if sp.node_port else []) + \
                       ([("port", sp.port)] if sp.publish_on_nodes else [])
         for what, port in local_ports:
-            k = (sp.protocol, port)
+            pk = (sp.protocol, port)
             if port in reserved:
                 problems.append(Problem(subject, f"{what} {port} of {sp.label} is reserved for {reserved[port]} "
                                                  "on this node: not published here"))
                 continue
-            owner = port_claims.setdefault(k, sp.label)
+            owner = port_claims.setdefault(pk, sp.label)
             if owner != sp.label:
                 problems.append(Problem(subject, f"{what} {port}/{sp.protocol.upper()} of {sp.label} is already "
                                                  f"published for {owner}"))
                 continue
-            if k not in port_keys:
-                port_keys.append(k)
+            if pk not in port_keys:
+                port_keys.append(pk)
         external = bool(ip_keys or port_keys)
 
         if not has_endpoints:
