@@ -1134,14 +1134,13 @@ def created_fields(kind: str, obj: dict, *, scope: str | None = None) -> dict:
             sub = {}
             for mk in sorted(v):
                 if mk not in STRIPPED_META:
-                    t = _added_tree(meta.child(mk), v[mk])
-                    sub["f:" + mk] = t
+                    sub["f:" + mk] = _added_tree(meta.child(mk), v[mk])
             if sub:
                 out["f:metadata"] = sub
             continue
-        t = _vs_skeleton(node, k, v)
-        if t is not None:
-            out["f:" + k] = t
+        tree = _vs_skeleton(node, k, v)
+        if tree is not None:
+            out["f:" + k] = tree
     return out
 
 
