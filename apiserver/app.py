@@ -36,7 +36,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shoal.apiserver import auth, protobuf, tables, watch
+from shoal.apiserver import auth, podsecurity, protobuf, tables, watch
+from shoal.apiserver import warnings as client_warnings
 from shoal.apiserver import managedfields
 from shoal.apiserver import nodecerts
 from shoal.apiserver.dryrun import dry_run_view
@@ -249,17 +250,20 @@ class ShoalAPI(FastAPI):
             hit = table.resolve(scope["method"], scope["path"])
             if hit is not None:
                 handler, params = hit
-                try:
-                    _authenticate(scope, self.authn_cache)
-                    protobuf.check_accept(scope)        # answers are JSON: 406 if it takes only protobuf
-                    response = await handler(Request(scope, receive), **params)
-                except errors.ApiError as e:
-                    response = _status_response(e)
-                except StarletteHTTPException as e:
-                    response = _http_error(e)
-                except Exception as e:  # noqa: BLE001 — answered as FastAPI's handler would
-                    log.exception("internal error")
-                    response = _status_response(errors.ApiError(f"internal error: {type(e).__name__}: {e}"))
+                with client_warnings.collecting() as texts:
+                    try:
+                        _authenticate(scope, self.authn_cache)
+                        protobuf.check_accept(scope)        # answers are JSON: 406 if it takes only protobuf
+                        response = await handler(Request(scope, receive), **params)
+                    except errors.ApiError as e:
+                        response = _status_response(e)
+                    except StarletteHTTPException as e:
+                        response = _http_error(e)
+                    except Exception as e:  # noqa: BLE001 — answered as FastAPI's handler would
+                        log.exception("internal error")
+                        response = _status_response(errors.ApiError(f"internal error: {type(e).__name__}: {e}"))
+                for value in client_warnings.header_values(texts):
+                    response.headers.append("Warning", value)
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
@@ -555,6 +559,21 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         """The registry the write runs on: the real one, or its dry-run view (apiserver.dryrun)."""
         return dry_run_view(registry) if dry_run else registry
 
+    def namespace_labels(ns: str) -> dict | None:
+        obj = registry.store.get("namespaces", None, ns)
+        return ((obj or {}).get("metadata") or {}).get("labels")
+
+    def pod_security(res: Resource, namespace: str | None, new: Any, old: dict | None) -> None:
+        """Pod Security admission (apiserver.podsecurity): Forbidden for a pod its namespace's
+        enforce level refuses; warnings for the rest."""
+        ns = namespace
+        if ns is None and isinstance(new, dict) and isinstance(new.get("metadata"), dict):
+            ns = new["metadata"].get("namespace")
+        for text in podsecurity.admit(res.kind, ns, new if isinstance(new, dict) else None, old,
+                                      namespace_labels=namespace_labels, default_enforce=settings.pod_security,
+                                      audit=lambda line: log.warning("pod security audit: %s", line)):
+            client_warnings.warn(text)
+
     async def do_create(request: Request, namespace: str | None = None):
         p = principal(request)
         dry = _dry_run(request)
@@ -563,6 +582,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         body = await _body(request)
         auth.authorize(p, "create", res, namespace=namespace, obj=body if isinstance(body, dict) else None)
         auth.admit(p, res, body if isinstance(body, dict) else None, None)
+        pod_security(res, namespace, body, None)
         manager = _field_manager(request)
         reg = semantics(dry)
         out = await write(request, lambda: reg.create(res, namespace, body, manager=manager))
@@ -593,6 +613,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         body = await _body(request)
         if subresource != "status":     # /status keeps the stored spec
             auth.admit(p, res, body if isinstance(body, dict) else None, old)
+            pod_security(res, namespace, body, old)
         manager = _field_manager(request)
         reg = semantics(dry)
         return _json(await write(
@@ -615,7 +636,11 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         apply = ct == "application/apply-patch+yaml"
         manager = _field_manager(request, apply=apply)
         body = await _body(request)
-        admit = None if subresource == "status" else (lambda cur, new: auth.admit(p, res, new, cur))
+        def admit_write(cur: dict | None, new: dict) -> None:
+            auth.admit(p, res, new, cur)
+            pod_security(res, namespace, new, cur)
+        # a status write never changes the spec
+        admit = None if subresource in ("status", "scale") else admit_write
         reg = semantics(dry)
         if apply:       # server-side apply: 201 when it created the object
             out, created = await write(request, lambda: reg.apply(
