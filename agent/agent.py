@@ -17,7 +17,10 @@ What it does, in start order:
 3. Watches all Nodes (the floor's `Informer`, `agent.nodenet`): once its own
    `spec.podCIDR` is assigned it calls `network.ensure_node` and lets pod sandboxes be
    built; whenever the set of Ready peers (with CIDR, underlay IP and VTEP MAC) changes
-   it calls `network.sync_peers` with the full set.
+   it calls `network.sync_peers` with the full set. Then it serves the cluster DNS
+   (`agent.dns`, `options.dns`) on its bridge address, port 53, from informers on all
+   Services and EndpointSlices (`shared_informer`: one per kind, for every reader); its
+   ClusterFirst pods get that address as nameserver (`cluster_nameservers`).
 4. Lists then watches the pods with `spec.nodeName=<node>` (the floor's `Informer`:
    relist on 410 Gone, watch again from the last revision on a broken connection) and
    hands each pod to its `PodWorker` (`agent.worker`) through `agent.dispatch`: one
@@ -51,6 +54,7 @@ from shoal.machinery.client.rest import Client
 from shoal.machinery.control.timers import Scheduler, ThreadScheduler
 from shoal.machinery.control.events import EventRecorder
 from shoal.agent.dispatch import PodDispatcher, PodWorkers
+from shoal.agent.dns import ClusterDNS, DNSOptions, bridge_address
 from shoal.agent.hostfiles import private_dir
 from shoal.agent.imagegc import collect_images
 from shoal.agent.interfaces import ExitWatcher, ImageStore, Network, Runtime
@@ -109,6 +113,8 @@ class AgentOptions:
     probe_executor: Any = None              # default: RealProbeExecutor(runtime)
     clock: Clock | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # cluster DNS (agent.dns): the zone, the pods' nameservers, whether this agent serves them
+    dns: DNSOptions = field(default_factory=DNSOptions)
 
 
 class Agent:
@@ -128,6 +134,7 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._timers: list = []
         self._informers: list[Informer] = []
+        self._shared: dict[str, Informer] = {}       # shared_informer()
         self.logserver: LogServer | None = None
         self.started = False
 
@@ -153,8 +160,14 @@ class Agent:
         self.dispatcher: PodDispatcher = self.pods.dispatcher
         # hostPorts no pod may take here: the ports of shoal's own components (issue 17)
         self.reserved_host_ports = reserved_host_ports(getattr(self.client, "server", ""), o.kubelet_port)
+        # the node's cluster DNS, served on its bridge address once the pod CIDR is known
+        self.dns: ClusterDNS | None = None
+        if o.dns.enabled and o.dns.serve and not o.dns.nameservers:
+            self.dns = ClusterDNS(o.dns)
+            # a hostPort 53 would DNAT the pods' queries to the bridge address away from it
+            self.reserved_host_ports[o.dns.port] = "the shoal agent's cluster DNS"
         self.nodenet = NodeNetworkSync(self.client, node_name=node, address=self.address, network=self.network,
-                                   sandboxed_pods=self.pods.sandboxed, on_ready=self.pods.wake_all,
+                                   sandboxed_pods=self.pods.sandboxed, on_ready=self._network_ready,
                                    reserved_ports=self.reserved_host_ports)
         # pod networks made beside their first container's create (one per sync thread at most)
         self._sandbox_pool = ThreadPoolExecutor(max_workers=o.sync_threads, thread_name_prefix=f"shoal-net-{node}")
@@ -167,7 +180,8 @@ class Agent:
                                  clock=self.clock, network_ready=lambda: self.nodenet.ready,
                                  on_sandbox_change=self.nodenet.sync_host_ports, kill_wait_inline=o.kill_wait_inline,
                                  sandbox_retry=o.sandbox_retry, background=self._sandbox_pool.submit,
-                                 reserved_host_ports=self.reserved_host_ports)
+                                 reserved_host_ports=self.reserved_host_ports,
+                                 cluster_dns=self.cluster_nameservers, cluster_domain=o.dns.domain)
         if o.kubelet_port is not None and o.kubelet_tls is None:
             log.warning("node %s: no serving certificate (kubelet_tls): no log endpoint, so its pods' logs "
                         "cannot be read", node)
@@ -196,7 +210,9 @@ class Agent:
         nodes = Informer(self.client, "nodes", watch_timeout=o.watch_timeout, retry_base=0.1,
                          name=f"shoal-nodes-{node}")
         self.nodenet.attach(nodes)
-        for inf in (pods, nodes):
+        if self.dns is not None:
+            self.dns.attach(self.shared_informer("services"), self.shared_informer("endpointslices"))
+        for inf in (pods, nodes, *self._shared.values()):
             inf.start()
             self._informers.append(inf)
         now = self.clock.now()
@@ -210,6 +226,8 @@ class Agent:
             self._threads.append(t)
         self._every(o.image_gc_interval, self._image_gc, now)
         self._every(o.housekeeping_interval, self.pods.housekeeping, now)
+        if self.dns is not None:
+            self._every(o.node_status_interval, self._serve_dns, now)     # again after a failed bind
         self.started = True
         return self
 
@@ -226,6 +244,8 @@ class Agent:
             self._sandbox_pool.shutdown(wait=False)
         if self.logserver:
             self.logserver.stop()
+        if getattr(self, "dns", None) is not None:
+            self.dns.stop()
         if hasattr(self, "events"):
             self.events.stop(timeout=2)
         if self._own_scheduler is not None:
@@ -261,6 +281,43 @@ class Agent:
         t = self.scheduler.call_at(now + interval, run)
         holder.append(t)
         self._timers.append(t)
+
+    def shared_informer(self, kind: str) -> Informer:
+        """The agent's one informer on all objects of `kind` (services, endpointslices), for
+        every part that follows them (the cluster DNS, the service proxy): one list and one
+        watch per kind whatever the number of readers. Ask before `start()` runs them."""
+        inf = self._shared.get(kind)
+        if inf is None:
+            inf = self._shared[kind] = Informer(self.client, kind, watch_timeout=self.opts.watch_timeout,
+                                                retry_base=0.1, name=f"shoal-{kind}-{self.node_name}")
+        return inf
+
+    def cluster_nameservers(self) -> tuple[str, ...]:
+        """The nameservers of this node's ClusterFirst pods: `--cluster-dns` IPs, else the
+        node's bridge address (its own DNS server); () without cluster DNS or pod CIDR."""
+        d = self.opts.dns
+        if not d.enabled:
+            return ()
+        if d.nameservers:
+            return d.nameservers
+        cidr = self.nodenet.pod_cidr if hasattr(self, "nodenet") else None
+        return (bridge_address(cidr),) if cidr else ()
+
+    def _network_ready(self) -> None:
+        self._serve_dns()
+        self.pods.wake_all()
+
+    def _serve_dns(self) -> None:
+        """Serve the cluster DNS on the bridge address, to the pod CIDR (idempotent)."""
+        cidr = self.nodenet.pod_cidr
+        if self.dns is None or not cidr:
+            return
+        try:
+            self.dns.serve(bridge_address(cidr), clients=cidr)
+        except OSError as e:
+            log.error("node %s: cluster DNS cannot listen on %s port %d: %s; its pods cannot resolve names "
+                      "until it can (retried every %.0f s)", self.node_name, bridge_address(cidr), self.opts.dns.port,
+                      e, self.opts.node_status_interval)
 
     def _image_gc(self) -> None:
         collect_images(self.runtime, self.images, node_name=self.node_name)

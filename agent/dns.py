@@ -132,7 +132,7 @@ def resolv_conf_nameservers(text: str) -> list[str]:
     out = []
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) >= 2 and fields[0] == "nameserver":
+        if len(fields) >= 2 and fields[0] == "nameserver" and "%" not in fields[1]:
             try:
                 out.append(str(ipaddress.ip_address(fields[1])))
             except ValueError:

@@ -10,11 +10,22 @@ reused, the serving certificate of its log endpoint in `<data-dir>/tls`), then r
 root, no containers). SIGTERM/SIGINT stop the agent and leave the containers
 running; the next start adopts them.
 
+The agent runs the node's service proxy (`agent.serviceproxy`: Services as nftables rules in
+table `ip shoal-svc`, `shoal-svc-<bridge>` beside another bridge) unless `--no-service-proxy`,
+which removes the table an earlier run left (`service_proxy_runner`); a hollow node has none.
+Stopping the agent leaves the rules in place.
+
 `--registry-auth FILE` gives the node registry credentials of its own, in Docker's config
 format (`{"auths": {...}}`, as `docker login` writes): read once at start
 (`agent.images.dockerconfig.load_registry_auth`; an unreadable file stops the agent, a file
 group or others may read is a warning), tried for every pull after the pod's matching
 imagePullSecrets (docs/images.md, "Private registries").
+
+Cluster DNS (`agent.dns`, docs/services.md "DNS"): `--cluster-domain` (cluster.local),
+`--cluster-dns` (`node`: the agent serves DNS on its bridge address and its ClusterFirst
+pods use it; `none`; or the IPs of a DNS server run elsewhere) and `--resolv-conf` (the
+host's resolvers, forwarded to and given to Default-policy pods; `default_resolv_conf`
+picks it as k3s does). A hollow node gives its pods the bridge address but serves nothing.
 """
 from __future__ import annotations
 
@@ -125,6 +136,7 @@ def register(sub) -> None:
                    help="the pods' bridge (shoal0); the VXLAN device (<bridge>.1, shoal.1 for the default) and "
                         "the hostPort nft table are named after it")
     p.add_argument("--vxlan-port", type=int, default=8472, metavar="PORT", help="overlay UDP port (8472)")
+    add_service_proxy_flag(p)
     p.add_argument("--fake-runtime", action="store_true",
                    help="hollow node: fake images, runtime and network (no root, nothing runs)")
     p.add_argument("--registry-mirror", type=_mirror, action="append", default=[], metavar="HOST=URL",
@@ -132,6 +144,7 @@ def register(sub) -> None:
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                    help="talk plain HTTP to this registry (repeatable; loopback registries always are)")
     add_registry_auth_flag(p)
+    add_dns_flags(p)
     p.add_argument("--backoff-initial", type=float, default=10.0, help="first crash-loop delay, seconds (10)")
     p.add_argument("--backoff-max", type=float, default=300.0, help="longest crash-loop delay, seconds (300)")
     p.add_argument("--kubelet-port", type=int, default=10250, help="log endpoint port, 0 = any (10250)")
@@ -156,6 +169,95 @@ def add_registry_auth_flag(p) -> None:
                    help="the node's registry credentials, Docker's config.json format ({\"auths\": {...}}, "
                         "as docker login writes it; mode 0600): tried for every pull after the pod's matching "
                         "imagePullSecrets")
+
+
+def add_dns_flags(p) -> None:
+    p.add_argument("--cluster-domain", type=_cluster_domain, default="cluster.local", metavar="DOMAIN",
+                   help="the cluster DNS zone: <svc>.<ns>.svc.DOMAIN (cluster.local)")
+    p.add_argument("--cluster-dns", type=_cluster_dns, default=(True, ()), metavar="node|none|IP[,IP...]",
+                   help="the nameserver of ClusterFirst pods: node (default) = this agent's own DNS server on the "
+                        "node's bridge address; none = no cluster DNS (pods get the host's resolvers); IP addresses "
+                        "= a DNS server run elsewhere (this agent serves none)")
+    p.add_argument("--resolv-conf", type=absolute_path, default=None, metavar="FILE",
+                   help="the host's resolvers: where the cluster DNS forwards other names, and what Default-policy "
+                        "pods get (default: /etc/resolv.conf, or /run/systemd/resolve/resolv.conf when only that "
+                        "one names a non-loopback nameserver, as k3s picks)")
+
+
+def _cluster_domain(v: str) -> str:
+    from shoal.machinery.api.names import is_dns1123_subdomain
+    d = v.strip().rstrip(".").lower()
+    problems = is_dns1123_subdomain(d)
+    if problems:
+        raise argparse.ArgumentTypeError(f"--cluster-domain {v!r}: {problems[0]}")
+    return d
+
+
+def _cluster_dns(v: str) -> tuple[bool, tuple[str, ...]]:
+    from shoal.agent.dns import parse_cluster_dns
+    try:
+        return parse_cluster_dns(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+RESOLV_CONF_CANDIDATES = (Path("/etc/resolv.conf"), Path("/run/systemd/resolve/resolv.conf"))
+
+
+def default_resolv_conf(candidates=RESOLV_CONF_CANDIDATES) -> Path:
+    """k3s' choice of the host's resolv.conf: the first candidate naming a nameserver that is
+    not loopback, link-local, multicast or unspecified (systemd-resolved's stub 127.0.0.53 is
+    useless to Default-policy pods, whose loopback is their own); else the first."""
+    import ipaddress
+    from shoal.agent.dns import resolv_conf_nameservers
+    for path in candidates:
+        try:
+            servers = resolv_conf_nameservers(Path(path).read_text())
+        except OSError:
+            continue
+        for s in servers:
+            ip = ipaddress.ip_address(s)
+            if not (ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified):
+                return Path(path)
+    return Path(candidates[0])
+
+
+def dns_options(args, *, serve: bool):
+    """The agent's DNSOptions from the DNS flags; `serve`: whether this node can serve (it
+    has a real bridge)."""
+    from shoal.agent.dns import DNSOptions
+    enabled, nameservers = getattr(args, "cluster_dns", (True, ()))
+    return DNSOptions(enabled=enabled, domain=getattr(args, "cluster_domain", "cluster.local"), nameservers=nameservers,
+                      serve=serve and enabled and not nameservers, resolv_conf=str(resolv_conf_path(args)))
+
+
+def resolv_conf_path(args) -> Path:
+    return getattr(args, "resolv_conf", None) or default_resolv_conf()
+
+
+def add_service_proxy_flag(p) -> None:
+    p.add_argument("--no-service-proxy", action="store_true",
+                   help="run no service proxy: no nftables rules for Services on this node (those an earlier run "
+                        "left are removed); for a node whose Service traffic another proxy handles")
+
+
+def service_proxy_runner(args, bridge: str):
+    """The nft runner of the agent's service proxy (docs/services.md, "Data path"), or None: a
+    hollow node has none; with --no-service-proxy the table an earlier run left is removed
+    here, since its rules would keep steering Service traffic to pods that may be gone."""
+    if getattr(args, "fake_runtime", False):
+        return None
+    from shoal.agent.network.runner import CommandError, SubprocessRunner
+    runner = SubprocessRunner()
+    if not getattr(args, "no_service_proxy", False):
+        return runner
+    from shoal.agent.network.svcrules import svc_table_for
+    from shoal.agent.serviceproxy import remove_table
+    try:
+        remove_table(runner, svc_table_for(bridge))
+    except CommandError as e:
+        log.warning("removing the service rules of an earlier run failed: %s", e)
+    return None
 
 
 def _positive_int(v: str) -> int:
@@ -208,7 +310,7 @@ def build_seams(args, data_dir: Path):
                           seccomp_profile_path=getattr(args, "seccomp_profile", "/usr/share/containers/seccomp.json"),
                           pids_limit=getattr(args, "pids_limit", 4096) or None,
                           allow_privileged=getattr(args, "allow_privileged", False),
-                          seccomp_dir=str(data_dir / "seccomp"))
+                          seccomp_dir=str(data_dir / "seccomp"), host_resolv_conf=str(resolv_conf_path(args)))
     bridge = getattr(args, "bridge", "shoal0")
     network = real_node_network(str(data_dir / "network"), netns_prefix=args.pod_netns_prefix, bridge=bridge,
                                 vxlan_dev="shoal.1" if bridge == "shoal0" else f"{bridge[:13]}.1",
@@ -217,6 +319,7 @@ def build_seams(args, data_dir: Path):
 
 
 def run_agent(args) -> int:
+    from shoal.agent.network.svcrules import svc_table_for
     from shoal.agent.agent import Agent, AgentOptions
     from shoal.agent.hostfiles import private_dir
     from shoal.agent.join import JoinError, ensure_credentials, serving_tls
@@ -243,9 +346,11 @@ def run_agent(args) -> int:
                         kubelet_port=args.kubelet_port, kubelet_tls=kubelet_tls,
                         lease_renew_interval=args.lease_interval, relist_interval=args.relist_interval,
                         max_pods=args.max_pods, probe_executor=prober, runtime_version=rt_version,
-                        sync_threads=args.sync_threads)
+                        sync_threads=args.sync_threads, dns=dns_options(args, serve=not args.fake_runtime))
+    opts.service_table = svc_table_for(args.bridge)
     agent = Agent(creds.client(user_agent=f"shoal-agent/{node}"), node_name=node, address=address,
-                  data_dir=data_dir, images=images, runtime=runtime, network=network, options=opts)
+                  data_dir=data_dir, images=images, runtime=runtime, network=network, options=opts,
+                  service_proxy_runner=service_proxy_runner(args, args.bridge))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

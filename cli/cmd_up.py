@@ -122,8 +122,9 @@ def register(sub) -> None:
                    help="pull images of registry HOST from URL instead (repeatable)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                    help="talk plain HTTP to registry HOST (repeatable; 127.0.0.1 and localhost always may)")
-    from shoal.cli.cmd_agent import add_registry_auth_flag
+    from shoal.cli.cmd_agent import add_dns_flags, add_registry_auth_flag
     add_registry_auth_flag(p)
+    add_dns_flags(p)
     p.add_argument("--backoff-initial", type=float, default=10.0, metavar="SECONDS", help="first crash-loop delay, seconds (10)")
     p.add_argument("--backoff-max", type=float, default=300.0, metavar="SECONDS", help="longest crash-loop delay, seconds (300)")
     p.add_argument("--skip-checks", action="store_true",
@@ -266,6 +267,8 @@ def _detach(args, data_dir: Path) -> int:
         argv += ["--write-kubeconfig", str(_kubeconfig_path(args))]
     if args.registry_auth:       # absolute (the child runs elsewhere); the last one given wins
         argv += ["--registry-auth", str(args.registry_auth)]
+    if args.resolv_conf:         # the same: absolute
+        argv += ["--resolv-conf", str(args.resolv_conf)]
     log_path = data_dir / "up.log"
     kubeconfig = _kubeconfig_path(args)
     started = time.time()
@@ -321,7 +324,7 @@ def _foreground(args, data_dir: Path) -> int:
     from shoal.agent.agent import Agent, AgentOptions
     from shoal.agent.hostfiles import private_dir
     from shoal.agent.join import JoinError, ensure_credentials, serving_tls
-    from shoal.cli.cmd_agent import _mirror, _runc_version, build_seams
+    from shoal.cli.cmd_agent import _mirror, _runc_version, build_seams, dns_options
     from shoal.cli.cmd_server import controllers_as_child, parse_listen
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -354,12 +357,13 @@ def _foreground(args, data_dir: Path) -> int:
         creds = ensure_credentials(srv.url, join_token, node, agent_dir)
         agent_args = Namespace(fake_runtime=False, registry_mirror=[_mirror(m) for m in args.registry_mirror],
                                insecure_registry=args.insecure_registry, runc_root=None, cgroup_parent="/shoal",
-                               pod_netns_prefix=hostnet.netns_prefix, registry_auth=args.registry_auth)
+                               pod_netns_prefix=hostnet.netns_prefix, registry_auth=args.registry_auth,
+                               resolv_conf=args.resolv_conf)
         images, runtime, network, prober, rt_version = build_seams(agent_args, agent_dir)
         network = _node_network(agent_dir, hostnet)
         opts = AgentOptions(backoff_initial=args.backoff_initial, backoff_max=args.backoff_max,
                             kubelet_port=hostnet.kubelet_port, kubelet_tls=serving_tls(agent_dir), probe_executor=prober,
-                            runtime_version=rt_version or _runc_version())
+                            runtime_version=rt_version or _runc_version(), dns=dns_options(args, serve=True))
         agent = Agent(creds.client(user_agent=f"shoal-agent/{node}"), node_name=node, address=args.node_ip,
                       data_dir=agent_dir, images=images, runtime=runtime, network=network, options=opts)
         agent.start()
