@@ -34,8 +34,14 @@ What it does, in start order:
    (containers of live pods are observed, not restarted: their attempt and restart count
    are in their labels) and the clean-up of stale copies after a partition heals.
 6. Collects unused images every `image_gc_interval` (`agent.imagegc`).
+7. Given an nft runner (`service_proxy_runner`), keeps the node's Service rules
+   (`agent.serviceproxy`): one nftables table planned from all Services, EndpointSlices
+   (the shared informers) and the Nodes' pod CIDRs, replaced in one transaction at
+   start-up and on every change.
 
-`stop()` leaves every container running: they outlive the agent.
+`stop()` leaves every container running: they outlive the agent. The Service rules stay in
+the kernel too (traffic keeps flowing while the agent restarts) unless
+`service_proxy_cleanup`.
 """
 from __future__ import annotations
 
@@ -60,12 +66,14 @@ from shoal.agent.imagegc import collect_images
 from shoal.agent.interfaces import ExitWatcher, ImageStore, Network, Runtime
 from shoal.agent.logs import PodLogs
 from shoal.agent.logserver import LogServer, ServingTLS
+from shoal.agent.network.runner import Runner
 from shoal.agent.nodenet import ANN_UNDERLAY_IP, ANN_VTEP_MAC, NodeNetworkSync
 from shoal.agent.podapi import ClientPodApi
 from shoal.agent.probes import ProbeManager, RealProbeExecutor
 from shoal.agent.registration import (LEASE_NAMESPACE, VERSION, NodeRegistration, host_capacity,
                                       host_memory_kib)
 from shoal.agent.restarts import BackoffPolicy, RestartTracker
+from shoal.agent.serviceproxy import ServiceProxy
 from shoal.agent.worker import PodWorker, WorkerContext
 
 log = logging.getLogger(__name__)
@@ -107,6 +115,9 @@ class AgentOptions:
     memory: str | None = None
     watch_timeout: float = 60.0
     runtime_version: str = "runc://1"
+    # the service proxy (agent.serviceproxy), run when the Agent is given an nft runner
+    service_table: str = "shoal-svc"        # agent.network.svcrules.svc_table_for(bridge)
+    service_proxy_cleanup: bool = False     # remove the table on stop (default: the rules stay)
     version: str = VERSION
     kill_wait_inline: float = 2.0
     sandbox_retry: float = 5.0              # seconds between attempts at a pod network that failed
@@ -120,7 +131,7 @@ class AgentOptions:
 class Agent:
     def __init__(self, client: Client, *, node_name: str, address: str, data_dir: str | os.PathLike,
                  images: ImageStore, runtime: Runtime, network: Network, options: AgentOptions | None = None,
-                 scheduler: Scheduler | None = None):
+                 scheduler: Scheduler | None = None, service_proxy_runner: Runner | None = None):
         self.client = client
         self.node_name = node_name
         self.address = address
@@ -129,6 +140,8 @@ class Agent:
         self.opts = options or AgentOptions()
         self.clock: Clock = self.opts.clock or RealClock()
         self._given_scheduler = scheduler
+        self._proxy_runner = service_proxy_runner      # None: no service proxy on this node
+        self.service_proxy: ServiceProxy | None = None
         self._own_scheduler: ThreadScheduler | None = None     # made by start() when none was given
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -212,9 +225,17 @@ class Agent:
         self.nodenet.attach(nodes)
         if self.dns is not None:
             self.dns.attach(self.shared_informer("services"), self.shared_informer("endpointslices"))
+        if self._proxy_runner is not None:
+            self.service_proxy = ServiceProxy(node_name=node, runner=self._proxy_runner, table=o.service_table,
+                                              reserved_ports=self.reserved_host_ports, clock=self.clock,
+                                              cleanup_on_stop=o.service_proxy_cleanup)
+            self.service_proxy.attach(services=self.shared_informer("services"),
+                                      endpointslices=self.shared_informer("endpointslices"), nodes=nodes)
         for inf in (pods, nodes, *self._shared.values()):
             inf.start()
             self._informers.append(inf)
+        if self.service_proxy is not None:
+            self.service_proxy.start()
         now = self.clock.now()
         self._every(o.lease_renew_interval, self.registration.renew_lease, now)
         self._every(o.node_status_interval, self.registration.post_status, now)
@@ -244,6 +265,8 @@ class Agent:
             self._sandbox_pool.shutdown(wait=False)
         if self.logserver:
             self.logserver.stop()
+        if self.service_proxy is not None:
+            self.service_proxy.stop()
         if getattr(self, "dns", None) is not None:
             self.dns.stop()
         if hasattr(self, "events"):
