@@ -26,6 +26,10 @@ Contract:
   the race against the DELETED event cannot bring a deleted object back into the cache.
 - Indexes (`add_index(name, fn)`, `by_index(name, value)`) give O(1) lookups such as pods by
   node or by controller owner.
+- Cached objects carry no `metadata.managedFields` (Kubernetes' own controllers trim them in
+  their informers too): field ownership roughly doubles an object and no controller reads
+  it. A write of a cached object leaves the server's ownership records as they are (an
+  update without managedFields keeps them).
 """
 from __future__ import annotations
 
@@ -135,6 +139,9 @@ class Informer:
                     idx.setdefault(v, {})[key] = new
 
     def _upsert(self, obj: dict, *, from_watch: bool) -> None:
+        md = obj.get("metadata")
+        if md and "managedFields" in md:
+            obj = {**obj, "metadata": {k: v for k, v in md.items() if k != "managedFields"}}
         key = key_of(obj)
         with self._dispatch:
             with self._lock:

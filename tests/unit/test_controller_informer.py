@@ -100,3 +100,14 @@ def test_on_list_runs_after_each_list_is_applied():
     inf._relist()      # after 410 Gone: b is gone, a unchanged (no handler call)
     assert seen == [("add", "5"), ("add", "6"), ("listed", ["default/a", "default/b"], True),
                     ("delete", "6"), ("listed", ["default/a"], True)]
+
+
+def test_cached_objects_carry_no_managed_fields():
+    inf, _ = make()
+    mf = [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]
+    sent = pod("a", 5, managedFields=mf)
+    inf._handle({"type": "ADDED", "object": sent})
+    inf.observe(pod("a", 6, managedFields=mf))
+    cached = inf.get("default/a")
+    assert "managedFields" not in cached["metadata"] and cached["metadata"]["resourceVersion"] == "6"
+    assert sent["metadata"]["managedFields"] == mf          # the caller's object is not changed
