@@ -250,9 +250,15 @@ class ShoalAPI(FastAPI):
             hit = table.resolve(scope["method"], scope["path"])
             if hit is not None:
                 handler, params = hit
-                with client_warnings.collecting() as texts:
+                fv = _field_validation(scope)
+                with client_warnings.collecting(fv or "Strict") as texts:
                     try:
                         _authenticate(scope, self.authn_cache)
+                        if fv is None:
+                            raise errors.BadRequest(
+                                "fieldValidation: Unsupported value: supported values: \"Ignore\", \"Strict\", "
+                                "\"Warn\"", causes=[errors.Cause("fieldValidation", "Unsupported value",
+                                                                 "FieldValueNotSupported")])
                         protobuf.check_accept(scope)        # answers are JSON: 406 if it takes only protobuf
                         response = await handler(Request(scope, receive), **params)
                     except errors.ApiError as e:
@@ -267,6 +273,17 @@ class ShoalAPI(FastAPI):
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def _field_validation(scope) -> str | None:
+    """The request's `fieldValidation` query parameter (default Strict); None when it names
+    no known value."""
+    from urllib.parse import parse_qs
+    raw = scope.get("query_string") or b""
+    if b"fieldValidation" not in raw:
+        return "Strict"
+    v = (parse_qs(raw.decode("latin-1")).get("fieldValidation") or ["Strict"])[-1]
+    return v if v in client_warnings.FIELD_VALIDATIONS else None
 
 
 def _http_error(e: StarletteHTTPException) -> JSONResponse:

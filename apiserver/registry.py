@@ -54,6 +54,7 @@ from typing import Any, Callable
 
 from shoal.machinery.api import deletion, errors, selectors
 from shoal.apiserver import managedfields
+from shoal.apiserver import warnings as client_warnings
 from shoal.apiserver import patch as patches
 from shoal.machinery.api.names import is_dns1123_subdomain
 from shoal.machinery.api.resources import RESOURCES, Resource, resolve
@@ -128,8 +129,17 @@ class Selectors:
 
 
 def _validate(kind: str, obj: dict, *, old: dict | None = None, subresource: str | None = None) -> dict:
+    """Validate as the request asked (`fieldValidation`: apiserver.warnings): unknown fields
+    refused, or dropped with a Warning header each."""
     from shoal.machinery.api.models import validate
-    return validate(kind, obj, old=old, subresource=subresource)
+    mode = client_warnings.field_validation()
+    if mode == "Strict":
+        return validate(kind, obj, old=old, subresource=subresource)
+    texts: list[str] = []
+    out = validate(kind, obj, old=old, subresource=subresource, field_validation=mode, warnings=texts)
+    for t in texts:
+        client_warnings.warn(t)
+    return out
 
 
 def _validate_status(kind: str, status: Any, name: str) -> dict | None:

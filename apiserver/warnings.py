@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 _CURRENT: ContextVar[list[str] | None] = ContextVar("shoal_warnings", default=None)
+_FIELD_VALIDATION: ContextVar[str] = ContextVar("shoal_field_validation", default="Strict")
+FIELD_VALIDATIONS = ("Strict", "Warn", "Ignore")
 MAX_WARNINGS = 32            # Kubernetes caps them too (4 KiB of text per request)
 
 
@@ -23,13 +25,24 @@ def warn(text: str) -> None:
 
 
 @contextmanager
-def collecting() -> Iterator[list[str]]:
+def collecting(field_validation: str = "Strict") -> Iterator[list[str]]:
+    """One request's warnings; `field_validation` is its `fieldValidation` parameter."""
     texts: list[str] = []
     token = _CURRENT.set(texts)
+    token2 = _FIELD_VALIDATION.set(field_validation)
     try:
         yield texts
     finally:
         _CURRENT.reset(token)
+        _FIELD_VALIDATION.reset(token2)
+
+
+def field_validation() -> str:
+    """How the request being served wants unknown fields treated, as the model layer takes
+    it: "Strict" refuses them (400); "Warn" drops them with a warning each. "Ignore" is
+    answered as "Warn": shoal never drops a field without telling (docs/api.md)."""
+    v = _FIELD_VALIDATION.get()
+    return "Warn" if v in ("Warn", "Ignore") else "Strict"
 
 
 def header_values(texts: list[str]) -> list[str]:
