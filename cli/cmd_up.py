@@ -122,11 +122,12 @@ def register(sub) -> None:
                    help="pull images of registry HOST from URL instead (repeatable)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                    help="talk plain HTTP to registry HOST (repeatable; 127.0.0.1 and localhost always may)")
-    from shoal.cli.cmd_agent import add_dns_flags, add_registry_auth_flag
+    from shoal.cli.cmd_agent import add_dns_flags, add_registry_auth_flag, add_service_proxy_flag
     add_registry_auth_flag(p)
     add_dns_flags(p)
     p.add_argument("--backoff-initial", type=float, default=10.0, metavar="SECONDS", help="first crash-loop delay, seconds (10)")
     p.add_argument("--backoff-max", type=float, default=300.0, metavar="SECONDS", help="longest crash-loop delay, seconds (300)")
+    add_service_proxy_flag(p)
     p.add_argument("--skip-checks", action="store_true",
                    help="do not check prerequisites (root, runc, conmon, overlayfs, cgroups, bridge, vxlan)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -263,6 +264,8 @@ def _detach(args, data_dir: Path) -> int:
         argv += [f"--tls-san={san}" for san in args.tls_san]
         if args.insecure_http:
             argv.append("--insecure-http")
+        if args.no_service_proxy:
+            argv.append("--no-service-proxy")
     elif "--write-kubeconfig" not in argv:
         argv += ["--write-kubeconfig", str(_kubeconfig_path(args))]
     if args.registry_auth:       # absolute (the child runs elsewhere); the last one given wins
@@ -324,7 +327,8 @@ def _foreground(args, data_dir: Path) -> int:
     from shoal.agent.agent import Agent, AgentOptions
     from shoal.agent.hostfiles import private_dir
     from shoal.agent.join import JoinError, ensure_credentials, serving_tls
-    from shoal.cli.cmd_agent import _mirror, _runc_version, build_seams, dns_options
+    from shoal.agent.network.svcrules import svc_table_for
+    from shoal.cli.cmd_agent import _mirror, _runc_version, build_seams, dns_options, service_proxy_runner
     from shoal.cli.cmd_server import controllers_as_child, parse_listen
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -364,8 +368,10 @@ def _foreground(args, data_dir: Path) -> int:
         opts = AgentOptions(backoff_initial=args.backoff_initial, backoff_max=args.backoff_max,
                             kubelet_port=hostnet.kubelet_port, kubelet_tls=serving_tls(agent_dir), probe_executor=prober,
                             runtime_version=rt_version or _runc_version(), dns=dns_options(args, serve=True))
+        opts.service_table = svc_table_for(hostnet.bridge)
         agent = Agent(creds.client(user_agent=f"shoal-agent/{node}"), node_name=node, address=args.node_ip,
-                      data_dir=agent_dir, images=images, runtime=runtime, network=network, options=opts)
+                      data_dir=agent_dir, images=images, runtime=runtime, network=network, options=opts,
+                      service_proxy_runner=service_proxy_runner(args, hostnet.bridge))
         agent.start()
         print(f"shoal up: node {node} ({args.node_ip}) started; Ctrl-C to stop", flush=True)
         stop.wait()
@@ -451,10 +457,13 @@ def stop_node_containers(agent_dir: Path, *, hostnet: HostNetwork = DEFAULT_NETW
 
 
 def remove_host_network(hostnet: HostNetwork) -> None:
-    """Remove the bridge, the VXLAN device and the hostPort nft table of this node, as a host
-    shutdown would (k3s-killall.sh does the same); the next `shoal up` recreates them."""
+    """Remove the bridge, the VXLAN device, the hostPort nft table and the service proxy's table
+    of this node, as a host shutdown would (k3s-killall.sh does the same); the next `shoal up`
+    recreates them."""
     from shoal.agent.network.node import nft_table_for
+    from shoal.agent.network.svcrules import svc_table_for
     for dev in (hostnet.vxlan_device, hostnet.bridge):
         if Path(f"/sys/class/net/{dev}").exists():
             subprocess.run(["ip", "link", "delete", dev], capture_output=True)
-    subprocess.run(["nft", "delete", "table", "ip", nft_table_for(hostnet.bridge)], capture_output=True)
+    for table in (nft_table_for(hostnet.bridge), svc_table_for(hostnet.bridge)):
+        subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
