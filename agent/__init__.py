@@ -28,6 +28,9 @@ A tour, in the order a pod goes through it:
   `agent.logs` picks the file that answers.
 - `agent.podapi` — the workers' status writes (CAS) and deletion confirmations.
 - `agent.imagegc` — removes images no container uses.
+- `agent.serviceproxy` — the node's service proxy: Services, EndpointSlices and Nodes in,
+  the whole nftables table (`agent.network.svcrules`, pure) out in one transaction on
+  every change (docs/services.md, "Data path").
 - Time: the floor's `Clock` and timer `Scheduler` (`shoal.machinery.control.clock`,
   `.timers`), fake ones for tests.
 - `agent.join` — join token → saved node credential.

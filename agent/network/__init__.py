@@ -13,6 +13,9 @@ A tour, in the order the agent uses it:
 * `overlay` — design notes of the overlay (read these first) and the pure
   planner `plan_peer_sync(desired peers, observed entries) -> [Action]`.
 * `hostports.render_ruleset` — the pure renderer of the `ip shoal` nft table.
+* `svcrules.plan_ruleset` — the pure planner of the service proxy's `ip shoal-svc` table
+  (kube-proxy's nftables mode: verdict maps, a chain per service port and endpoint);
+  `agent.serviceproxy` applies it through the same `Runner`.
 * `netlink.Netlink` — the kernel seam (~25 verbs), its value types and
   `NetlinkOpError`; `pyroute.PyrouteNetlink` is the real one (pyroute2, with
   `nsworker`'s thread per namespace and `rtnl`'s plain rtnetlink socket for
