@@ -445,3 +445,23 @@ def test_a_node_reads_only_its_own_pods_and_what_a_kubelet_needs(api):
     assert {n["metadata"]["name"] for n in node.list("nodes")["items"]} == {"node-a"}   # its peers: every Node
     with pytest.raises(errors.NotFound):
         node.get("pods", "gone")           # a pod that is not there is NotFound, as the agent expects
+
+
+def test_a_node_writes_status_only_of_its_own_pods(api):
+    """Issue 17: a node may write the status of the pods bound to it, never another node's."""
+    from shoal.machinery.client.rest import Client
+    join = Client(api.url, api.join_token)
+    cred = join.request("POST", "/shoal/v1/join", body={"nodeName": "node-a", "nodePassword": "pw-a" * 8})
+    node = Client(api.url, cred["token"])
+    admin = api.client()
+    theirs = admin.create("pods", pod("theirs", node="node-b"))
+    mine = admin.create("pods", pod("mine", node="node-a"))
+    for verb, body in (("PUT", dict(theirs, status={"phase": "Failed"})),
+                       ("PATCH", {"status": {"phase": "Failed"}})):
+        with pytest.raises(errors.Forbidden):
+            node.request(verb, "/api/v1/namespaces/default/pods/theirs/status", body=body,
+                         content_type="application/merge-patch+json" if verb == "PATCH" else "application/json")
+    assert (admin.get("pods", "theirs").get("status") or {}).get("phase") != "Failed"
+    out = node.request("PATCH", "/api/v1/namespaces/default/pods/mine/status", body={"status": {"phase": "Running"}},
+                       content_type="application/merge-patch+json")
+    assert out["status"]["phase"] == "Running" and mine["metadata"]["uid"] == out["metadata"]["uid"]
