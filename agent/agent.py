@@ -267,8 +267,9 @@ class Agent:
             self.logserver.stop()
         if self.service_proxy is not None:
             self.service_proxy.stop()
-        if getattr(self, "dns", None) is not None:
-            self.dns.stop()
+        dns_server: ClusterDNS | None = getattr(self, "dns", None)     # None too when start() never ran
+        if dns_server is not None:
+            dns_server.stop()
         if hasattr(self, "events"):
             self.events.stop(timeout=2)
         if self._own_scheduler is not None:

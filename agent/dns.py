@@ -411,7 +411,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DNSServer):
         self.server = server
 
-    def connection_made(self, transport) -> None:     # type: ignore[override]
+    def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:

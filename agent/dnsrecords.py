@@ -57,7 +57,7 @@ import ipaddress
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import dns.flags
 import dns.message
@@ -287,7 +287,7 @@ class _Reply:
         self.msg.flags |= dns.flags.AA
         return self
 
-    def add(self, section: list, name: dns.name.Name, rdatas: list[dns.rdata.Rdata]) -> None:
+    def add(self, section: list, name: dns.name.Name, rdatas: Sequence[dns.rdata.Rdata]) -> None:
         if rdatas:
             section.append(dns.rrset.from_rdata_list(name, self.zone.ttl, rdatas))
 
@@ -305,7 +305,7 @@ class _Reply:
             found = found or bool(rds)
         return found
 
-    def negative(self, rcode: int = dns.rcode.NOERROR) -> dns.message.Message:
+    def negative(self, rcode: dns.rcode.Rcode = dns.rcode.NOERROR) -> dns.message.Message:
         """NODATA (NOERROR, nothing answered) or NXDOMAIN, with the zone's SOA."""
         self.msg.answer.clear()
         self.msg.additional.clear()
@@ -318,7 +318,7 @@ class _Reply:
         return self.msg if self.msg.answer else self.negative()
 
 
-def error_reply(query: dns.message.Message, rcode: int) -> dns.message.Message:
+def error_reply(query: dns.message.Message, rcode: dns.rcode.Rcode) -> dns.message.Message:
     msg = dns.message.make_response(query, recursion_available=True, our_payload=UDP_PAYLOAD_MAX)
     msg.set_rcode(rcode)
     return msg
