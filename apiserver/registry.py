@@ -725,7 +725,7 @@ class Registry:
         (`deletion.gc_finalizers`); the object goes at once when no finalizer holds it and,
         for a pod bound to a node, the grace period is 0. Otherwise it is marked
         (deletionTimestamp, finalizers) and returned, and the collector gets the `orphan` /
-        `foregroundDeletion` job. A removal answers a Success Status (a Pod: its last value)."""
+        `foregroundDeletion` job. A removal answers a Success Status (a Pod, a Service: its last value)."""
         if res.kind == "Namespace" and name in SYSTEM_NAMESPACES:
             raise errors.Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
         options = deletion.parse_delete_options(opts)
@@ -746,7 +746,8 @@ class Registry:
                 if attempt == 9:
                     raise
                 continue
-            if removed and res.kind != "Pod":
+            # Pods and Services answer their last value (Kubernetes' ReturnDeletedObject), the rest a Status.
+            if removed and res.kind not in ("Pod", "Service"):
                 return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                         "details": {"name": name, "group": res.group, "kind": res.plural, "uid": md.get("uid")}}
             return out

@@ -121,10 +121,11 @@ def test_apply_bad_document_names_file_document_field_and_creates_nothing(api, t
     assert r.rc == 1 and r.out == "namespace/ok2 created\n"
     assert r.err.startswith(f"error: {f}: document 2: line 9, column ")
     # local checks: unknown kind, missing name
-    r = shoal(api, "apply", "-f", "-", stdin="apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\n"
+    r = shoal(api, "apply", "-f", "-", stdin="apiVersion: v1\nkind: ReplicationController\nmetadata: {name: s}\n---\n"
                                             "apiVersion: v1\nkind: Pod\nmetadata: {labels: {a: b}}\n")
     assert r.rc == 1 and r.err.splitlines() == [
-        'error: <stdin>: document 1 (Service/s): kind: Unsupported value: "Service": no such kind is served by shoal',
+        'error: <stdin>: document 1 (ReplicationController/s): kind: Unsupported value: "ReplicationController": no '
+        'such kind is served by shoal',
         "error: <stdin>: document 2 (Pod/?): metadata.name: Required value"]
 
 

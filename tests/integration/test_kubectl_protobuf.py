@@ -1,6 +1,6 @@
 """The real kubectl's typed commands against a real (TLS) API server: they send protobuf bodies.
 
-`kubectl create deployment|namespace|configmap|secret` POST Kubernetes' protobuf and never
+`kubectl create deployment|namespace|configmap|secret|service` POST Kubernetes' protobuf and never
 retry as JSON (/work/shared/reference/kubectl-wire-2.md, section 1); drain's fallback DELETE
 sends a protobuf DeleteOptions. Each command runs with an empty `--cache-dir` and a private
 HOME; the stored objects are read back through the API.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ipaddress
 import json
 import os
 import ssl
@@ -150,6 +151,7 @@ def test_create_secret_tls(cluster, tmp_path):
     (["create", "secret", "generic", "dry-s", "--from-literal=k=v"], "Secret", "secrets", "dry-s"),
     (["create", "deployment", "dry-d", "--image=busybox"], "Deployment", "deployments", "dry-d"),
     (["create", "namespace", "dry-ns"], "Namespace", "namespaces", "dry-ns"),
+    (["create", "service", "nodeport", "dry-svc", "--tcp=80:8080"], "Service", "services", "dry-svc"),
 ])
 def test_server_dry_run_answers_the_object_and_stores_nothing(cluster, args, kind, plural, name):
     srv, _ = cluster
@@ -163,6 +165,10 @@ def test_server_dry_run_answers_the_object_and_stores_nothing(cluster, args, kin
         assert out["data"] == {"k": "v"}
     if kind == "Deployment":
         assert out["spec"]["strategy"]["type"] == "RollingUpdate"
+    if kind == "Service":                   # the values a real create would get, none of them held
+        assert out["spec"]["clusterIP"] and out["spec"]["ports"][0]["nodePort"]
+        assert srv.store.allocations("clusterip") == {} or out["spec"]["clusterIP"] not in [
+            str(ipaddress.IPv4Address(v)) for v in srv.store.allocations("clusterip")]
     with pytest.raises(errors.NotFound):
         srv.client().get(plural, name, None if kind == "Namespace" else "default")
     assert srv.client().list("namespaces")["metadata"]["resourceVersion"] == before    # no write at all
@@ -177,6 +183,48 @@ def test_get_and_discovery_list_them(cluster):
     assert "listed" in kubectl(cluster, "get", "cm").stdout
     assert "listed" in kubectl(cluster, "get", "configmaps/listed", "-o", "name").stdout
     assert "configmap \"listed\" deleted" in kubectl(cluster, "delete", "cm", "listed").stdout
+
+
+def test_create_service_and_expose(cluster):
+    srv, _ = cluster
+    c = srv.client()
+    assert kubectl(cluster, "create", "service", "clusterip", "s", "--tcp=80:8080").stdout.strip() == \
+        "service/s created"
+    s = c.get("services", "s", "default")
+    assert s["spec"]["ports"] == [{"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080}]
+    assert s["spec"]["selector"] == {"app": "s"} and s["metadata"]["labels"] == {"app": "s"}
+    assert s["spec"]["type"] == "ClusterIP" and s["status"] == {"loadBalancer": {}}
+    assert ipaddress.ip_address(s["spec"]["clusterIP"]) in ipaddress.ip_network("10.43.0.0/16")
+    kubectl(cluster, "create", "service", "nodeport", "np", "--tcp=80:8080", "--node-port=30123")
+    assert c.get("services", "np", "default")["spec"]["ports"][0]["nodePort"] == 30123
+    taken = kubectl(cluster, "create", "service", "nodeport", "np2", "--tcp=80:8080", "--node-port=30123", ok=False)
+    assert taken.returncode == 1 and "spec.ports[0].nodePort: Invalid value: 30123: provided port is already " \
+                                      "allocated" in taken.stderr
+    kubectl(cluster, "create", "service", "clusterip", "hl", "--clusterip=None")
+    assert c.get("services", "hl", "default")["spec"]["clusterIPs"] == ["None"]
+    # kubectl expose reads the deployment and POSTs JSON (fieldManager=kubectl-expose)
+    kubectl(cluster, "create", "deployment", "exp", "--image=busybox", "--port=8080")
+    assert kubectl(cluster, "expose", "deployment", "exp", "--port=80", "--target-port=8080").stdout.strip() == \
+        "service/exp exposed"
+    exp = c.get("services", "exp", "default")
+    assert exp["spec"]["ports"] == [{"protocol": "TCP", "port": 80, "targetPort": 8080}]
+    assert exp["spec"]["selector"] == {"app": "exp"} and exp["spec"]["type"] == "ClusterIP"
+    assert [f["manager"] for f in exp["metadata"].get("managedFields") or []] in ([], ["kubectl-expose"])
+    rows = {line.split()[0]: line.split() for line in kubectl(cluster, "get", "svc").stdout.splitlines()}
+    assert rows["NAME"] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert rows["np"][1:5] == ["NodePort", c.get("services", "np", "default")["spec"]["clusterIP"], "<none>",
+                               "80:30123/TCP"]
+    assert rows["hl"][1:5] == ["ClusterIP", "None", "<none>", "<none>"]
+    c.create("endpointslices", {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",      # no controllers here
+                                "metadata": {"name": "exp-a", "labels": {"kubernetes.io/service-name": "exp"}},
+                                "addressType": "IPv4", "ports": [{"port": 8080}],
+                                "endpoints": [{"addresses": ["10.244.1.5"], "conditions": {"ready": True}}]})
+    slices = kubectl(cluster, "get", "endpointslices").stdout.splitlines()
+    assert [line.split()[:4] for line in slices] == [["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS"],
+                                                     ["exp-a", "IPv4", "8080", "10.244.1.5"]]
+    described = kubectl(cluster, "describe", "svc", "exp").stdout
+    assert "TargetPort:               8080/TCP" in described and "Type:                     ClusterIP" in described
+    assert "Endpoints:                10.244.1.5:8080" in described
 
 
 # --- the protobuf wire directly ---------------------------------------------------------------------

@@ -271,7 +271,7 @@ def test_openapi_documents_over_http(api):
     index = http(api, "GET", "/openapi/v3")
     assert index.status_code == 200
     paths = index.json()["paths"]
-    assert set(paths) == {"api/v1", "apis/apps/v1", "apis/coordination.k8s.io/v1"}
+    assert set(paths) == {"api/v1", "apis/apps/v1", "apis/coordination.k8s.io/v1", "apis/discovery.k8s.io/v1"}
     url = paths["apis/apps/v1"]["serverRelativeURL"]
     doc = http(api, "GET", url)
     assert doc.status_code == 200 and doc.headers["cache-control"] == "public, immutable"
