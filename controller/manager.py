@@ -95,7 +95,8 @@ def build_manager(client: Client, *, options: Options | None = None, clock: Cloc
                                 slices=m.informer("endpointslices"), endpoints=m.informer("endpoints")).register(
             m, workers=o.workers)
     if "servicelb" in on:
-        ServiceLBController(client, services=m.informer("services"), nodes=nodes).register(m)
+        ServiceLBController(client, services=m.informer("services"), nodes=nodes,
+                            slices=m.informer("endpointslices")).register(m)
     m.on_start(events.start)
     m.on_stop(events.stop)
 

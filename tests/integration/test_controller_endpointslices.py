@@ -190,3 +190,15 @@ def test_load_balancer_ingress_is_the_ready_nodes(cluster):
     # a LoadBalancer that becomes a ClusterIP Service loses its ingress (the API server clears it)
     c.patch("services", "lb", {"spec": {"type": "ClusterIP"}}, "default")
     assert ingress(c) == []
+    # externalTrafficPolicy Local: only the nodes with a ready endpoint of the Service
+    c.create("services", service("local", type="LoadBalancer", externalTrafficPolicy="Local"), "default")
+    make_pod(c, 1, node="n3")
+    set_status(c, "web-1", ip="10.244.3.5", ready=True)
+    wait_for(lambda: ingress(c, "local") == ["192.168.50.3"], what="n3 only", detail=lambda: repr(ingress(c, "local")))
+    make_pod(c, 2, node="n1")
+    set_status(c, "web-2", ip="10.244.1.5", ready=True)
+    wait_for(lambda: ingress(c, "local") == ["192.168.50.3", "192.168.50.11"], what="n1 and n3",
+             detail=lambda: repr(ingress(c, "local")))
+    set_status(c, "web-1", ip="10.244.3.5", ready=False)
+    wait_for(lambda: ingress(c, "local") == ["192.168.50.11"], what="n1 only",
+             detail=lambda: repr(ingress(c, "local")))

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from shoal.controller.endpointslice import SlicePlan, endpoint_ports, plan_endpoints, plan_slices
-from shoal.controller.servicelb import lb_ingress
+from shoal.controller.servicelb import lb_ingress, local_endpoint_nodes
 from shoal.machinery.api.services import HEADLESS_LABEL, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL
 
 pytestmark = pytest.mark.unit
@@ -266,3 +266,14 @@ def test_load_balancer_ingress_is_the_ready_nodes():
     nodes.append(node("e", True, InternalIP="192.168.1.12", ExternalIP="203.0.113.5"))
     assert lb_ingress(nodes) == [{"ip": "203.0.113.5", "ipMode": "VIP"}]           # external addresses win
     assert lb_ingress([node("b", False, InternalIP="192.168.1.11")]) == []
+
+
+def test_local_load_balancers_list_the_nodes_with_ready_endpoints():
+    nodes = [node("n1", True, InternalIP="192.168.1.1"), node("n2", True, InternalIP="192.168.1.2"),
+             node("n3", True, InternalIP="192.168.1.3")]
+    slices = [{"endpoints": [{"addresses": ["10.244.1.5"], "nodeName": "n1", "conditions": {"ready": True}},
+                             {"addresses": ["10.244.3.5"], "nodeName": "n3", "conditions": {"ready": False}},
+                             {"addresses": ["10.244.2.5"], "nodeName": "n2"}]}]       # no conditions: ready
+    assert local_endpoint_nodes(slices) == {"n1", "n2"}
+    assert [i["ip"] for i in lb_ingress(nodes, only=local_endpoint_nodes(slices))] == ["192.168.1.1", "192.168.1.2"]
+    assert lb_ingress(nodes, only=set()) == []
