@@ -21,6 +21,18 @@ MERGE_KEYS: dict[str, str] = {
     "ownerReferences": "uid", "tolerations": "key", "imagePullSecrets": "name", "addresses": "type",
     "containerStatuses": "name", "taints": "key",
 }
+# Where a field name means another list: (the field of the enclosing object, field) → its merge
+# key, or None for a list replaced whole. A Service's `spec.ports` merge by `port`; an
+# EndpointSlice's top-level `ports` are atomic. Elements of a merged list are reached with
+# `<list>[]` as their field (`containers[]` → `ports` is a container's: MERGE_KEYS).
+MERGE_KEYS_IN: dict[tuple[str, str], str | None] = {("spec", "ports"): "port", ("", "ports"): None}
+
+
+def merge_key(parent: str, name: str) -> str | None:
+    """The strategic-merge key of list `name` inside the object that is field `parent`."""
+    if (parent, name) in MERGE_KEYS_IN:
+        return MERGE_KEYS_IN[(parent, name)]
+    return MERGE_KEYS.get(name)
 
 
 def pins_resource_version(body: Any, content_type: str) -> bool:
@@ -162,19 +174,19 @@ def strategic_merge_patch(target: Any, patch: Any, field: str = "") -> Any:
                 out.pop(k, None)
             else:
                 out[k] = merged
-        elif isinstance(v, list) and k in MERGE_KEYS and all(isinstance(x, dict) for x in v):
-            out[k] = _merge_list(out.get(k) or [], v, MERGE_KEYS[k], orders.get(k))
+        elif isinstance(v, list) and merge_key(field, k) and all(isinstance(x, dict) for x in v):
+            out[k] = _merge_list(out.get(k) or [], v, merge_key(field, k) or "", orders.get(k), field=f"{k}[]")
         else:
             out[k] = copy.deepcopy(v)
     for name, order in orders.items():
-        if name not in patch and isinstance(out.get(name), list) and name in MERGE_KEYS:
-            out[name] = _merge_list(out[name], [], MERGE_KEYS[name], order)
+        if name not in patch and isinstance(out.get(name), list) and merge_key(field, name):
+            out[name] = _merge_list(out[name], [], merge_key(field, name) or "", order, field=f"{name}[]")
     if isinstance(retain, list):
         out = {k: v for k, v in out.items() if k in retain}
     return out
 
 
-def _merge_list(current: list, patch: list, key: str, order: list | None) -> list:
+def _merge_list(current: list, patch: list, key: str, order: list | None, *, field: str = "") -> list:
     by_key = {}
     result: list = []
     for item in current:
@@ -191,11 +203,11 @@ def _merge_list(current: list, patch: list, key: str, order: list | None) -> lis
             by_key.pop(p[key], None)
             continue
         if existing is None:
-            new = strategic_merge_patch({}, p)
+            new = strategic_merge_patch({}, p, field)
             result.append(new)
             by_key[p[key]] = new
         else:
-            merged = strategic_merge_patch(existing, p)
+            merged = strategic_merge_patch(existing, p, field)
             result = [merged if x is existing else x for x in result]
             by_key[p[key]] = merged
     if order:

@@ -227,6 +227,30 @@ def test_create_service_and_expose(cluster):
     assert "Endpoints:                10.244.1.5:8080" in described
 
 
+def test_apply_a_service_again_and_changed(cluster, tmp_path):
+    srv, _ = cluster
+    c = srv.client()
+    f = tmp_path / "svc.yaml"
+    manifest = ("apiVersion: v1\nkind: Service\nmetadata: {name: applied}\nspec:\n  type: NodePort\n"
+                "  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: 8080}\n")
+    f.write_text(manifest)
+    assert kubectl(cluster, "apply", "-f", str(f)).stdout.strip() == "service/applied created"
+    first = c.get("services", "applied", "default")
+    assert kubectl(cluster, "apply", "-f", str(f)).stdout.strip() == "service/applied unchanged"
+    f.write_text(manifest + "  - {name: metrics, port: 9090}\n")
+    assert kubectl(cluster, "apply", "-f", str(f)).stdout.strip() == "service/applied configured"
+    grown = c.get("services", "applied", "default")
+    assert [p["port"] for p in grown["spec"]["ports"]] == [80, 9090]
+    assert grown["spec"]["ports"][0]["nodePort"] == first["spec"]["ports"][0]["nodePort"]    # kept
+    # dropping a port and the NodePort type: kubectl's strategic patch deletes the port by `port`
+    f.write_text(manifest.replace("NodePort", "ClusterIP"))
+    assert kubectl(cluster, "apply", "-f", str(f)).stdout.strip() == "service/applied configured"
+    back = c.get("services", "applied", "default")
+    assert back["spec"]["ports"] == [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}]
+    assert back["spec"]["clusterIP"] == first["spec"]["clusterIP"]
+    assert not [v for v, k in srv.store.allocations("nodeport").items() if k == "services/default/applied"]
+
+
 # --- the protobuf wire directly ---------------------------------------------------------------------
 
 def _http(cluster) -> httpx.Client:
