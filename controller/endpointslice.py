@@ -325,7 +325,8 @@ def plan_endpoints(svc: dict, pods: Iterable[dict]) -> dict:
     truncated = False
     for key in sorted(groups):
         entries = sorted(groups[key].values(), key=lambda e: (not e[1], _ip_sort(e[0]["ip"])))
-        ready_addrs, not_ready = [], []
+        ready_addrs: list[dict] = []
+        not_ready: list[dict] = []
         for addr, ready in entries:
             if total >= MAX_ENDPOINTS_PER_ENDPOINTS:
                 truncated = True

@@ -32,7 +32,7 @@ log = logging.getLogger("shoal.controller.servicelb")
 
 def node_ready(node: dict) -> bool:
     cond = get_condition(node.get("status"), "Ready")
-    return bool(cond) and cond.get("status") == "True"
+    return cond is not None and cond.get("status") == "True"
 
 
 def _addresses(node: dict, kind: str) -> list[str]:

@@ -26,6 +26,7 @@ MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CA
   -m shoal.controller.deployment.util -m shoal.controller.deployment.plan \
   -m shoal.controller.deployment.rolling -m shoal.controller.deployment.recreate \
   -m shoal.controller.scheduler.framework \
+  -m shoal.controller.endpointslice -m shoal.controller.servicelb -m shoal.apiserver.allocation \
   -m shoal.agent.runtime.seccomp \
   -m shoal.apiserver.tables -m shoal.apiserver.openapi -m shoal.apiserver.protobuf -m shoal.apiserver.dryrun \
   -m shoal.apiserver.podsecurity -m shoal.apiserver.warnings \
