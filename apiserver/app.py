@@ -36,6 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shoal.apiserver import listing
 from shoal.apiserver import auth, podsecurity, protobuf, tables, watch
 from shoal.apiserver import warnings as client_warnings
 from shoal.apiserver import managedfields
@@ -67,7 +68,10 @@ DECODE_OFF_LOOP_BYTES = 64 * 1024         # a body larger than this is decoded, 
 
 def _status_response(e: errors.ApiError) -> Response:
     # A refused upload may still be arriving: close the connection rather than read the rest.
-    headers = {"Connection": "close"} if e.code == 413 else None
+    headers = {"Connection": "close"} if e.code == 413 else {}
+    retry = e.details.get("retryAfterSeconds")
+    if isinstance(retry, int) and retry > 0:        # as Kubernetes' ErrorNegotiated: 429, 504 Timeout
+        headers["Retry-After"] = str(retry)
     return _Json(e.status(), status_code=e.code or 500, headers=headers)
 
 
@@ -514,11 +518,9 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         if verb == "watch":
             return await _watch(request, res, namespace, sel)
         view = tables.view_for(request.headers.get("accept"), q, target="list")     # kubectl get: a Table
-        items, rev = await anyio.to_thread.run_sync(registry.list, res, namespace, sel)
-        if view is not None:
-            return tables.response(view, tables.for_list(view, res, items, str(rev)), encode_json)
-        return _json({"kind": f"{res.kind}List", "apiVersion": res.api_version,
-                      "metadata": {"resourceVersion": str(rev)}, "items": items})
+        # limit/continue pages and resourceVersion, item by item (apiserver.listing)
+        return await listing.respond(registry.store, res, namespace, sel,
+                                     listing.ListOptions.parse(q), view, encode_json)
 
     async def _watch(request: Request, res: Resource, namespace: str | None, sel: Selectors):
         q = request.query_params

@@ -413,9 +413,16 @@ FIELD_SELECTOR = _param("fieldSelector", "query", "string",
 LIST_PARAMS = [
     _param("allowWatchBookmarks", "query", "boolean", "Watch: also send BOOKMARK events carrying the current "
            "resourceVersion."),
+    _param("continue", "query", "string", "List: the `metadata.continue` of the previous page, to get the next "
+           "one (read at the first page's resourceVersion; 410 Expired once that is compacted)."),
     FIELD_SELECTOR, LABEL_SELECTOR,
+    _param("limit", "query", "integer", "List: answer at most this many objects (matching the selectors), and "
+           "`metadata.continue` when more follow."),
     _param("resourceVersion", "query", "string", "Watch: stream the changes after this resourceVersion (410 Gone "
-           "once compacted); empty or 0: the current objects first, as ADDED events."),
+           "once compacted); empty or 0: the current objects first, as ADDED events. List: empty or 0 the "
+           "newest state; else a state not older than it, or exactly it (resourceVersionMatch=Exact)."),
+    _param("resourceVersionMatch", "query", "string", "List: how resourceVersion applies, NotOlderThan (the "
+           "default) or Exact."),
     _param("timeoutSeconds", "query", "integer", "Watch: end the stream after this many seconds."),
     _param("watch", "query", "boolean", "Stream changes as newline-delimited watch events instead of a list."),
 ]

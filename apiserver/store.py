@@ -95,7 +95,12 @@ events_t = Table(
     Column("value", Text, nullable=False),
     Column("prev_value", Text, nullable=True),
     Column("ts", Float, nullable=False),
+    # The revision of prev_value (the object's resourceVersion before this write): a list read
+    # at an older revision (`list_range`) answers prev_value with it. NULL on rows written
+    # before the column existed, and on ADDED rows.
+    Column("prev_revision", Integer, nullable=True),
     Index("ix_events_resource_id", "resource", "id"),
+    Index("ix_events_key_id", "key", "id"),          # the first write of each key after a revision
 )
 
 owners_t = Table(
@@ -194,13 +199,13 @@ _SELECT_CURRENT = select(objects_t.c.value, objects_t.c.revision, objects_t.c.ow
     objects_t.c.key == bindparam("key"))
 _SELECT_COMPACTED = select(meta_t.c.value).where(meta_t.c.name == "compacted_revision")
 _SQLITE_GET = "SELECT value, revision FROM objects WHERE key = ?"
-_EVENT_COLUMNS = "id, key, resource, namespace, type, value, prev_value, ts"   # events_t's, in order
+_EVENT_COLUMNS = "id, key, resource, namespace, type, value, prev_value, ts"   # what events_after reads
 _SQLITE_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?"
 _SQLITE_EVENTS_BY_RESOURCE = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? AND resource = ? ORDER BY id LIMIT ?"
 _SQLITE_COMPACTED = "SELECT value FROM meta WHERE name = 'compacted_revision'"
 _SQLITE_CURRENT = "SELECT value, revision, owners, uid FROM objects WHERE key = ?"
-_SQLITE_INSERT_EVENT = ("INSERT INTO events (key, resource, namespace, type, value, prev_value, ts) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_SQLITE_INSERT_EVENT = ("INSERT INTO events (key, resource, namespace, type, value, prev_value, prev_revision, "
+                        "ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 _SQLITE_INSERT_OBJECT = ("INSERT INTO objects (key, resource, namespace, name, uid, revision, create_revision, "
                          "value, owners) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _SQLITE_UPDATE_OBJECT = "UPDATE objects SET value = ?, revision = ?, owners = ? WHERE key = ? AND revision = ?"
@@ -218,10 +223,12 @@ class _CoreOps:
         row = self.conn.execute(_SELECT_CURRENT, {"key": key}).first()
         return None if row is None else (row.value, row.revision, row.owners, row.uid)
 
-    def append(self, key: str, resource: str, namespace: str, type_: str, value: str, prev: str | None) -> int:
+    def append(self, key: str, resource: str, namespace: str, type_: str, value: str, prev: str | None,
+               prev_revision: int | None) -> int:
         # Parameters passed to a fixed statement (not `.values(...)`) keep SQLAlchemy's compiled cache hot.
         res = self.conn.execute(_INSERT_EVENT, {"key": key, "resource": resource, "namespace": namespace,
-                                                "type": type_, "value": value, "prev_value": prev, "ts": self.clock()})
+                                                "type": type_, "value": value, "prev_value": prev,
+                                                "prev_revision": prev_revision, "ts": self.clock()})
         return int(res.inserted_primary_key[0])
 
     def insert_object(self, key: str, resource: str, namespace: str, name: str, uid: str, rev: int, value: str,
@@ -276,8 +283,9 @@ class _SqliteOps:
     def current(self, key: str) -> tuple[str, int, str, str] | None:
         return self.c.execute(_SQLITE_CURRENT, (key,)).fetchone()
 
-    def append(self, key: str, resource: str, namespace: str, type_: str, value: str, prev: str | None) -> int:
-        return self.c.execute(_SQLITE_INSERT_EVENT, (key, resource, namespace, type_, value, prev,
+    def append(self, key: str, resource: str, namespace: str, type_: str, value: str, prev: str | None,
+               prev_revision: int | None) -> int:
+        return self.c.execute(_SQLITE_INSERT_EVENT, (key, resource, namespace, type_, value, prev, prev_revision,
                                                      self.clock())).lastrowid
 
     def insert_object(self, key: str, resource: str, namespace: str, name: str, uid: str, rev: int, value: str,
@@ -391,6 +399,40 @@ def _owner_uids(obj: dict) -> list[str]:
     return sorted({r.get("uid") for r in (obj.get("metadata") or {}).get("ownerReferences") or [] if r.get("uid")})
 
 
+@dataclass
+class ListChunk:
+    """One read of `Store.list_range`: `rows` (key, value without resourceVersion, revision)
+    in key order, as they were at `revision`. `last` is the key up to which the range has
+    been read (go on from `last + "\\x00"`); None when the range is read to its end."""
+    rows: list[tuple[str, str, int]]
+    revision: int
+    last: str | None
+
+
+def _merge_chunk(current: list, before: list, changed_last: str | None, limit: int, at: int) -> ListChunk:
+    """The rows of a `list_range` read from its two sources, each cut at `limit` keys: the
+    objects unchanged since `at` (`current`) and the values at `at` of those changed since
+    (`before`, from the log; `changed_last` is the last key that read reached when it was
+    cut, else None). Past the smaller of the two cut points one source was not read, so the
+    answer ends there."""
+    bounds = [k for k in ((current[-1][0] if len(current) >= limit else None), changed_last) if k is not None]
+    bound = min(bounds) if bounds else None
+    merged = sorted(current + before)
+    if bound is not None:
+        merged = [r for r in merged if r[0] <= bound]
+    if len(merged) > limit:
+        return ListChunk(merged[:limit], at, merged[limit - 1][0])
+    return ListChunk(merged, at, bound)
+
+
+class FutureRevision(Exception):
+    """A read at a revision the log has not reached yet (`current` is the newest)."""
+
+    def __init__(self, revision: int, current: int):
+        super().__init__(f"revision {revision} is past the newest, {current}")
+        self.revision, self.current = revision, current
+
+
 class Store:
     """The revision log. Thread-safe; every method is one database transaction.
 
@@ -462,6 +504,12 @@ class Store:
         if "owners" not in cols:
             with self.engine.begin() as conn:
                 conn.exec_driver_sql("ALTER TABLE objects ADD COLUMN owners TEXT NOT NULL DEFAULT ''")
+        if "prev_revision" not in {c["name"] for c in inspect(self.engine).get_columns("events")}:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ALTER TABLE events ADD COLUMN prev_revision INTEGER")
+        # create_all makes the indexes of new tables only
+        for ix in events_t.indexes:
+            ix.create(self.engine, checkfirst=True)
 
     def close(self) -> None:
         with self._write_lock:
@@ -640,6 +688,114 @@ class Store:
                                 .order_by(objects_t.c.key).limit(limit)).all()
         return [_with_rv(r.value, r.revision) for r in rows]
 
+    # -- lists at a revision (apiserver.listing) -------------------------------------------
+    # The value of key k at revision R is the current row when its revision is <= R; else the
+    # first log row of k after R holds it as prev_value (prev_revision), unless that row is an
+    # ADDED (k did not exist at R). Every log row after R is kept while R >= the compacted
+    # revision, so any revision not yet compacted can be read, one chunk at a time, each chunk
+    # in a read transaction of its own: a long list holds no snapshot open between chunks.
+
+    @staticmethod
+    def key_range(resource: str, namespace: str | None) -> tuple[str, str]:
+        """(prefix, end): the keys of `resource` in `namespace` ("": a cluster-scoped resource,
+        None: every namespace) are the strings s with prefix <= s < end. Keys sort as
+        Kubernetes' etcd keys do: by bytes."""
+        prefix = f"{resource}/{namespace}/" if namespace is not None else f"{resource}/"
+        return prefix, prefix[:-1] + chr(ord("/") + 1)
+
+    def _ordered(self, col):
+        # Byte order on PostgreSQL too (its default collation sorts by locale rules).
+        return col.collate("C") if self.dialect == "postgresql" else col
+
+    @contextmanager
+    def _snapshot(self):
+        """A read transaction whose statements all see one state of the database: SQLite's
+        WAL read transaction is a snapshot; PostgreSQL needs REPEATABLE READ for that."""
+        conn = self._read_conn()
+        try:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+        finally:
+            conn.close()
+
+    def _from(self, col, start: str, prefix: str):
+        """`col >= start` (from `prefix` when start is ""). A start ending in NUL is the successor
+        of a key (Kubernetes' continue keys): `col > key`, so no NUL reaches the database
+        (PostgreSQL's text cannot hold one; keys never do)."""
+        col = self._ordered(col)
+        if start.endswith("\x00"):
+            return col > max(start[:-1], prefix)
+        return col >= max(start, prefix)
+
+    def list_range(self, resource: str, namespace: str | None, *, start: str = "", revision: int | None = None,
+                   limit: int = 500) -> "ListChunk":
+        """Up to `limit` objects of `resource` in `namespace` (`key_range`) as they were at `revision` (None:
+        the current one, read in the same snapshot), whose keys are >= `start` (`_from`), in key
+        order, as (key, value without resourceVersion, revision) rows. Raises Gone when
+        `revision` is compacted (or written before the log kept prev_revision), FutureRevision
+        when it is past the newest. `start` must hold no NUL but a final one."""
+        prefix, end = self.key_range(resource, namespace)
+        key, rev_col = self._ordered(objects_t.c.key), objects_t.c.revision
+        with self._snapshot() as conn:
+            latest = int(conn.execute(select(func.max(events_t.c.id))).scalar() or 0)
+            done = conn.execute(_SELECT_COMPACTED).scalar()
+            compacted = max(self._compacted, int(done or 0))
+            at = latest if revision is None else revision
+            if at > latest:
+                raise FutureRevision(at, latest)
+            if at < compacted:
+                raise errors.Gone(f"too old resource version: {at} ({compacted})")
+            q = select(objects_t.c.key, objects_t.c.value, rev_col).where(
+                self._from(objects_t.c.key, start, prefix), key < end)
+            if at < latest:
+                q = q.where(rev_col <= at)
+            current = [tuple(r) for r in conn.execute(q.order_by(key).limit(limit))]
+            before: list[tuple[str, str, int]] = []
+            changed_last, changed_n = None, 0
+            if at < latest:
+                ekey = self._ordered(events_t.c.key)
+                first = (select(events_t.c.key, func.min(events_t.c.id).label("first"))
+                         .where(self._from(events_t.c.key, start, prefix), ekey < end, events_t.c.id > at)
+                         .group_by(events_t.c.key).order_by(ekey).limit(limit).subquery())
+                rows = conn.execute(select(first.c.key, events_t.c.type, events_t.c.prev_value,
+                                           events_t.c.prev_revision)
+                                    .join(events_t, events_t.c.id == first.c.first)).all()
+                changed_n = len(rows)
+                for k, type_, prev_value, prev_revision in rows:
+                    changed_last = k if changed_last is None else max(changed_last, k)
+                    if type_ == "ADDED":
+                        continue            # created after `at`
+                    if prev_value is None or prev_revision is None:
+                        raise errors.Gone(f"too old resource version: {at} (the log before the upgrade that "
+                                          f"added prev_revision cannot be read at a revision)")
+                    before.append((k, prev_value, int(prev_revision)))
+        if done is not None and int(done) > self._compacted:
+            self._compacted = int(done)
+        return _merge_chunk(current, before, changed_last if changed_n >= limit else None, limit, at)
+
+    def count_range(self, resource: str, namespace: str | None, *, start: str, revision: int) -> int:
+        """How many objects of `resource` (in `namespace`) with keys >= `start` existed at
+        `revision` (Kubernetes' remainingItemCount). Raises Gone as `list_range` does."""
+        prefix, end = self.key_range(resource, namespace)
+        key = self._ordered(objects_t.c.key)
+        with self._snapshot() as conn:
+            done = conn.execute(_SELECT_COMPACTED).scalar()
+            if revision < max(self._compacted, int(done or 0)):
+                raise errors.Gone(f"too old resource version: {revision} ({done})")
+            n = int(conn.execute(select(func.count()).select_from(objects_t)
+                                 .where(self._from(objects_t.c.key, start, prefix), key < end,
+                                        objects_t.c.revision <= revision)).scalar() or 0)
+            ekey = self._ordered(events_t.c.key)
+            first = (select(func.min(events_t.c.id).label("first"))
+                     .where(self._from(events_t.c.key, start, prefix), ekey < end, events_t.c.id > revision)
+                     .group_by(events_t.c.key).subquery())
+            n += int(conn.execute(select(func.count()).select_from(first)
+                                  .join(events_t, events_t.c.id == first.c.first)
+                                  .where(events_t.c.type != "ADDED")).scalar() or 0)
+        return n
+
     def allocations(self, pool: str) -> dict[int, str]:
         """The values of `pool` in use: value -> the key of the object holding it."""
         with self._read_conn() as conn, conn.begin():
@@ -679,7 +835,9 @@ class Store:
             done = done_row[0] if done_row else None
         else:
             with self._read_conn() as conn, conn.begin():
-                q = select(events_t).where(events_t.c.id > revision)
+                c = events_t.c
+                q = select(c.id, c.key, c.resource, c.namespace, c.type, c.value, c.prev_value, c.ts
+                           ).where(c.id > revision)
                 if resource:
                     q = q.where(events_t.c.resource == resource)
                 rows = conn.execute(q.order_by(events_t.c.id).limit(limit)).all()
@@ -714,7 +872,7 @@ class Store:
         def tx() -> int:
             try:
                 with self._write_ops() as ops:
-                    rev = ops.append(key, resource, ns, "ADDED", value, None)
+                    rev = ops.append(key, resource, ns, "ADDED", value, None, None)
                     ops.insert_object(key, resource, ns, md["name"], md.get("uid", ""), rev, value, ",".join(owners))
                     for uid in owners:
                         ops.insert_owner(uid, key)
@@ -756,7 +914,7 @@ class Store:
                 cur_value, cur_rev, cur_owners, _uid = cur
                 if cur_rev != expected_revision:
                     raise conflict
-                rev = ops.append(key, resource, ns, "MODIFIED", value, cur_value)
+                rev = ops.append(key, resource, ns, "MODIFIED", value, cur_value, cur_rev)
                 # the database's word on the compare-and-swap
                 if ops.update_object(key, expected_revision, value, rev, ",".join(owners)) != 1:
                     raise conflict
@@ -787,11 +945,11 @@ class Store:
                 cur = ops.current(key)
                 if cur is None:
                     raise errors.NotFound(f'{resource} "{name}" not found', details={"name": name, "kind": resource})
-                cur_value, _rev, _owners, cur_uid = cur
+                cur_value, cur_rev, _owners, cur_uid = cur
                 if expected_uid is not None and cur_uid != expected_uid:
                     raise errors.Conflict(f'Precondition failed: UID in precondition: {expected_uid}, '
                                           f'UID in object meta: {cur_uid}')
-                rev = ops.append(key, resource, ns, "DELETED", cur_value, cur_value)
+                rev = ops.append(key, resource, ns, "DELETED", cur_value, cur_value, cur_rev)
                 if ops.delete_object(key, expected_revision) != 1:
                     raise errors.Conflict(f'Operation cannot be fulfilled on {resource} "{name}": '
                                           f'the object has been modified')
@@ -819,7 +977,7 @@ class Store:
                     cur = ops.current(key)
                     if cur is None or cur[1] != expected:
                         continue
-                    rev = ops.append(key, resource, ns, "DELETED", cur[0], cur[0])
+                    rev = ops.append(key, resource, ns, "DELETED", cur[0], cur[0], cur[1])
                     if ops.delete_object(key, expected) != 1:     # cannot happen under the write lock
                         raise RuntimeError(f"{key}: revision {expected} moved during its delete")
                     ops.delete_owners(key)

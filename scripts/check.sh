@@ -32,7 +32,8 @@ MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CA
   -m shoal.apiserver.podsecurity -m shoal.apiserver.warnings \
   -m shoal.cli.rollout -m shoal.cli.printers -m shoal.apiserver.managedfields \
   -m shoal.agent.agent -m shoal.agent.dispatch -m shoal.agent.subpath -m shoal.agent.worker \
-  -m shoal.agent.join -m shoal.apiserver.tls -m shoal.apiserver.nodecerts -m shoal.apiserver.nodeclient
+  -m shoal.agent.join -m shoal.apiserver.tls -m shoal.apiserver.nodecerts -m shoal.apiserver.nodeclient \
+  -m shoal.apiserver.listing
 # every real seam and its fake against its Protocol (a file, so a run of its own)
 MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CACHE_DIR:-.mypy_cache}" \
   tests/typecheck/seams.py
