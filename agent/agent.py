@@ -37,7 +37,12 @@ What it does, in start order:
 7. Given an nft runner (`service_proxy_runner`), keeps the node's Service rules
    (`agent.serviceproxy`): one nftables table planned from all Services, EndpointSlices
    (the shared informers) and the Nodes' pod CIDRs, replaced in one transaction at
-   start-up and on every change.
+   start-up and on every change; after each sync it publishes how far its rules go on its
+   Node (`agent.drain.AppliedPublisher`, annotation `shoal.io/service-proxy-applied`; a node
+   without a proxy removes it).
+8. Holds a deleted pod's SIGTERM until every Ready node's proxy has dropped its endpoint
+   (`agent.drain.DrainGate`, asked by the pod workers; bounded by the grace period and
+   `drain_cap`).
 
 `stop()` leaves every container running: they outlive the agent. The Service rules stay in
 the kernel too (traffic keeps flowing while the agent restarts) unless
@@ -61,6 +66,8 @@ from shoal.machinery.control.timers import Scheduler, ThreadScheduler
 from shoal.machinery.control.events import EventRecorder
 from shoal.agent.dispatch import PodDispatcher, PodWorkers
 from shoal.agent.dns import ClusterDNS, DNSOptions, bridge_address
+from shoal.agent.drain import AppliedPublisher, DrainGate
+from shoal.agent.drainplan import DEFAULT_CAP
 from shoal.agent.hostfiles import private_dir
 from shoal.agent.imagegc import collect_images
 from shoal.agent.interfaces import ExitWatcher, ImageStore, Network, Runtime
@@ -126,6 +133,9 @@ class AgentOptions:
     labels: dict[str, str] = field(default_factory=dict)
     # cluster DNS (agent.dns): the zone, the pods' nameservers, whether this agent serves them
     dns: DNSOptions = field(default_factory=DNSOptions)
+    # the longest a deleted pod's SIGTERM waits for every node's Service rules to drop it
+    # (agent.drain; bounded by its grace period too); 0: no wait
+    drain_cap: float = DEFAULT_CAP
 
 
 class Agent:
@@ -142,6 +152,8 @@ class Agent:
         self._given_scheduler = scheduler
         self._proxy_runner = service_proxy_runner      # None: no service proxy on this node
         self.service_proxy: ServiceProxy | None = None
+        self.drain: DrainGate | None = None
+        self.publisher: AppliedPublisher | None = None
         self._own_scheduler: ThreadScheduler | None = None     # made by start() when none was given
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -231,11 +243,29 @@ class Agent:
                                               cleanup_on_stop=o.service_proxy_cleanup)
             self.service_proxy.attach(services=self.shared_informer("services"),
                                       endpointslices=self.shared_informer("endpointslices"), nodes=nodes)
+        # draining before SIGTERM (agent.drain): this node's proxy position on its Node, and
+        # the gate its pod workers ask before stopping a deleted pod
+        self.publisher = AppliedPublisher(self.client, node_name=node, nodes=nodes, clock=self.clock)
+        proxy = self.service_proxy
+        if o.drain_cap > 0:
+            self.drain = DrainGate(node_name=node, services=self.shared_informer("services"),
+                                   slices=self.shared_informer("endpointslices"), nodes=nodes, clock=self.clock,
+                                   wake=self.dispatcher.wake, cap=o.drain_cap,
+                                   own_applied=(lambda: proxy.applied_revision) if proxy is not None else None)
+            self.ctx.drain = self.drain
+        if proxy is not None:
+            proxy.on_applied.append(self.publisher.applied)
+            gate = self.drain
+            if gate is not None:
+                proxy.on_applied.append(lambda _rev: gate.wake_waiting())
+        else:
+            self.publisher.absent()
         for inf in (pods, nodes, *self._shared.values()):
             inf.start()
             self._informers.append(inf)
         if self.service_proxy is not None:
             self.service_proxy.start()
+        self.publisher.start()
         now = self.clock.now()
         self._every(o.lease_renew_interval, self.registration.renew_lease, now)
         self._every(o.node_status_interval, self.registration.post_status, now)
@@ -267,6 +297,8 @@ class Agent:
             self.logserver.stop()
         if self.service_proxy is not None:
             self.service_proxy.stop()
+        if self.publisher is not None:
+            self.publisher.stop(timeout=0.5)
         dns_server: ClusterDNS | None = getattr(self, "dns", None)     # None too when start() never ran
         if dns_server is not None:
             dns_server.stop()

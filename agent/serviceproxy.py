@@ -24,9 +24,13 @@ A plan whose script equals the last one applied is not sent again.
 
 Each applied sync bumps `generation`, logs one line with its duration (and `last_sync`
 keeps it), and records, per EndpointSlice, the resourceVersion that is now in the kernel
-and when (`applied_slice`, `wait_applied`): the hook for draining a terminating pod before
-its SIGTERM (issue 18: wait until the slice without that endpoint is applied). A deleted
-slice is recorded as applied-deleted once a sync without it is in.
+and when (`applied_slice`, `wait_applied`). A deleted slice is recorded as applied-deleted
+once a sync without it is in. `applied_revision` is the position of the rules as a whole:
+the highest resourceVersion among the slices the last successful sync planned from — the
+slice informer delivers events in revision order, so every EndpointSlice write up to it
+(deletions included) is in the kernel. Each successful sync, changed or not, hands it to
+the `on_applied` callbacks (the agent publishes it on its Node for the drain before SIGTERM,
+`agent.drain`; docs/services.md "Draining before SIGTERM").
 
 `stop()` leaves the table in place by default: the rules keep steering traffic to the same
 endpoints while the agent restarts, and the next start converges them (kube-proxy does the
@@ -40,7 +44,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Protocol
+from typing import Callable, Iterable, Mapping, Protocol
 
 from shoal.machinery.control.clock import Clock, RealClock
 from shoal.agent.network.runner import CommandError, Runner
@@ -103,6 +107,13 @@ def _key(obj: Mapping) -> str:
     return f"{md.get('namespace') or ''}/{md.get('name') or ''}"
 
 
+def _rv_int(obj: Mapping) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
 def _rv_at_least(have: str, want: str) -> bool:
     try:
         return int(have) >= int(want)
@@ -140,6 +151,8 @@ class ServiceProxy:
         self._applied_cond = threading.Condition()
         self.generation = 0
         self.last_sync: SyncStats | None = None
+        self.applied_revision: int | None = None      # None until the first successful sync
+        self.on_applied: list[Callable[[int], None]] = []
 
     # ------------------------------------------------------------------ wiring
     def attach(self, *, services: Source, endpointslices: Source, nodes: Source) -> None:
@@ -211,6 +224,16 @@ class ServiceProxy:
         """Plan the whole table from the caches and apply it in one transaction. Returns None
         while the informers have not all listed; raises when nft refuses even a recreate.
         `force` observes the table again and applies even an unchanged plan (repair)."""
+        stats = self._sync(force)
+        if stats is not None and self.applied_revision is not None:
+            for fn in list(self.on_applied):
+                try:
+                    fn(self.applied_revision)
+                except Exception:       # a broken listener must not fail the sync
+                    log.exception("service proxy: on_applied listener %r failed", fn)
+        return stats
+
+    def _sync(self, force: bool) -> SyncStats | None:
         with self._sync_lock:
             if not self.ready():
                 return None
@@ -240,6 +263,7 @@ class ServiceProxy:
                               service_ports=plan.service_ports, endpoints=plan.endpoints, problems=len(plan.problems))
             self.last_sync = stats
             self._record(slices)
+            self.applied_revision = max((_rv_int(sl) for sl in slices), default=0)
             if mode == "unchanged":
                 log.debug("service proxy: table ip %s unchanged (%d service ports)", self.table, plan.service_ports)
             else:

@@ -18,8 +18,9 @@ and never needs to know which. Each call
    decides everything: adopt, start (attempt numbers), kill (signal, grace),
    remove, tear down, waiting reasons, BackOff events, the next wake-up;
 4. executes that plan as it comes, in its order — BackOff events, adoption,
-   sandbox (network, volumes, /etc/hosts), kills (SIGTERM, SIGKILL after the
-   grace period), starts (pull with Pulling/Pulled events — the pod's imagePullSecrets read
+   sandbox (network, volumes, /etc/hosts), kills (SIGTERM — for a deleted pod only once
+   `ctx.drain` says every node's Service rules dropped it (`_drain_first`, agent.drain) —,
+   SIGKILL after the grace period), starts (pull with Pulling/Pulled events — the pod's imagePullSecrets read
    through the node credential first, a missing one a FailedToRetrieveImagePullSecret
    warning and a note in the pull failure, the pull going on without it —, resolve the process
    from image config + spec, create, start with Created/Started events),
@@ -72,7 +73,8 @@ from shoal.agent.plan import (LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_GRACE, LABEL
                               LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_SPEC_HASH, ConfigFailure,
                               ObservedContainer, PodActions,
                               PodEvent, PodRuntimeView, PullFailure, StartContainer, compute_pod_actions,
-                              counted_exits, next_attempts, pod_grace_seconds, spec_hash)
+                              counted_exits, is_deleting, next_attempts, pod_grace_seconds, spec_hash)
+from shoal.agent.drainplan import DrainDecision, term_grace
 from shoal.agent.probes import ProbeManager, RunningContainer
 from shoal.agent.restarts import RestartTracker
 from shoal.agent.status import build_pod_status
@@ -184,6 +186,15 @@ def observed_from_state(s: ContainerState) -> ObservedContainer | None:
 
 
 # ------------------------------------------------------------------------------ seams used by the worker
+class Drainer(Protocol):
+    """Whether a deleted pod may get its SIGTERM now (`agent.drain.DrainGate`): only once its
+    endpoint is out of every node's Service rules, bounded by its grace period."""
+
+    def check(self, pod: Mapping) -> DrainDecision: ...
+
+    def forget(self, uid: str) -> None: ...
+
+
 class PodApi(Protocol):
     """What a pod worker writes to the API server."""
 
@@ -227,6 +238,8 @@ class WorkerContext:
     # all (a context built by hand), the same without the warning
     cluster_dns: Callable[[], tuple[str, ...]] | None = None
     cluster_domain: str = "cluster.local"
+    # holds a deleted pod's SIGTERMs until the Service rules everywhere have dropped it (None: never)
+    drain: Drainer | None = None
 
 
 @dataclass
@@ -320,7 +333,7 @@ class PodWorker:
         while True:
             pod = self.pod      # the pod this pass plans for, confirms and reports (set_pod may run meanwhile)
             view = self._observe(pod)
-            actions = self._plan(pod, view)
+            actions = self._drain_first(pod, self._plan(pod, view))
             if pod is not None:     # the plan has events only for a pod that is there
                 self._emit(pod, actions.events)
             if not actions.has_work or acts == self._MAX_ACTS:
@@ -398,6 +411,33 @@ class PodWorker:
                                    config_failures=self.mem.config_failures, network_ready=ctx.network_ready(),
                                    sandbox_retry_at=self.mem.sandbox_retry_at, evented=self.mem.evented,
                                    now=ctx.clock.now())
+
+    def _drain_first(self, pod: Mapping | None, actions: PodActions) -> PodActions:
+        """A deleted pod's SIGTERMs wait until its endpoint is out of every node's Service rules
+        (`ctx.drain`, docs/services.md "Draining before SIGTERM"): held, they leave the plan and
+        the gate's deadline (or an informer event) wakes the worker; let go after a wait, they
+        get what is left of the grace period (`drainplan.term_grace`). SIGKILLs are never held."""
+        drain = self.ctx.drain
+        if drain is None or pod is None or not is_deleting(pod) or not any(k.signal == "TERM" for k in actions.kill):
+            return actions
+        d = drain.check(pod)
+        if not d.proceed:
+            actions.kill = [k for k in actions.kill if k.signal != "TERM"]
+            if d.wake_at is not None:
+                actions._wake(d.wake_at)
+            log.debug("pod %s: SIGTERM held: %s", self._name(), d.why)
+            return actions
+        if d.timed_out:
+            log.warning("pod %s: stopping it although its endpoint may still be in Service rules: %s",
+                        self._name(), d.why)
+            self.ctx.events.event(pod, "Warning", "ServiceDrainTimeout",
+                                  f"Stopping the pod before every node's Service rules dropped it: {d.why}")
+        elif d.waited > 0:
+            log.info("pod %s: out of the Service rules after %.2fs (%s); stopping it", self._name(), d.waited, d.why)
+        if d.waited > 0:
+            actions.kill = [replace(k, grace=term_grace(k.grace, d.waited)) if k.signal == "TERM" else k
+                            for k in actions.kill]
+        return actions
 
     def _emit(self, pod: Mapping, events: list[PodEvent]) -> None:
         for e in events:
@@ -837,6 +877,8 @@ class PodWorker:
             shutil.rmtree(self.pod_dir, ignore_errors=True)
         ctx.probes.remove_pod(self.uid)
         ctx.tracker.forget(self.uid)
+        if ctx.drain is not None:
+            ctx.drain.forget(self.uid)
         ctx.on_sandbox_change()
 
     # -- reporting -------------------------------------------------------------------------
