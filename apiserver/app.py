@@ -200,6 +200,16 @@ def _delete_options(request: Request, body: Any) -> tuple[dict, bool]:
     return opts, dry
 
 
+def _orphan_dependents(request: Request, body: Any) -> bool | None:
+    """The DELETE's `orphanDependents` as the client sent it (the query's over the body's),
+    None when absent; `_delete_options` has validated it."""
+    q = request.query_params.get("orphanDependents")
+    if q is not None:
+        return q.lower() in ("true", "1")
+    value = body.get("orphanDependents") if isinstance(body, dict) else None
+    return value if isinstance(value, bool) else None
+
+
 def _check_path_names(**params: str | None) -> None:
     """A namespace or name taken from the URL must be one printable line (400 otherwise): it
     may end up in a header, a log line or an agent's request."""
@@ -675,12 +685,15 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         auth.authorize_before_read(p, "delete", res, namespace=namespace, name=name)
         old = await store_call(registry.get, res, namespace, name)
         auth.authorize(p, "delete", res, namespace=namespace, name=name, old=old)
-        opts, dry = _delete_options(request, await _body(request, required=False))
+        body = await _body(request, required=False)
+        opts, dry = _delete_options(request, body)
         reg = semantics(dry)
-        out = await write(request, lambda: reg.delete(res, namespace, name, opts))
+        out, removed = await write(request, lambda: reg.delete_outcome(res, namespace, name, opts))
         if res.kind == "Node" and not dry:      # the name is free: a new machine may join under it
             await anyio.to_thread.run_sync(auth.release_node_name, registry.store, name)
-        return _json(out)
+        # Kubernetes answers 202 Accepted when the object is still there and the (legacy)
+        # orphanDependents: false asked for its dependents to go; 200 otherwise (handlers/delete.go).
+        return _json(out, 202 if not removed and _orphan_dependents(request, body) is False else 200)
 
     async def do_delete_collection(request: Request, namespace: str | None = None):
         """DELETE on a collection (Kubernetes' deletecollection): every object matching

@@ -494,7 +494,7 @@ def _paths(b: SchemaBuilder, r: Resource, kind_names: dict[str, str]) -> dict[st
     patch_body = {"content": _content(ref(PATCH), PATCH_TYPES), "required": True}
     delete_body = {"content": _content(ref(DELETE_OPTIONS), ("*/*",))}
     write_params = [DRY_RUN, FIELD_MANAGER, FIELD_VALIDATION]
-    deleted = obj if r.kind == "Pod" else ref(STATUS)
+    deleted = obj if r.kind in ("Pod", "Service") else ref(STATUS)     # Registry.RETURNS_DELETED_OBJECT
     paths: dict[str, dict] = {}
 
     c: dict[str, Any] = {}

@@ -719,13 +719,22 @@ class Registry:
         return res.kind == "Pod" and bool((obj.get("spec") or {}).get("nodeName")) and \
             (obj.get("metadata") or {}).get("deletionGracePeriodSeconds", 0) != 0
 
+    # Kinds whose removal answers the object's last value (Kubernetes' ReturnDeletedObject)
+    # rather than a Success Status.
+    RETURNS_DELETED_OBJECT = frozenset({"Pod", "Service"})
+
     def delete(self, res: Resource, namespace: str | None, name: str, opts: dict) -> dict:
+        """DELETE with Kubernetes' DeleteOptions: `delete_outcome`'s answer."""
+        return self.delete_outcome(res, namespace, name, opts)[0]
+
+    def delete_outcome(self, res: Resource, namespace: str | None, name: str, opts: dict) -> tuple[dict, bool]:
         """DELETE with Kubernetes' DeleteOptions (`opts`: the JSON body's keys; bad options
         change nothing). The propagation policy sets the object's GC finalizers
         (`deletion.gc_finalizers`); the object goes at once when no finalizer holds it and,
         for a pod bound to a node, the grace period is 0. Otherwise it is marked
         (deletionTimestamp, finalizers) and returned, and the collector gets the `orphan` /
-        `foregroundDeletion` job. A removal answers a Success Status (a Pod, a Service: its last value)."""
+        `foregroundDeletion` job. A removal answers a Success Status (RETURNS_DELETED_OBJECT:
+        the last value). Returns (answer, whether the object is gone)."""
         if res.kind == "Namespace" and name in SYSTEM_NAMESPACES:
             raise errors.Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
         options = deletion.parse_delete_options(opts)
@@ -746,11 +755,11 @@ class Registry:
                 if attempt == 9:
                     raise
                 continue
-            # Pods and Services answer their last value (Kubernetes' ReturnDeletedObject), the rest a Status.
-            if removed and res.kind not in ("Pod", "Service"):
+            if removed and res.kind not in self.RETURNS_DELETED_OBJECT:
                 return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                        "details": {"name": name, "group": res.group, "kind": res.plural, "uid": md.get("uid")}}
-            return out
+                        "details": {"name": name, "group": res.group, "kind": res.plural,
+                                    "uid": md.get("uid")}}, True
+            return out, removed
         raise AssertionError("unreachable")
 
     def delete_collection(self, res: Resource, namespace: str | None, sel: Selectors, opts: dict) -> dict:

@@ -355,6 +355,10 @@ def wait_gone(ctx, items: list[Deleted], timeout: float | None) -> list[Deleted]
     return left
 
 
+# kubectl's --cascade values -> DeleteOptions.propagationPolicy
+CASCADE_POLICIES = {"background": "Background", "foreground": "Foreground", "orphan": "Orphan"}
+
+
 def cmd_delete(args) -> int:
     ctx = args.ctx
     client = ctx.client()
@@ -396,15 +400,20 @@ def cmd_delete(args) -> int:
             ctx.info("No resources found")
     # objects before the namespaces that hold them, so each is reported rather than swept away by the cascade
     todo.sort(key=lambda t: t[0].kind == "Namespace")
+    policy = CASCADE_POLICIES[args.cascade]
+    dry = args.dry_run == "server"
     deleted: list[Deleted] = []
     for res, name, ns in todo:
         try:
             out = client.delete(res.kind, name, ns, grace_period_seconds=args.grace_period,
-                                propagation_policy="Background")
+                                propagation_policy=policy, dry_run=dry)
         except errors.NotFound:
             if not args.ignore_not_found:
                 ctx.error(_not_found(res, name))
                 rc = 1
+            continue
+        if dry:     # as kubectl: reported, nothing to wait for
+            ctx.line(f'{res.kind_lower_group} "{name}" deleted (server dry run)')
             continue
         uid = ((out or {}).get("details") or {}).get("uid") or ((out or {}).get("metadata") or {}).get("uid")
         ctx.line(f'{res.kind_lower_group} "{name}" deleted')

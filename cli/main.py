@@ -142,6 +142,8 @@ Examples:
   shoal delete deployment web              # its ReplicaSets and pods go too (background cascade)
   shoal delete pod/web-6d4cf56db6-x2x8p --grace-period 5
   shoal delete pods -l app=web --no-wait
+  shoal delete deployment web --cascade=orphan   # keep its ReplicaSets and pods
+  shoal delete deployment web --dry-run=server   # checked by the server, nothing deleted
 
 Waits until the objects are gone (--timeout), unless --no-wait.""")
     p.add_argument("resources", nargs="*", metavar="KIND [NAME...] | KIND/NAME...")
@@ -156,6 +158,12 @@ Waits until the objects are gone (--timeout), unless --no-wait.""")
                    help="wait until the objects are gone (default: yes)")
     p.add_argument("--timeout", default="2m", metavar="DURATION", help="how long to wait (default 2m)")
     p.add_argument("--ignore-not-found", action="store_true", help="objects that do not exist are not an error")
+    p.add_argument("--cascade", choices=("background", "foreground", "orphan"), default="background",
+                   help="what happens to dependents (ownerReferences), as kubectl's flag: background (the default: "
+                        "deleted after the object), foreground (deleted first; the object waits for them) or "
+                        "orphan (kept, their reference to the object removed)")
+    p.add_argument("--dry-run", choices=("none", "server"), default="none",
+                   help="server: the server checks the deletion and deletes nothing (no wait)")
 
     rollout = _cmd(sub, "rollout", help="manage the rollout of a deployment", client=False, epilog="""\
 Examples:

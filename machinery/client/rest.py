@@ -330,11 +330,15 @@ class Client:
 
     def delete(self, kind: str, name: str, namespace: str | None = None, *,
                grace_period_seconds: int | None = None, propagation_policy: str | None = None,
-               preconditions_uid: str | None = None, preconditions_resource_version: str | None = None) -> dict:
+               preconditions_uid: str | None = None, preconditions_resource_version: str | None = None,
+               dry_run: bool = False) -> dict:
         """DELETE with DeleteOptions; the preconditions make it a Conflict unless the object
-        still has that uid / resourceVersion."""
+        still has that uid / resourceVersion. `dry_run`: the server checks everything and
+        deletes nothing (`dryRun: [All]` in the body, as kubectl sends it)."""
         res = resolve(kind)
         body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if dry_run:
+            body["dryRun"] = ["All"]
         if grace_period_seconds is not None:
             body["gracePeriodSeconds"] = grace_period_seconds
         if propagation_policy:

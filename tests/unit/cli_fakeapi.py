@@ -36,6 +36,7 @@ class FakeApi:
     def __init__(self):
         self.objects: dict[tuple[str, str | None, str], dict] = {}
         self.calls: list[tuple] = []
+        self.delete_options: list[tuple] = []     # (propagation_policy, dry_run) of each delete
         self.rv = itertools.count(100)
         self.uids = itertools.count(1)
         self.watch_scripts: list[list[dict]] = []
@@ -139,12 +140,13 @@ class FakeApi:
         return copy.deepcopy(new)
 
     def delete(self, kind, name, namespace=None, *, grace_period_seconds=None, propagation_policy=None,
-               preconditions_uid=None):
+               preconditions_uid=None, dry_run=False):
         self.calls.append(("delete", resolve(kind).kind, name, namespace, grace_period_seconds))
+        self.delete_options.append((propagation_policy, dry_run))
         k = self._key(kind, name, namespace)
         if k not in self.objects:
             raise self._not_found(kind, name)
-        obj = self.objects.pop(k)
+        obj = self.objects[k] if dry_run else self.objects.pop(k)
         return {"kind": "Status", "status": "Success", "details": {"name": name, "uid": obj["metadata"]["uid"]}}
 
     def watch(self, kind, namespace=None, **kw):

@@ -171,6 +171,18 @@ def test_delete_by_name_file_and_not_found(api, tmp_path):
     assert rc == 1 and "no name was specified" in err
 
 
+def test_delete_cascade_and_server_dry_run(api):
+    rc, out, _ = run(["delete", "deployment", "web", "--dry-run=server"], api)
+    assert (rc, out) == (0, 'deployment.apps "web" deleted (server dry run)\n')
+    assert ("Deployment", "default", "web") in api.objects and api.delete_options[-1] == ("Background", True)
+    assert not any(c[0] == "watch" for c in api.calls)         # nothing to wait for
+    for flag, policy in (("orphan", "Orphan"), ("foreground", "Foreground"), ("background", "Background")):
+        run(["delete", "pod", "nothing", f"--cascade={flag}", "--ignore-not-found"], api)
+        assert api.delete_options[-1] == (policy, False)
+    rc, out, err = run(["delete", "deployment", "web", "--cascade=false"], api)
+    assert rc == 2 and "invalid choice: 'false'" in err
+
+
 def test_delete_waits_for_terminating_objects_then_times_out(api):
     # the object stays (as a pod with a deletionTimestamp does) and no DELETED event comes
     api.delete = lambda *a, **k: {"kind": "Pod", "metadata": {"uid": api.objects[("Pod", "default", "web-1")]
