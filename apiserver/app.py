@@ -380,6 +380,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     app.state.store = store
     app.state.hub = hub
     app.state.registry = registry
+    app.state.node_admission = auth.NodeAdmission(store, event_qps=settings.node_event_qps,
+                                                  event_burst=settings.node_event_burst)
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(errors.ApiError)
@@ -518,6 +520,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
     coll = f"{root}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{root}/{res.plural}"
     item = coll + "/{name}"
     tag = res.plural
+    admission: auth.NodeAdmission = app.state.node_admission      # NodeRestriction, nodes' Events
 
     async def do_list(request: Request, namespace: str | None = None):
         q = request.query_params
@@ -610,7 +613,7 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
             auth.authorize(p, "create", res, namespace=namespace)
         body = await _body(request)
         auth.authorize(p, "create", res, namespace=namespace, obj=body if isinstance(body, dict) else None)
-        auth.admit(p, res, body if isinstance(body, dict) else None, None)
+        admission.admit(p, res, body if isinstance(body, dict) else None, None)
         pod_security(res, namespace, body, None)
         manager = _field_manager(request)
         reg = semantics(dry)
@@ -640,8 +643,8 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         # Decided on the URL and the stored object (never the body): before the body is read.
         auth.authorize(p, "update", res, namespace=namespace, name=name, subresource=subresource, old=old)
         body = await _body(request)
+        admission.admit(p, res, body if isinstance(body, dict) else None, old, subresource=subresource)
         if subresource != "status":     # /status keeps the stored spec
-            auth.admit(p, res, body if isinstance(body, dict) else None, old)
             pod_security(res, namespace, body, old)
         manager = _field_manager(request)
         reg = semantics(dry)
@@ -665,11 +668,10 @@ def _add_resource_routes(app: FastAPI, table: RouteTable, res: Resource, registr
         apply = ct == "application/apply-patch+yaml"
         manager = _field_manager(request, apply=apply)
         body = await _body(request)
-        def admit_write(cur: dict | None, new: dict) -> None:
-            auth.admit(p, res, new, cur)
-            pod_security(res, namespace, new, cur)
-        # a status write never changes the spec
-        admit = None if subresource in ("status", "scale") else admit_write
+        def admit(cur: dict | None, new: dict) -> None:
+            admission.admit(p, res, new, cur, subresource=subresource)     # a node's own Node: /status too
+            if subresource not in ("status", "scale"):      # a status write never changes the spec
+                pod_security(res, namespace, new, cur)
         reg = semantics(dry)
         if apply:       # server-side apply: 201 when it created the object
             out, created = await write(request, lambda: reg.apply(

@@ -19,8 +19,13 @@ SHA-256. Roles:
   binding or a deletion counts at once; a refusal says `no relationship found
   between node '<node>' and this object`, as Kubernetes' does. `admit` then
   looks at the object a write would store, as Kubernetes' NodeRestriction
-  admission does: a node may not set or change its Node's `spec.podCIDR(s)`,
-  which are the server's to assign (the node IPAM controller).
+  admission does (`node_restriction`): the kubelet's labels only, taints and
+  `spec.unschedulable` as the admin left them, no `spec.podCIDR(s)` (the
+  server's to assign), and the addresses it registered; `NodeAdmission` adds
+  the checks that need the store and state: the node's verified join address,
+  and its Events — about its Node or pods bound to it, size-bounded, and
+  rate-limited per node (429 with Retry-After). docs/security.md, "What a node
+  may write".
 - There is no token for the API server's calls to agents: it connects to them over
   mutual TLS with a client certificate of the cluster CA (`apiserver.nodeclient`).
   The `apiserver` role of earlier versions is gone; `bootstrap_tokens` deletes its
@@ -44,7 +49,9 @@ unauthenticated `GET /cacerts` (see `agent.join`).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -232,25 +239,275 @@ def _node_graph_denial(node: str, verb: str, res: Resource, ns: str | None, name
 
 NODE_ASSIGNED_BY_SERVER = ("podCIDR", "podCIDRs")
 
+# --- NodeRestriction: what a node may write on its own Node ---------------------------------------
+# The labels a kubelet may set on its Node (k8s.io/kubelet/pkg/apis IsKubeletLabel): these keys,
+# and any key whose prefix is one of KUBELET_LABEL_NAMESPACES or a subdomain of one.
+KUBELET_LABELS = frozenset({
+    "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os",
+    "beta.kubernetes.io/arch", "beta.kubernetes.io/os", "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type", "topology.kubernetes.io/region", "topology.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region", "failure-domain.beta.kubernetes.io/zone"})
+KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
+# Labels only an admin sets, so that workloads can be steered to nodes by labels no node can
+# give itself (Kubernetes' node-restriction.kubernetes.io/ prefix).
+NODE_RESTRICTION_LABEL_NAMESPACE = "node-restriction.kubernetes.io"
+# Addresses other components act on: the overlay and the API server's view of the node
+# (InternalIP), ServiceLB's load-balancer ingress (ExternalIP).
+PINNED_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
+UNDERLAY_ANNOTATION = "shoal.io/underlay-ip"     # the overlay's peer address (agent.nodenet)
 
-def admit(p: Principal, res: Resource | None, new: dict | None, old: dict | None) -> None:
-    """Raise Forbidden when a node's write would set or change a field of its Node that only
-    the server assigns. `new` is the object the write stores (the body of a create or
-    update, the patched object of a patch), `old` the stored one (None on create); the
-    status subresource never changes spec, so it needs no call."""
+
+def label_namespace(key: str) -> str:
+    """The prefix of a label key (`kubernetes.io` of `kubernetes.io/os`), "" without one."""
+    return key.split("/", 1)[0] if "/" in key else ""
+
+
+def _in_namespace(key: str, namespace: str) -> bool:
+    ns = label_namespace(key)
+    return ns == namespace or ns.endswith("." + namespace)
+
+
+def is_kubelet_label(key: str) -> bool:
+    """Kubernetes' IsKubeletLabel: a label a node may set on itself."""
+    return key in KUBELET_LABELS or any(_in_namespace(key, ns) for ns in KUBELET_LABEL_NAMESPACES)
+
+
+def forbidden_node_labels(new: dict | None, old: dict | None) -> list[str]:
+    """The label keys a node's write adds, removes or changes (`old` None: a create sets them
+    all) that NodeRestriction refuses: those under `node-restriction.kubernetes.io/` and the
+    `kubernetes.io`/`k8s.io` ones outside the kubelet's set. Other labels are the node's own,
+    as in Kubernetes. Sorted."""
+    new, old = new or {}, old or {}
+    modified = {k for k in set(new) | set(old) if new.get(k) != old.get(k)}
+    return sorted(k for k in modified
+                  if _in_namespace(k, NODE_RESTRICTION_LABEL_NAMESPACE)
+                  or ((_in_namespace(k, "kubernetes.io") or _in_namespace(k, "k8s.io")) and not is_kubelet_label(k)))
+
+
+def node_addresses(node: dict | None, kind: str) -> set[str]:
+    """The addresses of one type (`InternalIP`, ...) in a Node's `status.addresses`."""
+    status = (node or {}).get("status")
+    addrs = status.get("addresses") if isinstance(status, dict) else None
+    return {a["address"] for a in addrs or [] if isinstance(a, dict) and a.get("type") == kind
+            and isinstance(a.get("address"), str)}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why NodeRestriction refuses a write: the field and Kubernetes' wording of the reason."""
+    field: str
+    reason: str
+
+
+def node_restriction(node: str, new: dict, old: dict | None, *, subresource: str | None = None,
+                     joined_from: str | None = None) -> Refusal | None:
+    """Whether node `node` may store `new` as its own Node over `old` (None: a create), by
+    NodeRestriction's rules (docs/security.md "What a node may write"); a Refusal when not.
+
+    - Labels: `forbidden_node_labels`, on create and update.
+    - `spec.podCIDR(s)`: never set or changed by a node (the server assigns them).
+    - On update: `spec.taints` and `spec.unschedulable` (cordoning is the admin's) stay as
+      they are; the `shoal.io/underlay-ip` annotation changes only to a registered address.
+    - `status.addresses` (a /status write): the InternalIP and ExternalIP addresses are those
+      the Node had, once it has any; the InternalIP may move to `joined_from`, the address
+      the node's join was verified from (`apiserver.nodecerts`). An admin may change them.
+    Main-resource writes keep the stored status and /status writes the stored metadata and
+    spec (`Registry.update`), so each is checked for what it can change."""
+    md = new.get("metadata") if isinstance(new.get("metadata"), dict) else {}
+    old_md = (old or {}).get("metadata") if isinstance((old or {}).get("metadata"), dict) else {}
+    spec = new.get("spec") if isinstance(new.get("spec"), dict) else {}
+    old_spec = (old or {}).get("spec") if isinstance((old or {}).get("spec"), dict) else {}
+    if subresource == "status":
+        if old is None or not any(node_addresses(old, t) for t in PINNED_ADDRESS_TYPES):
+            return None         # the node registers its addresses
+        for kind in PINNED_ADDRESS_TYPES:
+            had, has = node_addresses(old, kind), node_addresses(new, kind)
+            if has == had or (kind == "InternalIP" and joined_from and has == {joined_from}):
+                continue
+            return Refusal("status.addresses",
+                           f'node "{node}" is not allowed to change its {kind} addresses from '
+                           f'{sorted(had) or "none"} to {sorted(has) or "none"}: a node keeps the addresses it '
+                           f'registered' + (f' (or moves its InternalIP to {joined_from}, the address it joined '
+                                            f'from)' if kind == "InternalIP" and joined_from else '')
+                           + '; an admin may change them')
+        return None
+    labels = md.get("labels") if isinstance(md.get("labels"), dict) else {}
+    old_labels = old_md.get("labels") if isinstance(old_md.get("labels"), dict) else {}
+    bad = forbidden_node_labels(labels, None if old is None else old_labels)
+    if bad:
+        if old is None:
+            return Refusal("metadata.labels", f'node "{node}" is not allowed to set the following labels: '
+                                              f'{", ".join(bad)}')
+        return Refusal("metadata.labels", f'is not allowed to modify labels: {", ".join(bad)}')
+    for field in NODE_ASSIGNED_BY_SERVER:
+        if (spec.get(field) or None) != (old_spec.get(field) or None):
+            return Refusal(f"spec.{field}", f"may not set spec.{field}: the pod CIDR of a node is assigned by "
+                                            f"the server")
+    if old is None:
+        return None
+    if (spec.get("taints") or None) != (old_spec.get("taints") or None):
+        return Refusal("spec.taints", f'node "{node}" is not allowed to modify taints')
+    if bool(spec.get("unschedulable")) != bool(old_spec.get("unschedulable")):
+        return Refusal("spec.unschedulable", f'node "{node}" is not allowed to modify spec.unschedulable: '
+                                             f'cordoning a node is the admin\'s (kubectl cordon / uncordon)')
+    ann = md.get("annotations") if isinstance(md.get("annotations"), dict) else {}
+    old_ann = old_md.get("annotations") if isinstance(old_md.get("annotations"), dict) else {}
+    underlay = ann.get(UNDERLAY_ANNOTATION)
+    if underlay is not None and underlay != old_ann.get(UNDERLAY_ANNOTATION):
+        allowed = node_addresses(old, "InternalIP") | ({joined_from} if joined_from else set())
+        if underlay not in allowed:
+            return Refusal(f"metadata.annotations[{UNDERLAY_ANNOTATION}]",
+                           f'node "{node}" is not allowed to set {UNDERLAY_ANNOTATION} to {underlay!r}: '
+                           f'the overlay address must be an address the node registered '
+                           f'({", ".join(sorted(allowed)) or "none"})')
+    return None
+
+
+def admit(p: Principal, res: Resource | None, new: dict | None, old: dict | None, *,
+          subresource: str | None = None, joined_from: str | None = None) -> None:
+    """NodeRestriction: raise Forbidden when a node's write to its own Node does what
+    `node_restriction` refuses. `new` is the object the write stores (the body of a create or
+    update, the patched object of a patch), `old` the stored one (None on create);
+    `subresource` "status" for a /status write; `joined_from` the node's verified join address
+    (`Store.node_endpoint`), if any. Nothing for other callers or kinds (`NodeAdmission`
+    handles a node's Events)."""
     if p.role != "node" or res is None or res.kind != "Node" or not isinstance(new, dict):
         return
-    new_spec, old_spec = new.get("spec"), (old or {}).get("spec")
-    new_spec = new_spec if isinstance(new_spec, dict) else {}
-    old_spec = old_spec if isinstance(old_spec, dict) else {}
-    for field in NODE_ASSIGNED_BY_SERVER:
-        if (new_spec.get(field) or None) != (old_spec.get(field) or None):
-            name = (new.get("metadata") or {}).get("name") if isinstance(new.get("metadata"), dict) else None
-            raise errors.Forbidden(
-                f'nodes "{name or p.subject}" is forbidden: User "{p.username}" may not set spec.{field}: '
-                f'the pod CIDR of a node is assigned by the server',
-                causes=[errors.Cause(f"spec.{field}", "a node may not set the pod CIDR of its Node",
-                                     "FieldValueForbidden")])
+    refusal = node_restriction(p.subject, new, old, subresource=subresource, joined_from=joined_from)
+    if refusal is None:
+        return
+    md = new.get("metadata") if isinstance(new.get("metadata"), dict) else {}
+    name = md.get("name") or p.subject
+    why = refusal.reason if not refusal.reason.startswith("may not") else f'User "{p.username}" {refusal.reason}'
+    raise errors.Forbidden(f'nodes "{name}" is forbidden: {why}',
+                           causes=[errors.Cause(refusal.field, refusal.reason, "FieldValueForbidden")])
+
+
+# --- a node's Events ---------------------------------------------------------------------------
+# Kubernetes' kubelet defaults (KubeletConfiguration eventRecordQPS 50, eventBurst 100): a node
+# sending Events as a kubelet does is never refused; beyond that 429.
+NODE_EVENT_QPS = 50.0
+NODE_EVENT_BURST = 100
+NODE_EVENT_MESSAGE_BYTES = 1024      # events.k8s.io's note limit; the recorders truncate to it
+NODE_EVENT_BYTES = 4096              # the whole Event as a node sends it (rate x size bounds a node)
+
+
+class TokenBuckets:
+    """A token bucket per key (`qps` tokens a second, at most `burst`), as Kubernetes'
+    EventRateLimit keeps one per user. Keys idle long enough to be full again are forgotten."""
+
+    def __init__(self, qps: float, burst: int, *, clock=time.monotonic, max_keys: int = 10000):
+        self.qps, self.burst, self.clock, self.max_keys = qps, burst, clock, max_keys
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """Take a token for `key`: 0.0 when there was one, else the seconds until there is."""
+        now = self.clock()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - at) * self.qps)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                wait = 0.0
+            else:
+                self._buckets[key] = (tokens, now)
+                wait = (1.0 - tokens) / self.qps if self.qps > 0 else float("inf")
+            if len(self._buckets) > self.max_keys:
+                full = (float(self.burst) - 1.0) / self.qps if self.qps > 0 else float("inf")
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full}
+        return wait
+
+
+def event_subject_refusal(node: str, event: dict, lookup) -> str:
+    """Why node `node` may not write `event` ("" when it may): an Event must be about the
+    node's own Node (in namespace `default`, where Events of cluster-scoped objects go) or a
+    pod bound to it (in the pod's namespace; with its uid when the Event names one).
+    `lookup(namespace, name)` is the pod, or its last value when it was deleted recently
+    (`Store.last_logged`), else None."""
+    ref = event.get("involvedObject")
+    ns = (event.get("metadata") or {}).get("namespace") if isinstance(event.get("metadata"), dict) else None
+    if not isinstance(ref, dict):
+        return "an Event of a node must name its involvedObject"
+    kind, name, ref_ns, uid = (ref.get(k) for k in ("kind", "name", "namespace", "uid"))
+    if kind == "Node":
+        if name != node:
+            return f"a node may write Events only about its own Node ({node!r}), not node {name!r}"
+        if ns not in (None, "default"):
+            return 'Events about a Node go to namespace "default"'
+        return ""
+    if kind != "Pod":
+        return f"a node may write Events only about its own Node and the pods bound to it, not a {kind!r}"
+    if not isinstance(name, str) or not isinstance(ref_ns, str) or (ns is not None and ref_ns != ns):
+        return "involvedObject.namespace must be the Event's namespace"
+    pod = lookup(ref_ns, name)
+    if pod is None or ((pod.get("spec") or {}).get("nodeName")) != node:
+        return f"no relationship found between node '{node}' and pod {ref_ns}/{name}"
+    if uid and (pod.get("metadata") or {}).get("uid") != uid:
+        return f"pod {ref_ns}/{name} with uid {uid} is not bound to node '{node}'"
+    return ""
+
+
+def event_size_refusal(event: dict) -> errors.ApiError | None:
+    """422 for an Event a node may not store for its size (None when it may)."""
+    msg = event.get("message")
+    if isinstance(msg, str) and len(msg.encode()) > NODE_EVENT_MESSAGE_BYTES:
+        return errors.Invalid(f'Event "{(event.get("metadata") or {}).get("name", "")}" is invalid: message: Too '
+                              f'long: may not be more than {NODE_EVENT_MESSAGE_BYTES} bytes',
+                              causes=[errors.Cause("message", f"Too long: may not be more than "
+                                                              f"{NODE_EVENT_MESSAGE_BYTES} bytes", "FieldValueTooLong")])
+    size = len(json.dumps(event, separators=(",", ":")).encode())
+    if size > NODE_EVENT_BYTES:
+        return errors.Invalid(f'Event "{(event.get("metadata") or {}).get("name", "")}" is invalid: the Event is '
+                              f'{size} bytes; a node may write Events of at most {NODE_EVENT_BYTES} bytes',
+                              causes=[errors.Cause("", f"Too long: may not be more than {NODE_EVENT_BYTES} bytes",
+                                                   "FieldValueTooLong")])
+    return None
+
+
+class NodeAdmission:
+    """Admission of nodes' writes that needs the store or state: NodeRestriction of the node's
+    own Node (`admit`, with the node's verified join address) and of its Events (subject,
+    size, a rate limit per node: `NODE_EVENT_QPS`/`NODE_EVENT_BURST`, 429 TooManyRequests with
+    Retry-After beyond it, as Kubernetes' EventRateLimit of type User). Admins and controllers
+    are not limited. One per API server process (the buckets are in memory)."""
+
+    def __init__(self, store: Store, *, event_qps: float = NODE_EVENT_QPS, event_burst: int = NODE_EVENT_BURST,
+                 clock=time.monotonic):
+        self.store = store
+        self.events = TokenBuckets(event_qps, event_burst, clock=clock)
+
+    def admit(self, p: Principal, res: Resource | None, new: dict | None, old: dict | None, *,
+              subresource: str | None = None) -> None:
+        if p.role != "node" or res is None or not isinstance(new, dict):
+            return
+        if res.kind == "Node":
+            joined = None
+            if old is not None:
+                ep = self.store.node_endpoint(p.subject)
+                joined = ep.address if ep is not None else None
+            admit(p, res, new, old, subresource=subresource, joined_from=joined)
+        elif res.kind == "Event":
+            self._admit_event(p, new, old)
+
+    def _admit_event(self, p: Principal, new: dict, old: dict | None) -> None:
+        name = (new.get("metadata") or {}).get("name", "") if isinstance(new.get("metadata"), dict) else ""
+        for ev in ([old] if old is not None else []) + [new]:
+            why = event_subject_refusal(p.subject, ev, self._pod)
+            if why:
+                raise errors.Forbidden(f'events "{name}" is forbidden: User "{p.username}" cannot write this '
+                                       f'Event: {why}',
+                                       causes=[errors.Cause("involvedObject", why, "FieldValueForbidden")])
+        too_big = event_size_refusal(new)
+        if too_big is not None:
+            raise too_big
+        wait = self.events.take(p.username)
+        if wait > 0:
+            raise errors.TooManyRequests(f"Too many requests: limit reached on type User for key {p.username}",
+                                         details={"retryAfterSeconds": max(1, math.ceil(wait))})
+
+    def _pod(self, namespace: str, name: str) -> dict | None:
+        return self.store.get("pods", namespace, name) or self.store.last_logged("pods", namespace, name)
 
 
 def needs_stored_for_get(p: Principal, res: Resource | None) -> bool:
@@ -289,8 +546,9 @@ def _node_allows(node: str, verb: str, res: Resource | None, ns: str | None, nam
     if verb in ("get", "list", "watch"):
         return _node_reads(node, verb, res.kind, ns, name, sub, old, field_selector)
     kind = res.kind
-    if kind == "Node":
-        return name == node or (verb == "create" and (obj or {}).get("metadata", {}).get("name") == node)
+    if kind == "Node":      # never delete: as Kubernetes' system:node role (a node would free its name)
+        return (verb in ("update", "patch") and name == node) or \
+            (verb == "create" and (obj or {}).get("metadata", {}).get("name") == node)
     if kind == "Lease":
         target = name or (obj or {}).get("metadata", {}).get("name")
         return ns == "kube-node-lease" and target == node and verb in ("create", "update", "patch", "get")

@@ -61,6 +61,8 @@ class Settings:
     pod_security: str = "privileged"    # enforce level of namespaces without a pod-security label
     service_cidr: str = "10.43.0.0/16"  # cluster IPs of Services (k3s' default; apiserver.allocation)
     service_node_port_range: str = "30000-32767"   # node ports of NodePort/LoadBalancer Services
+    node_event_qps: float = 50.0        # Events a node may write per second (auth.NodeAdmission; kubelet's default)
+    node_event_burst: int = 100         # ... and at once
     version: str = "v1.32.0-shoal"
 
     def __post_init__(self) -> None:

@@ -663,6 +663,15 @@ class Store:
                                .where(objects_t.c.key == key)).first()
         return _with_rv(row.value, row.revision) if row else None
 
+    def last_logged(self, resource: str, namespace: str | None, name: str) -> dict | None:
+        """The last value the log holds for a key (a deleted object's last value while its
+        DELETED row is not compacted), with its resourceVersion; None when the log has none."""
+        key = object_key(resource, namespace, name)
+        with self._read_conn() as conn, conn.begin():
+            row = conn.execute(select(events_t.c.id, events_t.c.value).where(events_t.c.key == key)
+                               .order_by(events_t.c.id.desc()).limit(1)).first()
+        return _with_rv(row.value, row.id) if row else None
+
     def get_by_uid(self, uid: str) -> tuple[str, dict] | None:
         with self._read_conn() as conn, conn.begin():
             row = conn.execute(select(objects_t.c.resource, objects_t.c.value, objects_t.c.revision)

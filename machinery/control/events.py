@@ -25,6 +25,12 @@ Contract:
   with `host` (the agent's node name) also `source.host` and `reportingInstance`; with
   `event_time` also `eventTime` (MicroTime). first/lastTimestamp at whole seconds.
 - Events of cluster-scoped objects (nodes) go to namespace `default`, as Kubernetes does.
+- A message longer than MAX_MESSAGE_BYTES (1024, the note limit of Kubernetes' events API,
+  which the API server enforces on nodes' Events) is cut to fit, ending in "...", as
+  Kubernetes' recorders do.
+- 429 TooManyRequests (the API server's per-node Event rate limit): the event is dropped, and
+  so is every event written before the answer's Retry-After has passed (one log line per
+  such pause) — never a retry loop that would hold the writer, never an exception out of it.
 - Spam filter, as client-go's EventSourceObjectSpamFilter: per involved object a token
   bucket of `burst` events (25) refilled at one per `refill_seconds` (300); beyond it events
   are dropped. A ReplicaSet creating 100 pods records 25 `SuccessfulCreate` events, not 100
@@ -53,6 +59,7 @@ from shoal.machinery.control.holdback import HoldBack
 log = logging.getLogger(__name__)
 
 NORMAL, WARNING = "Normal", "Warning"
+MAX_MESSAGE_BYTES = 1024
 _REF_FIELDS = ("apiVersion", "kind", "name", "namespace", "uid", "resourceVersion")
 
 
@@ -90,6 +97,15 @@ class _Series:
     last: float                   # when the latest of the series happened
 
 
+def truncate_message(message: str) -> str:
+    """`message` cut to MAX_MESSAGE_BYTES of UTF-8, ending in "..." when cut (on a character
+    boundary)."""
+    data = message.encode()
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return message
+    return data[:MAX_MESSAGE_BYTES - 3].decode(errors="ignore") + "..."
+
+
 class EventRecorder:
     def __init__(self, client: Any, component: str, *, host: str | None = None, event_time: bool = False,
                  clock: Clock | None = None, quiet: float = 0.5, max_delay: float = 3.0,
@@ -110,11 +126,13 @@ class EventRecorder:
         self._start_lock = threading.Lock()
         self._last_ns = 0
         self._full = False
+        self._throttled_until: float | None = None      # the API server's Retry-After (clock time)
         self.sent = 0                 # Events created or patched
-        self.dropped = 0              # by the spam filter or a full queue
+        self.dropped = 0              # by the spam filter, a full queue or the server's rate limit
 
     # -- recording (any thread) ---------------------------------------------------------------
     def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        message = truncate_message(message)
         m = obj.get("metadata") or {}
         ref = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": m.get("name"),
                "namespace": m.get("namespace"), "uid": m.get("uid"), "resourceVersion": m.get("resourceVersion")}
@@ -188,12 +206,30 @@ class EventRecorder:
                     item.set()
                     continue
                 try:
-                    self._write(item)
+                    self._write_unless_throttled(item)
                 except Exception as e:   # best-effort: never let an event break the component
                     log.warning("%s: event %s on %s %s not recorded: %s", self.component, item.reason,
                                 item.ref.get("kind", "object"), item.ref.get("name"), e)
 
     # -- writing (the writer thread) ------------------------------------------------------------
+    def _write_unless_throttled(self, ev: _Pending) -> None:
+        """`_write`, unless the API server asked to wait (429): then the event is dropped."""
+        now = self.clock.now()
+        if self._throttled_until is not None:
+            if now < self._throttled_until:
+                self.dropped += 1
+                return
+            self._throttled_until = None
+        try:
+            self._write(ev)
+        except errors.TooManyRequests as e:
+            retry = e.details.get("retryAfterSeconds")
+            wait = float(retry) if isinstance(retry, (int, float)) and retry > 0 else 1.0
+            self._throttled_until = now + wait
+            self.dropped += 1
+            log.warning("%s: the API server limits this component's events (%s); dropping events for %gs",
+                        self.component, e.message, wait)
+
     def _write(self, ev: _Pending) -> None:
         ref = ev.ref
         ns = ref.get("namespace") or "default"

@@ -276,3 +276,57 @@ def test_a_full_queue_drops_and_never_blocks():
         rec.event(POD, "Normal", "Pulled", f"m{i}")
     assert time.monotonic() - t0 < 1.0 and rec.dropped == 3
     rec.stop()                                                     # not started: a no-op
+
+
+# -- the API server's limits ------------------------------------------------------------------------
+class LimitingClient(RecordingClient):
+    """Answers 429 (Retry-After `retry` s) to every create while `limited`."""
+
+    def __init__(self, retry=2):
+        super().__init__()
+        self.limited = False
+        self.retry = retry
+        self.refused = 0
+
+    def create(self, kind, body, namespace=None):
+        if self.limited:
+            self.refused += 1
+            raise errors.TooManyRequests("Too many requests: limit reached on type User for key system:node:n1",
+                                         details={"retryAfterSeconds": self.retry})
+        return super().create(kind, body, namespace)
+
+
+def test_429_drops_the_event_and_pauses_writes_until_retry_after():
+    clock = FakeClock(T0)
+    c = LimitingClient(retry=2)
+    rec = EventRecorder(c, "shoal-agent", clock=clock, **{**AGENT, "quiet": 0}).start()
+    try:
+        c.limited = True
+        rec.event(POD, "Normal", "Pulled", "one")
+        rec.event(POD, "Normal", "Created", "two")
+        rec.event(POD, "Normal", "Started", "three")
+        assert written(rec, c) == [] and c.refused == 1       # asked once; the others dropped unasked
+        assert rec.dropped == 3
+        c.limited = False
+        clock.advance(1.0)
+        rec.event(POD, "Normal", "Killing", "still paused")
+        assert written(rec, c) == [] and rec.dropped == 4
+        clock.advance(1.5)                                    # past Retry-After: written again
+        rec.event(POD, "Normal", "Killing", "after the pause")
+        assert written(rec, c) == [("create", "Killing", "after the pause", 1)]
+    finally:
+        rec.stop()
+
+
+def test_a_long_message_is_cut_to_the_servers_limit():
+    from shoal.machinery.control.events import MAX_MESSAGE_BYTES, truncate_message
+    c = RecordingClient()
+    rec = EventRecorder(c, "t", clock=FakeClock(T0), quiet=0).start()
+    try:
+        rec.event(POD, "Warning", "Failed", "é" * 2000)
+        [(_, body)] = [b for b in c.bodies] if written(rec, c) else [(None, None)]
+        assert len(body["message"].encode()) <= MAX_MESSAGE_BYTES and body["message"].endswith("...")
+    finally:
+        rec.stop()
+    assert truncate_message("x" * MAX_MESSAGE_BYTES) == "x" * MAX_MESSAGE_BYTES
+    assert truncate_message("x" * (MAX_MESSAGE_BYTES + 1)) == "x" * (MAX_MESSAGE_BYTES - 3) + "..."
