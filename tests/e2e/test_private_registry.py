@@ -97,7 +97,9 @@ def test_an_agent_with_registry_auth_pulls_without_a_pod_secret(env):
     c.create_pod(pod_manifest("node-creds", [container("main", reg.ref("team/sleeper:v1"),
                                                        imagePullPolicy="Always")]))
     c.wait_pod("node-creds", running, timeout=90, what="running with the node's credentials")
-    assert any(e["reason"] == "Pulled" and "Successfully pulled" in e["message"]
-               for e in c.events_for("node-creds")), "pulled from the registry, not taken from the node"
+    # events are posted asynchronously (the recorder's queue): wait for it, under load too
+    wait_for(lambda: any(e["reason"] == "Pulled" and "Successfully pulled" in e["message"]
+                         for e in c.events_for("node-creds")), timeout=30,
+             what="a Pulled event: pulled from the registry, not taken from the node")
     assert PASSWORD not in c.agent_log.read_text(errors="replace")
     c.delete_pod_and_wait("node-creds")
