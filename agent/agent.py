@@ -37,7 +37,8 @@ What it does, in start order:
 7. Given an nft runner (`service_proxy_runner`), keeps the node's Service rules
    (`agent.serviceproxy`): one nftables table planned from all Services, EndpointSlices
    (the shared informers) and the Nodes' pod CIDRs, replaced in one transaction at
-   start-up and on every change; after each sync it publishes how far its rules go on its
+   start-up and on every change (with `service_proxy_conntrack`, the unanswered connections
+   to endpoints that are gone are deleted); after each sync it publishes how far its rules go on its
    Node (`agent.drain.AppliedPublisher`, annotation `shoal.io/service-proxy-applied`; a node
    without a proxy removes it).
 8. Holds a deleted pod's SIGTERM until every Ready node's proxy has dropped its endpoint
@@ -73,6 +74,7 @@ from shoal.agent.imagegc import collect_images
 from shoal.agent.interfaces import ExitWatcher, ImageStore, Network, Runtime
 from shoal.agent.logs import PodLogs
 from shoal.agent.logserver import LogServer, ServingTLS
+from shoal.agent.network.conntrack import ConntrackTable
 from shoal.agent.network.runner import Runner
 from shoal.agent.nodenet import ANN_UNDERLAY_IP, ANN_VTEP_MAC, NodeNetworkSync
 from shoal.agent.podapi import ClientPodApi
@@ -141,7 +143,8 @@ class AgentOptions:
 class Agent:
     def __init__(self, client: Client, *, node_name: str, address: str, data_dir: str | os.PathLike,
                  images: ImageStore, runtime: Runtime, network: Network, options: AgentOptions | None = None,
-                 scheduler: Scheduler | None = None, service_proxy_runner: Runner | None = None):
+                 scheduler: Scheduler | None = None, service_proxy_runner: Runner | None = None,
+                 service_proxy_conntrack: ConntrackTable | None = None):
         self.client = client
         self.node_name = node_name
         self.address = address
@@ -151,6 +154,7 @@ class Agent:
         self.clock: Clock = self.opts.clock or RealClock()
         self._given_scheduler = scheduler
         self._proxy_runner = service_proxy_runner      # None: no service proxy on this node
+        self._proxy_conntrack = service_proxy_conntrack  # the proxy's conntrack clean-up (None: none)
         self.service_proxy: ServiceProxy | None = None
         self.drain: DrainGate | None = None
         self.publisher: AppliedPublisher | None = None
@@ -240,7 +244,8 @@ class Agent:
         if self._proxy_runner is not None:
             self.service_proxy = ServiceProxy(node_name=node, runner=self._proxy_runner, table=o.service_table,
                                               reserved_ports=self.reserved_host_ports, clock=self.clock,
-                                              cleanup_on_stop=o.service_proxy_cleanup)
+                                              cleanup_on_stop=o.service_proxy_cleanup,
+                                              conntrack=self._proxy_conntrack)
             self.service_proxy.attach(services=self.shared_informer("services"),
                                       endpointslices=self.shared_informer("endpointslices"), nodes=nodes)
         # draining before SIGTERM (agent.drain): this node's proxy position on its Node, and

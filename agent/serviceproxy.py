@@ -22,6 +22,11 @@ When it syncs:
   of the table (still one transaction), which fixes any shape the table was left in.
 A plan whose script equals the last one applied is not sent again.
 
+After a successful sync, the addresses that left the EndpointSlices altogether since the last
+one (their pods are gone) get their unanswered conntrack entries deleted (`conntrack`,
+`agent.network.conntrack`): a SYN that was sent to a pod on a dead host would otherwise keep
+catching any new connection from the same client port for two minutes, past the rules.
+
 Each applied sync bumps `generation`, logs one line with its duration (and `last_sync`
 keeps it), and records, per EndpointSlice, the resourceVersion that is now in the kernel
 and when (`applied_slice`, `wait_applied`). A deleted slice is recorded as applied-deleted
@@ -47,6 +52,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Protocol
 
 from shoal.machinery.control.clock import Clock, RealClock
+from shoal.agent.network.conntrack import ConntrackTable
 from shoal.agent.network.runner import CommandError, Runner
 from shoal.agent.network.svcrules import (TABLE, Existing, Plan, delete_script, parse_existing, plan_ruleset,
                                           render)
@@ -107,6 +113,11 @@ def _key(obj: Mapping) -> str:
     return f"{md.get('namespace') or ''}/{md.get('name') or ''}"
 
 
+def slice_addresses(slices: Iterable[Mapping]) -> set[str]:
+    """Every endpoint address the EndpointSlices list, whatever its conditions."""
+    return {a for s in slices for ep in s.get("endpoints") or [] for a in ep.get("addresses") or []}
+
+
 def _rv_int(obj: Mapping) -> int:
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
@@ -125,8 +136,10 @@ class ServiceProxy:
     def __init__(self, *, node_name: str, runner: Runner, table: str = TABLE,
                  reserved_ports: Mapping[int, str] | None = None, clock: Clock | None = None,
                  debounce: float = 0.05, resync_interval: float = 300.0, retry_base: float = 0.5,
-                 retry_cap: float = 10.0, cleanup_on_stop: bool = False):
+                 retry_cap: float = 10.0, cleanup_on_stop: bool = False, conntrack: ConntrackTable | None = None):
         self.node_name = node_name
+        self.conntrack = conntrack                    # None: no conntrack clean-up (tests, no netfilter access)
+        self._addresses: set[str] | None = None       # the slices' endpoint addresses at the last sync
         self.runner = runner
         self.table = table
         # port -> shoal component on this node; the agent's own dict (its log port is added late)
@@ -263,6 +276,7 @@ class ServiceProxy:
                               service_ports=plan.service_ports, endpoints=plan.endpoints, problems=len(plan.problems))
             self.last_sync = stats
             self._record(slices)
+            self._forget_gone(slices)
             self.applied_revision = max((_rv_int(sl) for sl in slices), default=0)
             if mode == "unchanged":
                 log.debug("service proxy: table ip %s unchanged (%d service ports)", self.table, plan.service_ports)
@@ -271,6 +285,23 @@ class ServiceProxy:
                          "in %.1f ms", self.generation, self.table, mode, plan.service_ports, plan.endpoints,
                          duration * 1000)
             return stats
+
+    def _forget_gone(self, slices: list[dict]) -> None:
+        """Delete the unanswered conntrack entries to addresses no slice lists any more (the
+        rules without them are in the kernel already). A failure is logged, not retried: the
+        entries then time out as they would without this."""
+        now = slice_addresses(slices)
+        gone = (self._addresses - now) if self._addresses is not None else set()
+        self._addresses = now
+        if gone and self.conntrack is not None:
+            try:
+                n = self.conntrack.forget_unreplied(gone)
+                if n:
+                    log.info("service proxy: deleted %d unanswered connection(s) to gone endpoint(s) %s", n,
+                             ", ".join(sorted(gone)))
+            except Exception as e:
+                log.warning("service proxy: deleting the conntrack entries of gone endpoints %s failed: %s",
+                            ", ".join(sorted(gone)), e)
 
     def _plan(self, services, slices, own_cidr, cidrs) -> Plan:
         return plan_ruleset(services, slices, node_name=self.node_name, node_pod_cidr=own_cidr, pod_cidrs=cidrs,
@@ -361,4 +392,5 @@ def remove_table(runner: Runner, table: str = TABLE) -> bool:
     return True
 
 
-__all__ = ["AppliedSlice", "ServiceProxy", "Source", "SyncStats", "node_pod_cidrs", "remove_table"]
+__all__ = ["AppliedSlice", "ServiceProxy", "Source", "SyncStats", "node_pod_cidrs", "remove_table",
+           "slice_addresses"]

@@ -241,6 +241,14 @@ def add_service_proxy_flag(p) -> None:
                         "left are removed); for a node whose Service traffic another proxy handles")
 
 
+def service_proxy_conntrack(runner):
+    """The service proxy's conntrack clean-up (agent.network.conntrack), with a real proxy."""
+    if runner is None:
+        return None
+    from shoal.agent.network.conntrack import NetlinkConntrack
+    return NetlinkConntrack()
+
+
 def service_proxy_runner(args, bridge: str):
     """The nft runner of the agent's service proxy (docs/services.md, "Data path"), or None: a
     hollow node has none; with --no-service-proxy the table an earlier run left is removed
@@ -348,9 +356,10 @@ def run_agent(args) -> int:
                         max_pods=args.max_pods, probe_executor=prober, runtime_version=rt_version,
                         sync_threads=args.sync_threads, dns=dns_options(args, serve=not args.fake_runtime))
     opts.service_table = svc_table_for(args.bridge)
+    proxy_runner = service_proxy_runner(args, args.bridge)
     agent = Agent(creds.client(user_agent=f"shoal-agent/{node}"), node_name=node, address=address,
                   data_dir=data_dir, images=images, runtime=runtime, network=network, options=opts,
-                  service_proxy_runner=service_proxy_runner(args, args.bridge))
+                  service_proxy_runner=proxy_runner, service_proxy_conntrack=service_proxy_conntrack(proxy_runner))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -328,7 +328,8 @@ def _foreground(args, data_dir: Path) -> int:
     from shoal.agent.hostfiles import private_dir
     from shoal.agent.join import JoinError, ensure_credentials, serving_tls
     from shoal.agent.network.svcrules import svc_table_for
-    from shoal.cli.cmd_agent import _mirror, _runc_version, build_seams, dns_options, service_proxy_runner
+    from shoal.cli.cmd_agent import (_mirror, _runc_version, build_seams, dns_options, service_proxy_conntrack,
+                                     service_proxy_runner)
     from shoal.cli.cmd_server import controllers_as_child, parse_listen
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -369,9 +370,10 @@ def _foreground(args, data_dir: Path) -> int:
                             kubelet_port=hostnet.kubelet_port, kubelet_tls=serving_tls(agent_dir), probe_executor=prober,
                             runtime_version=rt_version or _runc_version(), dns=dns_options(args, serve=True))
         opts.service_table = svc_table_for(hostnet.bridge)
+        proxy_runner = service_proxy_runner(args, hostnet.bridge)
         agent = Agent(creds.client(user_agent=f"shoal-agent/{node}"), node_name=node, address=args.node_ip,
                       data_dir=agent_dir, images=images, runtime=runtime, network=network, options=opts,
-                      service_proxy_runner=service_proxy_runner(args, hostnet.bridge))
+                      service_proxy_runner=proxy_runner, service_proxy_conntrack=service_proxy_conntrack(proxy_runner))
         agent.start()
         print(f"shoal up: node {node} ({args.node_ip}) started; Ctrl-C to stop", flush=True)
         stop.wait()

@@ -22,6 +22,7 @@ MYPYPATH="$tc" "$PY" -m mypy --config-file pyproject.toml --cache-dir "${MYPY_CA
   -m shoal.agent.registration -m shoal.agent.nodenet -m shoal.agent.logs -m shoal.agent.imagegc \
   -m shoal.agent.network.overlay -m shoal.agent.network.hostports -m shoal.agent.interfaces \
   -m shoal.agent.network.svcrules -m shoal.agent.serviceproxy -m shoal.agent.drainplan -m shoal.agent.drain \
+  -m shoal.agent.network.conntrack \
   -m shoal.agent.dns -m shoal.agent.dnsrecords \
   -m shoal.controller.deployment.util -m shoal.controller.deployment.plan \
   -m shoal.controller.deployment.rolling -m shoal.controller.deployment.recreate \

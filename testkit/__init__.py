@@ -18,6 +18,9 @@ A tour, from the cheapest kit to the whole cluster:
   built from Debian's static busybox with no downloads and the same digests every time,
   a loopback `docker-registry`, a pure-Python push, `docker save` / OCI archives and a
   token-auth server. The demo (`shoal images build-demo`) uses them too.
+- `steadyclient` — a steady HTTP client (a fixed rate, a new connection per request, every
+  request recorded with its time, answer and port) to run in a lab namespace while a rollout
+  or a host failure happens; `summarize` reads its records.
 - `runtime` (root) — a one-layer busybox image on disk as a `PulledImage`, and
   `teardown_runtime`, which kills and removes every container of a runtime and its
   cgroups, and answers what it could not clean.

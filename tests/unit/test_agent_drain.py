@@ -424,3 +424,34 @@ def test_the_proxy_reports_its_applied_position_after_every_sync():
     slices.put(slc("other", rv=70, service="nobody"))            # rules unchanged: the position still moves
     stats = proxy.sync()
     assert stats.mode == "unchanged" and seen == [50, 61, 70]
+
+
+# ---------------------------------------------------------------------------- the proxy's conntrack clean-up
+def test_the_proxy_forgets_unanswered_connections_to_addresses_no_slice_lists_any_more():
+    from shoal.agent.network.conntrack import RecordingConntrack
+    from shoal.agent.network.runner import CommandError, RecordingRunner
+    from shoal.agent.serviceproxy import ServiceProxy
+
+    def respond(argv, stdin):
+        if argv[:4] == ["nft", "-t", "-j", "list"]:
+            raise CommandError(argv, 1, "Error: No such file or directory")
+        return ""
+    services = Src([{"metadata": {"namespace": "default", "name": "web", "resourceVersion": "3",
+                                  "creationTimestamp": "2024-01-01T00:00:00Z"},
+                     "spec": {"clusterIP": "10.43.0.10", "ports": [{"name": "http", "port": 80, "targetPort": 80}]}}])
+    a, b = ep("ua", "10.244.1.5", ready=True, terminating=False), ep("ub", "10.244.2.6", ready=True, terminating=False)
+    slices = Src([slc(rv=50, endpoints=[a, b])])
+    nodes = Src([{"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.244.1.0/24"}}])
+    ct = RecordingConntrack()
+    proxy = ServiceProxy(node_name="n1", runner=RecordingRunner(respond=respond), conntrack=ct)
+    proxy.attach(services=services, endpointslices=slices, nodes=nodes)
+    proxy.sync()
+    assert ct.calls == []                                        # the first sync knows of nothing gone
+    slices.put(slc(rv=51, endpoints=[a, ep("ub", "10.244.2.6")]))   # b terminating: out of the rules, not gone
+    proxy.sync()
+    assert ct.calls == []                                        # it may still answer: nothing is deleted
+    slices.put(slc(rv=52, endpoints=[a]))                        # b's pod is gone
+    proxy.sync()
+    assert ct.calls == [frozenset({"10.244.2.6"})]
+    proxy.sync()
+    assert len(ct.calls) == 1                                    # once
