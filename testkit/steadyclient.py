@@ -8,7 +8,9 @@ Run it where the targets are reachable (a lab host's or the lab's outside namesp
     python -m shoal.testkit.steadyclient --target 10.43.0.10:80 --target 10.99.0.11:30080 \\
         --rate 120 --stop-file /tmp/x/stop --max 20000 --out /tmp/x/records.json
 
-Each target gets `--rate` requests a second, spread over `--threads` threads, each request
+Each target gets `--rate` requests a second, spread over `--threads` threads (or, with
+`--targets-file`, one pool goes round-robin over the addresses the file lists at the moment —
+a client that discovers its servers, as one without a Service must), each request
 `GET /` with `Connection: close` and a `--timeout` (seconds) for connect and read; it runs
 until the stop file appears or `--max` requests were sent, then writes
 `{"targets": [...], "records": [[t, target index, ok, answer or error, local port], ...]}` (t:
@@ -76,15 +78,38 @@ def _one(host: str, port: int, timeout: float) -> tuple[bool, str, int]:
 
 
 def run(targets: Sequence[tuple[str, int]], *, rate: float, threads: int, timeout: float, stop_file: str,
-        max_requests: int) -> list[list]:
+        max_requests: int, targets_file: str | None = None) -> tuple[list[str], list[list]]:
+    """Returns (targets as "host:port", records). With `targets_file`, `targets` is ignored: one
+    pool of `threads` sends `rate` requests a second round-robin over the addresses the file
+    lists now (re-read every 50 ms); a request when it lists none is a failure ("no target")."""
     records: list[list] = []
     lock = threading.Lock()
     sent = [0]
     stop = threading.Event()
+    names: list[str] = []
+    index: dict[str, int] = {}
+    current: list[tuple[str, int]] = []
+    turn = [0]
 
-    def worker(ti: int, phase: float) -> None:
-        host, port = targets[ti]
-        interval = threads / rate
+    def ti_of(t: tuple[str, int]) -> int:
+        name = f"{t[0]}:{t[1]}"
+        if name not in index:
+            index[name] = len(names)
+            names.append(name)
+        return index[name]
+
+    def pick_fixed(i: int):
+        return lambda: targets[i]
+
+    def pick_next():
+        with lock:
+            if not current:
+                return None
+            turn[0] += 1
+            return current[turn[0] % len(current)]
+
+    def worker(pick, lane_rate: float, phase: float) -> None:
+        interval = threads / lane_rate
         nxt = time.monotonic() + phase
         while not stop.is_set():
             now = time.monotonic()
@@ -97,23 +122,51 @@ def run(targets: Sequence[tuple[str, int]], *, rate: float, threads: int, timeou
                     return
                 sent[0] += 1
             t = time.time()
-            ok, what, lport = _one(host, port, timeout)
+            target = pick()
+            if target is None:
+                with lock:
+                    records.append([round(t, 4), -1, False, "no target", 0])
+                continue
+            ok, what, lport = _one(target[0], target[1], timeout)
             with lock:
-                records.append([round(t, 4), ti, ok, what, lport])
+                records.append([round(t, 4), ti_of(target), ok, what, lport])
 
-    ts = [threading.Thread(target=worker, args=(ti, k / rate), daemon=True)
-          for ti in range(len(targets)) for k in range(threads)]
+    def reread() -> None:
+        assert targets_file is not None
+        try:
+            with open(targets_file) as f:
+                new = [_parse(line) for line in f.read().split() if line.strip()]
+        except OSError:
+            return
+        with lock:
+            current[:] = new
+
+    if targets_file is not None:
+        reread()
+        ts = [threading.Thread(target=worker, args=(pick_next, rate, k / rate), daemon=True) for k in range(threads)]
+    else:
+        for t in targets:
+            ti_of(t)
+        ts = [threading.Thread(target=worker, args=(pick_fixed(i), rate, k / rate), daemon=True)
+              for i in range(len(targets)) for k in range(threads)]
     for t in ts:
         t.start()
     while not stop.is_set():
         if os.path.exists(stop_file):
             stop.set()
             break
+        if targets_file is not None:
+            reread()
         stop.wait(0.05)
     for t in ts:
         t.join(timeout + 1)
     with lock:
-        return sorted(records)
+        return list(names), sorted(records)
+
+
+def _parse(target: str) -> tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    return host, int(port)
 
 
 def load(path: str) -> tuple[list[str], list[list]]:
@@ -155,7 +208,8 @@ def summarize(records: Iterable[Sequence], *, after: float | None = None) -> Sum
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--target", action="append", required=True, metavar="HOST:PORT")
+    ap.add_argument("--target", action="append", default=[], metavar="HOST:PORT")
+    ap.add_argument("--targets-file", help="a file of HOST:PORT words, re-read every 50 ms: round-robin over them")
     ap.add_argument("--rate", type=float, default=100.0, help="requests a second per target (%(default)s)")
     ap.add_argument("--threads", type=int, default=4, help="threads per target (%(default)s)")
     ap.add_argument("--timeout", type=float, default=2.0)
@@ -163,15 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max", type=int, default=100_000, dest="max_requests")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    targets = []
-    for t in a.target:
-        host, _, port = t.rpartition(":")
-        targets.append((host, int(port)))
-    recs = run(targets, rate=a.rate, threads=a.threads, timeout=a.timeout, stop_file=a.stop_file,
-               max_requests=a.max_requests)
+    if not a.target and not a.targets_file:
+        ap.error("give --target at least once, or --targets-file")
+    names, recs = run([_parse(t) for t in a.target], rate=a.rate, threads=a.threads, timeout=a.timeout,
+                      stop_file=a.stop_file, max_requests=a.max_requests, targets_file=a.targets_file)
     tmp = a.out + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"targets": a.target, "records": recs}, f)
+        json.dump({"targets": names, "records": recs}, f)
     os.replace(tmp, a.out)
     return 0
 
