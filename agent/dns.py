@@ -46,6 +46,7 @@ render 60 — dnspython's pure Python), ≈ 3,300 queries/s on one core of the 2
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -229,20 +230,26 @@ class DNSServer:
         if self.serving:
             raise RuntimeError(f"cluster DNS already serving on {self.address}:{self.port}")
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        udp = socket.socket(family, socket.SOCK_DGRAM)
-        tcp = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            udp.bind((address, port))
-            port = udp.getsockname()[1]
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # restart with connections in TIME_WAIT
-            tcp.bind((address, port))
-            tcp.listen(128)
-            udp.setblocking(False)
-            tcp.setblocking(False)
-        except OSError:
-            udp.close()
-            tcp.close()
-            raise
+        # port 0: the UDP port the kernel picks may be taken for TCP; try a few picks
+        for attempt in range(20 if port == 0 else 1):
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                udp.bind((address, port))
+                chosen = udp.getsockname()[1]
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # restart with connections in TIME_WAIT
+                tcp.bind((address, chosen))
+                tcp.listen(128)
+                udp.setblocking(False)
+                tcp.setblocking(False)
+            except OSError as e:
+                udp.close()
+                tcp.close()
+                if port == 0 and e.errno == errno.EADDRINUSE and attempt < 19:
+                    continue
+                raise
+            port = chosen
+            break
         self.address, self.port = address, port
         self._clients = ipaddress.ip_network(clients, strict=False) if clients else None
         self.resolvers.exclude = {address}
