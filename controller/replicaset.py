@@ -209,9 +209,20 @@ class ReplicaSetController:
         if diff < 0:
             self._create(rs, min(-diff, self.burst))
         elif diff > 0:
-            for p in rank_for_deletion(active)[:min(diff, self.burst)]:
-                self._delete(rs, p)
+            # all at once, as Kubernetes' controller does (a goroutine per pod): one request at
+            # a time held a 50-replica rollout's scale-downs back by ~0.1 s per pod
+            victims = rank_for_deletion(active)[:min(diff, self.burst)]
+            futures = [(p, self._pool.submit(self._delete, rs, p)) for p in victims]
+            failure: Exception | None = None
+            for p, f in futures:
+                try:
+                    f.result()
+                except Exception as e:       # the others' outcome still counts; retry follows
+                    failure = failure or e
+                    continue
                 gone.add(uid_of(p))
+            if failure is not None:
+                raise failure
         return gone
 
     def _create(self, rs: dict, count: int) -> None:
