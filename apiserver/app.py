@@ -101,21 +101,58 @@ def _too_large(size: int | None) -> errors.RequestEntityTooLarge:
     return errors.RequestEntityTooLarge(f"Request entity too large: {what}limit is {MAX_REQUEST_BYTES}")
 
 
+# How deep a request body may nest (objects and arrays): far above any kind shoal serves (a
+# pod's deepest field is about a dozen levels down), far below what the decoders and the code
+# after them (validation, patches, deep copies) can recurse through. Deeper: 400, never a 500.
+MAX_BODY_DEPTH = 100
+
+
+def _too_deep() -> errors.BadRequest:
+    return errors.BadRequest(f"the request body nests objects and arrays more than {MAX_BODY_DEPTH} levels deep")
+
+
+def nests_deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` (decoded JSON) holds objects or arrays more than `limit` levels deep.
+    Iterative, so any depth can be measured."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children: Any = v.values()
+        elif isinstance(v, list):
+            children = v
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
 def _decode_body(raw: bytes, content_type: str) -> Any:
     """JSON (also without a Content-Type: kubectl's scale PUT, the Python client), YAML for
-    apply-patch+yaml, or Kubernetes' protobuf (typed kubectl commands: `apiserver.protobuf`)."""
+    apply-patch+yaml, or Kubernetes' protobuf (typed kubectl commands: `apiserver.protobuf`).
+    BadRequest for a body that does not decode, or nests deeper than MAX_BODY_DEPTH."""
     if protobuf.is_protobuf(content_type):
-        return protobuf.decode(raw)
-    try:
-        return json.loads(raw)
-    except ValueError:
-        if "yaml" in content_type:
+        value = protobuf.decode(raw)
+    else:
+        try:
+            value = json.loads(raw)
+        except RecursionError:
+            raise _too_deep() from None
+        except ValueError:
+            if "yaml" not in content_type:
+                raise errors.BadRequest("the request body is not valid JSON") from None
             import yaml
             try:
-                return yaml.safe_load(raw)
+                value = yaml.safe_load(raw)
+            except RecursionError:
+                raise _too_deep() from None
             except yaml.YAMLError as e:
                 raise errors.BadRequest(f"the request body is not valid YAML: {e}") from None
-        raise errors.BadRequest("the request body is not valid JSON") from None
+    if nests_deeper_than(value, MAX_BODY_DEPTH):
+        raise _too_deep()
+    return value
 
 
 async def _body(request: Request, *, required: bool = True) -> Any:

@@ -40,6 +40,7 @@ import binascii
 import json
 import logging
 import posixpath
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 CHUNK = 500                   # rows read per store call
 TOKEN_VERSION = "meta.k8s.io/v1"
 MAX_INT64 = 2**63 - 1
+MAX_TOKEN_CHARS = 4096        # a token shoal makes holds one key (<= 512 characters): far less
 BLOCK_BYTES = 256 * 1024      # encoded items are sent in blocks of about this size
 
 EXPIRED = "The resourceVersion for the provided list is too old."
@@ -132,12 +134,11 @@ class ListOptions:
 
 
 def _int(text: str | None, name: str, *, message: str | None = None) -> int | None:
+    """A query parameter as Go's strconv.ParseInt reads it: ASCII digits and a sign only
+    (Python's int() also takes "٣", "1_000" and spaces)."""
     if text in (None, ""):
         return None
-    try:
-        value = int(str(text), 10)
-    except ValueError:
-        value = None
+    value = int(text) if re.fullmatch(r"[+-]?[0-9]+", str(text)) else None
     if value is None or not -MAX_INT64 - 1 <= value <= MAX_INT64:
         raise errors.BadRequest(f"{message or name}: invalid value {text!r}: must be a 64-bit integer",
                                 causes=[errors.Cause(name, "must be a 64-bit integer")])
@@ -161,10 +162,12 @@ def decode_continue(token: str, prefix: str) -> tuple[str, int]:
     def bad(why: str) -> errors.BadRequest:
         return errors.BadRequest(f"invalid continue token: continue key is not valid: {why}",
                                  causes=[errors.Cause("continue", why)])
+    if len(token) > MAX_TOKEN_CHARS:
+        raise bad(f"{len(token)} characters long")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
-    except (binascii.Error, ValueError) as e:
+    except (binascii.Error, ValueError, RecursionError) as e:
         raise bad(str(e)) from None
     if not isinstance(data, dict) or data.get("v") != TOKEN_VERSION:
         version = data.get("v") if isinstance(data, dict) else None
