@@ -37,6 +37,13 @@ Design notes (the kine idea, reshaped for a small Python server)
 * Compaction deletes log rows older than a time window (but never the newest
   row) and remembers the highest compacted revision; a watch from an older
   revision gets 410 Gone. SQLite reclaims the pages with incremental vacuum.
+* Reads at a revision (list pages, `list_range`): the value of a key at revision R
+  is its current row when that was written at or before R; otherwise the first log
+  row of the key after R holds it as `prev_value`, with its revision in
+  `prev_revision` (none when that row is an ADDED: the key did not exist at R).
+  Every row after R is kept while R is not compacted, so any such R can be read,
+  a chunk at a time, each chunk its own short read transaction; an index on
+  (key, id) finds each key's first row after R.
 * Other processes writing the same database (several API servers on one
   PostgreSQL) are seen through polling of the log; in-process writes call the
   `on_commit` hook at once (the watch hub uses it to wake watchers).
