@@ -41,7 +41,7 @@ from shoal.apiserver.store import Allocation, AllocationTaken, Store, check_obje
 # Store attributes a dry run may use as they are: they read.
 READS = frozenset({"get", "get_by_uid", "list", "page", "dependents", "allocations", "events_after", "current_revision",
                    "compacted_revision", "lookup_credential", "count_credentials", "node_password_hash", "node_endpoint",
-                   "dialect", "url", "clock"})
+                   "list_range", "count_range", "key_range", "last_logged", "dialect", "url", "clock"})
 # Store writes a dry run answers itself (checked, never written).
 WRITES = frozenset({"create", "update", "delete", "delete_batch"})
 # Store attributes a dry run must never reach: writes no request path of the registry makes
