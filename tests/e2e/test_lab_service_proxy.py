@@ -125,3 +125,72 @@ def test_a_node_port_service_over_six_replicas_on_three_hosts(lab):
         wait(f"no rule of the deleted Services on {h}", lambda: clean(h), timeout=30)
     c.delete("deployments", "echo", "default")
     c.delete("pods", "solo", "default")
+
+
+def test_names_headless_and_an_unready_pod_on_three_hosts(lab):
+    """Cluster DNS through every host's agent: a pod on each host reaches the Service by `dns`,
+    `dns.default` and `dns.default.svc.cluster.local` (its resolv.conf's search path, ndots:5);
+    a headless Service resolves to the ready pods only; a pod whose readiness probe fails
+    (failureThreshold 1, period 1 s) leaves the endpoints and the headless answer — the time it
+    took is printed (timings are not asserted here: bench/ measures them)."""
+    import time
+    c = lab.client
+    web = echo_container(lab.images["web:v1"])
+    web["readinessProbe"] = {**web["readinessProbe"], "failureThreshold": 1}
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dns", "namespace": "default"},
+           "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "dns"}},
+                    "template": {"metadata": {"labels": {"app": "dns"}},
+                                 "spec": {"containers": [web], "terminationGracePeriodSeconds": 2}}}}
+    c.create("deployments", dep, "default")
+    c.create("services", service("dns", {"app": "dns"}), "default")
+    hl = service("dns-hl", {"app": "dns"})
+    hl["spec"]["clusterIP"] = "None"
+    c.create("services", hl, "default")
+    pods = wait("3 ready dns pods", lambda: (lambda ps: ps if len(ps) == 3 else None)(
+        [p for p in lab.pods("app=dns") if is_ready(p)]), timeout=120)
+    names = {p["metadata"]["name"] for p in pods}
+    ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
+
+    # by name, from a pod on every host (pinned there)
+    for host in ("h1", "h2", "h3"):
+        c.create("pods", {"apiVersion": "v1", "kind": "Pod",
+                          "metadata": {"name": f"client-{host}", "namespace": "default", "labels": {"app": "client"}},
+                          "spec": {"nodeName": host, "containers": [echo_container(lab.images["web:v1"])],
+                                   "terminationGracePeriodSeconds": 2}}, "default")
+    clients = {host: wait(f"client-{host} ready", lambda h=host: (lambda p: p if is_ready(p) else None)(
+        c.get("pods", f"client-{h}", "default")), timeout=60) for host in ("h1", "h2", "h3")}
+    for host, client in clients.items():
+        for name in ("dns", "dns.default", "dns.default.svc.cluster.local"):
+            def by_name():
+                out = lab.pod_exec(client, ["sh", "-c", f"timeout 3 wget -qO- http://{name}/ || echo FAILED"],
+                                   timeout=30).stdout.strip()
+                return out if out in names else None
+            wait(f"{name} from a pod on {host}", by_name, timeout=30)
+
+    def headless(client) -> set[str]:
+        out = lab.pod_exec(client, ["nslookup", "dns-hl.default.svc.cluster.local"], timeout=30).stdout
+        return {ip for ip in ips.values() if ip in out}
+    wait("the headless Service -> the 3 ready pods", lambda: headless(clients["h1"]) == set(ips.values()), timeout=30)
+
+    # one pod turns unready: it leaves the slice and the headless answer
+    victim = pods[0]
+    vname = victim["metadata"]["name"]
+    t0 = time.monotonic()
+    lab.pod_exec(victim, ["rm", "/srv/healthz"], timeout=30)
+
+    def out_of_slice():
+        for s in c.list("endpointslices", "default", label_selector="kubernetes.io/service-name=dns")["items"]:
+            for e in s.get("endpoints") or []:
+                if (e.get("targetRef") or {}).get("name") == vname:
+                    return not (e.get("conditions") or {}).get("ready")
+        return True
+    wait(f"{vname} out of the ready endpoints", out_of_slice, timeout=30)
+    print(f"\nunready pod {vname} left the ready endpoints {time.monotonic() - t0:.2f} s after its probe "
+          f"started failing (readiness period 1 s, failureThreshold 1)")
+    rest = {ip for n, ip in ips.items() if n != vname}
+    wait("the headless Service without the unready pod", lambda: headless(clients["h2"]) == rest, timeout=30)
+    c.delete("services", "dns", "default")
+    c.delete("services", "dns-hl", "default")
+    c.delete("deployments", "dns", "default")
+    for host in ("h1", "h2", "h3"):
+        c.delete("pods", f"client-{host}", "default")
