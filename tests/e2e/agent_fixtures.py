@@ -171,6 +171,10 @@ class E2ECluster:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "E2ECluster":
+        # the agent's service proxy table is named after the default bridge (`ip shoal-svc`):
+        # ours to remove at close unless it was there before (a real `shoal up` on this host)
+        self._svc_table_was_there = subprocess.run(["nft", "list", "table", "ip", "shoal-svc"],
+                                                   capture_output=True).returncode == 0
         from shoal.testkit.images import cached_test_images, push_all, start_registry
         from shoal.testkit.apiserver import ServerSubprocess, start_test_server
         from shoal.controller.manager import ControllerOptions
@@ -431,6 +435,8 @@ class E2ECluster:
             if Path(f"/sys/class/net/{dev}").exists():
                 subprocess.run(["ip", "link", "delete", dev], capture_output=True)
         subprocess.run(["nft", "delete", "table", "ip", self.table], capture_output=True)
+        if not getattr(self, "_svc_table_was_there", True):
+            subprocess.run(["nft", "delete", "table", "ip", "shoal-svc"], capture_output=True)
         return problems
 
 
