@@ -45,6 +45,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Union
 
 from shoal.machinery.api import errors
+from shoal.machinery.api.models.codec import unwrap_type
 from shoal.machinery.api.models.field import FieldErrors
 from shoal.machinery.api.times import format_time, parse_time
 
@@ -142,20 +143,6 @@ class Node:
 _LEAF_NODE = Node(LEAF)
 
 
-def _unwrap(tp: Any) -> Any:
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin is Union:
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
 def _is_model(tp: Any) -> bool:
     from pydantic import BaseModel
     return isinstance(tp, type) and issubclass(tp, BaseModel)
@@ -177,7 +164,7 @@ def _struct_node(cls: Any, cache: dict[type, Node]) -> Node:
 
 
 def _type_node(tp: Any, owner: str, wire: str, cache: dict[type, Node]) -> Node:
-    tp = _unwrap(tp)
+    tp = unwrap_type(tp)
     if _is_model(tp):
         return _struct_node(tp, cache)
     origin = typing.get_origin(tp)

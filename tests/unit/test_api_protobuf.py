@@ -350,7 +350,7 @@ def test_the_table_matches_shoals_models_field_names():
     shoal serves is undecodable from protobuf (a model field missing here would be a field
     typed kubectl commands could never set)."""
     from shoal.machinery.api.models import KINDS
-    from shoal.machinery.api.models.codec import _unwrap
+    from shoal.machinery.api.models.codec import unwrap_type as _unwrap
     import typing
     from pydantic import BaseModel
 

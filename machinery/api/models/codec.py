@@ -45,7 +45,7 @@ def _json_type(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
-def _unwrap(tp: Any) -> Any:
+def unwrap_type(tp: Any) -> Any:
     """Strip Optional[...] and Annotated[...] down to the interesting type."""
     while True:
         origin = typing.get_origin(tp)
@@ -67,7 +67,7 @@ def render_loc(model: type[BaseModel], loc: tuple) -> tuple[str, bool]:
     tp: Any = model
     union_tag = False
     for part in loc:
-        cur = _unwrap(tp)
+        cur = unwrap_type(tp)
         origin = typing.get_origin(cur)
         if isinstance(part, int):
             path += f"[{part}]"
