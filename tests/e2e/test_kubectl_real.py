@@ -24,9 +24,7 @@ import json
 import os
 import queue
 import re
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,7 +35,7 @@ import yaml
 from shoal.machinery.api.errors import NotFound
 from shoal.machinery.client.rest import Client
 from shoal.testkit.apiserver import wait_for
-from tests.e2e.userpath_fixtures import UpCluster, start_up_cluster, stop_up_cluster
+from tests.e2e.userpath_fixtures import UpCluster, up_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -141,13 +139,8 @@ class Lines:
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def cluster():
-    data = Path(tempfile.mkdtemp(prefix="shoal-kc-", dir="/tmp"))
-    try:
-        yield start_up_cluster(data)
-    finally:
-        problems = stop_up_cluster(data)
-        shutil.rmtree(data, ignore_errors=True)
-        assert not problems, "the cluster left these behind after `shoal down`:\n" + "\n".join(problems)
+    with up_cluster("shoal-kc-") as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -11,28 +11,21 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from shoal.testkit.apiserver import wait_for
-from tests.e2e.userpath_fixtures import start_up_cluster, stop_up_cluster
+from tests.e2e.userpath_fixtures import up_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture
 def cluster():
-    data = Path(tempfile.mkdtemp(prefix="shoal-tls-", dir="/tmp"))
-    try:
-        yield start_up_cluster(data)
-    finally:
-        problems = stop_up_cluster(data)
-        shutil.rmtree(data, ignore_errors=True)
-        assert not problems, "the cluster left these behind after `shoal down`:\n" + "\n".join(problems)
+    with up_cluster("shoal-tls-") as c:
+        yield c
 
 
 def test_shoal_up_is_https_and_the_python_client_runs_a_pod(cluster):

@@ -15,6 +15,12 @@ tests/e2e/test_manifests.py (which applies every manifest in manifests/).
 """
 from __future__ import annotations
 
+import tempfile
+
+import shutil
+
+import contextlib
+
 import dataclasses
 import ipaddress
 import json
@@ -303,3 +309,16 @@ def stop_up_cluster(data_dir: Path, *, python: str = sys.executable) -> list[str
     if net is not None:
         problems += leftovers(data_dir, net)
     return problems
+
+
+@contextlib.contextmanager
+def up_cluster(prefix: str):
+    """`shoal up` in a fresh /tmp data dir for the block; `shoal down` after, asserting it
+    left nothing behind (processes, mounts, netns, links, tables)."""
+    data = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield start_up_cluster(data)
+    finally:
+        problems = stop_up_cluster(data)
+        shutil.rmtree(data, ignore_errors=True)
+        assert not problems, "the cluster left these behind after `shoal down`:\n" + "\n".join(problems)
